@@ -1,0 +1,154 @@
+"""Running a network over video clips: ``run_clip`` (a scan over frames) and a streaming API.
+
+The model is any Flax module whose ``__call__(x, phase=...)`` takes one frame batch
+``[B, H, W, C]`` and passes ``phase`` on to its quantized layers (``resq_jax.nn.layers``). Its
+per-layer ResQ state lives in the ``resq_state`` collection and is the scan carry.
+
+Keyframes are frames with ``t % period == 0``. Because a keyframe restarts every layer's
+reference, the frames between two keyframes form an independent group: ``run_clip`` folds the
+groups of a clip into the batch, runs one keyframe step on all of them at once and then a
+``lax.scan`` over the ``period - 1`` residual frames. A residual frame therefore never pays for
+the keyframe branch (no select over both), and the sequential depth is ``period``, not ``T``.
+Recipes without state (float, FQ) have no temporal dependence: their frames are folded into the
+batch entirely.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+COLLECTIONS = ("resq_state", "resq_stats")
+
+
+class ClipResult(NamedTuple):
+  """``outputs``: the model's outputs with a time axis, ``[B, T, ...]``; ``stats``: per layer,
+  per frame ``{path: {name: [T, B, ...]}}``; ``state``: the ResQ state after the last frame."""
+  outputs: Any
+  stats: Any
+  state: Any
+
+
+class StreamState(NamedTuple):
+  """Online state: the index of the next frame and the per-layer ResQ state."""
+  t: Array
+  resq: Any
+
+
+def model_variables(variables) -> dict:
+  """``variables`` without the per-run collections (state and stats)."""
+  return {k: v for k, v in variables.items() if k not in COLLECTIONS}
+
+
+def _apply(model, variables, frames, phase, state):
+  full = dict(variables, resq_state=state) if state else variables
+  out, mutated = model.apply(full, frames, phase=phase, mutable=list(COLLECTIONS))
+  return out, mutated.get("resq_state", {}), mutated.get("resq_stats", {})
+
+
+def _has_state(model, variables, frame) -> bool:
+  _, state, _ = jax.eval_shape(functools.partial(_apply, model, phase="key", state=None),
+                               variables, frame)
+  return bool(jax.tree_util.tree_leaves(state))
+
+
+def _fold(x, n):  # [B, n*k, ...] -> [B*n, k, ...]
+  return x.reshape(x.shape[0] * n, x.shape[1] // n, *x.shape[2:])
+
+
+def _merge_time(x):  # [B, T, ...] -> [B*T, ...]
+  return x.reshape(x.shape[0] * x.shape[1], *x.shape[2:])
+
+
+def _run_groups(model, variables, clip, period, unroll):
+  """Frames ``[B, G*period, ...]`` as G independent groups. Returns outputs ``[B, G*period, ...]``,
+  stats ``[G*period, B, ...]`` and the state of the last group."""
+  batch, n_groups = clip.shape[0], clip.shape[1] // period
+  groups = _fold(clip, n_groups)  # [B*G, period, ...]
+  y0, state, s0 = _apply(model, variables, groups[:, 0], "key", None)
+
+  def body(state, frame):
+    y, state, s = _apply(model, variables, frame, "residual", state)
+    return state, (y, s)
+
+  residual_frames = jnp.moveaxis(groups[:, 1:], 1, 0)  # [period-1, B*G, ...]
+  state, (ys, ss) = jax.lax.scan(body, state, residual_frames, unroll=unroll)
+
+  def outputs(first, rest):  # [B*G, ...], [period-1, B*G, ...] -> [B, G*period, ...]
+    y = jnp.concatenate([first[:, None], jnp.moveaxis(rest, 0, 1)], axis=1)
+    return y.reshape(batch, n_groups * period, *y.shape[2:])
+
+  def stats(first, rest):  # -> [G*period, B, ...]
+    return jnp.moveaxis(outputs(first, rest), 1, 0)
+
+  last_group = lambda s: s.reshape(batch, n_groups, *s.shape[1:])[:, -1]
+  return (jax.tree.map(outputs, y0, ys), jax.tree.map(stats, s0, ss),
+          jax.tree.map(last_group, state))
+
+
+@functools.partial(jax.jit, static_argnames=("model", "period", "unroll"))
+def run_clip(model, variables, clip: Array, *, period: int, unroll: int | bool = 1) -> ClipResult:
+  """Run ``model`` over a clip ``[B, T, H, W, C]`` with keyframes at ``t % period == 0``.
+
+  Args:
+    model: a Flax module (static: hashable) taking ``(frame, phase=...)``.
+    variables: its variables (``params``, ``batch_stats``...); any stale ``resq_state`` /
+      ``resq_stats`` are ignored.
+    clip: frames ``[B, T, ...]``.
+    period: keyframe period K >= 1 (K = 1: every frame is a keyframe, i.e. FQ with key grids).
+    unroll: ``lax.scan`` unroll factor of the residual loop (True unrolls it fully; useful for
+      training on XLA:CPU, see DESIGN.md section 7).
+  Returns:
+    :class:`ClipResult`.
+  """
+  if not isinstance(period, int) or period < 1:
+    raise ValueError(f"period must be an int >= 1, got period={period!r}")
+  if clip.ndim < 3:
+    raise ValueError(f"clip must be [B, T, ...], got shape {clip.shape}")
+  variables = model_variables(variables)
+  batch, length = clip.shape[:2]
+  if not _has_state(model, variables, clip[:, 0]):
+    y, _, s = _apply(model, variables, _merge_time(clip), "key", None)
+    split = lambda v: v.reshape(batch, length, *v.shape[1:])
+    return ClipResult(jax.tree.map(split, y),
+                      jax.tree.map(lambda v: jnp.moveaxis(split(v), 1, 0), s), {})
+  n_full = (length // period) * period
+  parts = []
+  if n_full:
+    parts.append(_run_groups(model, variables, clip[:, :n_full], period, unroll))
+  if length > n_full:
+    parts.append(_run_groups(model, variables, clip[:, n_full:], length - n_full, unroll))
+  outputs = jax.tree.map(lambda *v: jnp.concatenate(v, axis=1), *[p[0] for p in parts])
+  stats = jax.tree.map(lambda *v: jnp.concatenate(v, axis=0), *[p[1] for p in parts])
+  return ClipResult(outputs, stats, parts[-1][2])
+
+
+def stream_init(model, variables, frame: Array) -> StreamState:
+  """Initial online state for frames shaped like ``frame`` ``[B, H, W, C]`` (zeros; the first
+  step is a keyframe)."""
+  _, state, _ = jax.eval_shape(functools.partial(_apply, model, phase="key", state=None),
+                               model_variables(variables), frame)
+  zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), state)
+  return StreamState(t=jnp.zeros((), jnp.int32), resq=zeros)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "period"))
+def stream_step(model, variables, stream: StreamState, frame: Array, *, period: int):
+  """One online step: ``(stream, frame [B, H, W, C]) -> (output, stats, new_stream)``.
+
+  Equal to the corresponding frame of :func:`run_clip` over the same frames. Keyframe and
+  residual branches are a ``lax.cond`` on a scalar, so only one of them executes.
+  """
+  if not isinstance(period, int) or period < 1:
+    raise ValueError(f"period must be an int >= 1, got period={period!r}")
+  variables = model_variables(variables)
+  key = lambda state: _apply(model, variables, frame, "key", None)
+  residual = lambda state: _apply(model, variables, frame, "residual", state)
+  if not jax.tree_util.tree_leaves(stream.resq):
+    y, state, stats = key(stream.resq)
+  else:
+    y, state, stats = jax.lax.cond(stream.t % period == 0, key, residual, stream.resq)
+  return y, stats, StreamState(t=stream.t + 1, resq=state)

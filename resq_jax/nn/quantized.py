@@ -1,0 +1,144 @@
+"""Recipe execution inside a Flax module: quantizer parameters, ResQ state and per-frame stats.
+
+Collections a quantized layer uses:
+  * ``params``: the layer's weights and its quantizer scales / zero points (learnable);
+  * ``resq_state``: the ResQ carry ``ref`` / ``yref`` (only for 'resq' and 'dynamic' recipes);
+  * ``calibration``: written when mutable: the layer input ``x`` and effective weights ``w``;
+  * ``resq_stats``: written when mutable, per example ``[B]``: ``act_bits`` (sum over input
+    locations of the activation bit-width used, int32), ``w_bits`` (int32), ``density`` (fraction
+    of locations not skipped), and ``bit_map`` ``[B, ...]`` (int8) for dynamic layers.
+BOPs follow from ``act_bits`` and the layer's static MACs (``resq_jax.nn.costs``).
+"""
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from resq_jax.quant import dynamic as dyn
+from resq_jax.quant import resq
+from resq_jax.quant.cost import FP32_BITS
+from resq_jax.quant.recipe import LayerRecipe
+from resq_jax.quant.spec import QuantSpec
+from resq_jax.quant.uniform import fake_quant, param_shape, scale_floor
+
+PHASES = ("key", "residual")
+# Initial activation ranges before calibration or learning: a generic unit-scale guess.
+KEY_INIT_RANGE = (-3.0, 3.0)
+RESIDUAL_INIT_RANGE = (-1.0, 1.0)
+
+
+def weight_scale_init(w: jax.Array, spec: QuantSpec) -> jax.Array:
+  """Min-max scale per channel (or per tensor): ``max|W| / qmax``, floored."""
+  axis = None if spec.channel_axis is None else spec.channel_axis % w.ndim
+  axes = tuple(i for i in range(w.ndim) if i != axis)
+  amax = jnp.max(jnp.abs(w), axis=axes).reshape(param_shape(w.shape, spec))
+  return jnp.maximum(amax / max(1, spec.qmax), scale_floor(w.dtype))
+
+
+def act_qparams_init(lo: float, hi: float, spec: QuantSpec) -> tuple[float, float]:
+  """(scale, zero_point) covering ``[lo, hi]`` on the grid of ``spec`` (zero included)."""
+  lo, hi = min(lo, 0.0), max(hi, 0.0)
+  if spec.symmetric:
+    return max(abs(lo), abs(hi)) / max(1, spec.qmax), 0.0
+  scale = (hi - lo) / (spec.qmax - spec.qmin)
+  return scale, float(np.clip(spec.qmin - round(lo / scale), spec.qmin, spec.qmax))
+
+
+def _weight_quantizer(module, name: str, w: jax.Array, spec: QuantSpec):
+  scale = module.param(f"{name}_scale", lambda _: weight_scale_init(w, spec))
+  return lambda v: fake_quant(v, scale, spec=spec)
+
+
+def _act_quantizer(module, name: str, spec: QuantSpec, init_range: tuple[float, float]):
+  s0, z0 = act_qparams_init(*init_range, spec)
+  scale = module.param(f"{name}_scale", lambda _: jnp.asarray(s0, jnp.float32))
+  zero_point = None
+  if not spec.symmetric:
+    zero_point = module.param(f"{name}_zero_point", lambda _: jnp.asarray(z0, jnp.float32))
+  return (lambda v: fake_quant(v, scale, zero_point, spec=spec)), scale
+
+
+def _record(module, batch: int, n_loc: int, a_bits, w_bits: int, bit_map=None) -> None:
+  """Write this frame's stats; ``a_bits`` is an int or a per-location map ``[B, ...]``."""
+  if not module.is_mutable_collection("resq_stats"):
+    return
+  if bit_map is None:
+    act_bits = jnp.full((batch,), a_bits * n_loc, jnp.int32)
+    density = jnp.full((batch,), 1.0 if a_bits > 0 else 0.0, jnp.float32)
+  else:
+    flat = bit_map.reshape(batch, -1)
+    act_bits = jnp.sum(flat, axis=1, dtype=jnp.int32)
+    density = jnp.mean((flat > 0).astype(jnp.float32), axis=1)
+    module.put_variable("resq_stats", "bit_map", bit_map.astype(jnp.int8))
+  module.put_variable("resq_stats", "act_bits", act_bits)
+  module.put_variable("resq_stats", "w_bits", jnp.full((batch,), w_bits, jnp.int32))
+  module.put_variable("resq_stats", "density", density)
+
+
+def quantized_linear(module, x: jax.Array, w: jax.Array, b: jax.Array | None, *, linear,
+                     recipe: LayerRecipe, phase: str) -> jax.Array:
+  """Run ``y = L(x; W) + b`` under ``recipe`` inside ``module`` (a compact Flax method).
+
+  Args:
+    x: input ``[B, ..., C_in]`` (channels last).
+    w: weights whose last axis is the output channel (per-channel weight scales live there).
+    linear: ``(x, w) -> L(x; w)`` without bias.
+    phase: 'key' or 'residual'; ignored by 'float' and 'fq' recipes.
+  """
+  if phase not in PHASES:
+    raise ValueError(f"phase must be one of {PHASES}, got phase={phase!r}")
+  batch, n_loc = x.shape[0], math.prod(x.shape[1:-1])
+  if module.is_mutable_collection("calibration"):
+    # Observation for post-training calibration (resq_jax.nn.calibrate): the layer's input
+    # and the weights that actually run (BatchNorm folded).
+    module.put_variable("calibration", "x", x)
+    module.put_variable("calibration", "w", w)
+  if recipe.mode == "float":
+    _record(module, batch, n_loc, FP32_BITS, FP32_BITS)
+    return linear(x, w) if b is None else linear(x, w) + b
+  quant_kw = _weight_quantizer(module, "key_w", w, recipe.key.weight)
+  quant_ka, _ = _act_quantizer(module, "key_a", recipe.key.act, KEY_INIT_RANGE)
+  key_bits = recipe.key.bits
+  if recipe.mode == "fq":
+    _record(module, batch, n_loc, key_bits[1], key_bits[0])
+    return resq.fq_forward(x, w, b, linear=linear, quant_x=quant_ka, quant_w=quant_kw)
+  # ResQ: both branches' parameters exist whatever the phase, so that init creates them all.
+  quant_rw = _weight_quantizer(module, "res_w", w, recipe.residual.weight)
+  quant_ra, res_scale = _act_quantizer(module, "res_a", recipe.residual.act, RESIDUAL_INIT_RANGE)
+  if phase == "key":
+    y, new_state = resq.key_forward(x, w, b, linear=linear, quant_x=quant_ka, quant_w=quant_kw,
+                                    ref_mode=recipe.ref_mode)
+    key_map = None
+    if recipe.mode == "dynamic":
+      key_map = jnp.full(x.shape[:-1], key_bits[1], jnp.int32)
+    _record(module, batch, n_loc, key_bits[1], key_bits[0], key_map)
+  else:
+    state = _state(module)
+    if recipe.mode == "dynamic":
+      quant_r = dyn.dynamic_residual_quantizer(recipe.policy, jax.lax.stop_gradient(res_scale))
+    else:
+      quant_r = resq.static_residual_quantizer(quant_ra)
+    y, new_state, bit_map = resq.residual_forward(
+        x, w, state, linear=linear, quant_r=quant_r, quant_w=quant_rw, ref_mode=recipe.ref_mode,
+        stop_ref_gradient=recipe.stop_ref_gradient)
+    _record(module, batch, n_loc, recipe.residual.act.bits, recipe.residual.weight.bits, bit_map)
+  _write_state(module, new_state)
+  return y
+
+
+def _state(module) -> resq.ResQState:
+  ref = module.get_variable("resq_state", "ref")
+  yref = module.get_variable("resq_state", "yref")
+  if ref is None or yref is None:
+    raise ValueError(f"layer {module.name!r} has no ResQ state: run a keyframe ('key' phase) "
+                     "before a residual frame")
+  return resq.ResQState(ref=ref, yref=yref)
+
+
+def _write_state(module, state: resq.ResQState) -> None:
+  if module.is_mutable_collection("resq_state"):
+    module.put_variable("resq_state", "ref", state.ref)
+    module.put_variable("resq_state", "yref", state.yref)

@@ -1,0 +1,114 @@
+"""Layer recipes: frozen, validated descriptions of how one linear layer is executed.
+
+A recipe is data, not a subclass (DESIGN.md section 1): the same layer runs in float, Frame
+Quantization (FQ), static ResQ or dynamic ResQ depending on the recipe it is given. Recipes are
+hashable so that they can be static arguments of jitted functions and Flax module attributes.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from resq_jax.quant.dynamic import FixedStepPolicy, LadderPolicy
+from resq_jax.quant.spec import QuantSpec, activation_spec, residual_spec, weight_spec
+
+MODES = ("float", "fq", "resq", "dynamic")
+REF_MODES = ("closed", "key", "prev")
+
+
+@dataclasses.dataclass(frozen=True)
+class QuantPair:
+  """The weight and input-activation grids of one branch (key or residual)."""
+  weight: QuantSpec
+  act: QuantSpec
+
+  @property
+  def bits(self) -> tuple[int, int]:
+    return self.weight.bits, self.act.bits
+
+
+def key_pair(w_bits: int = 8, a_bits: int = 8) -> QuantPair:
+  """Per-output-channel symmetric weights, asymmetric per-tensor activations."""
+  return QuantPair(weight=weight_spec(w_bits), act=activation_spec(a_bits))
+
+
+def residual_pair(w_bits: int = 4, a_bits: int = 4) -> QuantPair:
+  """Per-output-channel symmetric weights, signed symmetric per-tensor residuals."""
+  return QuantPair(weight=weight_spec(w_bits), act=residual_spec(a_bits))
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerRecipe:
+  """How a quantized linear layer executes.
+
+  Attributes:
+    mode: 'float' (no quantization), 'fq' (Frame Quantization with the ``key`` grids on every
+      frame), 'resq' (static ResQ: ``key`` grids on keyframes, ``residual`` grids on residuals)
+      or 'dynamic' (dynamic ResQ: per-location residual bits chosen by ``policy``).
+    key: grids of keyframes (and of every frame under 'fq').
+    residual: grids of residual frames. Under 'dynamic' only ``residual.weight`` is used; the
+      activation bits come from the policy.
+    ref_mode: 'closed', 'key' or 'prev' (DESIGN.md section 3).
+    policy: a pure ``(r, unit) -> BitAllocation`` (``LadderPolicy`` / ``FixedStepPolicy`` or your
+      own hashable callable); required for 'dynamic'. ``unit`` is the layer's residual step.
+    stop_ref_gradient: truncate back-propagation through time at the carried reference.
+  """
+  mode: str = "float"
+  key: QuantPair = dataclasses.field(default_factory=key_pair)
+  residual: QuantPair = dataclasses.field(default_factory=residual_pair)
+  ref_mode: str = "closed"
+  policy: object = None
+  stop_ref_gradient: bool = False
+
+  def __post_init__(self):
+    if self.mode not in MODES:
+      raise ValueError(f"mode must be one of {MODES}, got mode={self.mode!r}")
+    if self.ref_mode not in REF_MODES:
+      raise ValueError(f"ref_mode must be one of {REF_MODES}, got ref_mode={self.ref_mode!r}")
+    if self.mode == "dynamic" and self.policy is None:
+      raise ValueError("mode='dynamic' needs a policy (LadderPolicy or FixedStepPolicy)")
+    if self.policy is not None and not callable(self.policy):
+      raise ValueError(f"policy must be callable, got policy={self.policy!r}")
+    for name in ("key", "residual"):
+      if not isinstance(getattr(self, name), QuantPair):
+        raise ValueError(f"{name} must be a QuantPair, got {name}={getattr(self, name)!r}")
+
+  @property
+  def is_quantized(self) -> bool:
+    return self.mode != "float"
+
+  @property
+  def has_state(self) -> bool:
+    """Whether the layer carries a ResQ state ``(ref, yref)`` across frames."""
+    return self.mode in ("resq", "dynamic")
+
+  def replace(self, **changes) -> "LayerRecipe":
+    return dataclasses.replace(self, **changes)
+
+
+def float_recipe() -> LayerRecipe:
+  return LayerRecipe(mode="float")
+
+
+def fq_recipe(w_bits: int = 8, a_bits: int = 8) -> LayerRecipe:
+  return LayerRecipe(mode="fq", key=key_pair(w_bits, a_bits))
+
+
+def resq_recipe(key_bits: tuple[int, int] = (8, 8), residual_bits: tuple[int, int] = (4, 4),
+                ref_mode: str = "closed", stop_ref_gradient: bool = False) -> LayerRecipe:
+  return LayerRecipe(mode="resq", key=key_pair(*key_bits), residual=residual_pair(*residual_bits),
+                     ref_mode=ref_mode, stop_ref_gradient=stop_ref_gradient)
+
+
+def dynamic_recipe(policy=None, key_bits: tuple[int, int] = (8, 8), residual_w_bits: int = 4,
+                   ref_mode: str = "closed", stop_ref_gradient: bool = False) -> LayerRecipe:
+  """Dynamic ResQ; the default policy is a fixed step at the layer's residual step."""
+  policy = FixedStepPolicy() if policy is None else policy
+  top = max(getattr(policy, "bits", (8,)))
+  return LayerRecipe(mode="dynamic", key=key_pair(*key_bits),
+                     residual=residual_pair(residual_w_bits, max(2, top)), ref_mode=ref_mode,
+                     policy=policy, stop_ref_gradient=stop_ref_gradient)
+
+
+__all__ = ["MODES", "REF_MODES", "QuantPair", "LayerRecipe", "key_pair", "residual_pair",
+           "float_recipe", "fq_recipe", "resq_recipe", "dynamic_recipe", "LadderPolicy",
+           "FixedStepPolicy"]

@@ -1,0 +1,217 @@
+"""Uniform fake quantization with straight-through, LSQ and LSQ+ gradients; PACT clipping.
+
+All functions are pure: ``(x, scale, zero_point, *, spec) -> x_hat``. The custom VJP sits right
+beside each forward. Gradients (DESIGN.md section 2), with ``v = x / s + z``:
+
+* x: 1 where ``qmin <= v <= qmax`` (straight-through estimator), else 0;
+* s (LSQ): ``round(v) - v`` inside the range, ``qmin - z`` / ``qmax - z`` at the clipped ends;
+* z (LSQ+, integer units): 0 inside, ``-s`` outside (a learned offset ``beta = -z * s`` in x
+  units gets 0 inside and 1 outside, as in the LSQ+ paper);
+* both parameter gradients are multiplied by ``grad_scale`` (LSQ: ``1 / sqrt(N * qmax)`` with N
+  the number of elements that share one scale).
+"""
+from __future__ import annotations
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from resq_jax.quant.spec import QuantSpec
+
+Array = jax.Array
+
+
+def scale_floor(dtype) -> float:
+  """Smallest scale used: avoids division by zero for constant or all-zero tensors."""
+  return max(1e-12, float(jnp.finfo(dtype).tiny))
+
+
+def _scale_ceiling(dtype) -> float:
+  """Largest scale used (2^126 for float32): XLA rewrites ``x / broadcast(s)`` as
+  ``x * (1 / s)`` and XLA:CPU flushes subnormals to zero, so for ``s > 1 / tiny`` every
+  ``x / s`` became 0 (measured: 3e38 / 3e38 -> 0). Only ranges near float32 max need such
+  scales. Half types are computed in float32 on CPU, hence the float32 bound for them.
+  """
+  return 1.0 / float(jnp.finfo(jnp.promote_types(dtype, jnp.float32)).tiny)
+
+
+def _channel_axis(spec: QuantSpec, ndim: int) -> int | None:
+  if spec.channel_axis is None:
+    return None
+  if not -ndim <= spec.channel_axis < ndim:
+    raise ValueError(f"channel_axis={spec.channel_axis} is out of range for an input of rank {ndim}")
+  return spec.channel_axis % ndim
+
+
+def param_shape(x_shape: tuple[int, ...], spec: QuantSpec) -> tuple[int, ...]:
+  """Shape of the scale / zero point for an input of shape ``x_shape``: () or (C,)."""
+  axis = _channel_axis(spec, len(x_shape))
+  return () if axis is None else (x_shape[axis],)
+
+
+def _check_param(name: str, p, x, spec: QuantSpec) -> None:
+  expected = param_shape(x.shape, spec)
+  shape = tuple(np.shape(p))
+  ok = shape == expected or (expected == () and shape == (1,))
+  if not ok:
+    raise ValueError(f"{name} has shape {shape}, expected {expected} for an input of shape "
+                     f"{tuple(x.shape)} with channel_axis={spec.channel_axis}")
+  if name == "scale" and not isinstance(p, jax.core.Tracer):
+    values = np.asarray(p)
+    if not np.all(values > 0):
+      raise ValueError(f"scale must be positive, got scale={values.min()} (min)")
+
+
+def _expand(p: Array, x: Array, spec: QuantSpec) -> Array:
+  """Reshape a () or (C,) parameter so that it broadcasts against ``x`` along the channel axis."""
+  axis = _channel_axis(spec, x.ndim)
+  if axis is None:
+    return jnp.reshape(p, (1,) * x.ndim)
+  shape = [1] * x.ndim
+  shape[axis] = x.shape[axis]
+  return jnp.reshape(p, shape)
+
+
+def _reduce(g: Array, p: Array, spec: QuantSpec) -> Array:
+  """Sum an elementwise gradient down to the parameter's own shape."""
+  axis = _channel_axis(spec, g.ndim)
+  axes = tuple(i for i in range(g.ndim) if i != axis)
+  return jnp.reshape(jnp.sum(g, axis=axes), jnp.shape(p)).astype(p.dtype)
+
+
+def lsq_grad_scale(x_shape: tuple[int, ...], spec: QuantSpec) -> float:
+  """LSQ gradient scale ``1 / sqrt(N * qmax)``, N = elements per scale."""
+  n = math.prod(x_shape) // max(1, math.prod(param_shape(x_shape, spec)))
+  return 1.0 / math.sqrt(max(1, n) * max(1, spec.qmax))
+
+
+def _prepare(x, scale, zero_point, spec):
+  s = jnp.clip(_expand(scale, x, spec).astype(x.dtype), scale_floor(x.dtype),
+               _scale_ceiling(x.dtype))
+  if spec.symmetric:
+    z = jnp.zeros_like(s)
+  else:
+    z = jnp.clip(jnp.round(_expand(zero_point, x, spec).astype(x.dtype)), spec.qmin, spec.qmax)
+  return s, z
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def _fake_quant(x, scale, zero_point, spec: QuantSpec, grad_scale: float):
+  s, z = _prepare(x, scale, zero_point, spec)
+  q = jnp.clip(jnp.round(x / s + z), spec.qmin, spec.qmax)
+  return (q - z) * s
+
+
+def _fake_quant_fwd(x, scale, zero_point, spec, grad_scale):
+  return _fake_quant(x, scale, zero_point, spec, grad_scale), (x, scale, zero_point)
+
+
+def _fake_quant_bwd(spec, grad_scale, residuals, g):
+  x, scale, zero_point = residuals
+  s, z = _prepare(x, scale, zero_point, spec)
+  v = x / s + z
+  q = jnp.clip(jnp.round(v), spec.qmin, spec.qmax)
+  inside = (v >= spec.qmin) & (v <= spec.qmax)
+  dx = jnp.where(inside, g, jnp.zeros_like(g))
+  ds = _reduce(g * jnp.where(inside, q - v, q - z), scale, spec) * grad_scale
+  if spec.symmetric:
+    dz = jnp.zeros_like(zero_point)
+  else:
+    dz = _reduce(g * jnp.where(inside, jnp.zeros_like(s), -s), zero_point, spec) * grad_scale
+  return dx, ds, dz
+
+
+_fake_quant.defvjp(_fake_quant_fwd, _fake_quant_bwd)
+
+
+def fake_quant(x: Array, scale: Array, zero_point: Array | None = None, *, spec: QuantSpec,
+               grad_scale: float | None = None) -> Array:
+  """Quantize-dequantize ``x`` on the grid of ``spec``; differentiable in x, scale, zero_point.
+
+  Args:
+    x: input of any shape, floating point.
+    scale: positive step size, shape () or (C,) with C = x.shape[spec.channel_axis].
+    zero_point: integer-valued offset of the same shape as ``scale`` (rounded and clamped to
+      the grid in the forward pass); ignored, and given zero gradient, for symmetric specs.
+      ``None`` means 0.
+    spec: the grid.
+    grad_scale: multiplier of the scale / zero-point gradients; ``None`` uses the LSQ value
+      ``1 / sqrt(N * qmax)`` (N elements per scale), 1.0 gives the raw gradient.
+  Returns:
+    ``x_hat`` with the shape and dtype of ``x``.
+  """
+  x = jnp.asarray(x)
+  scale = jnp.asarray(scale, dtype=jnp.result_type(float))
+  zero_point = jnp.zeros_like(scale) if zero_point is None else jnp.asarray(
+      zero_point, dtype=scale.dtype)
+  _check_param("scale", scale, x, spec)
+  _check_param("zero_point", zero_point, x, spec)
+  if grad_scale is None:
+    grad_scale = lsq_grad_scale(x.shape, spec)
+  return _fake_quant(x, scale, zero_point, spec, float(grad_scale))
+
+
+def quantize(x: Array, scale: Array, zero_point: Array | None = None, *,
+             spec: QuantSpec) -> Array:
+  """Integer codes ``clamp(round(x / s) + z, qmin, qmax)`` as int32 (not differentiable)."""
+  x = jnp.asarray(x)
+  scale = jnp.asarray(scale, dtype=jnp.result_type(float))
+  zero_point = jnp.zeros_like(scale) if zero_point is None else jnp.asarray(zero_point, scale.dtype)
+  _check_param("scale", scale, x, spec)
+  _check_param("zero_point", zero_point, x, spec)
+  s, z = _prepare(x, scale, zero_point, spec)
+  return jnp.clip(jnp.round(x / s + z), spec.qmin, spec.qmax).astype(jnp.int32)
+
+
+def dequantize(q: Array, scale: Array, zero_point: Array | None = None, *, spec: QuantSpec,
+               dtype=jnp.float32) -> Array:
+  """``(q - z) * s`` for integer codes ``q`` produced by :func:`quantize`."""
+  ref = jnp.zeros(q.shape, dtype)
+  scale = jnp.asarray(scale, dtype=dtype)
+  zero_point = jnp.zeros_like(scale) if zero_point is None else jnp.asarray(zero_point, dtype)
+  # Same validation as quantize: a wrong shape is a ValueError, not a reshape TypeError.
+  _check_param("scale", scale, ref, spec)
+  _check_param("zero_point", zero_point, ref, spec)
+  s, z = _prepare(ref, scale, zero_point, spec)
+  return (q.astype(dtype) - z) * s
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _pact(x, alpha, bits: int):
+  # alpha may have shape (1,): make it a scalar so it broadcasts under rank promotion "raise".
+  a = jnp.maximum(jnp.reshape(alpha, ()).astype(x.dtype), scale_floor(x.dtype))
+  s = a / (2 ** bits - 1)
+  return jnp.round(jnp.clip(x, 0, a) / s) * s
+
+
+def _pact_fwd(x, alpha, bits):
+  return _pact(x, alpha, bits), (x, alpha)
+
+
+def _pact_bwd(bits, residuals, g):
+  x, alpha = residuals
+  a = jnp.maximum(jnp.reshape(alpha, ()).astype(x.dtype), scale_floor(x.dtype))
+  dx = jnp.where((x >= 0) & (x <= a), g, jnp.zeros_like(g))
+  dalpha = jnp.sum(jnp.where(x >= a, g, jnp.zeros_like(g))).astype(alpha.dtype)
+  return dx, jnp.reshape(dalpha, alpha.shape)
+
+
+_pact.defvjp(_pact_fwd, _pact_bwd)
+
+
+def pact_fake_quant(x: Array, alpha: Array, *, bits: int) -> Array:
+  """PACT: clip to ``[0, alpha]`` and quantize unsigned with step ``alpha / (2^b - 1)``.
+
+  Gradients: x gets 1 inside ``[0, alpha]``; the learnable clip ``alpha`` (shape ()) gets 1
+  where ``x >= alpha`` (PACT's estimator).
+  """
+  QuantSpec(bits=bits, signed=False)  # validates bits
+  alpha = jnp.asarray(alpha, dtype=jnp.result_type(float))
+  if alpha.shape not in ((), (1,)):
+    raise ValueError(f"alpha must be a scalar, got shape {alpha.shape}")
+  if not isinstance(alpha, jax.core.Tracer) and not np.all(np.asarray(alpha) > 0):
+    raise ValueError(f"alpha must be positive, got alpha={np.asarray(alpha)}")
+  return _pact(jnp.asarray(x), alpha, bits)
