@@ -98,7 +98,7 @@ def quantized_linear(module, x: jax.Array, w: jax.Array, b: jax.Array | None, *,
     module.put_variable("calibration", "w", w)
   if recipe.mode == "float":
     _record(module, batch, n_loc, FP32_BITS, FP32_BITS)
-    return linear(x, w) if b is None else linear(x, w) + b
+    return resq.add_bias(linear(x, w), b)
   quant_kw = _weight_quantizer(module, "key_w", w, recipe.key.weight)
   quant_ka, _ = _act_quantizer(module, "key_a", recipe.key.act, KEY_INIT_RANGE)
   key_bits = recipe.key.bits

@@ -39,7 +39,7 @@ def _check_mode(ref_mode: str) -> None:
     raise ValueError(f"ref_mode must be one of {REF_MODES}, got ref_mode={ref_mode!r}")
 
 
-def _add_bias(y: Array, b: Array | None) -> Array:
+def add_bias(y: Array, b: Array | None) -> Array:
   """``y [..., C] + b [C]`` (explicit broadcast: the project runs with rank promotion off)."""
   return y if b is None else y + jnp.reshape(b, (1,) * (y.ndim - jnp.ndim(b)) + jnp.shape(b))
 
@@ -47,7 +47,7 @@ def _add_bias(y: Array, b: Array | None) -> Array:
 def fq_forward(x: Array, w: Array, b: Array | None, *, linear: Linear, quant_x: Quantizer,
                quant_w: Quantizer) -> Array:
   """Frame Quantization: ``y = L(Q_a(x); Q_w(W)) + b`` on every frame."""
-  return _add_bias(linear(quant_x(x), quant_w(w)), b)
+  return add_bias(linear(quant_x(x), quant_w(w)), b)
 
 
 def key_forward(x: Array, w: Array, b: Array | None, *, linear: Linear, quant_x: Quantizer,
@@ -55,7 +55,7 @@ def key_forward(x: Array, w: Array, b: Array | None, *, linear: Linear, quant_x:
   """Keyframe: ``y = L(Qk_a(x); Qk_w(W)) + b``; starts a new reference."""
   _check_mode(ref_mode)
   xh = quant_x(x)
-  y = _add_bias(linear(xh, quant_w(w)), b)
+  y = add_bias(linear(xh, quant_w(w)), b)
   ref = x if ref_mode == "prev" else xh
   return y, ResQState(ref=ref, yref=y)
 
