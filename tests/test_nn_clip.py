@@ -196,10 +196,12 @@ def test_sharded_run_equals_single_device(clip):
   """Batch sharded over 8 virtual devices (shard_map) equals the single-device run."""
   model, variables = _variables("dynamic_fixed")
   big = random_walk_clip(jax.random.key(5), (8, T, 8, 8, 3))
-  mesh = jax.make_mesh((8,), ("data",), axis_types=(jax.sharding.AxisType.Explicit,))
+  mesh = jax.make_mesh((8,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
   f = jax.shard_map(lambda v, c: run_clip(model, v, c, period=PERIOD)[:2], mesh=mesh,
                     in_specs=(P(), P("data")), out_specs=(P("data"), P(None, "data")))
-  out, stats = jax.jit(f)(variables, big)
+  sharded = jax.device_put(big, jax.sharding.NamedSharding(mesh, P("data")))
+  out, stats = jax.jit(f)(variables, sharded)
+  assert len(out.sharding.device_set) == 8
   single = run_clip(model, variables, big, period=PERIOD)
   np.testing.assert_allclose(out, single.outputs, atol=1e-5, rtol=1e-5)
   jax.tree.map(np.testing.assert_array_equal, stats, single.stats)
