@@ -239,8 +239,8 @@ def build_synthres(data_dir: str | os.PathLike, regime: str = "slow_pan", *,
 
     Idempotent: if this exact config (regime, size, length and counts, all encoded in the
     config name) is already built there, nothing is generated. Records are identical for any
-    num_workers. num_workers > 0 generates in that many "spawn" processes (about 2x faster on
-    2 cores for the default 2,400 clips); like any spawn-based pool it needs the calling
+    num_workers. num_workers > 0 generates in that many "spawn" processes (with 2 on 2 idle
+    cores about 1.6x faster for the default 2,400 clips); like any spawn pool it needs the calling
     script to guard its entry point with `if __name__ == "__main__":`, hence the serial
     default. Raises ValueError for invalid settings (see `make_config`).
     """
