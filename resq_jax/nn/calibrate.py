@@ -12,7 +12,8 @@ from :func:`resq_jax.quant.calibration.calibrate`:
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterable
+import functools
+from typing import Iterable, NamedTuple
 
 import flax
 import jax
@@ -34,13 +35,17 @@ class CalibrationMethods:
   residual_weight: str = "mse"
 
 
+@functools.partial(jax.jit, static_argnames="float_model")
+def _observe_frames(float_model, variables, frames):
+  _, observed = float_model.apply(variables, frames, phase="key", mutable=["calibration"])
+  return observed["calibration"]
+
+
 def _observe(float_model, variables, clip):
   """``{layer path: {'x': [B, T, ...], 'w': ...}}`` for one clip batch ``[B, T, H, W, C]``."""
   batch, length = clip.shape[:2]
   frames = clip.reshape(batch * length, *clip.shape[2:])
-  _, observed = jax.jit(lambda v, f: float_model.apply(
-      v, f, phase="key", mutable=["calibration"]))(variables, frames)
-  flat = flatten_stats(observed["calibration"])
+  flat = flatten_stats(_observe_frames(float_model, variables, frames))
   for entry in flat.values():
     entry["x"] = np.asarray(entry["x"]).reshape(batch, length, *entry["x"].shape[1:])
     entry["w"] = np.asarray(entry["w"])
@@ -74,8 +79,30 @@ def _qparams(recipe: LayerRecipe, entry, period: int, methods: CalibrationMethod
   return out
 
 
-def calibrate_model(model, float_model, variables, clips: Iterable[jax.Array], *, period: int,
-                    methods: CalibrationMethods = CalibrationMethods()) -> dict:
+class Observations(NamedTuple):
+  """What the float model's layers saw: ``layers[path] = {'x': [N, T, ...], 'w': ...}`` and
+  the shape of one input frame batch ``[B, H, W, C]``."""
+  layers: dict
+  frame_shape: tuple
+
+
+def observe(float_model, variables, clips: Iterable[jax.Array]) -> Observations:
+  """Inputs and effective weights of every layer of the float model over ``clips`` (clip
+  batches ``[B, T, H, W, C]``, concatenated). Reusable across the calibration of many recipes of
+  the same network."""
+  clips = [jnp.asarray(c) for c in clips]
+  if not clips:
+    raise ValueError("clips must hold at least one clip batch")
+  variables = model_variables(variables)
+  parts = [_observe(float_model, variables, c) for c in clips]
+  layers = {path: {"x": np.concatenate([p[path]["x"] for p in parts]),
+                   "w": parts[0][path]["w"]} for path in parts[0]}
+  return Observations(layers, (clips[0].shape[0], *clips[0].shape[2:]))
+
+
+def calibrate_model(model, float_model, variables, clips: Iterable[jax.Array] = (), *,
+                    period: int, methods: CalibrationMethods = CalibrationMethods(),
+                    observations: Observations | None = None) -> dict:
   """Variables of ``model`` with every quantizer's scale / zero point set from ``clips``.
 
   Args:
@@ -84,18 +111,18 @@ def calibrate_model(model, float_model, variables, clips: Iterable[jax.Array], *
     variables: variables of ``model`` (``params`` must already hold its quantizer entries).
     clips: an iterable of clip batches ``[B, T, H, W, C]``; all are used together.
     period: keyframe period used to pick residual frames.
+    observations: the result of :func:`observe` instead of ``clips``.
   """
   variables = model_variables(variables)
-  clips = list(clips)
-  if not clips:
-    raise ValueError("clips must hold at least one clip batch")
-  recipes = visit_layers(model, variables, clips[0][:, 0], lambda layer, _: layer.recipe)
-  parts = [_observe(float_model, variables, jnp.asarray(c)) for c in clips]
+  if observations is None:
+    observations = observe(float_model, variables, clips)
+  frame = jax.ShapeDtypeStruct(observations.frame_shape, jnp.float32)
+  recipes = visit_layers(model, variables, frame, lambda layer, _: layer.recipe)
   params = flax.traverse_util.flatten_dict(flax.core.unfreeze(variables["params"]), sep="/")
   for path, recipe in recipes.items():
     if not recipe.is_quantized:
       continue
-    entry = {"x": np.concatenate([p[path]["x"] for p in parts]), "w": parts[0][path]["w"]}
+    entry = observations.layers[path]
     for name, value in _qparams(recipe, entry, period, methods).items():
       key = f"{path}/{name}"
       if key not in params:

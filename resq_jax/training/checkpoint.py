@@ -305,19 +305,24 @@ def restore_params_from(path: str | os.PathLike, params_template: PyTree) -> PyT
         shardings (jax.Array or ShapeDtypeStruct) decide how the arrays are restored.
     Returns:
       The saved params, in the structure of `params_template`.
+    """
+    return restore_fields_from(path, params=params_template)["params"]
+
+
+def restore_fields_from(path: str | os.PathLike, **templates: PyTree) -> dict[str, PyTree]:
+    """Reads some fields of another run's saved `TrainState` (e.g. `params=..., model_state=...`).
 
     The other run's directory is only read: no `CheckpointManager` (which may create
     directories, delete old steps or clean temp dirs) is opened on it, just a pytree reader on
-    `<step>/state`, restoring the `params` subtree (partial restore; the optimizer state is not
-    read).
+    `<step>/state`, restoring the named subtrees (partial restore; e.g. the optimizer state is
+    not read). `path`: a workdir, a checkpoint directory (newest step) or a step directory.
     """
     step_dir = _resolve_step_dir(epath.Path(path))
-    target = {"params": _abstract(params_template)}
+    target = {name: _abstract(t) for name, t in templates.items()}
     args = ocp.args.PyTreeRestore(
         item=target,
         restore_args=ocp.checkpoint_utils.construct_restore_args(target),
         partial_restore=True,
     )
     with ocp.PyTreeCheckpointer() as reader:
-        restored = reader.restore(step_dir / STATE_ITEM, args=args)
-    return restored["params"]
+        return reader.restore(step_dir / STATE_ITEM, args=args)

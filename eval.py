@@ -1,0 +1,27 @@
+"""Evaluate a sweep of quantization settings from an FP run (and QAT runs) and write a report.
+
+  python eval.py --config configs/fp.py --workdir runs/eval --config.init_from=runs/fp \
+      [--config.eval.qat_runs=runs/qat_fq,runs/qat_resq]
+
+Writes <workdir>/report/: results.json, results.md, pareto.png, variance.png, bit_map.png.
+"""
+from absl import app, flags
+from ml_collections import config_flags
+
+from resq_jax import eval_lib
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for the report.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  eval_lib.evaluate_sweep(_CONFIG.value, _WORKDIR.value)
+  print(f"report written to {_WORKDIR.value}/report/results.md")
+
+
+if __name__ == "__main__":
+  app.run(main)

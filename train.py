@@ -1,0 +1,26 @@
+"""Train one stage (fp / ptq / qat) of a resq_jax experiment and evaluate it.
+
+  python train.py --config configs/fp.py --workdir runs/fp
+  python train.py --config configs/qat_resq.py --workdir runs/qat_resq --config.init_from=runs/fp
+
+Rerunning the same command resumes from the newest checkpoint in --workdir (SIGTERM saves one).
+"""
+from absl import app, flags
+from ml_collections import config_flags
+
+from resq_jax import train_lib
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics, results.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  train_lib.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+
+
+if __name__ == "__main__":
+  app.run(main)
