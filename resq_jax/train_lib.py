@@ -31,7 +31,7 @@ def segmentation_loss(logits, labels):
   safe = jnp.where(mask, labels, 0)
   ce = optax.softmax_cross_entropy_with_integer_labels(logits, safe)
   n = jnp.maximum(jnp.sum(mask), 1).astype(ce.dtype)
-  accuracy = jnp.sum((jnp.argmax(logits, -1) == labels) & mask) / n
+  accuracy = jnp.sum((jnp.argmax(logits, -1) == labels) & mask).astype(ce.dtype) / n
   return jnp.sum(jnp.where(mask, ce, jnp.zeros_like(ce))) / n, accuracy
 
 
