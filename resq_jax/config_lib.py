@@ -123,7 +123,7 @@ def recipe_from(q) -> LayerRecipe:
     return fq_recipe(*key_bits)
   if q.mode == "resq":
     return resq_recipe(key_bits, res_bits, q.ref_mode, q.stop_ref_gradient)
-  return dynamic_recipe(policy_from(q), key_bits, res_bits[0], q.ref_mode, q.stop_ref_gradient)
+  return dynamic_recipe(policy_from(q), key_bits, res_bits, q.ref_mode, q.stop_ref_gradient)
 
 
 def calibration_methods_from(c) -> CalibrationMethods:

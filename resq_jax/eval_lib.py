@@ -23,7 +23,8 @@ from resq_jax import config_lib, model_lib
 from resq_jax.data.spec import NUM_CLASSES
 from resq_jax.evaluation import (ConfusionAccumulator, miou, plot_bit_map, plot_pareto,
                                  plot_variance, write_results)
-from resq_jax.nn import bops_report, calibrate_model, layer_costs, observe, residual_samples
+from resq_jax.nn import (bops_report, calibrate_model, flatten_stats, layer_costs, observe,
+                         residual_samples)
 from resq_jax.nn import run_clip
 from resq_jax.quant import FixedStepPolicy, dynamic_recipe, float_recipe, fq_recipe, resq_recipe
 from resq_jax.quant.recipe import LayerRecipe
@@ -175,10 +176,11 @@ def _plot_bit_map(config, model, variables, setting, path):
   batch = next(iter(model_lib.eval_batches(config)))
   frames, _ = preprocess(batch)
   _, stats = predict_clip(model, variables, frames, period=setting.period)
-  first = next(name for name in stats if "bit_map" in stats[name])
-  bit_maps = np.asarray(stats[first]["bit_map"])[:, 0]  # [T, h, w] of the first clip
+  maps = [np.asarray(s["bit_map"]) for s in flatten_stats(stats).values() if "bit_map" in s]
+  bit_maps = max(maps, key=lambda m: m[0, 0].size)[:, 0]  # finest layer, first clip: [T, h, w]
+  keyframes = [t % setting.period == 0 for t in range(bit_maps.shape[0])]
   plot_bit_map(np.asarray(batch["frames"][0]), bit_maps, path,
-               candidates=setting.recipe.policy.bits)
+               candidates=setting.recipe.policy.bits, keyframes=keyframes)
 
 
 def _plot_variances(observations, period, path):

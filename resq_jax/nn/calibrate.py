@@ -62,16 +62,33 @@ def residual_samples(x: np.ndarray, period: int, ref_mode: str) -> np.ndarray:
   return x[:, res_t] - x[:, ref_t]
 
 
+MAX_ACT_SAMPLES = 1 << 18
+
+
+def subsample(values: np.ndarray, max_elements: int = MAX_ACT_SAMPLES) -> np.ndarray:
+  """A fixed random subset of the elements of ``values`` (flattened) when it is larger than
+  ``max_elements``: per-tensor ranges from 2^18 samples are as good as from all of them, and the
+  MSE search costs ``num_candidates`` passes over its input."""
+  flat = values.reshape(-1)
+  if flat.size <= max_elements:
+    return flat
+  return flat[np.random.default_rng(0).choice(flat.size, max_elements, replace=False)]
+
+
+def _samples(values: np.ndarray, spec) -> np.ndarray:
+  return subsample(values) if spec.channel_axis is None else values
+
+
 def _qparams(recipe: LayerRecipe, entry, period: int, methods: CalibrationMethods) -> dict:
   x, w = entry["x"], entry["w"]
   out = {"key_w_scale": calibrate(w, recipe.key.weight, methods.weight)[0]}
-  s, z = calibrate(x, recipe.key.act, methods.key_act)
+  s, z = calibrate(_samples(x, recipe.key.act), recipe.key.act, methods.key_act)
   out["key_a_scale"] = s
   if not recipe.key.act.symmetric:
     out["key_a_zero_point"] = z
   if recipe.has_state:
     out["res_w_scale"] = calibrate(w, recipe.residual.weight, methods.residual_weight)[0]
-    r = residual_samples(x, period, recipe.ref_mode)
+    r = _samples(residual_samples(x, period, recipe.ref_mode), recipe.residual.act)
     s, z = calibrate(r, recipe.residual.act, methods.residual_act)
     out["res_a_scale"] = s
     if not recipe.residual.act.symmetric:

@@ -99,14 +99,17 @@ def resq_recipe(key_bits: tuple[int, int] = (8, 8), residual_bits: tuple[int, in
                      ref_mode=ref_mode, stop_ref_gradient=stop_ref_gradient)
 
 
-def dynamic_recipe(policy=None, key_bits: tuple[int, int] = (8, 8), residual_w_bits: int = 4,
-                   ref_mode: str = "closed", stop_ref_gradient: bool = False) -> LayerRecipe:
-  """Dynamic ResQ; the default policy is a fixed step at the layer's residual step."""
+def dynamic_recipe(policy=None, key_bits: tuple[int, int] = (8, 8),
+                   residual_bits: tuple[int, int] = (4, 4), ref_mode: str = "closed",
+                   stop_ref_gradient: bool = False) -> LayerRecipe:
+  """Dynamic ResQ. ``residual_bits = (w, a)``: residual weights get w bits; the a-bit residual
+  activation grid is calibrated / learned as in static ResQ and its step is the policy's
+  ``unit``, so that ``FixedStepPolicy(step=1.0)`` keeps the resolution of static W{w}A{a} ResQ
+  while it skips near-zero locations and adds bits where a residual would clip. The default
+  policy is exactly that."""
   policy = FixedStepPolicy() if policy is None else policy
-  top = max(getattr(policy, "bits", (8,)))
-  return LayerRecipe(mode="dynamic", key=key_pair(*key_bits),
-                     residual=residual_pair(residual_w_bits, max(2, top)), ref_mode=ref_mode,
-                     policy=policy, stop_ref_gradient=stop_ref_gradient)
+  return LayerRecipe(mode="dynamic", key=key_pair(*key_bits), residual=residual_pair(*residual_bits),
+                     ref_mode=ref_mode, policy=policy, stop_ref_gradient=stop_ref_gradient)
 
 
 __all__ = ["MODES", "REF_MODES", "QuantPair", "LayerRecipe", "key_pair", "residual_pair",
