@@ -130,12 +130,17 @@ def _train_loop(config, model, optimizer, mesh, state, data, ckpt, workdir):
   start = int(state.step)
   total = 0 if config.stage == "ptq" else config.train.num_steps  # PTQ: calibration only
   bar = ProgressBar(total, initial_step=start, unit="clips")
+  last_time, last_step = time.perf_counter(), start
   with ckpt, ckpt.handle_signals():
     for step in range(start, total):
       state, metrics = step_fn(state, shard_batch(next(data), mesh))
       done = step + 1
       if done % config.train.log_every == 0 or done == total:
-        scalars = {k: float(v) for k, v in metrics.items()}
+        scalars = {k: float(v) for k, v in metrics.items()}  # float() waits for the step
+        now = time.perf_counter()
+        # Throughput since the last log line; the first window includes compilation.
+        scalars["clips_per_s"] = (done - last_step) * config.data.batch_size / (now - last_time)
+        last_time, last_step = now, done
         writer.write_scalars(done, scalars)
         bar.update(done, items=config.data.batch_size, loss=scalars["loss"])
       else:

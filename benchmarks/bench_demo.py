@@ -1,0 +1,76 @@
+"""Run the CPU demo end to end and summarise it for BENCHMARKS.md.
+
+  python benchmarks/bench_demo.py [--workdir runs/bench_demo] [--fresh]
+
+Prints (Markdown): machine, wall time of the whole demo and of each stage, training throughput
+(clips/s, median over log windows after the first, which includes compilation), evaluation
+frames/s, and the results table of the evaluation sweep.
+"""
+import argparse
+import datetime
+import json
+import os
+import pathlib
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def _cpu_name() -> str:
+  try:
+    out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+    return next(l.split(":", 1)[1].strip() for l in out.splitlines() if "Model name" in l)
+  except (OSError, subprocess.CalledProcessError, StopIteration):
+    return platform.processor() or "unknown"
+
+
+def _throughput(run_dir: pathlib.Path) -> float:
+  rows = [json.loads(l) for l in (run_dir / "train_metrics.jsonl").read_text().splitlines()]
+  values = [r["clips_per_s"] for r in rows[1:] if "clips_per_s" in r]
+  return statistics.median(values) if values else float("nan")
+
+
+def main():
+  parser = argparse.ArgumentParser()
+  parser.add_argument("--workdir", default="runs/bench_demo")
+  parser.add_argument("--fresh", action="store_true", help="delete the workdir first")
+  args = parser.parse_args()
+  workdir = pathlib.Path(args.workdir)
+  if args.fresh and workdir.exists():
+    shutil.rmtree(workdir)
+  import jax  # noqa: PLC0415 (after argument parsing: --help stays fast)
+  from ml_collections import config_flags  # noqa: F401,PLC0415
+  from configs import demo  # noqa: PLC0415
+  from resq_jax import pipeline  # noqa: PLC0415
+  config = demo.get_config()
+  config.data.data_dir = str(workdir / "data")
+  load_before = os.getloadavg()
+  start = time.perf_counter()
+  pipeline.run_demo(config, str(workdir))
+  wall = time.perf_counter() - start
+  print(f"\n## Demo benchmark ({datetime.date.today().isoformat()})\n")
+  print(f"- command: `python benchmarks/bench_demo.py --workdir {args.workdir}"
+        f"{' --fresh' if args.fresh else ''}`")
+  print(f"- machine: {_cpu_name()}, {os.cpu_count()} cores, jax {jax.__version__}, "
+        f"backend {jax.default_backend()}, {jax.device_count()} device(s)")
+  print(f"- load average before / after: {load_before[0]:.1f} / {os.getloadavg()[0]:.1f}")
+  print(f"- demo wall time: {wall / 60:.1f} min (includes building SynthRes if absent)\n")
+  print("| stage | training clips/s | eval frames/s | mIoU (%) | % of W8A8 BOPs |")
+  print("| --- | ---: | ---: | ---: | ---: |")
+  for name in ["fp", *pipeline.QAT_STAGES]:
+    run = workdir / name
+    metrics = json.loads((run / "eval_metrics.json").read_text())
+    print(f"| {name} | {_throughput(run):.1f} | {metrics['frames_per_s']:.0f} | "
+          f"{100 * metrics['miou']:.1f} | {metrics['pct_w8a8']:.1f} |")
+  print()
+  print((workdir / "report" / "results.md").read_text())
+
+
+if __name__ == "__main__":
+  main()
