@@ -12,7 +12,7 @@ def get_config():
   c.data.num_train = 480
   c.data.num_validation = 48
   c.data.num_test = 48
-  c.train.num_steps = 300  # FP steps; QAT stages use qat_steps
+  c.train.num_steps = 600  # FP steps; QAT stages use demo.py's --qat_steps
   c.train.checkpoint_every = 100
   c.eval.sweep = "demo"
   return c

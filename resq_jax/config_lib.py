@@ -14,6 +14,7 @@ import ml_collections
 
 from resq_jax.data.spec import REGIMES
 from resq_jax.nn.calibrate import CalibrationMethods
+from resq_jax.nn.models import SEGNET_PRESETS as PRESETS
 from resq_jax.quant.dynamic import FixedStepPolicy, LadderPolicy
 from resq_jax.quant.recipe import (MODES, REF_MODES, LayerRecipe, dynamic_recipe, float_recipe,
                                    fq_recipe, resq_recipe)
@@ -21,7 +22,6 @@ from resq_jax.quant.spec import MAX_BITS, MIN_BITS
 
 STAGES = ("fp", "ptq", "qat")
 POLICIES = ("fixed_step", "ladder")
-PRESETS = ("tiny", "demo", "base")
 CALIBRATION_METHODS = ("minmax", "percentile", "mse")
 DEFAULT_CONFIG = pathlib.Path(__file__).resolve().parents[1] / "configs" / "default.py"
 

@@ -6,6 +6,7 @@ from resq_jax.nn.clip import (ClipResult, StreamState, model_variables, run_clip
 from resq_jax.nn.costs import (bops_report, clip_bops, flatten_stats, layer_costs, network_macs,
                                visit_layers)
 from resq_jax.nn.layers import QConv, QDense, QuantLayer
+from resq_jax.nn.models import SEGNET_PRESETS, BasicBlock, Fusion, SegNet, segnet_preset
 from resq_jax.nn.quantized import PHASES, quantized_linear
 
 __all__ = [
@@ -14,4 +15,5 @@ __all__ = [
     "bops_report", "clip_bops", "flatten_stats", "layer_costs", "network_macs", "visit_layers",
     "QConv", "QDense", "QuantLayer",
     "PHASES", "quantized_linear",
+    "SEGNET_PRESETS", "BasicBlock", "Fusion", "SegNet", "segnet_preset",
 ]

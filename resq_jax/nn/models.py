@@ -9,7 +9,8 @@
   (conv-BN-ReLU, conv-BN, + identity, ReLU) and a bilateral fusion (HRNet style) where every branch
   receives every other one: from a lower resolution a 1x1 conv-BN then an upsample
   (``jax.image.resize``, bilinear or nearest) to its size; from a higher resolution a chain of
-  strided conv3x3-BN (ReLU between them); the sum goes through a ReLU;
+  strided conv3x3-BN (ReLU between them); the sum goes through a ReLU. The last fusion only
+  computes branch 0, the only one the head reads;
 * head on branch 0: conv3x3-BN-ReLU (``head``), conv1x1 with bias to the classes
   (``classifier``), then a bilinear resize of the logits to the input size.
 
@@ -18,9 +19,8 @@ linear layer executes the recipe; ReLUs, additions and resizes act on full activ
 only linear layers see residuals). Resizes and additions are not counted in MACs / BOPs.
 
 First and last layers: ``stem1`` and ``classifier`` use ``head_recipe``, which defaults to
-``recipe`` (everything at the same precision, the ResQ paper's setting). Keeping them at higher
-precision, as is common practice, is one argument: ``head_recipe=fq_recipe(8, 8)`` or
-``head_recipe=float_recipe()``.
+``recipe`` (every conv at the same precision). Keeping them at higher precision, as is common
+practice, is one argument: ``head_recipe=fq_recipe(8, 8)`` or ``head_recipe=float_recipe()``.
 
 ``train=True`` uses BatchNorm batch statistics (and updates ``batch_stats``: pass
 ``mutable=['batch_stats']``) in layers with a float recipe only; quantized layers always run
@@ -70,16 +70,17 @@ class Fusion(nn.Module):
   """Exchange between branches (highest resolution first): output i is
   ``relu(x_i + sum_{j>i} up(conv1x1-BN(x_j)) + sum_{j<i} down_{j->i}(x_j))``, where
   ``down_{j->i}`` is ``i - j`` strided conv3x3-BN (ReLU between them; the intermediate ones keep
-  branch j's width)."""
+  branch j's width). Only the first ``num_outputs`` outputs are computed (None: all)."""
   widths: tuple[int, ...]
   upsample: str = "bilinear"
   recipe: LayerRecipe = LayerRecipe()
+  num_outputs: int | None = None
 
   @nn.compact
   def __call__(self, xs: Sequence[jax.Array], phase: str = "key",
                train: bool = False) -> list[jax.Array]:
     outs = []
-    for i, target in enumerate(xs):
+    for i, target in enumerate(xs[:self.num_outputs]):
       total = target
       for j, source in enumerate(xs):
         if j > i:
@@ -104,7 +105,7 @@ class SegNet(nn.Module):
     num_classes: output channels (logits).
     width: channels of the 1/4 branch; branch i has ``width * 2**i``.
     stem_width: channels of the first (1/2 resolution) conv; default ``width``.
-    num_branches: 1 (a plain 1/4-resolution network), 2 (1/4 + 1/8) or 3 (+ 1/16).
+    num_branches: 1 (a plain 1/4-resolution network), 2 (1/4 + 1/8), 3 (+ 1/16), ...
     num_stages: stages of blocks + fusion.
     num_blocks: basic blocks per branch and stage.
     head_width: channels of the head's 3x3 conv; default ``2 * width``.
@@ -164,8 +165,11 @@ class SegNet(nn.Module):
           block = BasicBlock(width, recipe=self.recipe, name=f"stage{s}_branch{i}_block{k}")
           branches[i] = block(branches[i], phase, train)
       if self.num_branches > 1:
-        branches = Fusion(widths, upsample=self.upsample, recipe=self.recipe, name=f"fuse{s}")(
-            branches, phase, train)
+        # The head reads branch 0 only: the last fusion computes nothing else.
+        last = s == self.num_stages - 1
+        fusion = Fusion(widths, upsample=self.upsample, recipe=self.recipe,
+                        num_outputs=1 if last else None, name=f"fuse{s}")
+        branches = fusion(branches, phase, train)
     y = nn.relu(_conv_bn(head_width, self.recipe, "head")(branches[0], phase, train))
     classifier = QConv(self.num_classes, kernel_size=(1, 1), recipe=edge, name="classifier")
     logits = classifier(y, phase)
@@ -173,22 +177,23 @@ class SegNet(nn.Module):
 
 
 _PRESETS = {
-    # Tests: ~3k parameters, milliseconds per 32x32 frame.
+    # Tests: 2.5k parameters, 0.1 MMACs per 32x32 frame.
     "tiny": dict(width=4, num_branches=2, num_stages=1, num_blocks=1, head_width=8),
     # CPU demo (64x64 frames): see docs/model.md for MACs and measured throughput.
     "demo": dict(width=24, num_branches=2, num_stages=2, num_blocks=1, head_width=48),
     # GPUs: three branches, deeper stages.
     "base": dict(width=48, num_branches=3, num_stages=3, num_blocks=2, head_width=96),
 }
-PRESETS = tuple(_PRESETS)
+SEGNET_PRESETS = tuple(_PRESETS)
 
 
 def segnet_preset(name: str) -> dict:
   """Keyword arguments of :class:`SegNet` (all but ``num_classes`` and the recipes) for 'tiny'
   (tests), 'demo' (CPU) or 'base' (GPU): ``SegNet(num_classes, **segnet_preset('demo'))``."""
   if name not in _PRESETS:
-    raise ValueError(f"unknown SegNet preset {name!r}; choose one of {PRESETS}")
+    raise ValueError(f"unknown SegNet preset {name!r}; choose one of {SEGNET_PRESETS}")
   return dict(_PRESETS[name])
 
 
-__all__ = ["BasicBlock", "Fusion", "SegNet", "PRESETS", "segnet_preset", "UPSAMPLE_METHODS"]
+__all__ = ["BasicBlock", "Fusion", "SegNet", "SEGNET_PRESETS", "segnet_preset",
+           "UPSAMPLE_METHODS"]
