@@ -59,16 +59,18 @@ def test_smoke_train_and_evaluate(fp_run):
   assert json.loads((workdir / "config.json").read_text())["model"]["preset"] == "tiny"
 
 
-def test_resume_reproduces_uninterrupted_losses(fp_run, tmp_path):
+def test_resume_reproduces_uninterrupted_losses(fp_run, tmp_path, monkeypatch):
   """Drop the last checkpoint (as if killed after step 2): the rerun resumes at step 2, with the
-  data iterator where it was, and reproduces steps 3-4 of the uninterrupted run."""
+  data iterator where it was, and reproduces steps 3-4 of the uninterrupted run. The workdir is
+  given relative to the current directory, as users type it."""
   config, workdir, _ = fp_run
   copy = tmp_path / "fp"
   shutil.copytree(workdir, copy)
   shutil.rmtree(copy / "checkpoints" / "4")
   jsonl = copy / "train_metrics.jsonl"
   jsonl.write_text("\n".join(jsonl.read_text().splitlines()[:2]) + "\n")
-  train_lib.train_and_evaluate(config, str(copy))
+  monkeypatch.chdir(tmp_path)
+  train_lib.train_and_evaluate(config, "fp")
   original, resumed = read_losses(workdir), read_losses(copy)
   for step in (3, 4):
     assert resumed[step] == pytest.approx(original[step], rel=1e-5)

@@ -118,7 +118,8 @@ class Checkpointer:
             cleanup_tmp_directories=False,
             enable_async_checkpointing=async_save,
         )
-        self._directory = epath.Path(directory)
+        # Orbax's tensorstore backend rejects relative paths: resolve against the working directory.
+        self._directory = epath.Path(os.path.abspath(directory))
         self._manager = ocp.CheckpointManager(self._directory, options=options)
         self._signal_received = False  # written by the signal handler only
         self._stop_requested = False  # agreed over processes at the last boundary
@@ -317,7 +318,7 @@ def restore_fields_from(path: str | os.PathLike, **templates: PyTree) -> dict[st
     `<step>/state`, restoring the named subtrees (partial restore; e.g. the optimizer state is
     not read). `path`: a workdir, a checkpoint directory (newest step) or a step directory.
     """
-    step_dir = _resolve_step_dir(epath.Path(path))
+    step_dir = _resolve_step_dir(epath.Path(os.path.abspath(path)))
     target = {name: _abstract(t) for name, t in templates.items()}
     args = ocp.args.PyTreeRestore(
         item=target,
