@@ -4,17 +4,20 @@ Prints Markdown tables:
   1. per conv shape of a small segmentation CNN on 64x64 frames (batch of 32 frames): forward,
      input gradient, kernel gradient and full forward+backward, XLA vs im2col;
   2. the scan trap: gradient of a 4-layer conv-ReLU net applied frame by frame over T frames with a
-     carried state, as lax.scan vs an unrolled loop, for both conv implementations.
+     carried state, as lax.scan vs an unrolled loop, for both conv implementations;
+  3. the same trap per conv type (dense, strided, depthwise, grouped, 1x1), one layer.
 
 Timings on a shared machine are noisy: all variants of one table row are timed round-robin in the
 same loop (so their ratios see the same load) and the median over rounds is reported.
 
-Usage:  python benchmarks/bench_conv.py [--rounds 7] [--batch 32] [--frames 8] [--only layers|scan]
+Usage:  python benchmarks/bench_conv.py [--rounds 5] [--batch 32] [--frames 8] [--clip-batch 4]
+                                       [--only layers|scan|scan-layers]
 """
 from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import platform
 import subprocess
 import time
@@ -48,7 +51,8 @@ def machine_header() -> str:
         cpu = platform.processor()
     return (f"- machine: {cpu}, {jax.device_count()} x {jax.devices()[0].device_kind}, "
             f"backend {jax.default_backend()}\n- jax {jax.__version__}, python "
-            f"{platform.python_version()}\n- date: {datetime.date.today().isoformat()}")
+            f"{platform.python_version()}\n- date: {datetime.date.today().isoformat()}, load "
+            f"average at start {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
 
 
 def time_round_robin(fns: Dict[str, Callable], args, rounds: int) -> Dict[str, float]:
@@ -162,15 +166,22 @@ def bench_scan(frames: int, batch: int, rounds: int) -> str:
         for impl in ("xla", "im2col"):
             fns[(mode, impl)] = jax.jit(jax.grad(
                 lambda p, c, impl=impl, mode=mode: clip_loss(p, c, impl, mode)))
+    compile_s = {}
+    for k, fn in fns.items():  # compile time grows with T when the loop is unrolled
+        t0 = time.perf_counter()
+        fn.lower(params, clip).compile()
+        compile_s[k] = time.perf_counter() - t0
     ms = time_round_robin(fns, (params, clip), rounds)
     ref = fns[("python", "xla")](params, clip)
     rows = [f"| formulation (T={frames}, {batch} x 64x64 per frame, 4 conv layers) | XLA conv ms "
-            "| im2col conv ms | max rel err of grad vs (python, XLA) |", "| --- | --- | --- | --- |"]
+            "| im2col conv ms | compile s XLA / im2col | max rel err of grad vs (python, XLA) |",
+            "| --- | --- | --- | --- | --- |"]
     for mode in ("scan", "scan-unroll", "python", "frames-batched"):
         g = fns[(mode, "im2col")](params, clip)
         err = max(float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(b)))
                   for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(ref)))
         rows.append(f"| {mode} | {ms[(mode, 'xla')]:.0f} | {ms[(mode, 'im2col')]:.0f} "
+                    f"| {compile_s[(mode, 'xla')]:.1f} / {compile_s[(mode, 'im2col')]:.1f} "
                     f"| {err:.0e} |")
     b_ = ms[("scan", "im2col")]
     rows.append("")
@@ -182,20 +193,63 @@ def bench_scan(frames: int, batch: int, rounds: int) -> str:
     return "\n".join(rows)
 
 
+# (name, C_in, C_out, kernel, stride, groups) for the per-layer scan-vs-unrolled table
+SCAN_LAYERS = [
+    ("3x3 32->32", 32, 32, 3, 1, 1),
+    ("3x3 32->32 s2", 32, 32, 3, 2, 1),
+    ("3x3 depthwise 32", 32, 32, 3, 1, 32),
+    ("3x3 32->32 groups=2", 32, 32, 3, 1, 2),
+    ("1x1 32->32", 32, 32, 1, 1, 1),
+]
+
+
+def bench_scan_layers(frames: int, batch: int, rounds: int) -> str:
+    """Gradient (w and x) of sum_t |conv(x_t, w)|^2 over T frames: lax.scan vs Python loop."""
+    rows = [f"| one conv layer, T={frames}, {batch} x 64x64 per frame | scan XLA | unrolled XLA "
+            "| scan im2col | unrolled im2col |", "|" + " --- |" * 5]
+    key = jax.random.PRNGKey(2)
+    for name, c_in, c_out, k, stride, groups in SCAN_LAYERS:
+        xs = jax.random.normal(key, (frames, batch, 64, 64, c_in), jnp.float32)
+        w = jax.random.normal(key, (k, k, c_in // groups, c_out), jnp.float32) * 0.1
+
+        def loss(w_, xs_, impl, mode, stride=stride, groups=groups):
+            def step(total, x_t):
+                y = conv2d(x_t, w_, strides=(stride, stride), feature_group_count=groups,
+                           impl=impl)
+                return total + jnp.sum(y * y), None
+
+            total = jnp.zeros((), jnp.float32)
+            if mode == "scan":
+                return jax.lax.scan(step, total, xs_)[0]
+            for t in range(xs_.shape[0]):
+                total = step(total, xs_[t])[0]
+            return total
+
+        fns = {(impl, mode): jax.jit(jax.grad(
+            lambda w_, xs_, impl=impl, mode=mode: loss(w_, xs_, impl, mode), (0, 1)))
+            for impl in ("xla", "im2col") for mode in ("scan", "unrolled")}
+        ms = time_round_robin(fns, (w, xs), rounds)
+        rows.append(f"| {name} | " + " | ".join(
+            f"{ms[(i, m)]:.0f}" for i in ("xla", "im2col") for m in ("scan", "unrolled")) + " |")
+    return "\n".join(rows)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--batch", type=int, default=32, help="frames per conv call (layers)")
     parser.add_argument("--frames", type=int, default=8, help="T of the scan benchmark")
     parser.add_argument("--clip-batch", type=int, default=4, help="clips per frame (scan)")
-    parser.add_argument("--only", choices=("layers", "scan"), default=None)
+    parser.add_argument("--only", choices=("layers", "scan", "scan-layers"), default=None)
     args = parser.parse_args()
     print(machine_header())
     print(f"- medians of {args.rounds} round-robin rounds, times in ms\n")
     if args.only in (None, "layers"):
         print(bench_layers(args.batch, args.rounds), "\n", flush=True)
     if args.only in (None, "scan"):
-        print(bench_scan(args.frames, args.clip_batch, args.rounds), flush=True)
+        print(bench_scan(args.frames, args.clip_batch, args.rounds), "\n", flush=True)
+    if args.only in (None, "scan-layers"):
+        print(bench_scan_layers(args.frames, args.clip_batch, args.rounds), flush=True)
 
 
 if __name__ == "__main__":

@@ -1,34 +1,39 @@
 """2-D convolution with a CPU-friendly custom VJP (im2col kernel gradient).
 
-Why this exists: XLA:CPU lowers the kernel gradient of a convolution (the conv that contracts
-over the batch and spatial axes) to a slow code path, and inside the backward `while` loop of
-`lax.scan` it picks an even slower layout. Measured on a 2-core AMD EPYC (see
-docs/conv_benchmark.md): 3x3 48->48 on 32 frames of 64x64, XLA kernel gradient 0.6-1.6 s against
-0.1 s here. Grouped and depthwise convolutions are slow in all three directions on XLA:CPU
-(forward 3-5x slower than a dense conv with 32x more FLOPs), so the CPU path also replaces those
-forwards.
+Why this exists (measured on a shared 2-core AMD EPYC, see docs/conv_benchmark.md):
+
+* XLA:CPU runs the kernel gradient of a conv (the conv contracting over batch and space) on a
+  slow path that degrades with the batch: 3x3 32->32 on 64x64 frames took ~13 ms for 4 frames
+  but ~0.5 s for 32; 48->48 on 32 frames 0.6-1.6 s against ~0.2 s for the per-tap GEMMs here.
+* Inside the backward `while` loop of `lax.scan`, XLA's autodiff convs (the kernel gradient *and*
+  the input gradient, whose kernel JAX passes with swapped dimension numbers) get a non-default
+  layout and fall off XLA:CPU's Eigen conv path: 15-25x slower than the unrolled loop.
+* Grouped and depthwise convs are slow in all three directions on XLA:CPU (a depthwise 3x3 on 64
+  channels runs its forward 4-6x slower than a dense 32->32 conv with 32x more FLOPs).
 
 `conv2d(..., impl=...)`:
 
 * ``'xla'``: `lax.conv_general_dilated` with XLA's own autodiff. Best on GPU/TPU, where cuDNN /
   the TPU compiler handle all three convolutions well.
 * ``'im2col'``: `jax.custom_vjp`. Forward: `lax.conv_general_dilated` for dense convs; a
-  shift-and-multiply sum of the k*k taps for depthwise convs; one dense conv per group for other
-  grouped convs. Input gradient: the exact linear transpose of that forward (XLA's transposed
-  conv for the dense parts). Kernel gradient: for every tap (i, j) one GEMM
-  ``patch_ij^T @ gy`` over the flattened batch and space, accumulated in float32 over chunks of
-  the batch inside a `lax.scan` (depthwise: a fused multiply-reduce instead of a GEMM). The taps
-  are never stacked into a full im2col matrix: a per-tap GEMM over a chunk of 1-4 frames was the
-  fastest variant measured (cache-resident operands), and the extra memory is a few copies of one
-  chunk of x.
+  shift-and-multiply sum over the k*k taps for depthwise convs; one dense conv per group for
+  other grouped convs. Input gradient: a transposed conv (stride as lhs dilation) whose flipped,
+  in/out-swapped kernel is materialised in plain HWIO order, so that XLA:CPU keeps its fast conv
+  path inside loops; depthwise: the linear transpose of the tap sum. Kernel gradient: for every
+  tap (i, j) one GEMM ``patch_ij^T @ gy`` over the flattened batch and space, accumulated over
+  batch chunks of a few MiB in a `lax.scan` (depthwise: a fused multiply-reduce per tap). The
+  taps are never stacked into a full im2col matrix: per-tap GEMMs over small chunks were the
+  fastest variant measured, and the extra memory is a few copies of one chunk of x.
 * ``'auto'`` (default): ``'im2col'`` when `jax.default_backend()` is ``'cpu'`` at trace time,
   else ``'xla'``. The decision is taken while tracing, so a function traced for CPU keeps the
   CPU formulation; pass ``impl`` explicitly when compiling for another device than the default.
 
 Limitations of the ``'im2col'`` path: reverse mode only (`jax.jvp` / `jax.jacfwd` raise, as for
-any `custom_vjp`; use ``impl='xla'`` for forward mode); no dilation; NHWC / HWIO only. It
-supports `jit`, `grad`, `vmap` (JAX's default batching of `custom_vjp`: correct, not tuned) and
-use inside `lax.scan`.
+any `custom_vjp`; use ``impl='xla'`` for forward mode); no dilation; NHWC / HWIO only; batch
+chunks are whole samples, so one sample of x is the memory granularity. It supports `jit`,
+`grad` (also reverse-over-reverse second order: the backward is differentiable), `vmap` (JAX's
+default batching of `custom_vjp`: correct; with shared weights prefer folding the mapped axis
+into the batch) and use inside `lax.scan`.
 """
 from __future__ import annotations
 
@@ -48,11 +53,14 @@ Padding = Union[str, Sequence[Tuple[int, int]]]
 _DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
 _IMPLS = ("auto", "xla", "im2col")
 
-# Target size of one batch chunk (x chunk + output-gradient chunk) in the kernel-gradient loop.
-# Chunks of 1-4 frames of 64x64 (a few MiB) ran fastest on the 2-core EPYC (operands stay in
-# cache); a chunk is never smaller than one sample, so peak extra memory is about
-# (k*k + 2) * max(chunk, one sample of x), far below the 64 MiB budget for 64x64 frames.
-DEFAULT_CHUNK_BYTES = 4 * 2**20
+# Kernel-gradient batch chunks: as many samples as give about _TARGET_ROWS rows (= output pixels)
+# per GEMM, and never more than `chunk_bytes` of x plus gy (the memory bound). About 8192 rows
+# (2 frames of 64x64) was the fastest measured on the 2-core EPYC for 16-64 channels: operands
+# stay in cache; 4x larger chunks were 1.1-2x slower, single frames up to 1.5x slower. A chunk is
+# never smaller than one sample, so peak extra memory is about (k*k + 2) * max(chunk, one
+# sample of x): a few MiB for 64x64 frames, far below a 64 MiB budget.
+_TARGET_ROWS = 8192
+DEFAULT_CHUNK_BYTES = 64 * 2**20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,7 +92,7 @@ def conv2d(
       padding: 'SAME', 'SAME_LOWER', 'VALID' or ((pt, pb), (pl, pr)) (negative values crop).
       feature_group_count: groups; C_in == groups is a depthwise conv.
       impl: 'auto' | 'xla' | 'im2col' (see the module docstring).
-      chunk_bytes: target bytes of one batch chunk in the im2col kernel gradient.
+      chunk_bytes: memory cap on one batch chunk (x + gy bytes) in the im2col kernel gradient.
 
     Returns:
       y [N, H_out, W_out, C_out] with H_out = (H + pt + pb - kh) // sh + 1 (same for W).
@@ -267,25 +275,30 @@ def _depthwise_forward(x, w, spec: _ConvSpec):
     out_hw = _out_spatial(x.shape[1:3], (kh, kw), spec.strides, spec.pads)
     # Accumulate in (at least) float32 like the conv emitters do for low-precision inputs.
     acc_dtype = _acc_dtype(x.dtype)
-    w32 = w.astype(acc_dtype).reshape(kh, kw, groups, mult)
-    acc = None
-    for (i, j), patch in _taps(_pad_spatial(x, spec.pads), (kh, kw), spec.strides, out_hw):
-        term = patch.astype(acc_dtype)[..., None] * w32[i, j]  # [n, Ho, Wo, G, m]
-        acc = term if acc is None else acc + term
-    return acc.reshape(*acc.shape[:3], c_out).astype(x.dtype)
+    w_g = w.astype(acc_dtype).reshape(kh, kw, groups, mult)
+    patches = [(ij, p.astype(acc_dtype))
+               for ij, p in _taps(_pad_spatial(x, spec.pads), (kh, kw), spec.strides, out_hw)]
+    # One 4-D sum per channel multiplier index o (output channel g*mult + o): 5-D products with a
+    # trailing axis of size 1 made XLA:CPU's fused loops several times slower.
+    outs = [sum(p * w_g[i, j, :, o][None, None, None] for (i, j), p in patches)
+            for o in range(mult)]
+    y = outs[0] if mult == 1 else jnp.stack(outs, axis=-1).reshape(*outs[0].shape[:3], c_out)
+    return y.astype(x.dtype)
 
 
 def _kernel_grad(x, gy, w_shape, spec: _ConvSpec):
     """dL/dw [kh, kw, C_in/G, C_out] (accumulation dtype) from x [N,H,W,C_in] and gy [N,Ho,Wo,C_out].
 
-    The batch is split into chunks of `chunk` samples (largest divisor of N within
-    spec.chunk_bytes) and a `lax.scan` accumulates the per-chunk gradients, which bounds the
-    memory of the tap copies and keeps GEMM operands in cache.
+    The batch is split into chunks of `chunk` samples (largest divisor of N within _TARGET_ROWS
+    output pixels and spec.chunk_bytes) and a `lax.scan` accumulates the per-chunk gradients,
+    which bounds the memory of the tap copies and keeps GEMM operands in cache.
     """
     n = x.shape[0]
     per_sample = (np.prod(x.shape[1:]) * x.dtype.itemsize
                   + np.prod(gy.shape[1:]) * gy.dtype.itemsize)
-    max_chunk = max(1, int(spec.chunk_bytes // max(per_sample, 1)))
+    max_chunk = max(1, min(int(spec.chunk_bytes // max(per_sample, 1)),
+                           _TARGET_ROWS // max(gy.shape[1] * gy.shape[2], 1)))
+    # A divisor of N, so that the batch reshapes into equal chunks without padding copies.
     chunk = max(d for d in range(1, min(n, max_chunk) + 1) if n % d == 0)
     grad_chunk = functools.partial(_kernel_grad_chunk, w_shape=w_shape, spec=spec)
     if chunk == n:
@@ -312,11 +325,14 @@ def _kernel_grad_chunk(x, gy, *, w_shape, spec: _ConvSpec):
     per_tap = []
     if c_in_g == 1:
         # Depthwise: dw[i,j,0,g*mult+o] = sum_m patch[m,g] * gy[m,g,o]; a batched vector dot is
-        # slow on XLA:CPU, a fused multiply + reduce is not.
-        gy32 = gy.astype(acc_dtype).reshape(n, ho, wo, groups, c_out_g)
+        # slow on XLA:CPU, a fused multiply + reduce is not. Reduce 4-D products only: with a
+        # trailing axis of size 1 (a [.., G, mult=1] layout) the reduction was 5x slower.
+        gy_by_mult = [gy.reshape(n, ho, wo, groups, c_out_g)[..., o].astype(acc_dtype)
+                      for o in range(c_out_g)]
         for _, patch in taps:
-            prod = patch.astype(acc_dtype)[..., None] * gy32
-            per_tap.append(jnp.sum(prod, axis=(0, 1, 2)).reshape(1, c_out))
+            p32 = patch.astype(acc_dtype)
+            sums = [jnp.sum(p32 * g_o, axis=(0, 1, 2)) for g_o in gy_by_mult]  # each [G]
+            per_tap.append(jnp.stack(sums, axis=-1).reshape(1, c_out))
     elif groups == 1:
         gy2 = gy.reshape(m, c_out)
         for _, patch in taps:
