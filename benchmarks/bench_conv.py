@@ -185,7 +185,8 @@ def bench_scan(frames: int, batch: int, rounds: int) -> str:
                     f"| {err:.0e} |")
     b_ = ms[("scan", "im2col")]
     rows.append("")
-    rows.append(f"Ratios: (b) scan+im2col / (d) python+im2col = {b_ / ms[('python', 'im2col')]:.2f}; "
+    rows.append("Ratios: (b) scan+im2col / (d) python+im2col = "
+                f"{b_ / ms[('python', 'im2col')]:.2f}; "
                 f"(b) / (c) python+XLA = {b_ / ms[('python', 'xla')]:.2f}; "
                 f"(a) scan+XLA / (b) scan+im2col = {ms[('scan', 'xla')] / b_:.1f}; "
                 f"scan-unroll+im2col / python+im2col = "

@@ -125,6 +125,16 @@ def test_kernel_grad_chunking_is_exact(chunk_bytes):
     assert ("scan" in jaxpr) == (chunk_bytes < 1 << 30)
 
 
+def test_kernel_grad_chunks_target_8192_output_pixels():
+    """4 frames of 64x64 (4096 output pixels each) -> 2 chunks of 2 frames (trace only)."""
+    x = jax.ShapeDtypeStruct((4, 64, 64, 2), jnp.float32)
+    s = _make_spec(x, jax.ShapeDtypeStruct((3, 3, 2, 2), jnp.float32), (1, 1), "SAME", 1,
+                   1 << 30)
+    jaxpr = jax.make_jaxpr(lambda a, g: _kernel_grad(a, g, (3, 3, 2, 2), s))(x, x)
+    scans = [e for e in jaxpr.jaxpr.eqns if e.primitive.name == "scan"]
+    assert len(scans) == 1 and scans[0].params["length"] == 2
+
+
 def test_xla_impl_is_plain_lax_and_auto_dispatches_by_backend():
     x, w = _random_case(2, 6, 6, 3, 4, 3, groups=1)
     np.testing.assert_array_equal(conv2d(x, w, impl="xla"), _lax_conv(x, w, (1, 1), "SAME", 1))

@@ -4,12 +4,13 @@ Why this exists (measured on a shared 2-core AMD EPYC, see docs/conv_benchmark.m
 
 * XLA:CPU runs the kernel gradient of a conv (the conv contracting over batch and space) on a
   slow path that degrades with the batch: 3x3 32->32 on 64x64 frames took ~13 ms for 4 frames
-  but ~0.5 s for 32; 48->48 on 32 frames 0.6-1.6 s against ~0.2 s for the per-tap GEMMs here.
+  but 0.2-1.1 s for 32; 48->48 on 32 frames 0.6-1.6 s against 0.1-0.25 s for the per-tap GEMMs
+  here.
 * Inside the backward `while` loop of `lax.scan`, XLA's autodiff convs (the kernel gradient *and*
   the input gradient, whose kernel JAX passes with swapped dimension numbers) get a non-default
-  layout and fall off XLA:CPU's Eigen conv path: 15-25x slower than the unrolled loop.
+  layout and fall off XLA:CPU's Eigen conv path: 5-23x slower than the unrolled loop.
 * Grouped and depthwise convs are slow in all three directions on XLA:CPU (a depthwise 3x3 on 64
-  channels runs its forward 4-6x slower than a dense 32->32 conv with 32x more FLOPs).
+  channels runs its forward 5-10x slower than a dense 32->32 conv with 32x more FLOPs).
 
 `conv2d(..., impl=...)`:
 
@@ -21,9 +22,9 @@ Why this exists (measured on a shared 2-core AMD EPYC, see docs/conv_benchmark.m
   in/out-swapped kernel is materialised in plain HWIO order, so that XLA:CPU keeps its fast conv
   path inside loops; depthwise: the linear transpose of the tap sum. Kernel gradient: for every
   tap (i, j) one GEMM ``patch_ij^T @ gy`` over the flattened batch and space, accumulated over
-  batch chunks of a few MiB in a `lax.scan` (depthwise: a fused multiply-reduce per tap). The
-  taps are never stacked into a full im2col matrix: per-tap GEMMs over small chunks were the
-  fastest variant measured, and the extra memory is a few copies of one chunk of x.
+  batch chunks of about 8192 output pixels in a `lax.scan` (depthwise: a fused multiply-reduce
+  per tap). The taps are never stacked into a full im2col matrix: per-tap GEMMs over small
+  chunks were the fastest variant measured, and the extra memory is a few copies of one chunk.
 * ``'auto'`` (default): ``'im2col'`` when `jax.default_backend()` is ``'cpu'`` at trace time,
   else ``'xla'``. The decision is taken while tracing, so a function traced for CPU keeps the
   CPU formulation; pass ``impl`` explicitly when compiling for another device than the default.
@@ -229,7 +230,7 @@ def _dense_input_grad(gy, w, x_hw, spec: _ConvSpec):
     Same math as JAX's transpose rule (stride -> lhs dilation, flipped kernel), but the flipped,
     in/out-swapped kernel is built as a real HWIO array. JAX's rule instead swaps the kernel's
     dimension numbers; inside the backward while loop of `lax.scan` XLA:CPU then gives the kernel
-    a non-default layout and falls off its Eigen conv path (measured 25-40x slower).
+    a non-default layout and falls off its Eigen conv path (measured 24-28x slower).
     """
     kh, kw = w.shape[:2]
     pads = []
@@ -244,7 +245,7 @@ def _dense_input_grad(gy, w, x_hw, spec: _ConvSpec):
 
 
 def _taps(x_pad, k_hw, strides, out_hw):
-    """Yields ((i, j), patch_ij) with patch_ij [n, Ho, Wo, C] = x_pad[:, i::sh, j::sw][:, :Ho, :Wo]."""
+    """Yields ((i, j), patch_ij), patch_ij [n, Ho, Wo, C] = x_pad[:, i::sh, j::sw][:, :Ho, :Wo]."""
     (kh, kw), (sh, sw), (ho, wo) = k_hw, strides, out_hw
     n, _, _, c = x_pad.shape
     for i in range(kh):
@@ -287,7 +288,7 @@ def _depthwise_forward(x, w, spec: _ConvSpec):
 
 
 def _kernel_grad(x, gy, w_shape, spec: _ConvSpec):
-    """dL/dw [kh, kw, C_in/G, C_out] (accumulation dtype) from x [N,H,W,C_in] and gy [N,Ho,Wo,C_out].
+    """dL/dw [kh, kw, C_in/G, C_out] (accumulation dtype) from x [N,H,W,C_in], gy [N,Ho,Wo,C_out].
 
     The batch is split into chunks of `chunk` samples (largest divisor of N within _TARGET_ROWS
     output pixels and spec.chunk_bytes) and a `lax.scan` accumulates the per-chunk gradients,
@@ -314,7 +315,7 @@ def _kernel_grad(x, gy, w_shape, spec: _ConvSpec):
 
 
 def _kernel_grad_chunk(x, gy, *, w_shape, spec: _ConvSpec):
-    """Kernel gradient of one batch chunk: x [n,H,W,C_in], gy [n,Ho,Wo,C_out] -> w_shape (>= f32)."""
+    """Kernel gradient of one chunk: x [n,H,W,C_in], gy [n,Ho,Wo,C_out] -> w_shape (>= f32)."""
     kh, kw, c_in_g, c_out = w_shape
     groups = spec.groups
     c_out_g = c_out // groups
