@@ -19,7 +19,6 @@ import argparse
 import datetime
 import os
 import platform
-import subprocess
 import time
 from typing import Callable, Dict
 
@@ -27,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from machine import cpu_model  # benchmarks/machine.py
 from resq_jax.ops import conv2d
 
 # (name, C_in, C_out, kernel, stride, groups); all on 64x64 inputs.
@@ -43,13 +43,7 @@ LAYERS = [
 
 
 def machine_header() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-        cpu = next((ln.split(":", 1)[1].strip() for ln in out.splitlines()
-                    if ln.startswith("Model name")), platform.processor())
-    except OSError:
-        cpu = platform.processor()
-    return (f"- machine: {cpu}, {jax.device_count()} x {jax.devices()[0].device_kind}, "
+    return (f"- machine: {cpu_model()}, {jax.device_count()} x {jax.devices()[0].device_kind}, "
             f"backend {jax.default_backend()}\n- jax {jax.__version__}, python "
             f"{platform.python_version()}\n- date: {datetime.date.today().isoformat()}, load "
             f"average at start {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")

@@ -11,23 +11,15 @@ import datetime
 import json
 import os
 import pathlib
-import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 
+from machine import cpu_model  # benchmarks/machine.py
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-
-
-def _cpu_name() -> str:
-  try:
-    out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    return next(l.split(":", 1)[1].strip() for l in out.splitlines() if "Model name" in l)
-  except (OSError, subprocess.CalledProcessError, StopIteration):
-    return platform.processor() or "unknown"
 
 
 def _throughput(run_dir: pathlib.Path) -> float:
@@ -45,7 +37,6 @@ def main():
   if args.fresh and workdir.exists():
     shutil.rmtree(workdir)
   import jax  # noqa: PLC0415 (after argument parsing: --help stays fast)
-  from ml_collections import config_flags  # noqa: F401,PLC0415
   from configs import demo  # noqa: PLC0415
   from resq_jax import pipeline  # noqa: PLC0415
   config = demo.get_config()
@@ -57,7 +48,7 @@ def main():
   print(f"\n## Demo benchmark ({datetime.date.today().isoformat()})\n")
   print(f"- command: `python benchmarks/bench_demo.py --workdir {args.workdir}"
         f"{' --fresh' if args.fresh else ''}`")
-  print(f"- machine: {_cpu_name()}, {os.cpu_count()} cores, jax {jax.__version__}, "
+  print(f"- machine: {cpu_model()}, {os.cpu_count()} cores, jax {jax.__version__}, "
         f"backend {jax.default_backend()}, {jax.device_count()} device(s)")
   print(f"- load average before / after: {load_before[0]:.1f} / {os.getloadavg()[0]:.1f}")
   print(f"- demo wall time: {wall / 60:.1f} min (includes building SynthRes if absent)\n")

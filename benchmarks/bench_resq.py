@@ -37,7 +37,6 @@ import argparse
 import datetime
 import os
 import platform
-import subprocess
 import sys
 import time
 from typing import Callable
@@ -47,6 +46,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from machine import cpu_model  # benchmarks/machine.py
 from resq_jax.nn.calibrate import CalibrationMethods, calibrate_model
 from resq_jax.nn.clip import run_clip
 from resq_jax.nn.costs import bops_report, flatten_stats, layer_costs
@@ -64,17 +64,6 @@ DYNAMIC_POLICY = FixedStepPolicy(bits=(0, 2, 4, 8), step=1.0)
 # Machine header and timing
 
 
-def _cpu_model() -> str:
-  try:
-    out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    for line in out.splitlines():
-      if line.startswith("Model name"):
-        return line.split(":", 1)[1].strip()
-  except (OSError, subprocess.CalledProcessError):
-    pass
-  return platform.processor() or "unknown"
-
-
 def _load() -> str:
   return "load average (1/5/15 min): " + " / ".join(f"{v:.2f}" for v in os.getloadavg())
 
@@ -86,7 +75,7 @@ def header(args) -> str:
       "",
       f"- date: {datetime.datetime.now().isoformat(timespec='seconds')}",
       f"- command: `python {' '.join(sys.argv)}`",
-      f"- CPU: {_cpu_model()}, {os.cpu_count()} cores; backend {jax.default_backend()}, "
+      f"- CPU: {cpu_model()}, {os.cpu_count()} cores; backend {jax.default_backend()}, "
       f"{jax.device_count()} device(s)",
       f"- jax {jax.__version__}, jaxlib {jaxlib.__version__}, python {platform.python_version()}",
       f"- {_load()} (at start)",

@@ -19,20 +19,10 @@ import os
 import platform
 import resource
 import shutil
-import subprocess
 import tempfile
 import time
 
-
-def _cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name"):
-                return line.split(":", 1)[1].strip()
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return platform.processor() or "unknown"
+from machine import cpu_model  # benchmarks/machine.py
 
 
 def _cpu_seconds() -> float:
@@ -113,7 +103,7 @@ def main() -> None:
     import grain
 
     print(f"Date: {datetime.datetime.now().isoformat(timespec='minutes')}  ")
-    print(f"Machine: {_cpu_model()}, {os.cpu_count()} logical CPUs, "
+    print(f"Machine: {cpu_model()}, {os.cpu_count()} logical CPUs, "
           f"load average {load_start[0]:.1f} at start, {load_end[0]:.1f} at end  ")
     print(f"Software: Python {platform.python_version()}, NumPy {numpy.__version__}, "
           f"tensorflow-datasets {tensorflow_datasets.__version__}, grain {grain.__version__}  ")

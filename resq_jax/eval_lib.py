@@ -64,12 +64,6 @@ SWEEPS = {
 }
 
 
-def preprocess(batch) -> tuple[jax.Array, jax.Array]:
-  """SynthRes batch -> (frames float32 [B, T, H, W, 3] normalised, labels int32 [B, T, H, W])."""
-  frames = (jnp.asarray(batch["frames"], jnp.float32) / 255.0 - 0.5) / 0.25
-  return frames, jnp.asarray(batch["semantic"], jnp.int32)
-
-
 @functools.partial(jax.jit, static_argnames=("model", "period"))
 def predict_clip(model, variables, frames, *, period):
   """Argmax labels ``[B, T, H, W]`` and per-layer stats of a clip batch."""
@@ -82,7 +76,7 @@ def evaluate_model(model, variables, batches, *, period: int) -> dict:
   accumulator, reports, frames_timed, start = ConfusionAccumulator(NUM_CLASSES), [], 0, None
   costs = None
   for batch in batches:
-    frames, labels = preprocess(batch)
+    frames, labels = model_lib.preprocess(batch)
     if costs is None:
       costs = layer_costs(model, variables, frames[:, 0])
     pred, stats = predict_clip(model, variables, frames, period=period)
@@ -177,7 +171,7 @@ def _setting_variables(config, setting: Setting, fp_model, fp_vars, observations
 
 def _plot_bit_map(config, model, variables, setting, path):
   batch = next(iter(model_lib.eval_batches(config)))
-  frames, _ = preprocess(batch)
+  frames, _ = model_lib.preprocess(batch)
   _, stats = predict_clip(model, variables, frames, period=setting.period)
   maps = [np.asarray(s["bit_map"]) for s in flatten_stats(stats).values() if "bit_map" in s]
   bit_maps = max(maps, key=lambda m: m[0, 0].size)[:, 0]  # finest layer, first clip: [T, h, w]

@@ -21,6 +21,13 @@ from resq_jax.training import restore_fields_from
 NORMALISE = (0.5, 0.25)  # frames/255 -> (x - 0.5) / 0.25
 
 
+def preprocess(batch) -> tuple[jax.Array, jax.Array]:
+  """SynthRes batch -> (frames float32 [B, T, H, W, 3] normalised, labels int32 [B, T, H, W])."""
+  mean, std = NORMALISE
+  frames = (jnp.asarray(batch["frames"], jnp.float32) / 255.0 - mean) / std
+  return frames, jnp.asarray(batch["semantic"], jnp.int32)
+
+
 def make_model(config, recipe: LayerRecipe | None = None) -> SegNet:
   recipe = config_lib.recipe_from(config.quant) if recipe is None else recipe
   return SegNet(num_classes=NUM_CLASSES, recipe=recipe, **segnet_preset(config.model.preset))
@@ -50,7 +57,6 @@ def loader(config, split: str, *, batch_size: int, shuffle: bool, num_epochs=Non
 
 def calibration_batches(config) -> list[jax.Array]:
   """``calibration.num_batches`` normalised training clip batches ``[B, T, H, W, 3]``."""
-  from resq_jax.eval_lib import preprocess  # noqa: PLC0415 (eval_lib imports this module)
   data = loader(config, "train", batch_size=config.data.batch_size, shuffle=True, num_epochs=1,
                 seed=config.seed + 1)
   return [preprocess(b)[0] for b in itertools.islice(iter(data), config.calibration.num_batches)]

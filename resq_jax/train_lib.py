@@ -53,7 +53,7 @@ def make_loss_fn(config, model):
   period, unroll = config.quant.period, config.train.unroll
 
   def fp_loss(params, batch_stats, batch, rng):
-    frames, labels = eval_lib.preprocess(batch)
+    frames, labels = model_lib.preprocess(batch)
     flat = frames.reshape(-1, *frames.shape[2:])  # frames are independent in float training
     logits, mutated = model.apply({"params": params, "batch_stats": batch_stats}, flat,
                                   train=True, mutable=["batch_stats"])
@@ -61,7 +61,7 @@ def make_loss_fn(config, model):
     return loss, (mutated["batch_stats"], {"accuracy": acc})
 
   def qat_loss(params, batch_stats, batch, rng):
-    frames, labels = eval_lib.preprocess(batch)
+    frames, labels = model_lib.preprocess(batch)
     period_ = period if model.recipe.has_state else 1
     out = run_clip(model, {"params": params, "batch_stats": batch_stats}, frames,
                    period=period_, unroll=unroll).outputs
