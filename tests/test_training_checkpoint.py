@@ -1,5 +1,6 @@
 """Checkpointer: exact round trips, keep-N, resume, preemption, read-only init_from, bad dirs."""
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -169,7 +170,25 @@ def test_half_written_temp_dir_is_ignored(tmp_path, mesh):
     _assert_trees_equal(params, jax.device_get(_state(mesh, seed=2).params))
 
 
-def test_truncated_step_dir_raises_a_clear_error(tmp_path, mesh):
+def _flip_bytes(step_dir, n=16):
+    """Flips `n` bytes in the middle of the largest array data file of a step (a bit rot)."""
+    files = [
+        os.path.join(d, f)
+        for d, _, fs in os.walk(os.path.join(step_dir, "state"))
+        for f in fs
+        if "ocdbt.process" in d and os.sep + "d" in d
+    ]
+    path = max(files, key=os.path.getsize)
+    size = os.path.getsize(path)
+    with open(path, "r+b") as fh:
+        fh.seek(size // 2)
+        data = fh.read(n)
+        fh.seek(size // 2)
+        fh.write(bytes(b ^ 0xFF for b in data))
+    return path
+
+
+def test_truncated_step_dir_falls_back_to_the_newest_intact_step(tmp_path, mesh, caplog):
     with ckpt_lib.Checkpointer(tmp_path, save_every_steps=1, async_save=False) as ckpt:
         ckpt.save(1, _state(mesh, seed=1, step=1))
         ckpt.save(2, _state(mesh, seed=2, step=2))
@@ -177,8 +196,66 @@ def test_truncated_step_dir_raises_a_clear_error(tmp_path, mesh):
     (tmp_path / "2" / "state").mkdir()  # step 2 looks complete by name but holds no arrays
 
     with ckpt_lib.Checkpointer(tmp_path, save_every_steps=1) as ckpt:
-        with pytest.raises(ckpt_lib.CheckpointError, match="step 2 .* cannot be restored"):
-            ckpt.restore_latest(_state(mesh, seed=0))
-        # The intact older step still restores when asked for explicitly.
-        restored = ckpt.restore(1, _state(mesh, seed=0))
+        with pytest.raises(ckpt_lib.CheckpointError, match="step 2 .* is damaged"):
+            ckpt.restore(2, _state(mesh, seed=0))
+        with caplog.at_level("WARNING"):
+            restored = ckpt.restore_latest(_state(mesh, seed=0))
+        assert ckpt.all_steps() == [1]
     _assert_trees_equal(restored, jax.device_get(_state(mesh, seed=1, step=1)))
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "step 2" in warnings[0] and "step 1" in warnings[0]
+
+
+def test_every_save_gets_checksums_even_when_the_process_ends_right_after(tmp_path, mesh):
+    with ckpt_lib.Checkpointer(tmp_path, save_every_steps=1) as ckpt:  # asynchronous
+        ckpt.save(1, _state(mesh, seed=1, step=1))
+        ckpt.save(2, _state(mesh, seed=2, step=2))
+    # Leaving the block only waits; the checksums were part of each committed step.
+    for step in ("1", "2"):
+        with open(tmp_path / step / ckpt_lib.CHECKSUM_FILE) as f:
+            listed = json.load(f)["sha256"]
+        assert any(k.startswith("state" + os.sep) for k in listed)
+        assert ckpt_lib.damage_of(tmp_path / step) is None
+    assert not list(tmp_path.glob("*.orbax-checkpoint-tmp*"))
+
+
+def test_bit_flip_in_newest_step_falls_back_and_the_step_can_be_saved_again(tmp_path, mesh):
+    with ckpt_lib.Checkpointer(tmp_path, save_every_steps=2, max_to_keep=2) as ckpt:
+        for step in (2, 4):
+            ckpt.save(step, _state(mesh, seed=step, step=step), data_iterator=iter(_dataset()))
+    _flip_bytes(tmp_path / "4")
+    assert "does not match its checksum" in ckpt_lib.damage_of(tmp_path / "4")
+
+    # A read-only reader (init_from, evaluation) skips it too, without moving anything.
+    params = ckpt_lib.restore_params_from(tmp_path, _state(mesh, seed=0).params)
+    _assert_trees_equal(params, jax.device_get(_state(mesh, seed=2).params))
+    assert (tmp_path / "4").is_dir()
+
+    with ckpt_lib.Checkpointer(tmp_path, save_every_steps=2, max_to_keep=2) as ckpt:
+        restored = ckpt.restore_latest(_state(mesh, seed=0), data_iterator=iter(_dataset()))
+        _assert_trees_equal(restored, jax.device_get(_state(mesh, seed=2, step=2)))
+        assert ckpt.all_steps() == [2]
+        assert [p.name.split("-")[0] for p in (tmp_path / "damaged").iterdir()] == ["4"]
+        # The resumed run saves step 4 again; keep-2 then holds the intact steps 2 and 4.
+        assert ckpt.save(4, _state(mesh, seed=44, step=4))
+    with ckpt_lib.Checkpointer(tmp_path, save_every_steps=2, max_to_keep=2) as ckpt:
+        assert ckpt.all_steps() == [2, 4]
+        _assert_trees_equal(
+            ckpt.restore_latest(_state(mesh, seed=0)), jax.device_get(_state(mesh, seed=44, step=4))
+        )
+
+
+def test_no_intact_step_and_a_mismatching_template_raise_checkpoint_errors(tmp_path, mesh):
+    with ckpt_lib.Checkpointer(tmp_path, save_every_steps=1, async_save=False) as ckpt:
+        ckpt.save(1, _state(mesh, seed=1, step=1))
+    wrong = _state(mesh, seed=0).replace(params={"w": jnp.zeros((5, 3), jnp.float32)})
+    with ckpt_lib.Checkpointer(tmp_path, save_every_steps=1) as ckpt:
+        with pytest.raises(ckpt_lib.CheckpointError, match="intact .* does not fit"):
+            ckpt.restore_latest(wrong)
+    _flip_bytes(tmp_path / "1")
+    with ckpt_lib.Checkpointer(tmp_path, save_every_steps=1) as ckpt:
+        with pytest.raises(ckpt_lib.CheckpointError, match="no intact checkpoint"):
+            ckpt.restore_latest(_state(mesh, seed=0))
+        assert ckpt.all_steps() == [1]  # nothing moved when nothing is left to resume from
+    with pytest.raises(ckpt_lib.CheckpointError, match="no intact checkpoint"):
+        ckpt_lib.restore_params_from(tmp_path, _state(mesh, seed=0).params)

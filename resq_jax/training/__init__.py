@@ -5,6 +5,7 @@ Nothing here knows about models or quantization: `train_lib` plugs in a loss fun
 from resq_jax.training.checkpoint import CheckpointError
 from resq_jax.training.checkpoint import Checkpointer
 from resq_jax.training.checkpoint import checkpoint_dir
+from resq_jax.training.checkpoint import damage_of
 from resq_jax.training.checkpoint import restore_fields_from
 from resq_jax.training.checkpoint import restore_params_from
 from resq_jax.training.metrics import JsonlWriter
@@ -25,6 +26,7 @@ __all__ = [
     "CheckpointError",
     "Checkpointer",
     "checkpoint_dir",
+    "damage_of",
     "restore_fields_from",
     "restore_params_from",
     "JsonlWriter",

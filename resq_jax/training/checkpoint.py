@@ -18,10 +18,18 @@ Decisions:
   when complete, so an interrupted save leaves a temp directory that `latest_step` ignores.
   Temp directories are not deleted on start-up (`cleanup_tmp_directories=False`): another
   process (an eval job) may open the same directory while training is mid-save.
-* A step directory that exists but cannot be read (truncated by hand, disk full) raises
-  `CheckpointError` naming the step instead of silently falling back to an older step: a
-  fallback would leave the broken directory in place, where keep-N would then count it as the
-  newest checkpoint and a later save of that step would collide with it.
+* Integrity: every saved step gets `<step>/checksums.json`, the sha256 of each of its files
+  (except Orbax's `_CHECKPOINT_METADATA`, which Orbax rewrites after the commit). Asynchronous
+  saves write it from Orbax's `post_finalization_callback`, i.e. into the temporary directory
+  before it is renamed into place, so a committed step always has it, even if the process dies
+  right after; synchronous saves write it right after the commit. `restore_latest` verifies the
+  newest step; a damaged one (a checksum differs, a file is missing) is logged as one warning
+  line, moved to `<directory>/damaged/<step>-<time>` (kept for inspection, no longer counted by
+  keep-N, and its step number free to be saved again) and the next older intact step is
+  restored. If no step is intact, `CheckpointError`. A step without `checksums.json` (written
+  by an older version) is restored unverified; if that fails, `CheckpointError` names it.
+* Orbax errors during a restore are re-raised as `CheckpointError` (one line naming the step),
+  the cause chained.
 * Preemption: the signal handler only sets a flag (no I/O or JAX inside a handler); the
   training loop's next `maybe_save` call sees it, forces a save of that step and reports
   `stop_requested`. On multi-host the flag is OR-ed over processes at every boundary so that all
@@ -30,9 +38,12 @@ Decisions:
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import logging
 import os
 import signal
+import time
 from typing import Any, Iterator, Sequence
 
 import grain.checkpoint as grain_checkpoint
@@ -42,15 +53,17 @@ import orbax.checkpoint as ocp
 from etils import epath
 from jax.experimental import multihost_utils
 
+from resq_jax.errors import CheckpointError
+
 STATE_ITEM = "state"
 DATA_ITEM = "data_iter"
 EXTRA_ITEM = "extra"
+CHECKSUM_FILE = "checksums.json"
+DAMAGED_DIR = "damaged"
+# Files Orbax rewrites after the commit (step metadata with the commit time): not checksummed.
+_UNHASHED = frozenset({CHECKSUM_FILE, "_CHECKPOINT_METADATA"})
 
 PyTree = Any
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint exists but cannot be restored."""
 
 
 def checkpoint_dir(workdir: str | os.PathLike) -> str:
@@ -75,6 +88,62 @@ def _any_process(flag: bool) -> bool:
     if jax.process_count() == 1:
         return flag
     return bool(np.any(multihost_utils.process_allgather(np.asarray(flag, np.int32))))
+
+
+def _file_digests(step_dir: str | os.PathLike) -> dict[str, str]:
+    """{path relative to `step_dir`: sha256 hex} of every file below it, except `_UNHASHED`
+    at its top level."""
+    root = os.fspath(step_dir)
+    out = {}
+    for dirpath, _, filenames in os.walk(root):
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            rel = os.path.relpath(path, root)
+            if rel in _UNHASHED:
+                continue
+            digest = hashlib.sha256()
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+            out[rel] = digest.hexdigest()
+    return out
+
+
+def write_checksums(step_dir: str | os.PathLike) -> None:
+    """Writes `<step_dir>/checksums.json` (sha256 of every file, see `_UNHASHED`)."""
+    digests = _file_digests(step_dir)
+    path = os.path.join(os.fspath(step_dir), CHECKSUM_FILE)
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump({"sha256": digests}, f, indent=0, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def damage_of(step_dir: str | os.PathLike) -> str | None:
+    """What is wrong with a step directory according to its `checksums.json`: None if every
+    listed file is present with its checksum (or if there is no `checksums.json` to check
+    against: see `has_checksums`), else a short description naming the first bad file."""
+    path = os.path.join(os.fspath(step_dir), CHECKSUM_FILE)
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            expected = json.load(f)["sha256"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return f"{CHECKSUM_FILE} is unreadable ({type(e).__name__})"
+    actual = _file_digests(step_dir)
+    for rel, digest in sorted(expected.items()):
+        if rel not in actual:
+            return f"{rel} is missing"
+        if actual[rel] != digest:
+            return f"{rel} does not match its checksum"
+    return None
+
+
+def has_checksums(step_dir: str | os.PathLike) -> bool:
+    return os.path.exists(os.path.join(os.fspath(step_dir), CHECKSUM_FILE))
 
 
 class Checkpointer:
@@ -112,11 +181,19 @@ class Checkpointer:
         if save_every_steps < 1:
             raise ValueError(f"save_every_steps must be >= 1, got {save_every_steps}")
         self._save_every = save_every_steps
+        self._async = async_save
+        self._pending_step: int | None = None  # the step an asynchronous save is writing
         options = ocp.CheckpointManagerOptions(
             max_to_keep=max_to_keep,
             create=True,
             cleanup_tmp_directories=False,
             enable_async_checkpointing=async_save,
+            # Runs in Orbax's finalize thread once every item is written, before the rename.
+            async_options=(
+                ocp.AsyncOptions(post_finalization_callback=self._on_save_finalized)
+                if async_save
+                else None
+            ),
         )
         # Orbax's tensorstore backend rejects relative paths: resolve against the working directory.
         self._directory = epath.Path(os.path.abspath(directory))
@@ -159,13 +236,45 @@ class Checkpointer:
         """
         if step in self._manager.all_steps():
             return False
+        # The callback of the previous asynchronous save reads `_pending_step`: let it finish.
+        self._manager.wait_until_finished()
+        self._pending_step = step
         items: dict[str, Any] = {STATE_ITEM: ocp.args.StandardSave(state)}
         if data_iterator is not None:
             items[DATA_ITEM] = grain_checkpoint.CheckpointSave(data_iterator)
         if extra is not None:
             items[EXTRA_ITEM] = ocp.args.JsonSave(extra)
         # force=True: maybe_save makes the periodic decision; Orbax must not veto a save.
-        return self._manager.save(step, args=ocp.args.Composite(**items), force=True)
+        saved = self._manager.save(step, args=ocp.args.Composite(**items), force=True)
+        if saved and not self._async and jax.process_index() == 0:
+            write_checksums(self._step_dir(step))  # the step is committed already
+        return saved
+
+    def _on_save_finalized(self) -> None:
+        """Orbax's post-finalization callback: checksums into the step's temporary directory,
+        which Orbax renames to `<step>` next (so the commit includes them)."""
+        step = self._pending_step
+        if step is None or jax.process_index() != 0:
+            return
+        try:
+            candidates = list(self._directory.glob(f"{step}.orbax-checkpoint-tmp*"))
+            target = (
+                max(candidates, key=lambda p: p.stat().mtime)
+                if candidates
+                else self._step_dir(step)
+            )
+            write_checksums(target)
+        except Exception:  # pylint: disable=broad-except
+            # The save itself is complete: the step restores unverified rather than failing.
+            logging.exception("could not write %s for step %d", CHECKSUM_FILE, step)
+
+    def should_save(self, step: int) -> bool:
+        """Whether `maybe_save(step, ...)` would save: `step` is on the save grid or a stop
+        signal arrived (on any process) since the last call; updates `stop_requested`.
+        A collective on multi-host: every process must call it at every boundary."""
+        self._stop_requested = _any_process(self._signal_received)
+        # Our own grid, not Orbax's should_save, which also saves the first step it sees.
+        return self._stop_requested or step % self._save_every == 0
 
     def maybe_save(
         self,
@@ -178,9 +287,7 @@ class Checkpointer:
         """Call at every step boundary (on every process): saves if `step` is a multiple of
         `save_every_steps` or a stop signal arrived since the last call. Returns True if saved.
         """
-        self._stop_requested = _any_process(self._signal_received)
-        # Our own grid, not Orbax's should_save, which also saves the first step it sees.
-        if not (self._stop_requested or step % self._save_every == 0):
+        if not self.should_save(step):
             return False
         saved = self.save(step, state, data_iterator=data_iterator, extra=extra)
         if self._stop_requested:
@@ -244,8 +351,19 @@ class Checkpointer:
             TrainState); only its structure, shapes, dtypes and shardings are used.
           data_iterator: if given, its position is set to the saved one (in place).
         Raises:
-          CheckpointError: the step directory is unreadable or does not match `template`.
+          CheckpointError: the step is damaged (see `damage_of`), unreadable or does not match
+            `template`.
         """
+        damage = damage_of(self._step_dir(step))
+        if damage is not None:
+            raise CheckpointError(
+                f"checkpoint step {step} in {self._directory} is damaged: {damage}"
+            )
+        return self._restore_unverified(step, template, data_iterator)
+
+    def _restore_unverified(
+        self, step: int, template: PyTree, data_iterator: Any | None
+    ) -> PyTree:
         items: dict[str, Any] = {STATE_ITEM: ocp.args.StandardRestore(_abstract(template))}
         if data_iterator is not None:
             if not (self._step_dir(step) / DATA_ITEM).exists():
@@ -256,22 +374,69 @@ class Checkpointer:
         try:
             restored = self._manager.restore(step, args=ocp.args.Composite(**items))
         except Exception as e:  # re-raised with the step named; the cause stays chained
+            verified = has_checksums(self._step_dir(step))
+            reason = (
+                "its files are intact (checksums match), so it does not fit this model"
+                if verified
+                else "it has no checksums to tell damage from a mismatch"
+            )
+            first_line = (str(e).strip().splitlines() or [""])[0][:300]
             raise CheckpointError(
-                f"checkpoint step {step} in {self._directory} cannot be restored "
-                f"({type(e).__name__}: {e}). If that directory is truncated, move it away to "
-                "resume from an earlier step."
+                f"checkpoint step {step} in {self._directory} cannot be restored: {reason} "
+                f"({type(e).__name__}: {first_line})"
             ) from e
         return restored[STATE_ITEM]
+
+    def newest_intact_step(self) -> tuple[int | None, dict[int, str]]:
+        """(the newest step whose files match their checksums, {newer damaged step: what is
+        wrong}); (None, {...}) when no step is intact or there is none."""
+        damaged: dict[int, str] = {}
+        for step in reversed(self.all_steps()):
+            damage = damage_of(self._step_dir(step))
+            if damage is None:
+                return step, damaged
+            damaged[step] = damage
+        return None, damaged
+
+    def _quarantine(self, steps: Sequence[int]) -> None:
+        """Moves damaged steps to `<directory>/damaged/<step>-<unix time>`: kept for
+        inspection, no longer a step for Orbax (keep-N, latest_step, a new save of it)."""
+        if jax.process_index() == 0:
+            target = self._directory / DAMAGED_DIR
+            target.mkdir(parents=True, exist_ok=True)
+            for step in steps:
+                self._step_dir(step).rename(target / f"{step}-{int(time.time())}")
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices("resq_jax_checkpoint_quarantine")
+        self._manager.reload()
 
     def restore_latest(
         self, template: PyTree, *, data_iterator: Any | None = None
     ) -> PyTree | None:
-        """`restore` of the newest complete step, or None when there is none (fresh start)."""
-        step = self._manager.latest_step()
+        """`restore` of the newest intact step, or None when there is no step (fresh start).
+
+        Damaged newer steps are logged (one warning line each) and moved aside (`_quarantine`).
+        Raises:
+          CheckpointError: there are steps but none is intact, or the newest intact step does
+            not restore into `template`.
+        """
+        step, damaged = self.newest_intact_step()
         if step is None:
+            if damaged:
+                raise CheckpointError(
+                    f"no intact checkpoint in {self._directory}: steps {sorted(damaged)} are "
+                    f"all damaged ({'; '.join(f'{k}: {v}' for k, v in damaged.items())})"
+                )
             return None
+        for bad, damage in damaged.items():
+            logging.warning(
+                "checkpoint step %d in %s is damaged (%s): moved to %s/, resuming from step %d",
+                bad, self._directory, damage, DAMAGED_DIR, step,
+            )
+        if damaged:
+            self._quarantine(sorted(damaged))
         logging.info("resuming from step %d in %s", step, self._directory)
-        return self.restore(step, template, data_iterator=data_iterator)
+        return self._restore_unverified(step, template, data_iterator)
 
     def read_extra(self, step: int | None = None) -> dict[str, Any] | None:
         """The `extra` JSON saved with `step` (default: the latest), or None if absent."""
@@ -285,14 +450,39 @@ class Checkpointer:
 
 
 def _resolve_step_dir(path: epath.Path) -> epath.Path:
-    """A workdir, a checkpoint directory or one step directory -> the step directory to read."""
+    """A workdir, a checkpoint directory or one step directory -> the step directory to read:
+    the newest intact step (damaged newer ones are skipped with a warning; this reader never
+    moves them), or the given step directory if intact.
+
+    Raises:
+      FileNotFoundError: no complete checkpoint there.
+      CheckpointError: the given step directory, or every step, is damaged.
+    """
     if (path / "checkpoints").is_dir():
         path = path / "checkpoints"
     if path.is_dir():
         step_paths = ocp.utils.checkpoint_steps_paths(path)  # finalised steps only
-        if step_paths:
-            return max(step_paths, key=lambda p: ocp.utils.step_from_checkpoint_name(p.name))
+        damaged = {}
+        for step_path in sorted(
+            step_paths, key=lambda p: ocp.utils.step_from_checkpoint_name(p.name), reverse=True
+        ):
+            damage = damage_of(step_path)
+            if damage is None:
+                for bad, what in damaged.items():
+                    logging.warning(
+                        "checkpoint %s is damaged (%s): reading %s instead", bad, what, step_path
+                    )
+                return step_path
+            damaged[step_path] = damage
+        if damaged:
+            raise CheckpointError(
+                f"no intact checkpoint in {path}: "
+                + "; ".join(f"{p.name}: {what}" for p, what in damaged.items())
+            )
     if (path / STATE_ITEM).is_dir():
+        damage = damage_of(path)
+        if damage is not None:
+            raise CheckpointError(f"checkpoint {path} is damaged: {damage}")
         return path
     raise FileNotFoundError(f"no complete checkpoint found in {path}")
 
@@ -326,4 +516,11 @@ def restore_fields_from(path: str | os.PathLike, **templates: PyTree) -> dict[st
         partial_restore=True,
     )
     with ocp.PyTreeCheckpointer() as reader:
-        return reader.restore(step_dir / STATE_ITEM, args=args)
+        try:
+            return reader.restore(step_dir / STATE_ITEM, args=args)
+        except Exception as e:  # one line naming the checkpoint; the cause stays chained
+            first_line = (str(e).strip().splitlines() or [""])[0][:300]
+            raise CheckpointError(
+                f"checkpoint {step_dir} cannot be read into this model's "
+                f"{'/'.join(templates)} ({type(e).__name__}: {first_line})"
+            ) from e
