@@ -93,3 +93,13 @@ def test_default_writer_fans_out_to_jsonl_and_tensorboard(tmp_path):
     assert _read_jsonl(tmp_path / "eval_metrics.jsonl") == EXPECTED
     writer.close()
     assert _read_tensorboard_scalars(tmp_path / "tensorboard" / "eval") == EXPECTED
+
+
+def test_jsonl_rows_reach_the_file_as_written_without_flush_or_close(tmp_path):
+    """What a SIGKILL leaves: the rows written so far, although the writer was never closed."""
+    path = tmp_path / "train_metrics.jsonl"
+    writer = metrics_lib.JsonlWriter(path)
+    for i, (step, scalars) in enumerate(LOGGED):
+        writer.write_scalars(step, scalars)
+        assert _read_jsonl(path) == EXPECTED[: i + 1]
+    writer.close()
