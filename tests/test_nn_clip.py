@@ -192,6 +192,33 @@ def test_qat_gradients_of_16_bit_resq_match_float(clip):
   assert float(jnp.max(jnp.abs(g_q["QConv_1"]["res_a_scale"]))) > 0  # scales are trained too
 
 
+@pytest.mark.parametrize("name", ["fq", "resq_closed"])
+def test_scale_gradients_do_not_depend_on_how_frames_are_folded(name):
+  """LSQ's N counts features per example: the gradient of a loss over an 8-frame clip with
+  K = 4 (two keyframe groups folded into the batch; FQ folds all 8 frames) equals the sum of
+  the gradients of its two 4-frame halves run separately."""
+  model, variables = _variables(name)
+  # Halve the calibrated activation ranges so that some inputs clip and the zero points get
+  # gradients too.
+  shrink = lambda path, v: v * 0.5 if path[-1].key.endswith("_a_scale") else v
+  variables = dict(variables, params=jax.tree_util.tree_map_with_path(shrink, variables["params"]))
+  clip8 = random_walk_clip(jax.random.key(7), (2, 8, 8, 8, 3))
+
+  def grads(frames):
+    def loss(params):
+      out = run_clip(model, dict(variables, params=params), frames, period=4).outputs
+      return jnp.sum(jnp.sin(out))
+    return jax.grad(loss)(variables["params"])
+
+  whole, first, second = grads(clip8), grads(clip8[:, :4]), grads(clip8[:, 4:])
+  names = ("key_a_scale", "key_a_zero_point") + (("res_a_scale",) if name != "fq" else ())
+  for layer in ("QConv_0", "QConv_1", "QConv_2", "QDense_0"):
+    for param in names:
+      got, want = whole[layer][param], first[layer][param] + second[layer][param]
+      assert float(jnp.abs(want)) > 0, (layer, param)
+      np.testing.assert_allclose(got, want, rtol=2e-4, atol=1e-7, err_msg=f"{layer}/{param}")
+
+
 def test_sharded_run_equals_single_device(clip):
   """Batch sharded over 8 virtual devices (shard_map) equals the single-device run."""
   model, variables = _variables("dynamic_fixed")

@@ -210,7 +210,7 @@ def test_ema_equals_hand_recurrence_and_runs_in_scan():
     (QuantSpec(8, signed=False, symmetric=False), -5.0, -2.0, 5 / 255, 255),  # [-5, 0]
     (QuantSpec(4, signed=False, symmetric=False), -0.5, 1.0, 0.1, 5),
     # Signed symmetric: amax / ((qmax - qmin) / 2); 127.5 on the full grid, 127 when narrow.
-    (QuantSpec(8), -2.0, 1.0, 2 / 127.5, 0),
+    (QuantSpec(8, narrow_range=False), -2.0, 1.0, 2 / 127.5, 0),
     (QuantSpec(8, narrow_range=True), -2.0, 1.0, 2 / 127, 0),
     (QuantSpec(2, narrow_range=True), -0.5, 3.0, 3.0, 0),  # grid [-1, 1]
     (QuantSpec(1), -1.0, 1.0, 2.0, 0),  # grid [-1, 0], steps 1 -> scale 2 * amax

@@ -263,14 +263,16 @@ def test_uniform_bit_map_equals_uniform_narrow_signed_fake_quant(b):
 
 
 def test_ste_gradient_is_one_inside_zero_outside_and_at_skipped_locations():
-  # Three locations: (2 bits, step 1) range +-1; (4 bits, step 0.5) range +-3.5; skipped.
+  # Three locations: (2 bits, step 1) codes +-1; (4 bits, step 0.5) codes +-7; skipped. The
+  # mask is on the rounded code (PyTorch's convention): 1.2 -> 1 and 3.6 / 0.5 = 7.2 -> 7 are
+  # inside, -1.6 -> -2 and -3.8 / 0.5 = -7.6 -> -8 outside.
   bits = jnp.asarray([[2, 4, 0]], jnp.int32)
   step = jnp.asarray([[1.0, 0.5, 2.0]], jnp.float32)
   r = jnp.asarray([[[0.3, 1.0, 1.2, -1.0, -1.6],
                     [3.4, 3.5, 3.6, -3.5, -3.8],
                     [0.1, 0.0, 5.0, -9.0, 2.0]]], jnp.float32)
-  expected = np.asarray([[[1, 1, 0, 1, 0],
-                          [1, 1, 0, 1, 0],
+  expected = np.asarray([[[1, 1, 1, 1, 0],
+                          [1, 1, 1, 1, 0],
                           [0, 0, 0, 0, 0]]], F32)
   # A non-uniform cotangent checks that the gradient is a mask times the cotangent.
   w = jnp.arange(1.0, 16.0, dtype=jnp.float32).reshape(1, 3, 5)

@@ -163,3 +163,20 @@ def test_bad_ref_mode_raises(layer):
   with pytest.raises(ValueError, match="ref_mode"):
     resq.key_forward(frames[0], w, b, linear=conv, quant_x=lambda v: v, quant_w=lambda v: v,
                      ref_mode="open")
+
+
+def test_residual_forward_rejects_a_plain_quantizer(layer):
+  # A plain quantizer (the kind key_forward takes) returns an array; unpacking it as
+  # (r_hat, aux) would silently take its first two rows.
+  w, b, frames = layer
+  frames = frames[:, :2]  # batch 2: the unpacking would even succeed without the check
+  _, state = resq.key_forward(frames[0], w, b, linear=conv, quant_x=lambda v: v,
+                              quant_w=lambda v: v)
+  with pytest.raises(TypeError, match="static_residual_quantizer"):
+    resq.residual_forward(frames[1], w, state, linear=conv, quant_r=lambda v: v,
+                          quant_w=lambda v: v)
+  y, _, aux = resq.residual_forward(frames[1], w, state, linear=conv,
+                                    quant_r=resq.static_residual_quantizer(lambda v: v),
+                                    quant_w=lambda v: v)
+  assert aux is None
+  np.testing.assert_allclose(y, resq.add_bias(conv(frames[1], w), b), atol=1e-5)

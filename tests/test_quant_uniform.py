@@ -49,7 +49,8 @@ def np_fake_quant(x, scale, zero_point, spec):
   """float32 NumPy reference of the PyTorch/ONNX convention (np.round is half to even)."""
   x = np.asarray(x, np.float32)
   s, z = np_qparams(x.shape, scale, zero_point, spec)
-  q = np.clip(np.round(x / s + z), spec.qmin, spec.qmax).astype(np.float32)
+  u = x * (np.float32(1) / s)  # PyTorch: inv_scale = 1.0f / scale; nearbyint(x * inv_scale) + z
+  q = np.clip(np.round(u) + z, spec.qmin, spec.qmax).astype(np.float32)
   return (q - z) * s
 
 
@@ -75,6 +76,8 @@ def cases(draw, bits=st.integers(1, 16)):
   scale = np.exp(rng.uniform(-4, 2, pshape)).astype(np.float32)
   # Non-integer zero points exercise the rounding and clamping of the offset as well.
   zero_point = rng.uniform(spec.qmin - 2, spec.qmax + 2, pshape).astype(np.float32)
+  if spec.symmetric:
+    zero_point = None  # a symmetric grid has no zero point (a non-zero one is a ValueError)
   span = _np_expand(scale, shape, spec) * (spec.qmax - spec.qmin + 1)
   x = (rng.normal(size=shape) * span).astype(np.float32)
   return x, scale, zero_point, spec
@@ -102,7 +105,7 @@ def test_round_half_to_even_hand_values():
 
 def test_fake_quant_per_channel_hand_values():
   # Axis -2 of a (2, 3) input: row 0 uses scale 0.5, row 1 scale 2 (4-bit signed: [-8, 7]).
-  spec = QuantSpec(bits=4, channel_axis=-2)
+  spec = QuantSpec(bits=4, narrow_range=False, channel_axis=-2)
   x = np.array([[0.3, 1.0, 9.0], [3.1, -20.0, 1.0]], np.float32)
   got = fake_quant(x, np.array([0.5, 2.0], np.float32), spec=spec)
   np.testing.assert_array_equal(np.asarray(got), [[0.5, 1.0, 3.5], [4.0, -16.0, 0.0]])
@@ -138,17 +141,19 @@ def test_idempotent_and_quantize_dequantize(case):
 
 
 def test_ste_gradient_wrt_x():
-  # 4-bit signed, s = 0.5: the range of x / s is [-8, 7], i.e. x in [-4, 3.5] (ends included).
-  spec = QuantSpec(bits=4)
-  x = jnp.array([-5.0, -4.0, -1.3, 0.0, 2.2, 3.5, 3.6, 100.0])
+  # 4-bit signed wide grid, s = 0.5: codes round(x / s) in [-8, 7] pass the gradient (PyTorch's
+  # mask is on the rounded code): x = 3.6 -> round(7.2) = 7 inside, 3.8 -> 8 outside,
+  # -4.2 -> round(-8.4) = -8 inside, -4.3 -> -9 outside.
+  spec = QuantSpec(bits=4, narrow_range=False)
+  x = jnp.array([-5.0, -4.3, -4.2, -1.3, 0.0, 2.2, 3.5, 3.6, 3.8, 100.0])
   g = jax.grad(lambda x: jnp.sum(fake_quant(x, 0.5, spec=spec)))(x)
-  np.testing.assert_array_equal(np.asarray(g), [0, 1, 1, 1, 1, 1, 0, 0])
+  np.testing.assert_array_equal(np.asarray(g), [0, 0, 1, 1, 1, 1, 1, 1, 0, 0])
 
 
 def test_lsq_scale_gradient_hand_values():
   # v = x / s = [0.6, -2.2, 10, -12] on [-8, 7]: inside round(v) - v = [0.4, 0.2];
   # clipped ends give qmax - z = 7 and qmin - z = -8. Sum: 0.4 + 0.2 + 7 - 8 = -0.4.
-  spec = QuantSpec(bits=4)
+  spec = QuantSpec(bits=4, narrow_range=False)
   x = jnp.array([0.3, -1.1, 5.0, -6.0])
   loss = lambda s, gs: jnp.sum(fake_quant(x, s, spec=spec, grad_scale=gs))
   np.testing.assert_allclose(jax.grad(loss)(jnp.float32(0.5), 1.0), -0.4, rtol=1e-6)
@@ -182,7 +187,7 @@ def test_lsq_per_channel_gradient_reduces_per_channel(axis):
   # Rows are channels (4-bit signed, [-8, 7]); N = 3 elements per channel.
   # Row 0, s = 0.5: v = [0.6, -2.2, 10] -> 0.4 + 0.2 + 7 = 7.6.
   # Row 1, s = 2.0: v = [1.25, -5, -4.5 (tie -> -4)] -> -0.25 + 0 + 0.5 = 0.25.
-  spec = QuantSpec(bits=4, channel_axis=axis)
+  spec = QuantSpec(bits=4, narrow_range=False, channel_axis=axis)
   x = jnp.array([[0.3, -1.1, 5.0], [2.5, -10.0, -9.0]])
   s = jnp.array([0.5, 2.0])
   ds = jax.grad(lambda s: jnp.sum(fake_quant(x, s, spec=spec, grad_scale=1.0)))(s)
@@ -190,7 +195,7 @@ def test_lsq_per_channel_gradient_reduces_per_channel(axis):
   ds = jax.grad(lambda s: jnp.sum(fake_quant(x, s, spec=spec)))(s)
   np.testing.assert_allclose(ds, np.array([7.6, 0.25]) / np.sqrt(3 * 7), rtol=1e-6)
   # The transposed layout with the channel axis last gives the same gradient.
-  spec_t = QuantSpec(bits=4, channel_axis=-1)
+  spec_t = QuantSpec(bits=4, narrow_range=False, channel_axis=-1)
   ds_t = jax.grad(lambda s: jnp.sum(fake_quant(x.T, s, spec=spec_t)))(s)
   np.testing.assert_allclose(ds_t, ds, rtol=1e-6)
 
@@ -381,3 +386,98 @@ def test_parameter_shape_mismatch():
     fake_quant(jnp.ones((2, 3)), jnp.ones(3), jnp.zeros(2), spec=spec)
   with pytest.raises(ValueError, match=r"scale has shape \(2,\), expected \(3,\)"):
     dequantize(jnp.ones((2, 3), jnp.int32), jnp.ones(2), spec=spec)
+
+
+# ----------------------------------------------------------------------------------------------
+# Rounding convention at ties and near-ties (PyTorch: nearbyint(x * inv_scale) + z)
+
+
+def test_zero_point_is_added_after_rounding_hand_values():
+  # Unsigned 8-bit, s = 1, z = 1: round([0.5, 1.5, 2.5]) = [0, 2, 2] (half to even), then + z.
+  # round(x / s + z) would give [2, 2, 4] -> x_hat [1, 1, 3]: one step off at every tie.
+  spec = QuantSpec(bits=8, signed=False, symmetric=False)
+  x = jnp.array([0.5, 1.5, 2.5])
+  np.testing.assert_array_equal(np.asarray(fake_quant(x, 1.0, 1.0, spec=spec)), [0, 2, 2])
+  np.testing.assert_array_equal(np.asarray(quantize(x, 1.0, 1.0, spec=spec)), [1, 3, 3])
+
+
+def _tie_inputs(scale):
+  """Exact ties k + 0.5 and the float32 neighbours on each side, times ``scale``."""
+  k = np.arange(-6, 6, dtype=np.float32) + np.float32(0.5)
+  near = np.concatenate([k, np.nextafter(k, np.float32(-np.inf)),
+                         np.nextafter(k, np.float32(np.inf))])
+  return (near * np.float32(scale)).astype(np.float32)
+
+
+@pytest.mark.parametrize("zero_point", [0.0, 1.0, 2.0, 3.0, 7.0, 8.0, 115.0])
+@pytest.mark.parametrize("scale", [1.0, 0.1, 0.37, 3.0])
+@pytest.mark.parametrize("how", ["eager", "jit"])
+def test_ties_and_near_ties_match_pytorch_convention(zero_point, scale, how):
+  # Odd and even zero points; with s != 1 the products x * (1/s) land on and next to ties.
+  spec = QuantSpec(bits=8, signed=False, symmetric=False)
+  x = _tie_inputs(scale)
+  want = np_fake_quant(x, np.float32(scale), np.float32(zero_point), spec)
+  fq = functools.partial(fake_quant, spec=spec)
+  qz = functools.partial(quantize, spec=spec)
+  if how == "jit":
+    fq, qz = jax.jit(fq), jax.jit(qz)
+  got = fq(jnp.asarray(x), jnp.float32(scale), jnp.float32(zero_point))
+  np.testing.assert_array_equal(np.asarray(got), want)
+  codes = qz(jnp.asarray(x), jnp.float32(scale), jnp.float32(zero_point))
+  s = np.float32(scale)
+  want_codes = np.clip(np.round(x * (np.float32(1) / s)) + np.float32(zero_point), 0, 255)
+  np.testing.assert_array_equal(np.asarray(codes), want_codes.astype(np.int32))
+
+
+def test_near_tie_below_half_with_odd_zero_point():
+  # u = 0.49999997 rounds to 0; u + 1 = 1.49999997 is not representable in float32 and becomes
+  # 1.5, which rounds to 2: adding z before rounding lands one step off.
+  spec = QuantSpec(bits=8, signed=False, symmetric=False)
+  u = np.nextafter(np.float32(0.5), np.float32(0))
+  for f in (fake_quant, jax.jit(fake_quant, static_argnames="spec")):
+    assert float(f(jnp.float32(u), jnp.float32(1.0), jnp.float32(1.0), spec=spec)) == 0.0
+
+
+def test_lsq_gradient_scale_counts_features_per_example():
+  # batch_dims=1: N excludes the batch axis, so the gradient of a batch is the sum of the
+  # gradients of its examples run one by one.
+  spec = QuantSpec(bits=4, signed=False, symmetric=False)
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=(6, 5, 3)).astype(np.float32))
+  assert lsq_grad_scale(x.shape, spec, batch_dims=1) == pytest.approx(1 / np.sqrt(15 * 15))
+  assert lsq_grad_scale(x.shape, spec) == pytest.approx(1 / np.sqrt(90 * 15))
+
+  def grads(batch):
+    f = lambda s, z: jnp.sum(jnp.sin(fake_quant(batch, s, z, spec=spec, batch_dims=1)))
+    return jax.grad(f, argnums=(0, 1))(jnp.float32(0.2), jnp.float32(5.0))
+
+  whole = grads(x)
+  parts = [grads(x[i:i + 2]) for i in range(0, 6, 2)]
+  np.testing.assert_allclose(whole, np.sum(parts, axis=0), rtol=1e-5)
+  with pytest.raises(ValueError, match="batch axis"):
+    lsq_grad_scale((4, 3), QuantSpec(bits=4, channel_axis=0), batch_dims=1)
+  with pytest.raises(ValueError, match="batch_dims"):
+    lsq_grad_scale((4, 3), spec, batch_dims=3)
+
+
+def test_symmetric_spec_rejects_non_zero_zero_point():
+  spec = QuantSpec(bits=4)
+  x = jnp.ones(3)
+  for f in (fake_quant, quantize):
+    with pytest.raises(ValueError, match="symmetric spec has no zero point"):
+      f(x, 0.5, 1.0, spec=spec)
+    np.testing.assert_array_equal(np.asarray(f(x, 0.5, 0.0, spec=spec)),
+                                  np.asarray(f(x, 0.5, spec=spec)))
+  with pytest.raises(ValueError, match="symmetric spec has no zero point"):
+    dequantize(jnp.ones(3, jnp.int32), 0.5, 2.0, spec=spec)
+
+
+def test_one_narrow_range_convention():
+  from resq_jax.quant.spec import activation_spec, residual_spec, weight_spec
+  # Signed symmetric grids of >= 2 bits are narrow unless asked otherwise, like the helpers.
+  assert QuantSpec(bits=8) == weight_spec(8, channel_axis=None) == residual_spec(8)
+  assert (QuantSpec(bits=8).qmin, QuantSpec(bits=8).qmax) == (-127, 127)
+  assert QuantSpec(bits=8, narrow_range=False).qmin == -128
+  assert QuantSpec(bits=1).qmin == -1 and not QuantSpec(bits=1).narrow_range
+  assert not QuantSpec(bits=8, symmetric=False).narrow_range  # offset grids stay wide
+  assert activation_spec(8).qmin == 0 and not activation_spec(8).narrow_range

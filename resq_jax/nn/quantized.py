@@ -58,7 +58,9 @@ def _act_quantizer(module, name: str, spec: QuantSpec, init_range: tuple[float, 
   zero_point = None
   if not spec.symmetric:
     zero_point = module.param(f"{name}_zero_point", lambda _: jnp.asarray(z0, jnp.float32))
-  return (lambda v: fake_quant(v, scale, zero_point, spec=spec)), scale
+  # batch_dims=1: LSQ's N counts features per example, so folding frames or keyframe groups
+  # into the batch leaves the scale gradient a plain sum over examples.
+  return (lambda v: fake_quant(v, scale, zero_point, spec=spec, batch_dims=1)), scale
 
 
 def _record(module, batch: int, n_loc: int, a_bits, w_bits: int, bit_map=None) -> None:

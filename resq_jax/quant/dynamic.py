@@ -133,20 +133,21 @@ def dynamic_fake_quant(r: Array, alloc: BitAllocation) -> Array:
   """Quantize each location of ``r [B, ..., C]`` on its own narrow signed grid.
 
   Location p uses step ``alloc.step[p]`` and ``alloc.bits[p]`` bits; 0 bits gives 0. The
-  gradient wrt r is the straight-through estimator of DESIGN.md section 2: 1 where
-  ``|r / step| <= 2^(b-1) - 1`` (the location's range, ends included), 0 outside and at skipped
-  locations; the allocation itself is not differentiated.
+  gradient wrt r is the straight-through estimator of DESIGN.md section 2: 1 where the rounded
+  code ``|round(r * (1 / step))| <= 2^(b-1) - 1`` (the location's range, as in
+  ``resq_jax.quant.uniform``), 0 outside and at skipped locations; the allocation itself is not
+  differentiated.
   """
   step = jax.lax.stop_gradient(alloc.step).astype(r.dtype)
   step = jnp.maximum(step, jnp.asarray(scale_floor(r.dtype), r.dtype))[..., None]
   cap = level_capacity(alloc.bits).astype(r.dtype)[..., None]
   keep = (alloc.bits > 0)[..., None]
   r_const = jax.lax.stop_gradient(r)
-  v = r_const / step
-  q = jnp.where(keep, jnp.clip(jnp.round(v), -cap, cap) * step, jnp.zeros_like(r))
+  code = jnp.round(r_const * (1 / step))  # the uniform quantizer's formulation, bit for bit
+  q = jnp.where(keep, jnp.clip(code, -cap, cap) * step, jnp.zeros_like(r))
   # The STE mask is explicit: clipping a straight-through rounded value would pass a gradient
   # of 1/2 wherever round(v) lands on +-cap (ties of max/min), also just outside the range.
-  inside = keep & (v >= -cap) & (v <= cap)
+  inside = keep & (code >= -cap) & (code <= cap)
   return q + jnp.where(inside, r - r_const, jnp.zeros_like(r))  # r - r_const == 0 forward
 
 

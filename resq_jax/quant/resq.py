@@ -78,7 +78,12 @@ def residual_forward(x: Array, w: Array, state: ResQState, *, linear: Linear,
     # Truncated BPTT: the input reference is a constant; gradients still reach earlier frames
     # through the output reference yref.
     ref = jax.lax.stop_gradient(ref)
-  rh, aux = quant_r(x - ref)
+  out = quant_r(x - ref)
+  if not (isinstance(out, tuple) and len(out) == 2):
+    # A plain quantizer returns an array, which would unpack along its first axis.
+    raise TypeError("quant_r must return (r_hat, aux); wrap a plain quantizer with "
+                    "static_residual_quantizer(quant)")
+  rh, aux = out
   y = yref + linear(rh, quant_w(w))
   if ref_mode == "closed":
     new_state = ResQState(ref=ref + rh, yref=y)

@@ -21,7 +21,10 @@ class QuantSpec:
     symmetric: the zero point is fixed at 0 (only the scale is used/learned). If False the
       zero point is a (learnable, LSQ+) offset in integer units.
     narrow_range: signed grids drop their most negative level so that the grid is symmetric
-      around 0: ``[-(2^(b-1)-1), 2^(b-1)-1]``. Needs ``signed`` and ``bits >= 2``.
+      around 0: ``[-(2^(b-1)-1), 2^(b-1)-1]``. Needs ``signed`` and ``bits >= 2``. ``None``
+      (the default) means the project's single convention: narrow for signed symmetric grids
+      of 2 or more bits (as :func:`weight_spec` and :func:`residual_spec`), wide otherwise.
+      Pass ``False`` explicitly for PyTorch's default ``qint8`` grid ``[-128, 127]``.
     channel_axis: ``None`` for one scale per tensor, else the axis that carries one scale (and
       zero point) per channel. Negative values count from the end.
   """
@@ -29,10 +32,13 @@ class QuantSpec:
   bits: int = 8
   signed: bool = True
   symmetric: bool = True
-  narrow_range: bool = False
+  narrow_range: bool | None = None
   channel_axis: int | None = None
 
   def __post_init__(self):
+    if self.narrow_range is None:
+      auto = self.signed and self.symmetric and isinstance(self.bits, int) and self.bits >= 2
+      object.__setattr__(self, "narrow_range", bool(auto))
     if isinstance(self.bits, bool) or not isinstance(self.bits, int):
       raise ValueError(f"bits must be an int in [{MIN_BITS}, {MAX_BITS}], got bits={self.bits!r}")
     if not MIN_BITS <= self.bits <= MAX_BITS:
@@ -66,8 +72,7 @@ class QuantSpec:
 
 def weight_spec(bits: int, channel_axis: int | None = -1) -> QuantSpec:
   """Signed, symmetric, narrow-range grid: the usual choice for weights (per output channel)."""
-  return QuantSpec(bits=bits, signed=True, symmetric=True, narrow_range=bits >= 2,
-                   channel_axis=channel_axis)
+  return QuantSpec(bits=bits, signed=True, symmetric=True, channel_axis=channel_axis)
 
 
 def activation_spec(bits: int) -> QuantSpec:
@@ -77,4 +82,4 @@ def activation_spec(bits: int) -> QuantSpec:
 
 def residual_spec(bits: int) -> QuantSpec:
   """Signed symmetric per-tensor grid: residuals are centred on zero."""
-  return QuantSpec(bits=bits, signed=True, symmetric=True, narrow_range=bits >= 2)
+  return QuantSpec(bits=bits, signed=True, symmetric=True)
