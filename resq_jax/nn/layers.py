@@ -35,6 +35,11 @@ class QConv(QuantLayer):
   running ones in ``batch_stats``; every other execution folds the running statistics into the
   weights and bias (``W * gamma / sqrt(var + eps)``, ``beta - mean * gamma / sqrt(var + eps)``),
   so that quantizers see the weights that actually run (frozen-BN QAT).
+
+  ``bn_axis_name``: under data parallelism (``jax.shard_map`` over that mesh axis) the batch
+  statistics of float training are averaged over the axis (synchronised BatchNorm), so that a
+  step on N devices equals the step on one device with the same global batch. ``None``: the
+  statistics of the local batch (only right on one device, or when that is wanted).
   """
   features: int
   kernel_size: tuple[int, int] = (3, 3)
@@ -45,6 +50,7 @@ class QConv(QuantLayer):
   use_bn: bool = False
   bn_momentum: float = 0.9
   bn_epsilon: float = 1e-5
+  bn_axis_name: str | None = None
   recipe: LayerRecipe = LayerRecipe()
   kernel_init: Any = nn.initializers.he_normal()
 
@@ -81,7 +87,12 @@ class QConv(QuantLayer):
                          phase=phase)
     axes = tuple(range(y.ndim - 1))
     mu = jnp.mean(y, axis=axes)
-    sigma2 = jnp.var(y, axis=axes)
+    mean_sq = jnp.mean(jnp.square(y), axis=axes)
+    if self.bn_axis_name is not None:
+      # Equal local batches (shard_batch splits evenly): the global moments are the means of
+      # the local ones.
+      mu, mean_sq = jax.lax.pmean((mu, mean_sq), self.bn_axis_name)
+    sigma2 = jnp.maximum(mean_sq - jnp.square(mu), 0.0)
     if not self.is_initializing():
       m = self.bn_momentum
       mean.value = m * mean.value + (1 - m) * jax.lax.stop_gradient(mu)

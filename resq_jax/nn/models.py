@@ -28,6 +28,7 @@ with the running statistics folded in (frozen-BN QAT, see ``QConv``).
 """
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import flax.linen as nn
@@ -40,9 +41,9 @@ UPSAMPLE_METHODS = ("bilinear", "nearest")
 
 
 def _conv_bn(features: int, recipe: LayerRecipe, name: str, kernel: int = 3,
-             stride: int = 1) -> QConv:
+             stride: int = 1, bn_axis_name: str | None = None) -> QConv:
   return QConv(features, kernel_size=(kernel, kernel), strides=(stride, stride), use_bn=True,
-               use_bias=False, recipe=recipe, name=name)
+               use_bias=False, recipe=recipe, bn_axis_name=bn_axis_name, name=name)
 
 
 def _resize(x: jax.Array, hw: Sequence[int], method: str) -> jax.Array:
@@ -55,14 +56,16 @@ class BasicBlock(nn.Module):
   features: int
   stride: int = 1
   recipe: LayerRecipe = LayerRecipe()
+  bn_axis_name: str | None = None
 
   @nn.compact
   def __call__(self, x: jax.Array, phase: str = "key", train: bool = False) -> jax.Array:
-    y = nn.relu(_conv_bn(self.features, self.recipe, "conv1", stride=self.stride)(x, phase, train))
-    y = _conv_bn(self.features, self.recipe, "conv2")(y, phase, train)
+    conv_bn = functools.partial(_conv_bn, self.features, self.recipe,
+                                bn_axis_name=self.bn_axis_name)
+    y = nn.relu(conv_bn("conv1", stride=self.stride)(x, phase, train))
+    y = conv_bn("conv2")(y, phase, train)
     if self.stride != 1 or x.shape[-1] != self.features:
-      x = _conv_bn(self.features, self.recipe, "proj", kernel=1, stride=self.stride)(
-          x, phase, train)
+      x = conv_bn("proj", kernel=1, stride=self.stride)(x, phase, train)
     return nn.relu(x + y)
 
 
@@ -75,23 +78,25 @@ class Fusion(nn.Module):
   upsample: str = "bilinear"
   recipe: LayerRecipe = LayerRecipe()
   num_outputs: int | None = None
+  bn_axis_name: str | None = None
 
   @nn.compact
   def __call__(self, xs: Sequence[jax.Array], phase: str = "key",
                train: bool = False) -> list[jax.Array]:
+    conv_bn = functools.partial(_conv_bn, recipe=self.recipe, bn_axis_name=self.bn_axis_name)
     outs = []
     for i, target in enumerate(xs[:self.num_outputs]):
       total = target
       for j, source in enumerate(xs):
         if j > i:
-          y = _conv_bn(self.widths[i], self.recipe, f"up_{j}to{i}", kernel=1)(source, phase, train)
+          y = conv_bn(self.widths[i], name=f"up_{j}to{i}", kernel=1)(source, phase, train)
           total = total + _resize(y, target.shape[1:3], self.upsample)
         elif j < i:
           y = source
           for k in range(i - j):
             last = k == i - j - 1
             width = self.widths[i] if last else self.widths[j]
-            y = _conv_bn(width, self.recipe, f"down_{j}to{i}_{k}", stride=2)(y, phase, train)
+            y = conv_bn(width, name=f"down_{j}to{i}_{k}", stride=2)(y, phase, train)
             y = y if last else nn.relu(y)
           total = total + y
       outs.append(nn.relu(total))
@@ -113,6 +118,8 @@ class SegNet(nn.Module):
       logits to the input size is always bilinear).
     recipe: recipe of every conv except the first and the last.
     head_recipe: recipe of ``stem1`` and ``classifier``; None: ``recipe``.
+    bn_axis_name: mesh axis over which float training averages BatchNorm batch statistics
+      (synchronised BatchNorm, see ``QConv``); None: per-device statistics.
   """
   num_classes: int
   width: int = 32
@@ -124,6 +131,7 @@ class SegNet(nn.Module):
   upsample: str = "bilinear"
   recipe: LayerRecipe = LayerRecipe()
   head_recipe: LayerRecipe | None = None
+  bn_axis_name: str | None = None
 
   @property
   def branch_widths(self) -> tuple[int, ...]:
@@ -153,24 +161,27 @@ class SegNet(nn.Module):
     head_width = 2 * self.width if self.head_width is None else self.head_width
     in_hw = x.shape[1:3]
 
-    y = nn.relu(_conv_bn(stem_width, edge, "stem1", stride=2)(x, phase, train))
-    y = nn.relu(_conv_bn(widths[0], self.recipe, "stem2", stride=2)(y, phase, train))
+    conv_bn = functools.partial(_conv_bn, bn_axis_name=self.bn_axis_name)
+    y = nn.relu(conv_bn(stem_width, edge, "stem1", stride=2)(x, phase, train))
+    y = nn.relu(conv_bn(widths[0], self.recipe, "stem2", stride=2)(y, phase, train))
     branches = [y]
     for i in range(1, self.num_branches):
-      conv = _conv_bn(widths[i], self.recipe, f"transition{i}", stride=2)
+      conv = conv_bn(widths[i], self.recipe, f"transition{i}", stride=2)
       branches.append(nn.relu(conv(branches[-1], phase, train)))
     for s in range(self.num_stages):
       for i, width in enumerate(widths):
         for k in range(self.num_blocks):
-          block = BasicBlock(width, recipe=self.recipe, name=f"stage{s}_branch{i}_block{k}")
+          block = BasicBlock(width, recipe=self.recipe, bn_axis_name=self.bn_axis_name,
+                             name=f"stage{s}_branch{i}_block{k}")
           branches[i] = block(branches[i], phase, train)
       if self.num_branches > 1:
         # The head reads branch 0 only: the last fusion computes nothing else.
         last = s == self.num_stages - 1
         fusion = Fusion(widths, upsample=self.upsample, recipe=self.recipe,
-                        num_outputs=1 if last else None, name=f"fuse{s}")
+                        num_outputs=1 if last else None, bn_axis_name=self.bn_axis_name,
+                        name=f"fuse{s}")
         branches = fusion(branches, phase, train)
-    y = nn.relu(_conv_bn(head_width, self.recipe, "head")(branches[0], phase, train))
+    y = nn.relu(conv_bn(head_width, self.recipe, "head")(branches[0], phase, train))
     classifier = QConv(self.num_classes, kernel_size=(1, 1), recipe=edge, name="classifier")
     logits = classifier(y, phase)
     return _resize(logits, in_hw, "bilinear")
