@@ -1,6 +1,10 @@
 """Documented defaults of every setting; each experiment config starts from these.
 
 Run: python train.py --config configs/<name>.py --workdir DIR [--config.optim.lr=1e-3 ...]
+
+Every key has a rule (type, allowed range, relations to other keys) in
+resq_jax.config_lib.RULES; a bad setting or an unknown key is rejected with one line per problem
+(``key: got VALUE (allowed: ...)``) before any data is built or anything compiles.
 """
 import ml_collections
 
@@ -21,8 +25,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.width = 64
   c.data.num_frames = 8  # frames per clip
   c.data.num_train = 480
-  c.data.num_validation = 48
-  c.data.num_test = 48
+  c.data.num_validation = 48  # a multiple of eval.batch_size (no clip left unevaluated)
+  c.data.num_test = 48  # may be 0: nothing reads the test split yet
   c.data.batch_size = 8  # clips per step, over all devices (divisible by the device count)
   c.data.worker_count = 0  # grain worker processes (0: read in the main process)
 
@@ -53,11 +57,11 @@ def get_config() -> ml_collections.ConfigDict:
   c.optim.lr = 2e-3  # peak learning rate of weights (AdamW, warmup + cosine decay)
   c.optim.quant_lr = 1e-3  # learning rate of quantizer scales and zero points
   c.optim.weight_decay = 1e-4
-  c.optim.warmup_steps = 20
+  c.optim.warmup_steps = 20  # in [0, train.num_steps)
   c.optim.grad_clip = 1.0
 
   c.train = ml_collections.ConfigDict()
-  c.train.num_steps = 300
+  c.train.num_steps = 300  # >= 2 at every stage (PTQ trains none, but builds the LR schedule)
   c.train.log_every = 10
   c.train.checkpoint_every = 100
   c.train.keep_checkpoints = 2

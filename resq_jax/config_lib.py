@@ -1,24 +1,43 @@
 """The config boundary: validate an experiment ConfigDict and turn it into typed arguments.
 
 Layers and jitted steps never read a ConfigDict (DESIGN.md section 1); ``train_lib`` and
-``eval_lib`` call :func:`validate` once, before anything compiles, and then use the typed values
-built here (:func:`recipe_from`, :func:`calibration_methods_from`, ...).
+``eval_lib`` call :func:`validate` once, before any data is built or anything compiles, and then
+use the typed values built here (:func:`recipe_from`, :func:`calibration_methods_from`, ...).
+
+Every key of ``configs/default.py`` has a :class:`Rule` in :data:`RULES` (its type and range, and
+its relations to other keys); ``tests/test_config_validation.py`` keeps the two key sets equal.
+:func:`validate` is pure Python and raises one :class:`ConfigError` listing every problem, one
+line each: ``key: got VALUE (allowed: RANGE)``, or ``unknown config key 'optim.learning_rate'
+(did you mean 'optim.lr'?)``. The entry points print those lines and exit with status 2, without
+a traceback (``errors.run_cli``; :func:`parse_flags` does the same for bad ``--config.*``
+flags, which absl parses before ``main`` runs).
 """
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import importlib.util
+import math
+import numbers
 import pathlib
+import re
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, NoReturn
 
 import jax
 import ml_collections
+from absl import flags
+from ml_collections.config_flags.config_flags import is_config_flag
 
-from resq_jax.data.spec import REGIMES
+from resq_jax import errors
+from resq_jax.data.spec import MAX_SIZE, MIN_SIZE, REGIMES
 from resq_jax.nn.calibrate import CalibrationMethods
 from resq_jax.nn.models import SEGNET_PRESETS as PRESETS
 from resq_jax.quant.dynamic import FixedStepPolicy, LadderPolicy
 from resq_jax.quant.recipe import (MODES, REF_MODES, LayerRecipe, dynamic_recipe, float_recipe,
                                    fq_recipe, resq_recipe)
-from resq_jax.quant.spec import MAX_BITS, MIN_BITS
+from resq_jax.quant.spec import MAX_BITS
 
 STAGES = ("fp", "ptq", "qat")
 POLICIES = ("fixed_step", "ladder")
@@ -34,77 +53,395 @@ def default_config() -> ml_collections.ConfigDict:
   return module.get_config()
 
 
-def _unknown_keys(config, reference, prefix="") -> list[str]:
-  out = []
+class ConfigError(errors.InvalidConfigError):  # a ValueError; exit code errors.EXIT_CONFIG (2)
+  """An invalid config. ``problems`` holds one line per problem, ``key: message (allowed: ...)``;
+  ``str(error)`` is those lines joined by newlines."""
+
+  def __init__(self, problems: Sequence[str]):
+    self.problems = tuple(problems)
+    super().__init__("\n".join(self.problems))
+
+
+# --- Rules ---------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Rule:
+  """How one config key is checked.
+
+  ok: whether the value on its own is valid (type and range). allowed: what is (a string, or a
+  callable for names only known at run time). relation: for a valid value, a message (ending in
+  ``(allowed: ...)``) when it clashes with other keys, else None; other keys are read through
+  :class:`_Context`, which hides invalid ones so that one mistake is reported once.
+  """
+  ok: Callable[[Any], bool]
+  allowed: str | Callable[[], str]
+  relation: Callable[[Any, "_Context"], str | None] | None = None
+
+  def describe(self) -> str:
+    return self.allowed() if callable(self.allowed) else self.allowed
+
+
+@dataclasses.dataclass(frozen=True)
+class _Context:
+  values: dict
+  valid: frozenset
+  num_devices: int | None  # None: not known yet (multi-host, before jax.distributed.initialize)
+  needs_init_from: bool
+
+  def get(self, key: str):
+    """The value of ``key`` if it passed its own check, else None."""
+    return self.values[key] if key in self.valid else None
+
+
+def _is_int(v) -> bool:
+  return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _is_finite(v) -> bool:
+  return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _is_seq(v) -> bool:
+  return isinstance(v, (tuple, list))
+
+
+def _int(low: int, high: int | None = None, note: str = "", relation=None) -> Rule:
+  allowed = (f"int >= {low}" if high is None else f"int in [{low}, {high}]") + note
+  return Rule(lambda v: _is_int(v) and v >= low and (high is None or v <= high), allowed,
+              relation)
+
+
+def _real(low: float, *, strict: bool) -> Rule:
+  return Rule(lambda v: _is_finite(v) and (v > low if strict else v >= low),
+              f"finite number {'>' if strict else '>='} {low:g}")
+
+
+def _choice(options: Sequence[str] | Callable[[], Sequence[str]]) -> Rule:
+  names = options if callable(options) else (lambda: options)
+  return Rule(lambda v: isinstance(v, str) and v in names(), lambda: " | ".join(names()))
+
+
+def _bool() -> Rule:
+  return Rule(lambda v: isinstance(v, bool), "True | False")
+
+
+def _bits(weight_low: int, act_low: int, relation=None) -> Rule:
+  def ok(v):
+    return (_is_seq(v) and len(v) == 2 and all(map(_is_int, v))
+            and weight_low <= v[0] <= MAX_BITS and act_low <= v[1] <= MAX_BITS)
+  return Rule(ok, f"(weight, activation) ints, weight in [{weight_low}, {MAX_BITS}] (1-bit "
+              f"signed weights {{-s, 0}} zero every positive weight), activation in "
+              f"[{act_low}, {MAX_BITS}]", relation)
+
+
+def _policy_bits_ok(v) -> bool:
+  return (_is_seq(v) and len(v) > 0 and all(_is_int(b) and (b == 0 or 2 <= b <= MAX_BITS)
+                                            for b in v) and list(v) == sorted(set(v)))
+
+
+def _thresholds_ok(v) -> bool:
+  return (_is_seq(v) and len(v) > 0 and all(_is_finite(t) and t > 0 for t in v)
+          and all(a < b for a, b in zip(v, v[1:])))
+
+
+def _qat_runs_ok(v) -> bool:
+  return isinstance(v, str) and (v == "" or all(d and d == d.strip() for d in v.split(",")))
+
+
+def _sweep_names() -> tuple[str, ...]:
+  from resq_jax import eval_lib  # lazily: eval_lib imports this module
+  return tuple(eval_lib.SWEEPS)
+
+
+# --- Relations between keys (each reported on one key, only when the others are valid) ----------
+def _needs_init_from(v, ctx: _Context):
+  stage = ctx.get("stage")
+  if v == "" and (stage in ("ptq", "qat") or ctx.needs_init_from):
+    who = f"stage {stage!r}" if stage in ("ptq", "qat") else "the evaluation sweep"
+    return f"empty, but {who} needs init_from (allowed: the workdir of an FP run)"
+  return None
+
+
+def _divisible_by_devices(v, ctx: _Context):
+  if ctx.num_devices is not None and v % ctx.num_devices:
+    return (f"{v} is not divisible by the device count {ctx.num_devices} (allowed: a multiple "
+            f"of {ctx.num_devices})")
+  return None
+
+
+def _train_batches(v, ctx: _Context):
+  batch = ctx.get("data.batch_size")
+  if batch is not None and v < batch:  # calibration reads one epoch without partial batches
+    return (f"{v} clips are fewer than one batch of data.batch_size={batch}: calibration would "
+            f"get no batch (allowed: int >= {batch})")
+  return None
+
+
+def _calibration_batches(v, ctx: _Context):
+  num_train, batch = ctx.get("data.num_train"), ctx.get("data.batch_size")
+  if num_train is None or batch is None or num_train < batch:
+    return None  # reported on data.num_train
+  if v * batch > num_train:
+    return (f"{v} batches of data.batch_size={batch} need {v * batch} clips, data.num_train="
+            f"{num_train} holds {num_train // batch} (allowed: int in [1, {num_train // batch}])")
+  return None
+
+
+def _validation_clips(v, ctx: _Context):
+  batch = ctx.get("eval.batch_size")
+  if batch is None:
+    return None
+  allowed = f"(allowed: a positive multiple of eval.batch_size={batch})"
+  if v < batch:
+    return f"{v} clips are fewer than one eval batch: evaluation would see nothing {allowed}"
+  if v % batch:
+    return f"{v} clips: the last {v % batch} would never be evaluated {allowed}"
+  return None
+
+
+def _eval_batches(v, ctx: _Context):
+  clips, batch = ctx.get("data.num_validation"), ctx.get("eval.batch_size")
+  if clips is None or batch is None or clips < batch:
+    return None
+  if v > clips // batch:
+    return (f"{v} batches, but data.num_validation={clips} holds {clips // batch} of "
+            f"eval.batch_size={batch} (allowed: int in [0, {clips // batch}], 0 = all)")
+  return None
+
+
+def _warmup(v, ctx: _Context):
+  steps = ctx.get("train.num_steps")
+  if steps is not None and v >= steps:
+    return f"{v} is not below train.num_steps={steps} (allowed: int in [0, {steps - 1}])"
+  return None
+
+
+def _residual_vs_key(v, ctx: _Context):
+  mode, key = ctx.get("quant.mode"), ctx.get("quant.key_bits")
+  if mode in ("resq", "dynamic") and key is not None and any(r > k for r, k in zip(v, key)):
+    return (f"{tuple(v)} exceeds quant.key_bits={tuple(key)} in mode {mode!r} (allowed: each "
+            f"<= the key bits)")
+  return None
+
+
+def _ladder_thresholds(v, ctx: _Context):
+  bits = ctx.get("quant.policy_bits")
+  if ctx.get("quant.policy") == "ladder" and bits is not None and len(v) != len(bits):
+    return (f"{len(v)} thresholds for {len(bits)} quant.policy_bits {tuple(bits)} (allowed: one "
+            f"per candidate under the ladder policy)")
+  return None
+
+
+_ANY_STR = Rule(lambda v: isinstance(v, str), "a string")
+_DIR = Rule(lambda v: isinstance(v, str) and v.strip() == v and v != "", "a non-empty path")
+_METHOD = _choice(CALIBRATION_METHODS)
+
+RULES: dict[str, Rule] = {
+    "seed": _int(0, 2**32 - 2, " (grain shuffles with 32-bit seeds; calibration uses seed + 1)"),
+    "stage": _choice(STAGES),
+    "init_from": Rule(_ANY_STR.ok, "the workdir of an FP run ('' for stage fp)", _needs_init_from),
+    "distributed": _bool(),
+    "data.data_dir": _DIR,
+    "data.regime": _choice(REGIMES),
+    "data.height": _int(MIN_SIZE, MAX_SIZE),
+    "data.width": _int(MIN_SIZE, MAX_SIZE),
+    "data.num_frames": _int(2, note=" (a keyframe and at least one residual frame)"),
+    "data.num_train": _int(1, relation=_train_batches),
+    "data.num_validation": _int(1, relation=_validation_clips),
+    "data.num_test": _int(0, note=" (nothing reads the test split yet)"),
+    "data.batch_size": _int(1, relation=_divisible_by_devices),
+    "data.worker_count": _int(0, note=" (0: read in the main process)"),
+    "model.preset": _choice(PRESETS),
+    "quant.mode": _choice(MODES),
+    "quant.key_bits": _bits(2, 1),
+    "quant.residual_bits": _bits(2, 2, relation=_residual_vs_key),
+    "quant.period": _int(1),
+    "quant.ref_mode": _choice(REF_MODES),
+    "quant.policy": _choice(POLICIES),
+    "quant.policy_bits": Rule(_policy_bits_ok, f"non-empty strictly ascending ints, each 0 (skip) "
+                              f"or in [2, {MAX_BITS}]"),
+    "quant.policy_step": _real(0, strict=True),
+    "quant.thresholds": Rule(_thresholds_ok, "positive, strictly ascending finite numbers (one "
+                             "per quant.policy_bits candidate for the ladder policy)",
+                             _ladder_thresholds),
+    "quant.stop_ref_gradient": _bool(),
+    "calibration.num_batches": _int(1, relation=_calibration_batches),
+    "calibration.weight": _METHOD,
+    "calibration.key_act": _METHOD,
+    "calibration.residual_act": _METHOD,
+    "calibration.residual_weight": _METHOD,
+    "optim.lr": _real(0, strict=True),
+    "optim.quant_lr": _real(0, strict=True),
+    "optim.weight_decay": _real(0, strict=False),
+    "optim.warmup_steps": _int(0, relation=_warmup),
+    "optim.grad_clip": _real(0, strict=True),
+    # PTQ trains no step, but train_lib.make_optimizer builds the warmup + cosine schedule for
+    # every stage, and optax needs 2 steps for it.
+    "train.num_steps": _int(2, note=" (every stage: PTQ ignores it, the LR schedule needs 2)"),
+    "train.log_every": _int(1),
+    "train.checkpoint_every": _int(1),
+    "train.keep_checkpoints": _int(1),
+    "train.unroll": _bool(),
+    "eval.batch_size": _int(1, relation=_divisible_by_devices),
+    "eval.num_batches": _int(0, note=" (0: the whole validation split)", relation=_eval_batches),
+    "eval.sweep": _choice(_sweep_names),
+    "eval.qat_runs": Rule(_qat_runs_ok, "'' or comma-separated workdirs, no spaces around them"),
+    "eval.plots": _bool(),
+}
+SECTIONS = tuple(dict.fromkeys(k.partition(".")[0] for k in RULES if "." in k))
+# Names users reach for (optax, PyTorch, the paper) -> the key's last part here.
+_ALIASES = {"learning_rate": "lr", "quant_learning_rate": "quant_lr", "lr_quant": "quant_lr",
+            "wd": "weight_decay", "clip": "grad_clip", "warmup": "warmup_steps",
+            "steps": "num_steps", "k": "period", "keyframe_period": "period",
+            "workers": "worker_count", "num_workers": "worker_count", "frames": "num_frames"}
+
+
+# --- Validation ----------------------------------------------------------------------------------
+def _flatten(config, prefix: str = "") -> Iterator[tuple[str, Any]]:
+  """``(dotted key, value)`` of every leaf; known leaves are never descended into."""
   for key in config.keys():
-    name = f"{prefix}{key}"
-    if key not in reference:
-      out.append(name)
-    elif isinstance(config[key], ml_collections.ConfigDict):
-      out += _unknown_keys(config[key], reference[key], name + ".")
-  return out
+    name, value = f"{prefix}{key}", config[key]
+    if name not in RULES and isinstance(value, (ml_collections.ConfigDict, dict)):
+      yield from _flatten(value, name + ".")
+    else:
+      yield name, value
 
 
-def _bits_errors(name, value, low=MIN_BITS) -> list[str]:
-  if not isinstance(value, (tuple, list)) or len(value) != 2:
-    return [f"{name} must be a (weight_bits, activation_bits) pair, got {value!r}"]
-  bad = [b for b in value if isinstance(b, bool) or not isinstance(b, int)
-         or not low <= b <= MAX_BITS]
-  return [f"{name} bits must be ints in [{low}, {MAX_BITS}], got {tuple(value)}"] if bad else []
+def suggest(name: str) -> str | None:
+  """The config key that an unknown ``name`` most likely meant, or None."""
+  section, _, leaf = name.rpartition(".")
+  leaf = _ALIASES.get(leaf.lower(), leaf)
+  same_leaf = [k for k in RULES if k.rpartition(".")[2] == leaf]
+  if same_leaf:
+    return next((k for k in same_leaf if k.startswith(section + ".")), same_leaf[0])
+  close = difflib.get_close_matches(name, list(RULES) + list(SECTIONS), n=1, cutoff=0.6)
+  return close[0] if close else None
 
 
-def _quant_errors(q) -> list[str]:
-  errors = []
-  if q.mode not in MODES:
-    errors.append(f"quant.mode must be one of {MODES}, got {q.mode!r}")
-  errors += _bits_errors("quant.key_bits", q.key_bits)
-  errors += _bits_errors("quant.residual_bits", q.residual_bits, low=2)
-  if isinstance(q.period, bool) or not isinstance(q.period, int) or q.period < 1:
-    errors.append(f"quant.period (K) must be an int >= 1, got {q.period!r}")
-  if q.ref_mode not in REF_MODES:
-    errors.append(f"quant.ref_mode must be one of {REF_MODES}, got {q.ref_mode!r}")
-  if q.policy not in POLICIES:
-    errors.append(f"quant.policy must be one of {POLICIES}, got {q.policy!r}")
-  if q.mode == "dynamic":
+def _unknown(name: str) -> str:
+  guess = suggest(name)
+  hint = f"did you mean {guess!r}?" if guess else "see configs/default.py for every key"
+  return f"unknown config key {name!r} ({hint})"
+
+
+def problems(config, *, num_devices: int | None = None,
+             needs_init_from: bool = False) -> list[str]:
+  """Every problem of ``config``, one ``key: message (allowed: ...)`` line each."""
+  found, values, broken = [], {}, set()
+  for name, value in _flatten(config):
+    if name in RULES:
+      values[name] = value
+    elif name in SECTIONS:  # a section replaced by a plain value
+      broken.add(name)
+      keys = ", ".join(k.partition(".")[2] for k in RULES if k.startswith(name + "."))
+      found.append(f"{name}: got {value!r} (allowed: a section with keys {keys})")
+    else:
+      found.append(_unknown(name))
+  valid = set()
+  for key, rule in RULES.items():
+    if key not in values:
+      if key.partition(".")[0] not in broken:
+        found.append(f"{key}: missing (allowed: {rule.describe()})")
+      continue
     try:
-      policy_from(q)
-    except ValueError as e:
-      errors.append(f"quant.policy_bits / thresholds / policy_step: {e}")
-  return errors
+      ok = bool(rule.ok(values[key]))
+    except (TypeError, ValueError, OverflowError):  # e.g. strings compared with ints
+      ok = False
+    if ok:
+      valid.add(key)
+    else:
+      found.append(f"{key}: got {values[key]!r} (allowed: {rule.describe()})")
+  if num_devices is None and not (values.get("distributed") is True
+                                  and not jax.distributed.is_initialized()):
+    num_devices = jax.device_count()  # else unknown until jax.distributed.initialize()
+  ctx = _Context(values, frozenset(valid), num_devices, needs_init_from)
+  for key, rule in RULES.items():
+    if key in valid and rule.relation is not None:
+      message = rule.relation(values[key], ctx)
+      if message:
+        found.append(f"{key}: {message}")
+  return found
 
 
-def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = None) -> None:
-  """Raise one ValueError listing every problem of ``config``; return None if it is valid."""
-  errors = [f"unknown config key {k!r}" for k in _unknown_keys(config, default_config())]
-  if config.get("stage") not in STAGES:
-    errors.append(f"stage must be one of {STAGES}, got {config.get('stage')!r}")
-  if config.get("stage") in ("ptq", "qat") and not config.get("init_from"):
-    errors.append(f"stage {config.stage!r} needs init_from (the workdir of an FP run)")
-  data = config.get("data", {})
-  if data.get("regime") not in REGIMES:
-    errors.append(f"data.regime must be one of {REGIMES}, got {data.get('regime')!r}")
-  for key in ("height", "width", "num_frames", "batch_size", "num_train"):
-    value = data.get(key)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-      errors.append(f"data.{key} must be a positive int, got {value!r}")
-  num_devices = jax.device_count() if num_devices is None else num_devices
-  for name in ("data.batch_size", "eval.batch_size"):
-    section, key = name.split(".")
-    value = config.get(section, {}).get(key)
-    if isinstance(value, int) and value % num_devices:
-      errors.append(f"{name}={value} is not divisible by the device count {num_devices}")
-  if config.get("model", {}).get("preset") not in PRESETS:
-    errors.append(f"model.preset must be one of {PRESETS}, got "
-                  f"{config.get('model', {}).get('preset')!r}")
-  if "quant" in config:
-    errors += _quant_errors(config.quant)
-  for key, value in config.get("calibration", {}).items():
-    if key != "num_batches" and value not in CALIBRATION_METHODS:
-      errors.append(f"calibration.{key} must be one of {CALIBRATION_METHODS}, got {value!r}")
-  if config.get("train", {}).get("num_steps", 1) < 0:
-    errors.append(f"train.num_steps must be >= 0, got {config.train.num_steps}")
-  if errors:
-    raise ValueError("invalid config:\n  - " + "\n  - ".join(errors))
+def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = None,
+             needs_init_from: bool = False) -> None:
+  """Raise one :class:`ConfigError` listing every problem of ``config``; None if it is valid.
+
+  Pure Python over the ConfigDict (nothing is built or compiled). Batch sizes must divide over
+  ``num_devices``, by default ``jax.device_count()``; except that for ``distributed=True`` before
+  ``jax.distributed.initialize()`` that check is skipped (the global count is not known yet, and
+  asking for it would start the backend, after which initialize fails): validate again after
+  initialising. ``needs_init_from``: the caller (the evaluation sweep) needs an FP run even at
+  stage 'fp'.
+  """
+  found = problems(config, num_devices=num_devices, needs_init_from=needs_init_from)
+  if found:
+    raise ConfigError(found)
+
+
+# --- Entry points: one line per problem, exit status 2, no traceback -----------------------------
+def _exit(lines: Sequence[str], kind: str) -> NoReturn:
+  for line in lines:
+    print(f"{kind}: {line}", file=sys.stderr, flush=True)
+  sys.exit(errors.EXIT_CONFIG)
+
+
+def check_overrides(argv: Sequence[str], flag_names: Sequence[str] = ("config",)) -> None:
+  """ConfigError naming every ``--<flag>.<key>=...`` in ``argv`` whose key is not a config key
+  (ml_collections would raise a bare ``AttributeError: 'learning_rate'`` while parsing)."""
+  found = []
+  for arg in argv[1:]:
+    if arg == "--":
+      break
+    if not arg.startswith("-"):
+      continue
+    flag, _, path = arg.lstrip("-").partition("=")[0].partition(".")
+    if flag not in flag_names and flag.startswith("no") and flag[2:] in flag_names:
+      flag = flag[2:]  # --noconfig.train.unroll
+    if flag in flag_names and path and path not in RULES and path not in SECTIONS:
+      found.append(_unknown(path))
+  if found:
+    raise ConfigError(found)
+
+
+_BAD_VALUE = re.compile(r"flag --(?P<flag>[^.=\s]+)\.(?P<key>[^=\s]+)=(?P<value>.*?): "
+                        r"(?P<why>.*)")
+
+
+def parse_flags(argv: Sequence[str], flag_values: flags.FlagValues | None = None) -> list[str]:
+  """An absl ``flags_parser`` for the entry points:
+  ``app.run(main, flags_parser=config_lib.parse_flags)``.
+
+  Parses like absl's default, but an unknown ``--config.<key>`` (a typo), a value that does not
+  parse (``--config.optim.lr=abc``), a missing required flag or an unreadable config file prints
+  one line (``config error: ...`` / ``flag error: ...``) and exits 2 instead of a traceback or
+  absl's usage text. Returns the remaining arguments, as absl's parser does.
+  """
+  fv = flags.FLAGS if flag_values is None else flag_values
+  names = [name for name in fv if is_config_flag(fv[name])]
+  try:
+    check_overrides(argv, names)
+    remaining = fv(list(argv))
+  except ConfigError as e:
+    _exit(e.problems, "config error")
+  except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
+    _exit(*_flag_error(" ".join(str(e).split()), names))
+  for name in names:  # ml_collections defers a config file's load error to the first access
+    try:
+      getattr(fv[name].value, "keys", None)
+    except OSError as e:
+      why = str(e).strip().splitlines()[-1].strip()
+      _exit([f"cannot load the config file of --{name}: {why}"], "flag error")
+  return remaining
+
+
+def _flag_error(message: str, names: Sequence[str]) -> tuple[list[str], str]:
+  """(lines, kind) for a flag parsing error; a bad ``--config.<key>`` value names its rule."""
+  match = _BAD_VALUE.fullmatch(message)
+  if match and match["flag"] in names and match["key"] in RULES:
+    allowed = RULES[match["key"]].describe()
+    return [f"{match['key']}: cannot parse {match['value']!r}: {match['why']} (allowed: "
+            f"{allowed})"], "config error"
+  return [message], "flag error"
 
 
 def policy_from(q) -> FixedStepPolicy | LadderPolicy:
