@@ -242,3 +242,70 @@ def test_invalid_arguments_raise(clip):
     model.apply(variables, clip[:, 0], phase="delta", mutable=["resq_state"])
   with pytest.raises(ValueError, match="keyframe"):
     model.apply(variables, clip[:, 0], phase="residual", mutable=["resq_state"])
+
+
+def test_empty_and_integer_inputs_raise_clear_errors(clip):
+  for name in ("resq_closed", "dynamic_fixed", "fq"):
+    model, variables = _variables(name)
+    with pytest.raises(ValueError, match="T=0"):
+      run_clip(model, variables, clip[:, :0], period=PERIOD)
+    with pytest.raises(ValueError, match="B=0"):
+      run_clip(model, variables, clip[:0], period=PERIOD)
+    with pytest.raises(TypeError, match="floating point"):
+      run_clip(model, variables, clip.astype(jnp.uint8), period=PERIOD)
+    with pytest.raises(ValueError, match="B=0"):
+      stream_init(model, variables, clip[:0, 0])
+    stream = stream_init(model, variables, clip[:, 0])
+    with pytest.raises(ValueError, match="B=0"):
+      stream_step(model, variables, stream, clip[:0, 0], period=PERIOD)
+    with pytest.raises(TypeError, match="floating point"):
+      stream_step(model, variables, stream, clip[:, 0].astype(jnp.int32), period=PERIOD)
+    with pytest.raises(ValueError, match="period"):
+      stream_step(model, variables, stream, clip[:, 0], period=True)
+
+
+def test_nan_poisons_its_static_group_and_reset_on_nonfinite_recovers(clip):
+  """Documented behaviour (resq_jax.nn.clip): a NaN at residual frame 1 poisons frames 1-2 of
+  its group under closed-loop static ResQ and the keyframe at t = 3 clears it. With
+  reset_on_nonfinite the stream forces a keyframe at t = 2 (the state is not finite), whose
+  output equals the model run on that frame as a keyframe."""
+  model, variables = _variables("resq_closed")
+  bad = clip.at[:, 1, 0, 0, 0].set(jnp.nan)
+  out = run_clip(model, variables, bad, period=PERIOD).outputs
+  finite = [bool(jnp.all(jnp.isfinite(out[:, t]))) for t in range(T)]
+  assert finite == [True, False, False, True, True, True, True]
+  stream = stream_init(model, variables, clip[:, 0])
+  outs = []
+  for t in range(T):
+    y, _, stream = stream_step(model, variables, stream, bad[:, t], period=PERIOD,
+                               reset_on_nonfinite=True)
+    outs.append(y)
+  assert bool(jnp.all(jnp.isfinite(outs[2])))
+  key2, _ = model.apply(variables, bad[:, 2], phase="key", mutable=["resq_state"])
+  np.testing.assert_allclose(outs[2], key2, atol=1e-6)
+  # The period restarts at the forced keyframe: frames 3, 4 are residual frames, 5 a keyframe.
+  ref = reference_loop(model, variables, bad[:, 2:], PERIOD)[0]
+  np.testing.assert_allclose(jnp.stack(outs[2:], 1), ref, atol=1e-5, rtol=1e-5)
+  # Without the option nothing changes relative to run_clip (the NaN stays in its group).
+  stream = stream_init(model, variables, clip[:, 0])
+  for t in range(3):
+    y, _, stream = stream_step(model, variables, stream, bad[:, t], period=PERIOD)
+  assert not bool(jnp.all(jnp.isfinite(y)))
+
+
+def test_dynamic_resq_gives_nan_locations_zero_bits(clip):
+  """Documented behaviour: the policy compares magnitudes with thresholds, so a NaN location
+  of a residual frame gets 0 bits (skipped)."""
+  model, variables = _variables("dynamic_fixed")
+  bad = clip.at[0, 1, 2, 3, :].set(jnp.nan)
+  stats = run_clip(model, variables, bad, period=PERIOD).stats
+  first = stats["QConv_0"]["bit_map"]  # [T, B, H, W]
+  assert int(first[1, 0, 2, 3]) == 0
+  assert int(jnp.max(first[1])) > 0  # other locations still get bits
+
+
+def test_calibration_on_a_constant_clip_warns():
+  model, variables = _variables("resq_closed")
+  still = jnp.zeros((1, 4, 8, 8, 3), jnp.float32)
+  with pytest.warns(UserWarning, match="zero range"):
+    calibrate_model(model, TinyNet(), variables, [still], period=2, methods=MINMAX)

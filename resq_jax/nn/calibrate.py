@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import warnings
 from typing import Iterable, NamedTuple
 
 import flax
@@ -79,8 +80,18 @@ def _samples(values: np.ndarray, spec) -> np.ndarray:
   return subsample(values) if spec.channel_axis is None else values
 
 
-def _qparams(recipe: LayerRecipe, entry, period: int, methods: CalibrationMethods) -> dict:
+def _warn_if_constant(path: str, what: str, values: np.ndarray) -> None:
+  """A zero range gives a degenerate grid (the scale floor): say so instead of calibrating on."""
+  if values.size and float(np.max(values)) == float(np.min(values)):
+    warnings.warn(f"calibration of layer {path!r}: every {what} value equals "
+                  f"{float(values.reshape(-1)[0]):g} (zero range); its quantizer range is "
+                  "degenerate. Calibrate on representative, moving clips.", stacklevel=3)
+
+
+def _qparams(path: str, recipe: LayerRecipe, entry, period: int,
+             methods: CalibrationMethods) -> dict:
   x, w = entry["x"], entry["w"]
+  _warn_if_constant(path, "input", x)
   out = {"key_w_scale": calibrate(w, recipe.key.weight, methods.weight)[0]}
   s, z = calibrate(_samples(x, recipe.key.act), recipe.key.act, methods.key_act)
   out["key_a_scale"] = s
@@ -88,7 +99,9 @@ def _qparams(recipe: LayerRecipe, entry, period: int, methods: CalibrationMethod
     out["key_a_zero_point"] = z
   if recipe.has_state:
     out["res_w_scale"] = calibrate(w, recipe.residual.weight, methods.residual_weight)[0]
-    r = _samples(residual_samples(x, period, recipe.ref_mode), recipe.residual.act)
+    residuals = residual_samples(x, period, recipe.ref_mode)
+    _warn_if_constant(path, "residual", residuals)
+    r = _samples(residuals, recipe.residual.act)
     s, z = calibrate(r, recipe.residual.act, methods.residual_act)
     out["res_a_scale"] = s
     if not recipe.residual.act.symmetric:
@@ -140,7 +153,7 @@ def calibrate_model(model, float_model, variables, clips: Iterable[jax.Array] = 
     if not recipe.is_quantized:
       continue
     entry = observations.layers[path]
-    for name, value in _qparams(recipe, entry, period, methods).items():
+    for name, value in _qparams(path, recipe, entry, period, methods).items():
       key = f"{path}/{name}"
       if key not in params:
         raise ValueError(f"variables have no parameter {key!r}: were they initialised with "

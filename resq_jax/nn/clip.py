@@ -11,6 +11,17 @@ groups of a clip into the batch, runs one keyframe step on all of them at once a
 the keyframe branch (no select over both), and the sequential depth is ``period``, not ``T``.
 Recipes without state (float, FQ) have no temporal dependence: their frames are folded into the
 batch entirely.
+
+Inputs: frames are floating point (normalise integer video first: the model's normalisation is
+not this module's to guess); ``B >= 1`` and ``T >= 1``, else a ValueError / TypeError.
+
+Non-finite inputs: a NaN or inf in a frame reaches the layers' ResQ state. Under static ResQ
+('closed' and 'prev' carry the reconstruction) it poisons every later frame of its keyframe
+group, and the next keyframe clears it. Dynamic ResQ's policies compare magnitudes against
+thresholds, so a NaN location is given 0 bits (skipped): its residual is dropped silently while
+the reference keeps the NaN. ``stream_step(..., reset_on_nonfinite=True)`` forces a keyframe
+whenever the incoming frame or the carried state is not finite, so a stream recovers at the
+first finite frame.
 """
 from __future__ import annotations
 
@@ -33,9 +44,32 @@ class ClipResult(NamedTuple):
 
 
 class StreamState(NamedTuple):
-  """Online state: the index of the next frame and the per-layer ResQ state."""
+  """Online state: ``t`` the index of the next frame, ``since_key`` the frames processed since
+  the last keyframe (the next frame is a keyframe when ``since_key % period == 0``), and the
+  per-layer ResQ state."""
   t: Array
+  since_key: Array
   resq: Any
+
+
+def _check_frames(x: Array, what: str, time_axis: bool) -> None:
+  """Clear errors for inputs that would otherwise fail deep inside XLA, or divide by zero."""
+  rank = 3 if time_axis else 2
+  layout = "[B, T, ...]" if time_axis else "[B, ...]"
+  if x.ndim < rank:
+    raise ValueError(f"{what} must be {layout}, got shape {x.shape}")
+  if not jnp.issubdtype(x.dtype, jnp.floating):
+    raise TypeError(f"{what} must be floating point, got dtype {x.dtype}: convert and "
+                    "normalise integer video first (e.g. (frames / 255 - mean) / std)")
+  sizes = {"B": x.shape[0]} | ({"T": x.shape[1]} if time_axis else {})
+  empty = [f"{k}={v}" for k, v in sizes.items() if v < 1]
+  if empty:
+    raise ValueError(f"{what} of shape {x.shape} is empty ({', '.join(empty)})")
+
+
+def _check_period(period) -> None:
+  if isinstance(period, bool) or not isinstance(period, int) or period < 1:
+    raise ValueError(f"period must be an int >= 1, got period={period!r}")
 
 
 def model_variables(variables) -> dict:
@@ -104,10 +138,8 @@ def run_clip(model, variables, clip: Array, *, period: int, unroll: int | bool =
   Returns:
     :class:`ClipResult`.
   """
-  if not isinstance(period, int) or period < 1:
-    raise ValueError(f"period must be an int >= 1, got period={period!r}")
-  if clip.ndim < 3:
-    raise ValueError(f"clip must be [B, T, ...], got shape {clip.shape}")
+  _check_period(period)
+  _check_frames(clip, "clip", time_axis=True)
   variables = model_variables(variables)
   batch, length = clip.shape[:2]
   if not _has_state(model, variables, clip[:, 0]):
@@ -129,26 +161,42 @@ def run_clip(model, variables, clip: Array, *, period: int, unroll: int | bool =
 def stream_init(model, variables, frame: Array) -> StreamState:
   """Initial online state for frames shaped like ``frame`` ``[B, H, W, C]`` (zeros; the first
   step is a keyframe)."""
+  _check_frames(frame, "frame", time_axis=False)
   _, state, _ = jax.eval_shape(functools.partial(_apply, model, phase="key", state=None),
                                model_variables(variables), frame)
   zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), state)
-  return StreamState(t=jnp.zeros((), jnp.int32), resq=zeros)
+  return StreamState(t=jnp.zeros((), jnp.int32), since_key=jnp.zeros((), jnp.int32), resq=zeros)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "period"))
-def stream_step(model, variables, stream: StreamState, frame: Array, *, period: int):
+def _all_finite(tree) -> Array:
+  leaves = jax.tree_util.tree_leaves(tree)
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in leaves]))
+
+
+@functools.partial(jax.jit, static_argnames=("model", "period", "reset_on_nonfinite"))
+def stream_step(model, variables, stream: StreamState, frame: Array, *, period: int,
+                reset_on_nonfinite: bool = False):
   """One online step: ``(stream, frame [B, H, W, C]) -> (output, stats, new_stream)``.
 
   Equal to the corresponding frame of :func:`run_clip` over the same frames. Keyframe and
   residual branches are a ``lax.cond`` on a scalar, so only one of them executes.
+
+  Args:
+    reset_on_nonfinite: force a keyframe (and restart the period) when ``frame`` or the carried
+      ResQ state holds a NaN or inf, instead of carrying it to the next keyframe.
   """
-  if not isinstance(period, int) or period < 1:
-    raise ValueError(f"period must be an int >= 1, got period={period!r}")
+  _check_period(period)
+  _check_frames(frame, "frame", time_axis=False)
   variables = model_variables(variables)
   key = lambda state: _apply(model, variables, frame, "key", None)
   residual = lambda state: _apply(model, variables, frame, "residual", state)
   if not jax.tree_util.tree_leaves(stream.resq):
+    is_key = jnp.asarray(True)
     y, state, stats = key(stream.resq)
   else:
-    y, state, stats = jax.lax.cond(stream.t % period == 0, key, residual, stream.resq)
-  return y, stats, StreamState(t=stream.t + 1, resq=state)
+    is_key = stream.since_key % period == 0
+    if reset_on_nonfinite:
+      is_key = is_key | ~(_all_finite(frame) & _all_finite(stream.resq))
+    y, state, stats = jax.lax.cond(is_key, key, residual, stream.resq)
+  since_key = jnp.where(is_key, 1, stream.since_key + 1).astype(jnp.int32)
+  return y, stats, StreamState(t=stream.t + 1, since_key=since_key, resq=state)
