@@ -4,11 +4,12 @@
       [--config.eval.qat_runs=runs/qat_fq,runs/qat_resq]
 
 Writes <workdir>/report/: results.json, results.md, pareto.png, variance.png, bit_map.png.
+Exit codes: docs/failure_behaviour.md.
 """
 from absl import app, flags
 from ml_collections import config_flags
 
-from resq_jax import eval_lib
+from resq_jax import errors, eval_lib
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                           lock_config=True)
@@ -18,10 +19,10 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  eval_lib.evaluate_sweep(_CONFIG.value, _WORKDIR.value)
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}", exitcode=errors.EXIT_CONFIG)
+  errors.run_cli(eval_lib.evaluate_sweep, _CONFIG.value, _WORKDIR.value)
   print(f"report written to {_WORKDIR.value}/report/results.md")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=errors.parse_flags)

@@ -3,24 +3,30 @@
   python train.py --config configs/fp.py --workdir runs/fp
   python train.py --config configs/qat_resq.py --workdir runs/qat_resq --config.init_from=runs/fp
 
-Rerunning the same command resumes from the newest checkpoint in --workdir (SIGTERM saves one).
+Rerunning the same command resumes from the newest intact checkpoint in --workdir (SIGTERM
+saves one and exits with 75). A resumed run must use the config it was started with unless
+--allow_config_change is given. Exit codes: docs/failure_behaviour.md.
 """
 from absl import app, flags
 from ml_collections import config_flags
 
-from resq_jax import train_lib
+from resq_jax import errors, train_lib
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics, results.")
+_ALLOW_CHANGE = flags.DEFINE_bool(
+    "allow_config_change", False,
+    "Resume a run whose saved config.json differs from --config (the new values are adopted).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  train_lib.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}", exitcode=errors.EXIT_CONFIG)
+  errors.run_cli(train_lib.train_and_evaluate, _CONFIG.value, _WORKDIR.value,
+                 allow_config_change=_ALLOW_CHANGE.value)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=errors.parse_flags)

@@ -74,8 +74,10 @@ def exit_code_of(exc: BaseException) -> int | None:
 
 
 def run_cli(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-  """Calls ``fn``; a known failure is printed as ``error: <message>`` on stderr (no
-  traceback) and ends the process with its exit code. Other exceptions propagate."""
+  """Calls ``fn``; a known failure is printed on stderr without a traceback and ends the
+  process with its exit code: ``config error: <problem>`` lines for an invalid config (as
+  ``config_lib`` prints them), ``preempted: ...`` for a preemption, ``error: <message>``
+  otherwise. Other exceptions (bugs) propagate with their traceback."""
   try:
     return fn(*args, **kwargs)
   except Exception as e:  # pylint: disable=broad-except
@@ -84,15 +86,25 @@ def run_cli(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
       raise
     sys.stdout.flush()
     message = str(e).strip() or type(e).__name__
-    prefix = "" if message.startswith(("invalid config", "preempted")) else "error: "
-    print(f"{prefix}{message}", file=sys.stderr, flush=True)
+    if code == EXIT_CONFIG and not isinstance(e, ConfigMismatchError):
+      lines = getattr(e, "problems", None) or [
+          line.strip().lstrip("- ") for line in message.splitlines()
+          if line.strip() and line.strip() != "invalid config:"]
+      message = "\n".join(f"config error: {line}" for line in lines)
+    elif not isinstance(e, PreemptedError):
+      message = f"error: {message}"
+    print(message, file=sys.stderr, flush=True)
     sys.exit(code)
 
 
 def parse_flags(argv: list[str]) -> list[str]:
   """``absl.app.run(main, flags_parser=parse_flags)``: a bad flag (e.g. an unknown
-  ``--config.*`` key or a config file that fails to load) exits with EXIT_CONFIG."""
+  ``--config.*`` key or a config file that fails to load) exits with EXIT_CONFIG.
+  ``config_lib.parse_flags`` does it when present (it names the config key's rule)."""
   from absl import flags  # pylint: disable=import-outside-toplevel
+  from resq_jax import config_lib  # pylint: disable=import-outside-toplevel
+  if hasattr(config_lib, "parse_flags"):
+    return config_lib.parse_flags(argv)
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from resq_jax import config_lib, model_lib
+from resq_jax import config_lib, errors, model_lib
 from resq_jax.data.spec import NUM_CLASSES
 from resq_jax.evaluation import (ConfusionAccumulator, miou, plot_bit_map, plot_pareto,
                                  plot_variance, write_results)
@@ -115,8 +115,11 @@ def _setting_row(setting: Setting, metrics: dict) -> dict:
 def _qat_settings(run_dirs: str) -> list[Setting]:
   settings = []
   for run_dir in [d for d in run_dirs.split(",") if d]:
-    config = ml_collections.ConfigDict(json.loads((pathlib.Path(run_dir) / "config.json")
-                                                  .read_text()))
+    path = pathlib.Path(run_dir) / "config.json"
+    if not path.is_file():
+      raise errors.CheckpointError(f"QAT run {run_dir} (eval.qat_runs) has no config.json: "
+                                   "is it the workdir of a finished QAT run?")
+    config = ml_collections.ConfigDict(json.loads(path.read_text()))
     recipe = config_lib.recipe_from(config.quant)
     family = {"fq": "fq", "resq": "resq", "dynamic": "dynamic"}[recipe.mode]
     name = f"QAT {pathlib.Path(run_dir).name}"
@@ -128,9 +131,18 @@ def _qat_settings(run_dirs: str) -> list[Setting]:
 def evaluate_sweep(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
   """Evaluate ``SWEEPS[config.eval.sweep]`` (+ QAT runs) from the FP run ``config.init_from``;
   write the report into ``<workdir>/report`` and return its rows."""
-  config_lib.validate(config)
+  try:
+    config_lib.validate(config)
+  except ValueError as e:
+    if isinstance(e, errors.ResqError) or errors.exit_code_of(e) == errors.EXIT_CONFIG:
+      raise
+    raise errors.InvalidConfigError(str(e)) from None
   if not config.init_from:
-    raise ValueError("evaluation needs init_from: the workdir of the FP run to start from")
+    raise errors.InvalidConfigError(
+        "init_from: evaluation needs the workdir of the FP run to start from")
+  model_lib.ensure_data(config)
+  model_lib.verify_splits(config)
+  model_lib.check_init_from(config, config.init_from)
   report_dir = pathlib.Path(workdir) / "report"
   report_dir.mkdir(parents=True, exist_ok=True)
   fp_model, fp_vars = model_lib.load_fp(config, config.init_from)

@@ -11,7 +11,7 @@ import numpy as np
 import optax
 import pytest
 
-from resq_jax import config_lib, eval_lib, model_lib, train_lib
+from resq_jax import config_lib, errors, eval_lib, model_lib, train_lib
 from resq_jax.evaluation import load_results
 from resq_jax.training import TrainState, make_train_step, replicate, shard_batch
 
@@ -118,14 +118,14 @@ def test_every_config_loads_and_validates(path):
 
 @pytest.mark.parametrize("overrides, message", [
     ({"optim.learning_rate": 1.0}, "unknown config key 'optim.learning_rate'"),
-    ({"quant.key_bits": (8, 17)}, "quant.key_bits bits must be ints in [1, 16]"),
-    ({"quant.residual_bits": (0, 4)}, "quant.residual_bits bits must be ints in [2, 16]"),
-    ({"quant.period": 0}, "quant.period (K) must be an int >= 1"),
+    ({"quant.key_bits": (8, 17)}, "quant.key_bits: got (8, 17)"),
+    ({"quant.residual_bits": (0, 4)}, "quant.residual_bits: got (0, 4)"),
+    ({"quant.period": 0}, "quant.period: got 0 (allowed: int >= 1)"),
     ({"quant.mode": "dynamic", "quant.policy": "ladder", "quant.thresholds": (1.0, 0.5, 2.0, 3.0)},
-     "thresholds must be positive and strictly ascending"),
-    ({"data.batch_size": 12}, "data.batch_size=12 is not divisible by the device count 8"),
+     "quant.thresholds: got (1.0, 0.5, 2.0, 3.0)"),
+    ({"data.batch_size": 12}, "data.batch_size: 12 is not divisible by the device count 8"),
     ({"stage": "qat"}, "needs init_from"),
-    ({"quant.ref_mode": "open"}, "quant.ref_mode must be one of"),
+    ({"quant.ref_mode": "open"}, "quant.ref_mode: got 'open' (allowed: closed | key | prev)"),
 ])
 def test_invalid_configs_are_rejected(overrides, message):
   config = load_config("tiny")
@@ -176,3 +176,92 @@ def test_sharded_train_step_equals_single_device(data_dir):
     quantizer = str(path[-1].key).startswith(train_lib.QUANT_PREFIXES)
     np.testing.assert_allclose(d8, d1, rtol=0, atol=(1e-2 if quantizer else 1e-4) * scale,
                                err_msg=jax.tree_util.keystr(path))
+
+
+def _copy_run(fp_run, tmp_path):
+  config, workdir, metrics = fp_run
+  copy = tmp_path / "fp"
+  shutil.copytree(workdir, copy)
+  return config, copy, metrics
+
+
+def test_rerun_of_a_finished_run_returns_its_metrics_without_training(fp_run, tmp_path):
+  config, copy, metrics = _copy_run(fp_run, tmp_path)
+  rows = (copy / "train_metrics.jsonl").read_text()
+  result = train_lib.train_and_evaluate(config, str(copy))
+  assert set(result) == set(metrics)
+  assert result["miou"] == pytest.approx(metrics["miou"])
+  assert result["per_class_iou"] == pytest.approx(metrics["per_class_iou"])
+  assert (copy / "train_metrics.jsonl").read_text() == rows
+
+
+def test_resume_with_a_changed_config_is_refused_unless_allowed(fp_run, tmp_path):
+  config, copy, _ = _copy_run(fp_run, tmp_path)
+  saved = (copy / "config.json").read_text()
+  changed = load_config("tiny", **{"data.data_dir": config.data.data_dir, "train.log_every": 1,
+                                   "optim.lr": 100 * config.optim.lr, "train.num_steps": 6,
+                                   "train.checkpoint_every": 3})  # not compared
+  with pytest.raises(errors.ConfigMismatchError) as info:
+    train_lib.train_and_evaluate(changed, str(copy))
+  message = str(info.value)
+  assert "optim.lr: 0.002 -> 0.2" in message and "train.num_steps: 4 -> 6" in message
+  assert "checkpoint_every" not in message and "--allow_config_change" in message
+  assert "move" not in message
+  assert (copy / "config.json").read_text() == saved  # written only after a restore
+  changed.train.num_steps = 4  # same steps, new lr: nothing to train, evaluated again
+  train_lib.train_and_evaluate(changed, str(copy), allow_config_change=True)
+  assert json.loads((copy / "config.json").read_text())["optim"]["lr"] == pytest.approx(0.2)
+
+
+def test_bit_flip_in_the_newest_checkpoint_resumes_from_the_intact_one(fp_run, tmp_path, caplog):
+  """Step 4 rots: the rerun warns, moves it aside, resumes from step 2 and reproduces the
+  uninterrupted run's steps 3-4 (and saves an intact step 4 again)."""
+  config, copy, _ = _copy_run(fp_run, tmp_path)
+  ckpt_dir = copy / "checkpoints"
+  data_files = [p for p in (ckpt_dir / "4" / "state").rglob("*") if p.is_file()
+                and "ocdbt.process" in str(p) and p.parent.name == "d"]
+  target = max(data_files, key=lambda p: p.stat().st_size)
+  blob = bytearray(target.read_bytes())
+  middle = len(blob) // 2
+  blob[middle:middle + 16] = bytes(b ^ 0xFF for b in blob[middle:middle + 16])
+  target.write_bytes(bytes(blob))
+  (copy / "eval_metrics.json").unlink()  # as if it was killed before evaluating
+  with caplog.at_level("WARNING"):
+    train_lib.train_and_evaluate(config, str(copy))
+  assert any("step 4" in r.getMessage() and "damaged" in r.getMessage() for r in caplog.records)
+  assert [p.name.split("-")[0] for p in (ckpt_dir / "damaged").iterdir()] == ["4"]
+  assert sorted(int(p.name) for p in ckpt_dir.iterdir() if p.name.isdigit()) == [2, 4]
+  original, resumed = read_losses(fp_run[1]), read_losses(copy)
+  for step in (3, 4):
+    assert resumed[step] == pytest.approx(original[step], rel=1e-5)
+
+
+def test_non_finite_loss_stops_before_saving_with_its_step(data_dir, tmp_path):
+  config = load_config("tiny", **{"data.data_dir": data_dir, "optim.lr": 1e30,
+                                  "train.checkpoint_every": 1})
+  with pytest.raises(errors.NonFiniteError, match="step 3") as info:
+    train_lib.train_and_evaluate(config, str(tmp_path))
+  assert info.value.exit_code == errors.EXIT_NON_FINITE
+  # Steps 1-2 were finite and saved; nothing from step 3 on, and no evaluation.
+  steps = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
+  assert steps == [1, 2]
+  assert not (tmp_path / "eval_metrics.json").exists()
+
+
+def test_init_from_a_run_of_another_model_names_the_mismatch(fp_run, tmp_path, data_dir):
+  _, fp_dir, _ = fp_run
+  qat = load_config("tiny", **{"data.data_dir": data_dir, "stage": "qat", "init_from": str(fp_dir),
+                               "quant.mode": "fq", "model.preset": "demo"})
+  with pytest.raises(errors.ConfigMismatchError,
+                     match="model.preset: 'tiny' in init_from run .*, 'demo' in this config"):
+    train_lib.train_and_evaluate(qat, str(tmp_path / "qat"))
+
+
+def test_a_truncated_validation_split_fails_before_training(tmp_path):
+  config = load_config("tiny", **{"data.data_dir": str(tmp_path / "data")})
+  model_lib.ensure_data(config, verbose=False)
+  (path,) = (tmp_path / "data").rglob("*validation.array_record*")
+  path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+  with pytest.raises(errors.DataError, match="validation split"):
+    train_lib.train_and_evaluate(config, str(tmp_path / "run"))
+  assert not (tmp_path / "run" / "checkpoints").exists()
