@@ -6,13 +6,17 @@ objects: models, variables, batches.
 from __future__ import annotations
 
 import itertools
+import json
+import pathlib
 
 import flax
 import jax
 import jax.numpy as jnp
 
-from resq_jax import config_lib
+from resq_jax import config_lib, errors
 from resq_jax.data import build_synthres, make_loader
+from resq_jax.data import builder as data_builder
+from resq_jax.data.loader import SynthResDataError, SynthResSource
 from resq_jax.data.spec import NUM_CLASSES
 from resq_jax.nn.models import SegNet, segnet_preset
 from resq_jax.quant.recipe import LayerRecipe, float_recipe
@@ -98,3 +102,43 @@ def init_from_fp(model, fp_vars: dict, config) -> dict:
     params[path] = value
   return {"params": flax.traverse_util.unflatten_dict(params),
           "batch_stats": fp_vars["batch_stats"]}
+
+
+def read_run_config(run_dir: str) -> dict | None:
+  """The ``config.json`` of a run, given its workdir, checkpoint directory or one step
+  directory; None if there is none."""
+  path = pathlib.Path(run_dir).resolve()
+  for candidate in (path, path.parent, path.parent.parent):
+    if (candidate / "config.json").is_file():
+      return json.loads((candidate / "config.json").read_text())
+  return None
+
+
+def check_init_from(config, run_dir: str) -> None:
+  """Raise ``ConfigMismatchError`` naming the difference if ``run_dir`` (``init_from``) is a
+  run of another model than ``config``'s (the ``model`` section decides the parameter shapes),
+  or ``CheckpointError`` if it does not exist."""
+  if not pathlib.Path(run_dir).exists():
+    raise errors.CheckpointError(f"init_from {run_dir!r} does not exist (the workdir of an FP "
+                                 "run is expected)")
+  saved = read_run_config(run_dir)
+  if saved is None:
+    return  # an older run without config.json: the restore itself reports a mismatch
+  ours = config.model.to_dict()
+  theirs = saved.get("model", {})
+  diffs = [f"model.{k}: {theirs.get(k)!r} in init_from run {run_dir}, {ours[k]!r} in this config"
+           for k in sorted(ours) if theirs.get(k) != ours[k]]
+  if diffs:
+    raise errors.ConfigMismatchError("init_from is a run of another model: " + "; ".join(diffs))
+
+
+def verify_splits(config) -> None:
+  """Open every built split of the dataset (train, validation, test), which checks that each
+  record file exists and holds the promised number of records, so that a damaged split fails
+  before training instead of at the evaluation afterwards. Raises ``DataError``."""
+  cfg = data_builder.make_config(**config_lib.data_kwargs(config.data))
+  for split in cfg.split_sizes():  # splits built with at least one clip
+    try:
+      SynthResSource(config.data.data_dir, cfg.name, split)
+    except (SynthResDataError, FileNotFoundError, ValueError) as e:
+      raise errors.DataError(f"{split} split: {e}") from e
