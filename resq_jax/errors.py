@@ -11,7 +11,8 @@ This module imports nothing from the project at import time (every layer may rai
 from __future__ import annotations
 
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 EXIT_OK = 0
 EXIT_FAILURE = 1  # an unexpected error (a bug): traceback printed
@@ -102,6 +103,7 @@ def parse_flags(argv: list[str]) -> list[str]:
   ``--config.*`` key or a config file that fails to load) exits with EXIT_CONFIG.
   ``config_lib.parse_flags`` does it when present (it names the config key's rule)."""
   from absl import flags  # pylint: disable=import-outside-toplevel
+
   from resq_jax import config_lib  # pylint: disable=import-outside-toplevel
   if hasattr(config_lib, "parse_flags"):
     return config_lib.parse_flags(argv)

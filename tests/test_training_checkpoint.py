@@ -249,9 +249,11 @@ def test_no_intact_step_and_a_mismatching_template_raise_checkpoint_errors(tmp_p
     with ckpt_lib.Checkpointer(tmp_path, save_every_steps=1, async_save=False) as ckpt:
         ckpt.save(1, _state(mesh, seed=1, step=1))
     wrong = _state(mesh, seed=0).replace(params={"w": jnp.zeros((5, 3), jnp.float32)})
-    with ckpt_lib.Checkpointer(tmp_path, save_every_steps=1) as ckpt:
-        with pytest.raises(ckpt_lib.CheckpointError, match="intact .* does not fit"):
-            ckpt.restore_latest(wrong)
+    with (
+        ckpt_lib.Checkpointer(tmp_path, save_every_steps=1) as ckpt,
+        pytest.raises(ckpt_lib.CheckpointError, match="intact .* does not fit"),
+    ):
+        ckpt.restore_latest(wrong)
     _flip_bytes(tmp_path / "1")
     with ckpt_lib.Checkpointer(tmp_path, save_every_steps=1) as ckpt:
         with pytest.raises(ckpt_lib.CheckpointError, match="no intact checkpoint"):
