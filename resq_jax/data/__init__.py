@@ -22,6 +22,11 @@ TFDS + grain:
   SynthRes (the tfds builder, registered as "synth_res"), SynthResConfig, make_config,
   config_name, SynthResSource, SynthResDataError
 
+Real datasets (TFDS builders over a manual download, array_record, no TensorFlow; docs/data.md):
+  CityscapesVideo ("cityscapes_video"), Jhmdb ("jhmdb"), Davis2017 ("davis2017")
+  build_cityscapes_video / build_jhmdb / build_davis2017(data_dir, manual_dir, ...) -> builder
+  CLI: python -m resq_jax.data.build --dataset NAME --manual_dir PATH --data_dir DIR
+
 Tools:
   save_clip_gif(example, path), save_clip_strip(example, path)   label overlays
   temporal_redundancy(regime, n_clips) -> dict; CLI: python -m resq_jax.data.stats
@@ -33,6 +38,9 @@ from resq_jax.data.builder import (
     config_name,
     make_config,
 )
+from resq_jax.data.cityscapes_video import CityscapesVideo, build_cityscapes_video
+from resq_jax.data.davis import Davis2017, build_davis2017
+from resq_jax.data.jhmdb import Jhmdb, build_jhmdb
 from resq_jax.data.loader import SynthResDataError, SynthResSource, make_loader
 from resq_jax.data.render import generate_clip, render_scene
 from resq_jax.data.scene import Scene, sample_scene
@@ -55,7 +63,10 @@ from resq_jax.data.visualize import save_clip_gif, save_clip_strip
 __all__ = [
     "CLASS_COLORS",
     "CLASS_NAMES",
+    "CityscapesVideo",
+    "Davis2017",
     "JOINT_NAMES",
+    "Jhmdb",
     "MIN_SIZE",
     "NUM_CLASSES",
     "NUM_JOINTS",
@@ -69,6 +80,9 @@ __all__ = [
     "SynthResConfig",
     "SynthResDataError",
     "SynthResSource",
+    "build_cityscapes_video",
+    "build_davis2017",
+    "build_jhmdb",
     "build_synthres",
     "config_name",
     "generate_clip",
