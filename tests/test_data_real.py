@@ -28,6 +28,13 @@ def _read(builder, data_dir):
   return tfds.data_source(name, data_dir=os.fspath(data_dir), download=False)
 
 
+def _records(source, key):
+  """split -> [(example[key] decoded, example)] in record order."""
+  return {split: [(ex[key].decode(), ex) for ex in (source[split][i] for i in
+                                                     range(len(source[split])))]
+          for split in source}
+
+
 # --- Cityscapes ------------------------------------------------------------------------------
 # (split dir, city, sequence, annotated frame number)
 _CITYSCAPES = [("train", "aachen", "000000", 19), ("train", "aachen", "000001", 19),
@@ -158,14 +165,12 @@ def test_jhmdb_whole_videos_joints_boxes_and_splits(tmp_path, monkeypatch):
   truth = _fake_jhmdb(root, np.random.default_rng(2))
   builder = jhmdb.build_jhmdb(tmp_path / "data", root, height=_JH_H, width=_JH_W,
                               verbose=False, num_workers=2)
-  source = _read(builder, tmp_path / "data")
-  videos = {split: [source[split][i]["video"].decode() for i in range(len(source[split]))]
-            for split in source}
+  records = _records(_read(builder, tmp_path / "data"), "video")
+  videos = {split: [name for name, _ in recs] for split, recs in records.items()}
   assert videos == {"train": ["clap/vidA", "wave/vidC"], "test": ["clap/vidB"]}
-  for split in source:
-    for i in range(len(source[split])):
-      example = source[split][i]
-      want = truth[example["video"].decode()]
+  for recs in records.values():
+    for name, example in recs:
+      want = truth[name]
       n = len(want["frames"])
       np.testing.assert_array_equal(example["frames"], want["frames"])
       np.testing.assert_allclose(example["joints"], want["joints"], atol=1e-5)
@@ -255,14 +260,12 @@ def test_davis2017_masks_object_ids_and_frame_order(tmp_path):
   assert Image.open(root / "Annotations" / "480p" / "bear" / "00000.png").mode == "P"
   builder = davis.build_davis2017(tmp_path / "data", root, height=_DV_H, width=_DV_W,
                                   verbose=False)
-  source = _read(builder, tmp_path / "data")
-  seqs = {split: [source[split][i]["sequence"].decode() for i in range(len(source[split]))]
-          for split in source}
+  records = _records(_read(builder, tmp_path / "data"), "sequence")
+  seqs = {split: [name for name, _ in recs] for split, recs in records.items()}
   assert seqs == {"train": ["bear", "camel"], "validation": ["dogs-jump"]}
-  for split in source:
-    for i in range(len(source[split])):
-      example = source[split][i]
-      want = truth[example["sequence"].decode()]
+  for recs in records.values():
+    for name, example in recs:
+      want = truth[name]
       n = len(want["masks"])
       np.testing.assert_array_equal(example["masks"], want["masks"])
       assert example["num_objects"] == want["num_objects"]

@@ -73,9 +73,8 @@ def _new_config(height: int, width: int, num_frames: int) -> CityscapesVideoConf
 def make_config(*, height: int = DEFAULT_HEIGHT, width: int = DEFAULT_WIDTH,
                 num_frames: int = DEFAULT_NUM_FRAMES) -> CityscapesVideoConfig:
   """Validated config; num_frames must be in [1, 20] (the frames up to the annotated one)."""
-  height = manual.positive_int(height, "height")
-  width = manual.positive_int(width, "width")
-  num_frames = manual.positive_int(num_frames, "num_frames")
+  height, width, num_frames, _ = manual.clip_settings(height, width, num_frames,
+                                                      whole_videos=False)
   if num_frames > ANNOTATED_INDEX + 1:
     raise ValueError(f"num_frames must be <= {ANNOTATED_INDEX + 1} (a snippet has "
                      f"{ANNOTATED_INDEX} frames before the annotated one), got {num_frames}")

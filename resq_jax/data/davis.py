@@ -31,8 +31,8 @@ class Davis2017Config(manual.ClipConfig):
 
 
 def config_name(height, width, num_frames, stride, resolution) -> str:
-  clips = "full" if num_frames == 0 else f"t{num_frames}s{stride}"
-  return f"{resolution.lower().replace('-', '_')}_{height}x{width}_{clips}"
+  res = resolution.lower().replace("-", "_")
+  return f"{res}_{manual.clip_name(height, width, num_frames, stride)}"
 
 
 def _new_config(height, width, num_frames, stride, resolution) -> Davis2017Config:
@@ -46,10 +46,7 @@ def make_config(*, height: int = DEFAULT_HEIGHT, width: int = DEFAULT_WIDTH,
                 num_frames: int = 0, stride: int = 0,
                 resolution: str = "480p") -> Davis2017Config:
   """Validated config. num_frames = 0: whole sequences (25-104 frames, variable T)."""
-  height = manual.positive_int(height, "height")
-  width = manual.positive_int(width, "width")
-  num_frames = manual.positive_int(num_frames, "num_frames", allow_zero=True)
-  stride = manual.positive_int(stride, "stride", allow_zero=True) or num_frames
+  height, width, num_frames, stride = manual.clip_settings(height, width, num_frames, stride)
   if resolution not in ("480p", "Full-Resolution"):
     raise ValueError(f"resolution must be '480p' or 'Full-Resolution', got {resolution!r}")
   return manual.registered_or_new(

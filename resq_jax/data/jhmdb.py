@@ -45,8 +45,7 @@ class JhmdbConfig(manual.ClipConfig):
 
 
 def config_name(height, width, num_frames, stride, split_number) -> str:
-  clips = "full" if num_frames == 0 else f"t{num_frames}s{stride}"
-  return f"split{split_number}_{height}x{width}_{clips}"
+  return f"split{split_number}_{manual.clip_name(height, width, num_frames, stride)}"
 
 
 def _new_config(height, width, num_frames, stride, split_number) -> JhmdbConfig:
@@ -59,10 +58,7 @@ def _new_config(height, width, num_frames, stride, split_number) -> JhmdbConfig:
 def make_config(*, height: int = DEFAULT_HEIGHT, width: int = DEFAULT_WIDTH,
                 num_frames: int = 0, stride: int = 0, split_number: int = 1) -> JhmdbConfig:
   """Validated config. num_frames = 0: whole videos (15-40 frames, variable T)."""
-  height = manual.positive_int(height, "height")
-  width = manual.positive_int(width, "width")
-  num_frames = manual.positive_int(num_frames, "num_frames", allow_zero=True)
-  stride = manual.positive_int(stride, "stride", allow_zero=True) or num_frames
+  height, width, num_frames, stride = manual.clip_settings(height, width, num_frames, stride)
   if split_number not in (1, 2, 3):
     raise ValueError(f"split_number must be 1, 2 or 3, got {split_number!r}")
   return manual.registered_or_new(
@@ -155,13 +151,15 @@ class Jhmdb(manual.ManualBuilder):
     cfg = self.builder_config
     pos = _load_mat_field(root / "joint_positions" / action / video / "joint_positions.mat",
                           "pos_img").astype(np.float64)
+    if pos.ndim == 2:  # MATLAB drops a trailing singleton dimension (a 1-frame video)
+      pos = pos[:, :, None]
     if pos.ndim != 3 or pos.shape[:2] != (2, NUM_JOINTS):
       raise ValueError(f"jhmdb {action}/{video}: pos_img has shape {pos.shape}, expected "
                        f"(2, {NUM_JOINTS}, N)")
     masks = _load_mat_field(root / "puppet_mask" / action / video / "puppet_mask.mat",
                             "part_mask")
     num = pos.shape[2]
-    if masks.ndim == 2:  # loadmat squeezes nothing, but a 1-frame mask may be saved as 2-D
+    if masks.ndim == 2:  # as pos_img
       masks = masks[:, :, None]
     if masks.shape[2] < num:
       raise ValueError(f"jhmdb {action}/{video}: part_mask has {masks.shape[2]} frames, "

@@ -185,6 +185,26 @@ def positive_int(value: Any, name: str, *, allow_zero: bool = False) -> int:
   return int(value)
 
 
+def clip_settings(height, width, num_frames, stride=0, *,
+                  whole_videos: bool = True) -> tuple[int, int, int, int]:
+  """Validated (height, width, num_frames, stride); stride 0 becomes num_frames.
+
+  ValueError unless height, width > 0, num_frames > 0 (or 0 = whole videos when
+  whole_videos) and stride >= 0.
+  """
+  height = positive_int(height, "height")
+  width = positive_int(width, "width")
+  num_frames = positive_int(num_frames, "num_frames", allow_zero=whole_videos)
+  stride = positive_int(stride, "stride", allow_zero=True) or num_frames
+  return height, width, num_frames, stride
+
+
+def clip_name(height: int, width: int, num_frames: int, stride: int) -> str:
+  """Config name part for the clip settings: `{H}x{W}_full` or `{H}x{W}_t{T}s{stride}`."""
+  clips = "full" if num_frames == 0 else f"t{num_frames}s{stride}"
+  return f"{height}x{width}_{clips}"
+
+
 def registered_or_new(builder_cls: type, cfg: ClipConfig) -> ClipConfig:
   """The builder's registered config of that name if there is one (TFDS refuses a second
   config object with a registered name), else `cfg`."""
