@@ -163,7 +163,7 @@ def bench_layer(rounds: int, budget_s: float, key, extras: bool) -> str:
   fwd, fwd_bwd = {}, {}
   for name, (recipe, phase) in variants.items():
     layer = QConv(ch, kernel_size=(3, 3), recipe=recipe)
-    variables = layer.init(kp, x0)
+    variables = layer.init(kp, x0, phase="key")
     params = variables["params"]
     x = x0
     state = {}
@@ -277,7 +277,7 @@ NET_RECIPES = {
 
 def _net_variables(recipe, key, calib_clip):
   model = SmallNet(recipe)
-  variables = model.init(key, calib_clip[:, 0])
+  variables = model.init(key, calib_clip[:, 0], phase="key")
   if recipe.is_quantized:
     variables = calibrate_model(model, SmallNet(float_recipe()), variables, [calib_clip],
                                 period=PERIOD, methods=MINMAX)

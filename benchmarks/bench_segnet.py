@@ -19,7 +19,7 @@ def bench(kw, batch=16, hw=64, n=15):
   rng = np.random.default_rng(0)
   x = jax.numpy.asarray(rng.normal(size=(batch, hw, hw, 3)), "float32")
   y = jax.numpy.asarray(rng.integers(0, 7, size=(batch, hw, hw)), "int32")
-  v, qv = model.init(jax.random.key(0), x[:1]), qmodel.init(jax.random.key(0), x[:1])
+  v, qv = model.init(jax.random.key(0), x[:1], phase="key"), qmodel.init(jax.random.key(0), x[:1], phase="key")
   ce = lambda out, y: optax.softmax_cross_entropy_with_integer_labels(out, y).mean()
   def train_loss(p, bs, x, y):
     out, mut = model.apply({"params": p, "batch_stats": bs}, x, train=True, mutable=["batch_stats"])

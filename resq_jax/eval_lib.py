@@ -131,15 +131,7 @@ def _qat_settings(run_dirs: str) -> list[Setting]:
 def evaluate_sweep(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
   """Evaluate ``SWEEPS[config.eval.sweep]`` (+ QAT runs) from the FP run ``config.init_from``;
   write the report into ``<workdir>/report`` and return its rows."""
-  try:
-    config_lib.validate(config)
-  except ValueError as e:
-    if isinstance(e, errors.ResqError) or errors.exit_code_of(e) == errors.EXIT_CONFIG:
-      raise
-    raise errors.InvalidConfigError(str(e)) from None
-  if not config.init_from:
-    raise errors.InvalidConfigError(
-        "init_from: evaluation needs the workdir of the FP run to start from")
+  config_lib.validate(config, needs_init_from=True)
   model_lib.ensure_data(config)
   model_lib.verify_splits(config)
   model_lib.check_init_from(config, config.init_from)

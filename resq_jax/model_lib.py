@@ -20,7 +20,7 @@ from resq_jax.data.loader import SynthResDataError, SynthResSource
 from resq_jax.data.spec import NUM_CLASSES
 from resq_jax.nn.models import SegNet, segnet_preset
 from resq_jax.quant.recipe import LayerRecipe, float_recipe
-from resq_jax.training import restore_fields_from
+from resq_jax.training import DATA_AXIS, restore_fields_from
 
 NORMALISE = (0.5, 0.25)  # frames/255 -> (x - 0.5) / 0.25
 
@@ -33,8 +33,11 @@ def preprocess(batch) -> tuple[jax.Array, jax.Array]:
 
 
 def make_model(config, recipe: LayerRecipe | None = None) -> SegNet:
+  """The segmentation model; float training averages BatchNorm statistics over the data axis
+  (synchronised BatchNorm), so 1 and N devices train alike."""
   recipe = config_lib.recipe_from(config.quant) if recipe is None else recipe
-  return SegNet(num_classes=NUM_CLASSES, recipe=recipe, **segnet_preset(config.model.preset))
+  return SegNet(num_classes=NUM_CLASSES, recipe=recipe, bn_axis_name=DATA_AXIS,
+                **segnet_preset(config.model.preset))
 
 
 def frame_shape(config) -> tuple[int, int, int, int]:
@@ -43,7 +46,7 @@ def frame_shape(config) -> tuple[int, int, int, int]:
 
 
 def init_variables(model, config, rng) -> dict:
-  return model.init(rng, jnp.zeros(frame_shape(config), jnp.float32))
+  return model.init(rng, jnp.zeros(frame_shape(config), jnp.float32), phase="key")
 
 
 def ensure_data(config, verbose: bool = True) -> None:

@@ -94,17 +94,6 @@ RESUME_IGNORED_KEYS = ("data.data_dir", "data.worker_count", "distributed", "tra
 MAX_DIFF_LINES = 10
 
 
-def validate_config(config) -> None:
-  """``config_lib.validate``; its error has exit code 2 (``config_lib.ConfigError``, or
-  ``errors.InvalidConfigError`` for a plain ValueError)."""
-  try:
-    config_lib.validate(config)
-  except ValueError as e:
-    if isinstance(e, errors.ResqError) or errors.exit_code_of(e) == errors.EXIT_CONFIG:
-      raise
-    raise errors.InvalidConfigError(str(e)) from None
-
-
 def _flatten(tree: dict, prefix: str = "") -> dict:
   out = {}
   for key, value in tree.items():
@@ -183,8 +172,9 @@ def train_and_evaluate(config, workdir: str, *, allow_config_change: bool = Fals
     NonFiniteError: a non-finite loss, gradient norm or state; nothing non-finite was saved.
     PreemptedError: SIGTERM arrived; the step reached was saved and evaluation skipped.
   """
-  maybe_initialize_distributed(config.distributed)
-  validate_config(config)
+  config_lib.validate(config)  # pure Python: before anything starts (exit code 2)
+  if maybe_initialize_distributed(config.distributed):
+    config_lib.validate(config)  # again: batch sizes against the global device count
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   model_lib.ensure_data(config)

@@ -144,7 +144,8 @@ def test_invalid_configs_are_rejected(overrides, message):
 
 def test_sharded_train_step_equals_single_device(data_dir):
   """One QAT step (static ResQ over clips) on 8 virtual devices equals the 1-device step. (FP
-  steps normalise with per-device BatchNorm statistics, like pmap, so they differ by design.)"""
+  steps agree too: BatchNorm statistics are synchronised over the data axis, see
+  tests/test_training_parallel.py.)"""
   config = load_config("tiny", **{"data.data_dir": data_dir, "stage": "qat",
                                   "init_from": "unused", "quant.mode": "resq"})
   model = model_lib.make_model(config)
