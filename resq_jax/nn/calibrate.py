@@ -8,11 +8,16 @@ from :func:`resq_jax.quant.calibration.calibrate`:
 * residual activations: the residuals the layer would see in float execution, ``x_t - x_{t-1}``
   for 'closed' / 'prev' and ``x_t - x_key`` for 'key', at non-key frames (t % period != 0).
   Residuals are heavy-tailed (DESIGN.md section 3): prefer 'mse' or 'percentile' over 'minmax'.
+
+Clip batches stream through one at a time; per quantizer a running min / max and a bounded
+uniform sample (:class:`Reservoir`) are kept, so memory does not grow with the number of
+batches. Each layer uses the recipe it executes (per-layer ``RecipeRules`` applied).
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import warnings
 from typing import Iterable, NamedTuple
 
@@ -21,8 +26,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from resq_jax.nn.clip import model_variables
+from resq_jax.nn.clip import check_hashable, model_variables
 from resq_jax.nn.costs import flatten_stats, visit_layers
+from resq_jax.nn.layers import float_twin
 from resq_jax.quant.calibration import calibrate
 from resq_jax.quant.recipe import LayerRecipe
 
@@ -76,33 +82,113 @@ def subsample(values: np.ndarray, max_elements: int = MAX_ACT_SAMPLES) -> np.nda
   return flat[np.random.default_rng(0).choice(flat.size, max_elements, replace=False)]
 
 
-def _samples(values: np.ndarray, spec) -> np.ndarray:
-  return subsample(values) if spec.channel_axis is None else values
+class Reservoir:
+  """A uniform random subset of at most ``capacity`` rows of everything added (rows: elements
+  for per-tensor grids, channel vectors ``[C]`` for per-channel ones), with a fixed seed.
+
+  While everything fits it holds all rows in order (so small calibration sets give exactly the
+  ranges of the whole data); beyond that each ``add`` keeps a uniform subset of all rows seen
+  (hypergeometric split between the kept and the new rows), so memory is bounded by
+  ``capacity`` whatever the number of batches. Exact running min / max ride along."""
+
+  def __init__(self, capacity: int, seed: int = 0):
+    self.capacity, self.seen, self.rows = capacity, 0, None
+    self.lo = self.hi = None
+    self._rng = np.random.default_rng(seed)
+
+  def add(self, rows: np.ndarray) -> None:
+    rows = np.asarray(rows)
+    if not rows.shape[0]:
+      return
+    lo, hi = rows.min(axis=0), rows.max(axis=0)
+    self.lo = lo if self.lo is None else np.minimum(self.lo, lo)
+    self.hi = hi if self.hi is None else np.maximum(self.hi, hi)
+    n_old, n_new = self.seen, rows.shape[0]
+    self.seen += n_new
+    if self.rows is None:
+      self.rows = rows[:0]
+    if n_old + n_new <= self.capacity:
+      self.rows = np.concatenate([self.rows, rows])
+      return
+    keep_new = int(self._rng.hypergeometric(n_new, n_old, self.capacity))
+    new = rows[np.sort(self._rng.choice(n_new, keep_new, replace=False))]
+    old = self.rows[np.sort(self._rng.choice(self.rows.shape[0], self.capacity - keep_new,
+                                             replace=False))]
+    self.rows = np.concatenate([old, new])
 
 
-def _warn_if_constant(path: str, what: str, values: np.ndarray) -> None:
+class _Accumulator:
+  """Streaming calibration data of one quantized input (key activations or residuals)."""
+
+  def __init__(self, spec, max_elements: int = MAX_ACT_SAMPLES):
+    self.spec = spec
+    self.per_channel = spec.channel_axis is not None
+    self.reservoir = None
+    self.max_elements = max_elements
+    self.sample_shape = None
+
+  def add(self, values: np.ndarray) -> None:
+    if self.per_channel:
+      values = np.moveaxis(values, self.spec.channel_axis % values.ndim, -1)
+      rows = values.reshape(-1, values.shape[-1])
+    else:
+      rows = values.reshape(-1)
+    if self.reservoir is None:
+      capacity = self.max_elements // (rows.shape[1] if rows.ndim == 2 else 1)
+      self.reservoir = Reservoir(max(1, capacity))
+    self.reservoir.add(rows)
+
+  def calibrate(self, method: str):
+    r = self.reservoir
+    if method == "minmax":
+      # Exact over everything seen, not only the kept sample.
+      data = np.stack([r.lo, r.hi])
+    else:
+      data = r.rows
+    if self.per_channel:
+      return calibrate(data, dataclasses.replace(self.spec, channel_axis=-1), method)
+    return calibrate(data, self.spec, method)
+
+
+def _warn_if_constant(path: str, what: str, acc: _Accumulator) -> None:
   """A zero range gives a degenerate grid (the scale floor): say so instead of calibrating on."""
-  if values.size and float(np.max(values)) == float(np.min(values)):
+  r = acc.reservoir
+  if r is not None and float(np.max(r.hi)) == float(np.min(r.lo)):
     warnings.warn(f"calibration of layer {path!r}: every {what} value equals "
-                  f"{float(values.reshape(-1)[0]):g} (zero range); its quantizer range is "
-                  "degenerate. Calibrate on representative, moving clips.", stacklevel=3)
+                  f"{float(np.min(r.lo)):g} (zero range); its quantizer range is "
+                  "degenerate. Calibrate on representative, moving clips.", stacklevel=4)
 
 
-def _qparams(path: str, recipe: LayerRecipe, entry, period: int,
-             methods: CalibrationMethods) -> dict:
-  x, w = entry["x"], entry["w"]
-  _warn_if_constant(path, "input", x)
+class _LayerData:
+  """Running calibration data of one layer: its effective weights (the same every batch), and
+  bounded reservoirs of its key inputs and of its float residuals."""
+
+  def __init__(self, recipe: LayerRecipe, period: int):
+    self.recipe, self.period, self.w = recipe, period, None
+    self.key = _Accumulator(recipe.key.act)
+    self.residual = _Accumulator(recipe.residual.act) if recipe.has_state else None
+
+  def add(self, entry) -> None:
+    if self.w is None:
+      self.w = np.asarray(entry["w"])
+    x = np.asarray(entry["x"])
+    self.key.add(x)
+    if self.residual is not None:
+      self.residual.add(residual_samples(x, self.period, self.recipe.ref_mode))
+
+
+def _qparams(path: str, data: _LayerData, methods: CalibrationMethods) -> dict:
+  recipe, w = data.recipe, data.w
+  _warn_if_constant(path, "input", data.key)
   out = {"key_w_scale": calibrate(w, recipe.key.weight, methods.weight)[0]}
-  s, z = calibrate(_samples(x, recipe.key.act), recipe.key.act, methods.key_act)
+  s, z = data.key.calibrate(methods.key_act)
   out["key_a_scale"] = s
   if not recipe.key.act.symmetric:
     out["key_a_zero_point"] = z
   if recipe.has_state:
     out["res_w_scale"] = calibrate(w, recipe.residual.weight, methods.residual_weight)[0]
-    residuals = residual_samples(x, period, recipe.ref_mode)
-    _warn_if_constant(path, "residual", residuals)
-    r = _samples(residuals, recipe.residual.act)
-    s, z = calibrate(r, recipe.residual.act, methods.residual_act)
+    _warn_if_constant(path, "residual", data.residual)
+    s, z = data.residual.calibrate(methods.residual_act)
     out["res_a_scale"] = s
     if not recipe.residual.act.symmetric:
       out["res_a_zero_point"] = z
@@ -130,30 +216,67 @@ def observe(float_model, variables, clips: Iterable[jax.Array]) -> Observations:
   return Observations(layers, (clips[0].shape[0], *clips[0].shape[2:]))
 
 
-def calibrate_model(model, float_model, variables, clips: Iterable[jax.Array] = (), *,
+def _observed_batches(float_model, variables, clips, observations):
+  """Per clip batch ``{path: {'x': [B, T, ...], 'w': ...}}``, one batch at a time."""
+  if observations is not None:
+    yield observations.layers
+    return
+  empty = True
+  for clip in clips:
+    empty = False
+    yield _observe(float_model, variables, jnp.asarray(clip))
+  if empty:
+    raise ValueError("clips must hold at least one clip batch")
+
+
+def _first_frame(clips, observations):
+  """A frame batch of the calibration data (to trace the model) and the clips, unconsumed."""
+  if observations is not None:
+    return jax.ShapeDtypeStruct(observations.frame_shape, jnp.float32), clips
+  iterator = iter(clips)
+  try:
+    first = jnp.asarray(next(iterator))
+  except StopIteration:
+    raise ValueError("clips must hold at least one clip batch") from None
+  return first[:, 0], itertools.chain([first], iterator)
+
+
+def calibrate_model(model, float_model=None, variables=None, clips: Iterable[jax.Array] = (), *,
                     period: int, methods: CalibrationMethods = CalibrationMethods(),
                     observations: Observations | None = None) -> dict:
   """Variables of ``model`` with every quantizer's scale / zero point set from ``clips``.
 
+  Clip batches are observed one at a time (an iterator or generator is consumed lazily): each
+  layer keeps running min / max and a bounded uniform sample of its inputs and residuals
+  (:class:`Reservoir`, at most ``MAX_ACT_SAMPLES`` values per quantizer), so host memory does
+  not grow with the calibration set; sets that fit the sample give the ranges of all the data.
+
   Args:
-    model: the quantized model (its layers' recipes decide which quantizers exist).
-    float_model: the same architecture with float recipes (e.g. ``model.clone(recipe=...)``).
+    model: the quantized model; each layer's recipe (per-layer rules applied) decides which
+      quantizers exist. Must be hashable (a static argument of jit).
+    float_model: the same architecture in float; None: :func:`~resq_jax.nn.layers.float_twin`
+      of ``model`` (every layer float, whatever its recipes or rules).
     variables: variables of ``model`` (``params`` must already hold its quantizer entries).
-    clips: an iterable of clip batches ``[B, T, H, W, C]``; all are used together.
+    clips: an iterable of clip batches ``[B, T, H, W, C]``.
     period: keyframe period used to pick residual frames.
     observations: the result of :func:`observe` instead of ``clips``.
   """
+  check_hashable(model, "calibrate_model")
+  if variables is None:
+    raise ValueError("calibrate_model needs the variables of the model")
+  float_model = float_twin(model) if float_model is None else float_model
+  check_hashable(float_model, "calibrate_model (float_model)")
   variables = model_variables(variables)
-  if observations is None:
-    observations = observe(float_model, variables, clips)
-  frame = jax.ShapeDtypeStruct(observations.frame_shape, jnp.float32)
-  recipes = visit_layers(model, variables, frame, lambda layer, _: layer.recipe)
+  frame, clips = _first_frame(clips, observations)
+  recipes = visit_layers(model, variables, frame, lambda layer, _: layer.active_recipe)
+  data = {path: _LayerData(recipe, period) for path, recipe in recipes.items()
+          if recipe.is_quantized}
+  for batch in _observed_batches(float_model, variables, clips, observations):
+    for path, layer in data.items():
+      layer.add(batch[path])
   params = flax.traverse_util.flatten_dict(flax.core.unfreeze(variables["params"]), sep="/")
-  for path, recipe in recipes.items():
-    if not recipe.is_quantized:
-      continue
-    entry = observations.layers[path]
-    for name, value in _qparams(path, recipe, entry, period, methods).items():
+  for path, layer in data.items():
+    for name, value in _qparams(path, layer, methods).items():
       key = f"{path}/{name}"
       if key not in params:
         raise ValueError(f"variables have no parameter {key!r}: were they initialised with "

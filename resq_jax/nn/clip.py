@@ -25,6 +25,7 @@ first finite frame.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any, NamedTuple
 
@@ -123,8 +124,70 @@ def _run_groups(model, variables, clip, period, unroll):
           jax.tree.map(last_group, state))
 
 
+def check_hashable(model, where: str) -> None:
+  """A clear error for a model that cannot be a static argument of jit (a list, dict or array
+  attribute): name the attribute and the fix."""
+  try:
+    hash(model)
+    return
+  except TypeError:
+    pass
+  bad = []
+  for field in dataclasses.fields(model) if dataclasses.is_dataclass(model) else ():
+    try:
+      hash(getattr(model, field.name, None))
+    except TypeError:
+      bad.append(f"{field.name}={type(getattr(model, field.name)).__name__}")
+  raise TypeError(f"{where}: the model {type(model).__name__} is not hashable"
+                  f"{' (attributes ' + ', '.join(bad) + ')' if bad else ''}. Models are static "
+                  "arguments of jit (run_clip, stream_step, calibrate_model): give them "
+                  "hashable attributes (tuples instead of lists, tuples of pairs or frozen "
+                  "dataclasses instead of dicts, no arrays).")
+
+
+def _check_variables(model, variables, frame, check: bool) -> None:
+  if check:
+    from resq_jax.nn.weights import check_quantizers  # weights imports layers and costs
+    check_quantizers(model, model_variables(variables), frame)
+
+
+def model_has_state(model, variables, frame) -> bool:
+  """Whether any layer of ``model`` carries ResQ state (per-layer recipes applied), i.e.
+  whether ``period`` matters. ``frame``: a frame batch ``[B, H, W, C]`` or its shape struct."""
+  return _has_state(model, model_variables(variables), frame)
+
+
+def run_clip(model, variables, clip: Array, *, period: int, unroll: int | bool = 1,
+             check: bool = True) -> ClipResult:
+  """Run ``model`` over a clip ``[B, T, H, W, C]`` with keyframes at ``t % period == 0``.
+
+  Args:
+    model: a Flax module taking ``(frame, phase=...)``. It is a static argument of jit, so it
+      must be hashable: attributes are ints, strings, tuples, recipes... never lists, dicts or
+      arrays (a clear TypeError says which attribute is not).
+    variables: its variables (``params``, ``batch_stats``...); any stale ``resq_state`` /
+      ``resq_stats`` are ignored.
+    clip: frames ``[B, T, ...]``.
+    period: keyframe period K >= 1 (K = 1: every frame is a keyframe, i.e. FQ with key grids).
+    unroll: ``lax.scan`` unroll factor of the residual loop (True unrolls it fully; useful for
+      training on XLA:CPU, see DESIGN.md section 7).
+    check: refuse quantizer parameters that do not match the weights (stale scales after
+      copying weights by hand, or invalidated by ``load_float_weights`` and not calibrated;
+      :func:`~resq_jax.nn.weights.check_quantizers`). Only concrete variables are checked
+      (not under an outer jit / grad), once per set of arrays.
+  Returns:
+    :class:`ClipResult`: ``outputs [B, T, ...]``, ``stats[layer][name] [T, B, ...]`` (time
+    first, the layout ``bops_report`` takes).
+  """
+  check_hashable(model, "run_clip")
+  _check_period(period)
+  _check_frames(clip, "clip", time_axis=True)
+  _check_variables(model, variables, clip[:, 0], check)
+  return _run_clip(model, variables, clip, period=period, unroll=unroll)
+
+
 @functools.partial(jax.jit, static_argnames=("model", "period", "unroll"))
-def run_clip(model, variables, clip: Array, *, period: int, unroll: int | bool = 1) -> ClipResult:
+def _run_clip(model, variables, clip: Array, *, period: int, unroll: int | bool = 1) -> ClipResult:
   """Run ``model`` over a clip ``[B, T, H, W, C]`` with keyframes at ``t % period == 0``.
 
   Args:
@@ -161,6 +224,7 @@ def run_clip(model, variables, clip: Array, *, period: int, unroll: int | bool =
 def stream_init(model, variables, frame: Array) -> StreamState:
   """Initial online state for frames shaped like ``frame`` ``[B, H, W, C]`` (zeros; the first
   step is a keyframe)."""
+  check_hashable(model, "stream_init")
   _check_frames(frame, "frame", time_axis=False)
   _, state, _ = jax.eval_shape(functools.partial(_apply, model, phase="key", state=None),
                                model_variables(variables), frame)
@@ -173,18 +237,31 @@ def _all_finite(tree) -> Array:
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in leaves]))
 
 
-@functools.partial(jax.jit, static_argnames=("model", "period", "reset_on_nonfinite"))
 def stream_step(model, variables, stream: StreamState, frame: Array, *, period: int,
-                reset_on_nonfinite: bool = False):
+                reset_on_nonfinite: bool = False, check: bool = True):
   """One online step: ``(stream, frame [B, H, W, C]) -> (output, stats, new_stream)``.
 
   Equal to the corresponding frame of :func:`run_clip` over the same frames. Keyframe and
-  residual branches are a ``lax.cond`` on a scalar, so only one of them executes.
+  residual branches are a ``lax.cond`` on a scalar, so only one of them executes. ``stats`` are
+  ``[B, ...]`` per layer: stack a list of them with ``stack_stream_stats`` into run_clip's
+  ``[T, B, ...]`` layout for ``bops_report``. ``model`` must be hashable (see :func:`run_clip`).
 
   Args:
     reset_on_nonfinite: force a keyframe (and restart the period) when ``frame`` or the carried
       ResQ state holds a NaN or inf, instead of carrying it to the next keyframe.
+    check: as in :func:`run_clip` (cached: free after the first step with the same arrays).
   """
+  check_hashable(model, "stream_step")
+  _check_period(period)
+  _check_frames(frame, "frame", time_axis=False)
+  _check_variables(model, variables, frame, check)
+  return _stream_step(model, variables, stream, frame, period=period,
+                      reset_on_nonfinite=reset_on_nonfinite)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "period", "reset_on_nonfinite"))
+def _stream_step(model, variables, stream: StreamState, frame: Array, *, period: int,
+                 reset_on_nonfinite: bool = False):
   _check_period(period)
   _check_frames(frame, "frame", time_axis=False)
   variables = model_variables(variables)
@@ -200,3 +277,8 @@ def stream_step(model, variables, stream: StreamState, frame: Array, *, period: 
     y, state, stats = jax.lax.cond(is_key, key, residual, stream.resq)
   since_key = jnp.where(is_key, 1, stream.since_key + 1).astype(jnp.int32)
   return y, stats, StreamState(t=stream.t + 1, since_key=since_key, resq=state)
+
+
+# The jit caches behind the wrappers (tests and tools count compilations with these).
+run_clip._cache_size = _run_clip._cache_size
+stream_step._cache_size = _stream_step._cache_size

@@ -1,8 +1,13 @@
-"""Quantized Flax layers: ``QConv`` (optionally with BatchNorm folded in) and ``QDense``.
+"""Quantized Flax layers: ``QConv`` (optionally dilated, with BatchNorm folded in),
+``QConvTranspose`` and ``QDense``.
 
-Every layer executes the :class:`~resq_jax.quant.recipe.LayerRecipe` it is given (float, FQ,
-static or dynamic ResQ). Call them with ``phase='key'`` or ``phase='residual'``; the clip runner
-(``resq_jax.nn.clip``) does that for you.
+Every layer executes a :class:`~resq_jax.quant.recipe.LayerRecipe` (float, FQ, static or dynamic
+ResQ): its own ``recipe`` attribute unless a :class:`~resq_jax.quant.recipe.RecipeRules` of an
+enclosing module (an attribute named ``recipe_rules``, or :func:`with_recipe_rules`) matches the
+layer's path (:func:`layer_recipe`). Call them with ``phase='key'`` or ``phase='residual'``; the
+clip runner (``resq_jax.nn.clip``) does that for you. Without ``phase`` a layer whose recipe has
+state (ResQ) raises instead of silently running the keyframe branch on every frame; float and FQ
+layers do not need it.
 """
 from __future__ import annotations
 
@@ -14,21 +19,108 @@ import jax
 import jax.numpy as jnp
 
 from resq_jax.nn.quantized import quantized_linear
-from resq_jax.quant.cost import LayerCost, conv_macs, conv_output_hw, dense_macs
-from resq_jax.quant.recipe import LayerRecipe
+from resq_jax.quant.cost import (LayerCost, conv_macs, conv_output_hw, conv_padding,
+                                 conv_transpose_macs, conv_transpose_output_hw,
+                                 conv_transpose_padding, dense_macs)
+from resq_jax.quant.recipe import LayerRecipe, RecipeRules, float_recipe
 
 Padding = str | Sequence[tuple[int, int]]
+
+
+def _ancestors(module: nn.Module) -> list[nn.Module]:
+  """Enclosing modules of a bound ``module``, outermost first."""
+  chain, parent = [], module.parent
+  while isinstance(parent, nn.Module):
+    chain.append(parent)
+    parent = parent.parent
+  return chain[::-1]
+
+
+def layer_recipe(layer: nn.Module) -> LayerRecipe:
+  """The recipe a bound layer executes: the first matching rule of the outermost enclosing
+  module's ``recipe_rules``, then of the next one inward, else the layer's own ``recipe``."""
+  path = "/".join(layer.path)
+  for ancestor in _ancestors(layer):
+    rules = getattr(ancestor, "recipe_rules", None)
+    if rules is not None:
+      found = rules.match(path)
+      if found is not None:
+        return found
+  return layer.recipe
 
 
 class QuantLayer(nn.Module):
   """Marker base: a layer whose cost is counted (``resq_jax.nn.costs``)."""
 
+  @property
+  def active_recipe(self) -> LayerRecipe:
+    """The recipe this (bound) layer executes, per-layer rules applied (:func:`layer_recipe`)."""
+    return layer_recipe(self)
+
   def cost(self, x_shape: tuple[int, ...]) -> LayerCost:  # pragma: no cover - abstract
     raise NotImplementedError
 
 
+class WithRecipeRules(nn.Module):
+  """``module`` (sharing its scope: same variables and layer paths) under ``recipe_rules``.
+  Build it with :func:`with_recipe_rules`."""
+  module: nn.Module
+  recipe_rules: RecipeRules
+
+  def setup(self):
+    nn.share_scope(self, self.module)
+
+  def __call__(self, *args, **kwargs):
+    return self.module(*args, **kwargs)
+
+  @property
+  def recipe(self) -> LayerRecipe:
+    """The default recipe: the wrapped model's own (layers no rule matches)."""
+    return self.module.recipe
+
+  def float_twin(self) -> nn.Module:
+    return float_twin(self)
+
+
+def with_recipe_rules(model: nn.Module, rules: RecipeRules) -> WithRecipeRules:
+  """``model`` whose layers follow ``rules`` (first match wins; rules given here come before
+  any the model already has). Variables and layer paths are those of ``model``: the result
+  runs with ``model``'s variables and is hashable (a static argument of ``run_clip``)."""
+  if not isinstance(rules, RecipeRules):
+    rules = RecipeRules(tuple(rules))
+  if isinstance(model, WithRecipeRules):
+    return WithRecipeRules(model.module, RecipeRules(rules.rules + model.recipe_rules.rules))
+  return WithRecipeRules(model, rules)
+
+
+FLOAT_RULES = RecipeRules(((r".*", float_recipe()),))
+
+
+def float_twin(model: nn.Module) -> nn.Module:
+  """``model`` with every layer in float, whatever its recipes or rules (for calibration and
+  for float reference runs); same variables (quantizer parameters are simply not read)."""
+  return with_recipe_rules(model, FLOAT_RULES)
+
+
+def fold_bn(kernel, gamma, beta, mean, var, epsilon: float):
+  """BatchNorm folded into a conv: ``(W * gamma / sqrt(var + eps), beta - mean * gamma /
+  sqrt(var + eps))`` with the output channel last."""
+  inv = gamma * jax.lax.rsqrt(var + epsilon)
+  return kernel * inv.reshape((1,) * (kernel.ndim - 1) + (-1,)), beta - mean * inv
+
+
+def _pair(v) -> tuple[int, int]:
+  return (v, v) if isinstance(v, int) else tuple(v)
+
+
 class QConv(QuantLayer):
   """2-D convolution ``[B, H, W, C_in] -> [B, H', W', features]`` under a recipe.
+
+  ``kernel_dilation`` (atrous conv) spreads the taps; ``input_dilation`` inserts ``d - 1`` zeros
+  between input elements (a fractionally strided conv; see also :class:`QConvTranspose`).
+  'SAME' padding is resolved on the dilated input and kernel. MACs: kernel dilation keeps the
+  undilated count at the same output size; inserted zeros are not counted
+  (:func:`~resq_jax.quant.cost.conv_macs`). Weight scales are per output channel (``features``).
 
   With ``use_bn=True`` the conv has no bias of its own and a BatchNorm follows it. Float training
   (``train=True`` with a 'float' recipe) normalises with batch statistics and updates the
@@ -53,14 +145,13 @@ class QConv(QuantLayer):
   bn_axis_name: str | None = None
   recipe: LayerRecipe = LayerRecipe()
   kernel_init: Any = nn.initializers.he_normal()
-
-  def _linear(self, x, w):
-    return jax.lax.conv_general_dilated(
-        x, w, self.strides, self.padding, dimension_numbers=("NHWC", "HWIO", "NHWC"),
-        feature_group_count=self.feature_group_count)
+  kernel_dilation: tuple[int, int] = (1, 1)
+  input_dilation: tuple[int, int] = (1, 1)
 
   @nn.compact
-  def __call__(self, x: jax.Array, phase: str = "key", train: bool = False) -> jax.Array:
+  def __call__(self, x: jax.Array, phase: str | None = None, train: bool = False) -> jax.Array:
+    recipe = self.active_recipe
+    linear = _conv_linear(self, x.shape[1:3])
     c_in = x.shape[-1]
     if c_in % self.feature_group_count:
       raise ValueError(f"feature_group_count={self.feature_group_count} must divide the input "
@@ -69,22 +160,19 @@ class QConv(QuantLayer):
                         (*self.kernel_size, c_in // self.feature_group_count, self.features))
     if not self.use_bn:
       bias = self.param("bias", nn.initializers.zeros, (self.features,)) if self.use_bias else None
-      return quantized_linear(self, x, kernel, bias, linear=self._linear, recipe=self.recipe,
-                              phase=phase)
+      return quantized_linear(self, x, kernel, bias, linear=linear, recipe=recipe, phase=phase)
     gamma = self.param("bn_scale", nn.initializers.ones, (self.features,))
     beta = self.param("bn_bias", nn.initializers.zeros, (self.features,))
     mean = self.variable("batch_stats", "mean", jnp.zeros, (self.features,))
     var = self.variable("batch_stats", "var", jnp.ones, (self.features,))
-    if train and not self.recipe.is_quantized:
-      return self._batch_norm_train(x, kernel, gamma, beta, mean, var, phase)
-    inv = gamma * jax.lax.rsqrt(var.value + self.bn_epsilon)
-    return quantized_linear(self, x, kernel * inv.reshape(1, 1, 1, -1), beta - mean.value * inv,
-                            linear=self._linear, recipe=self.recipe, phase=phase)
+    if train and not recipe.is_quantized:
+      return self._batch_norm_train(x, kernel, gamma, beta, mean, var, phase, linear, recipe)
+    w, b = fold_bn(kernel, gamma, beta, mean.value, var.value, self.bn_epsilon)
+    return quantized_linear(self, x, w, b, linear=linear, recipe=recipe, phase=phase)
 
-  def _batch_norm_train(self, x, kernel, gamma, beta, mean, var, phase):
+  def _batch_norm_train(self, x, kernel, gamma, beta, mean, var, phase, linear, recipe):
     # Float path: run the conv through quantized_linear so that stats are still recorded.
-    y = quantized_linear(self, x, kernel, None, linear=self._linear, recipe=self.recipe,
-                         phase=phase)
+    y = quantized_linear(self, x, kernel, None, linear=linear, recipe=recipe, phase=phase)
     axes = tuple(range(y.ndim - 1))
     mu = jnp.mean(y, axis=axes)
     mean_sq = jnp.mean(jnp.square(y), axis=axes)
@@ -103,12 +191,67 @@ class QConv(QuantLayer):
 
   def cost(self, x_shape: tuple[int, ...]) -> LayerCost:
     in_hw = x_shape[1:3]
-    out_hw = conv_output_hw(in_hw, self.kernel_size, self.strides, self.padding)
-    macs = conv_macs(in_hw, self.kernel_size, x_shape[-1], self.features, self.strides,
-                     self.padding, self.feature_group_count)
+    macs, out_hw = _conv_macs(self, in_hw, x_shape[-1])
     state = (math.prod(x_shape[1:]) + math.prod(out_hw) * self.features
-             if self.recipe.has_state else 0)
+             if self.active_recipe.has_state else 0)
     return LayerCost(macs=macs, n_locations=math.prod(in_hw), state_elements=state)
+
+
+class QConvTranspose(QConv):
+  """Transposed 2-D convolution (``lax.conv_transpose`` / ``flax.linen.ConvTranspose`` with
+  ``transpose_kernel=False``): ``[B, H, W, C_in] -> [B, H * s, W * s, features]`` with 'SAME'
+  padding, ``(H - 1) * s + k`` with 'VALID'; explicit pairs pad the stride-dilated input.
+
+  The kernel is ``[k_h, k_w, C_in / groups, features]`` (flax ConvTranspose's layout, so its
+  weights load unchanged) and weight scales are per true output channel (``features``). A
+  transposed conv is linear in its input, so it runs every recipe, ResQ included. MACs count
+  the products that meet a real input element: ``H_in * W_in * k_h * k_w * C_in * C_out /
+  groups`` less what the padding crops (:func:`~resq_jax.quant.cost.conv_transpose_macs`), not
+  the MACs of a conv over the zero-inserted input. ``input_dilation`` must stay (1, 1).
+  """
+
+
+
+# Geometry of QConv / QConvTranspose as functions, not methods (Flax would wrap methods and
+# capture_intermediates would record their non-array results).
+def _conv_pads(layer: QConv, in_hw):
+  if isinstance(layer, QConvTranspose):
+    if _pair(layer.input_dilation) != (1, 1):
+      raise ValueError("QConvTranspose takes no input_dilation: its strides dilate the input")
+    return conv_transpose_padding(layer.kernel_size, layer.strides, layer.padding,
+                                  layer.kernel_dilation)
+  return conv_padding(in_hw, layer.kernel_size, layer.strides, layer.padding,
+                      layer.input_dilation, layer.kernel_dilation)
+
+
+def _conv_linear(layer: QConv, in_hw):
+  """``(x, w) -> conv(x, w)`` without bias, padding resolved for inputs of size ``in_hw``."""
+  pads = _conv_pads(layer, in_hw)
+  if isinstance(layer, QConvTranspose):
+    strides, lhs_dilation = (1, 1), _pair(layer.strides)
+  else:
+    strides, lhs_dilation = _pair(layer.strides), _pair(layer.input_dilation)
+
+  def linear(x, w):
+    return jax.lax.conv_general_dilated(
+        x, w, strides, pads, lhs_dilation=lhs_dilation, rhs_dilation=_pair(layer.kernel_dilation),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=layer.feature_group_count)
+  return linear
+
+
+def _conv_macs(layer: QConv, in_hw, c_in: int):
+  """``(MACs, output size)`` for one example."""
+  if isinstance(layer, QConvTranspose):
+    out_hw = conv_transpose_output_hw(in_hw, layer.kernel_size, layer.strides, layer.padding,
+                                      layer.kernel_dilation)
+    macs = conv_transpose_macs(in_hw, layer.kernel_size, c_in, layer.features, layer.strides,
+                               layer.padding, layer.feature_group_count, layer.kernel_dilation)
+    return macs, out_hw
+  out_hw = conv_output_hw(in_hw, layer.kernel_size, layer.strides, layer.padding,
+                          layer.input_dilation, layer.kernel_dilation)
+  macs = conv_macs(in_hw, layer.kernel_size, c_in, layer.features, layer.strides, layer.padding,
+                   layer.feature_group_count, layer.input_dilation, layer.kernel_dilation)
+  return macs, out_hw
 
 
 class QDense(QuantLayer):
@@ -123,14 +266,14 @@ class QDense(QuantLayer):
     return jnp.matmul(x, w)
 
   @nn.compact
-  def __call__(self, x: jax.Array, phase: str = "key") -> jax.Array:
+  def __call__(self, x: jax.Array, phase: str | None = None) -> jax.Array:
     kernel = self.param("kernel", self.kernel_init, (x.shape[-1], self.features))
     bias = self.param("bias", nn.initializers.zeros, (self.features,)) if self.use_bias else None
-    return quantized_linear(self, x, kernel, bias, linear=self._linear, recipe=self.recipe,
+    return quantized_linear(self, x, kernel, bias, linear=self._linear, recipe=self.active_recipe,
                             phase=phase)
 
   def cost(self, x_shape: tuple[int, ...]) -> LayerCost:
     n_loc = math.prod(x_shape[1:-1])
-    state = n_loc * (x_shape[-1] + self.features) if self.recipe.has_state else 0
+    state = n_loc * (x_shape[-1] + self.features) if self.active_recipe.has_state else 0
     return LayerCost(macs=dense_macs(x_shape[-1], self.features, n_loc), n_locations=n_loc,
                      state_elements=state)

@@ -35,7 +35,7 @@ import flax.linen as nn
 import jax
 
 from resq_jax.nn.layers import QConv
-from resq_jax.quant.recipe import LayerRecipe, float_recipe
+from resq_jax.quant.recipe import LayerRecipe, RecipeRules, float_recipe
 
 UPSAMPLE_METHODS = ("bilinear", "nearest")
 
@@ -59,7 +59,7 @@ class BasicBlock(nn.Module):
   bn_axis_name: str | None = None
 
   @nn.compact
-  def __call__(self, x: jax.Array, phase: str = "key", train: bool = False) -> jax.Array:
+  def __call__(self, x: jax.Array, phase: str | None = None, train: bool = False) -> jax.Array:
     conv_bn = functools.partial(_conv_bn, self.features, self.recipe,
                                 bn_axis_name=self.bn_axis_name)
     y = nn.relu(conv_bn("conv1", stride=self.stride)(x, phase, train))
@@ -81,7 +81,7 @@ class Fusion(nn.Module):
   bn_axis_name: str | None = None
 
   @nn.compact
-  def __call__(self, xs: Sequence[jax.Array], phase: str = "key",
+  def __call__(self, xs: Sequence[jax.Array], phase: str | None = None,
                train: bool = False) -> list[jax.Array]:
     conv_bn = functools.partial(_conv_bn, recipe=self.recipe, bn_axis_name=self.bn_axis_name)
     outs = []
@@ -118,6 +118,9 @@ class SegNet(nn.Module):
       logits to the input size is always bilinear).
     recipe: recipe of every conv except the first and the last.
     head_recipe: recipe of ``stem1`` and ``classifier``; None: ``recipe``.
+    recipe_rules: per-layer recipes by module path (:class:`~resq_jax.quant.recipe.RecipeRules`,
+      first match wins), before ``head_recipe`` / ``recipe``; e.g.
+      ``RecipeRules(((r"stage0_.*", fq_recipe(8, 8)),))``.
     bn_axis_name: mesh axis over which float training averages BatchNorm batch statistics
       (synchronised BatchNorm, see ``QConv``); None: per-device statistics.
   """
@@ -132,6 +135,7 @@ class SegNet(nn.Module):
   recipe: LayerRecipe = LayerRecipe()
   head_recipe: LayerRecipe | None = None
   bn_axis_name: str | None = None
+  recipe_rules: RecipeRules | None = None
 
   @property
   def branch_widths(self) -> tuple[int, ...]:
@@ -139,7 +143,7 @@ class SegNet(nn.Module):
 
   def float_twin(self) -> "SegNet":
     """The same architecture with float recipes (e.g. for ``calibrate_model``)."""
-    return self.clone(recipe=float_recipe(), head_recipe=None)
+    return self.clone(recipe=float_recipe(), head_recipe=None, recipe_rules=None)
 
   def _check(self, x: jax.Array) -> None:
     if x.ndim != 4:
@@ -153,7 +157,7 @@ class SegNet(nn.Module):
       raise ValueError(f"upsample must be one of {UPSAMPLE_METHODS}, got {self.upsample!r}")
 
   @nn.compact
-  def __call__(self, x: jax.Array, phase: str = "key", train: bool = False) -> jax.Array:
+  def __call__(self, x: jax.Array, phase: str | None = None, train: bool = False) -> jax.Array:
     self._check(x)
     edge = self.recipe if self.head_recipe is None else self.head_recipe
     widths = self.branch_widths

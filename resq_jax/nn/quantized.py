@@ -81,15 +81,24 @@ def _record(module, batch: int, n_loc: int, a_bits, w_bits: int, bit_map=None) -
 
 
 def quantized_linear(module, x: jax.Array, w: jax.Array, b: jax.Array | None, *, linear,
-                     recipe: LayerRecipe, phase: str) -> jax.Array:
+                     recipe: LayerRecipe, phase: str | None) -> jax.Array:
   """Run ``y = L(x; W) + b`` under ``recipe`` inside ``module`` (a compact Flax method).
 
   Args:
     x: input ``[B, ..., C_in]`` (channels last).
     w: weights whose last axis is the output channel (per-channel weight scales live there).
     linear: ``(x, w) -> L(x; w)`` without bias.
-    phase: 'key' or 'residual'; ignored by 'float' and 'fq' recipes.
+    phase: 'key' or 'residual'; ignored by 'float' and 'fq' recipes, for which None is 'key'.
+      None under a recipe with state (ResQ) raises outside ``init``: a silent default would run
+      the keyframe branch on every frame.
   """
+  if phase is None:
+    if recipe.has_state and not module.is_initializing():
+      raise ValueError(
+          f"layer {'/'.join(module.path)!r} runs a {recipe.mode!r} recipe, which carries state "
+          "across frames: call it with phase='key' or phase='residual' (run_clip and "
+          "stream_step do), or run the model through run_clip / stream_step")
+    phase = "key"
   if phase not in PHASES:
     raise ValueError(f"phase must be one of {PHASES}, got phase={phase!r}")
   batch, n_loc = x.shape[0], math.prod(x.shape[1:-1])

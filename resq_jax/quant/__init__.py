@@ -5,12 +5,15 @@ Imports only jax and numpy (DESIGN.md section 1).
 from resq_jax.quant.calibration import (calibrate, ema_init, ema_update, lsq_init_scale,
                                         minmax_range, mse_range, percentile_range,
                                         range_to_qparams)
-from resq_jax.quant.cost import (LayerCost, clip_summary, conv_macs, conv_output_hw, dense_macs,
-                                 dynamic_bops, policy_comparisons, state_memory_bytes, step_bops)
+from resq_jax.quant.cost import (LayerCost, clip_summary, conv_macs, conv_output_hw, conv_padding,
+                                 conv_taps, conv_transpose_macs, conv_transpose_output_hw,
+                                 conv_transpose_padding, dense_macs, dynamic_bops,
+                                 policy_comparisons, state_memory_bytes, step_bops)
 from resq_jax.quant.dynamic import (BitAllocation, FixedStepPolicy, LadderPolicy,
                                     dynamic_fake_quant, dynamic_residual_quantizer,
                                     level_capacity, location_magnitude)
-from resq_jax.quant.recipe import (MODES, REF_MODES, LayerRecipe, QuantPair, dynamic_recipe,
+from resq_jax.quant.recipe import (MODES, REF_MODES, LayerRecipe, QuantPair, RecipeRules,
+                                   dynamic_recipe,
                                    float_recipe, fq_recipe, key_pair, residual_pair, resq_recipe)
 from resq_jax.quant.resq import (ResQState, add_bias, fq_forward, key_forward, residual_forward,
                                  static_residual_quantizer, zeros_state)
@@ -21,11 +24,13 @@ from resq_jax.quant.uniform import (dequantize, fake_quant, lsq_grad_scale, pact
 __all__ = [
     "calibrate", "ema_init", "ema_update", "lsq_init_scale", "minmax_range", "mse_range",
     "percentile_range", "range_to_qparams",
-    "LayerCost", "clip_summary", "conv_macs", "conv_output_hw", "dense_macs", "dynamic_bops",
+    "LayerCost", "clip_summary", "conv_macs", "conv_output_hw", "conv_padding", "conv_taps",
+    "conv_transpose_macs", "conv_transpose_output_hw", "conv_transpose_padding", "dense_macs",
+    "dynamic_bops",
     "policy_comparisons", "state_memory_bytes", "step_bops",
     "BitAllocation", "FixedStepPolicy", "LadderPolicy", "dynamic_fake_quant",
     "dynamic_residual_quantizer", "level_capacity", "location_magnitude",
-    "MODES", "REF_MODES", "LayerRecipe", "QuantPair", "dynamic_recipe", "float_recipe",
+    "MODES", "REF_MODES", "LayerRecipe", "QuantPair", "RecipeRules", "dynamic_recipe", "float_recipe",
     "fq_recipe", "key_pair", "residual_pair", "resq_recipe",
     "ResQState", "add_bias", "fq_forward", "key_forward", "residual_forward",
     "static_residual_quantizer", "zeros_state",

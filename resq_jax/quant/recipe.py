@@ -7,6 +7,7 @@ hashable so that they can be static arguments of jitted functions and Flax modul
 from __future__ import annotations
 
 import dataclasses
+import re
 
 from resq_jax.quant.dynamic import FixedStepPolicy, LadderPolicy
 from resq_jax.quant.spec import QuantSpec, activation_spec, residual_spec, weight_spec
@@ -112,6 +113,42 @@ def dynamic_recipe(policy=None, key_bits: tuple[int, int] = (8, 8),
                      ref_mode=ref_mode, policy=policy, stop_ref_gradient=stop_ref_gradient)
 
 
+@dataclasses.dataclass(frozen=True)
+class RecipeRules:
+  """Per-layer recipes: ``((pattern, recipe), ...)`` matched against a layer's module path
+  (names joined by '/', as in ``params`` and ``resq_stats``, e.g. ``'stage0_block1/conv2'``)
+  with ``re.fullmatch``; the first rule that matches wins (as qwix's rules). A layer that no
+  rule matches keeps its own ``recipe`` attribute.
+
+  ``RecipeRules(((r"stem.*|classifier", fq_recipe(8, 8)), (r".*", resq_recipe())))`` keeps the
+  first and last layers at W8A8 FQ and runs every other layer under static ResQ. Tuples only:
+  rules are hashable, so that a model holding them stays a valid static argument of jit.
+  """
+  rules: tuple = ()
+
+  def __post_init__(self):
+    rules = tuple(tuple(r) for r in self.rules)
+    for rule in rules:
+      if len(rule) != 2 or not isinstance(rule[0], str) or not isinstance(rule[1], LayerRecipe):
+        raise ValueError(f"each rule must be a (regex str, LayerRecipe) pair, got {rule!r}")
+      try:
+        re.compile(rule[0])
+      except re.error as e:
+        raise ValueError(f"rule pattern {rule[0]!r} is not a regular expression: {e}") from None
+    object.__setattr__(self, "rules", rules)
+
+  def match(self, path: str) -> LayerRecipe | None:
+    """The recipe of the first rule whose pattern matches all of ``path``, else None."""
+    for pattern, recipe in self.rules:
+      if re.fullmatch(pattern, path):
+        return recipe
+    return None
+
+  def resolve(self, path: str, default: LayerRecipe) -> LayerRecipe:
+    found = self.match(path)
+    return default if found is None else found
+
+
 __all__ = ["MODES", "REF_MODES", "QuantPair", "LayerRecipe", "key_pair", "residual_pair",
-           "float_recipe", "fq_recipe", "resq_recipe", "dynamic_recipe", "LadderPolicy",
+           "RecipeRules", "float_recipe", "fq_recipe", "resq_recipe", "dynamic_recipe", "LadderPolicy",
            "FixedStepPolicy"]
