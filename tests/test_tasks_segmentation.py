@@ -1,0 +1,40 @@
+"""The segmentation task against hand-computed values (loss, prediction, mIoU)."""
+import math
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from resq_jax.tasks import TASK_NAMES, TASKS, get_task, normalise_frames
+from resq_jax.tasks.segmentation import SegmentationTask
+
+
+def test_registry_and_normalisation():
+  assert TASKS["segmentation"] is get_task("segmentation")
+  assert tuple(TASKS) == TASK_NAMES
+  with pytest.raises(ValueError, match="unknown task"):
+    get_task("depth")
+  frames = np.array([0, 128, 255], np.uint8)
+  np.testing.assert_allclose(normalise_frames(frames), (frames / 255.0 - 0.5) / 0.25,
+                             atol=1e-6)
+
+
+def test_loss_prediction_and_miou():
+  task = SegmentationTask(num_classes=2)
+  assert hash(task) == hash(SegmentationTask(num_classes=2)) and task.num_outputs() == 2
+  batch = {"frames": np.zeros((1, 1, 1, 3, 3), np.uint8),
+           "semantic": np.array([[[[0, 1, 255]]]], np.uint8)}
+  frames, labels = task.prepare(batch)
+  assert frames.dtype == jnp.float32 and labels.dtype == jnp.int32
+  logits = jnp.array([[[[[2.0, 0.0], [2.0, 0.0], [0.0, 5.0]]]]])  # predicts 0, 0, 1
+  loss, extra = task.loss(logits, labels)
+  # Cross-entropy of the two labelled pixels; the ignored one does not count.
+  expected = (math.log(1 + math.exp(-2)) + math.log(1 + math.exp(2))) / 2
+  assert float(loss) == pytest.approx(expected, rel=1e-6)
+  assert float(extra["accuracy"]) == pytest.approx(0.5)
+  accumulator = task.new_accumulator()
+  accumulator.update(task.predict(logits), labels)
+  result = accumulator.result()
+  # class 0: TP 1, FP 1 -> IoU 1/2; class 1: TP 0, FN 1 -> 0.
+  assert result["miou"] == pytest.approx(0.25)
+  assert result["per_class_iou"] == pytest.approx([0.5, 0.0])
