@@ -1,0 +1,216 @@
+"""Video in and out (resq_jax.video) and online streaming of a run over a video (stream.py)."""
+import csv
+import importlib.util
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from resq_jax import model_lib, stream_lib, video
+from resq_jax.nn.costs import layer_costs, network_macs
+from resq_jax.quant.recipe import float_recipe
+from resq_jax.training import Checkpointer, TrainState, checkpoint_dir
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+T, H, W, FPS = 12, 40, 48, 10
+
+
+def moving_squares(num_frames=T, height=H, width=W) -> np.ndarray:
+  """uint8 [T, H, W, 3]: a red and a green square moving over a grey gradient."""
+  y, x = np.mgrid[:height, :width]
+  frames = []
+  for t in range(num_frames):
+    frame = np.repeat((40 + 2 * x + y)[..., None], 3, axis=-1).astype(np.uint8)
+    frame[8:20, 3 + 2 * t:15 + 2 * t] = (220, 50, 40)
+    frame[22:34, 30 - t:40 - t] = (40, 200, 60)
+    frames.append(frame)
+  return np.stack(frames)
+
+
+def psnr(a, b) -> float:
+  mse = np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2)
+  return float(10 * np.log10(255.0 ** 2 / mse)) if mse > 0 else float("inf")
+
+
+@pytest.fixture(scope="module")
+def clip_file(tmp_path_factory):
+  path = tmp_path_factory.mktemp("video") / "squares.mp4"
+  video.write_video(path, moving_squares(), FPS)
+  return path
+
+
+def test_encode_decode_round_trip(clip_file, tmp_path):
+  info = video.video_info(clip_file)
+  assert (info.num_frames, info.height, info.width) == (T, H, W)
+  assert info.fps == pytest.approx(FPS)
+  decoded = list(video.read_video(clip_file))
+  assert len(decoded) == T and all(f.shape == (H, W, 3) and f.dtype == np.uint8 for f in decoded)
+  for original, frame in zip(moving_squares(), decoded):
+    # H.264 (crf 18, yuv420p): chroma at half resolution blurs the coloured squares' edges
+    # (measured 28-31 dB in RGB); brightness is kept much better (38-44 dB).
+    assert psnr(original, frame) > 26.0
+    assert psnr(original.mean(-1), frame.mean(-1)) > 35.0
+  gif = video.write_video(tmp_path / "squares.gif", moving_squares(), FPS)
+  assert len(list(video.read_video(gif))) == T
+
+
+def test_odd_sizes_are_padded_for_h264(tmp_path):
+  path = video.write_video(tmp_path / "odd.mp4", moving_squares(3, 21, 33), FPS)
+  frames = list(video.read_video(path))
+  assert len(frames) == 3 and frames[0].shape == (22, 34, 3)
+
+
+def test_temporal_subsampling_keeps_every_other_frame(clip_file):
+  full = list(video.read_video(clip_file))
+  half = list(video.read_video(clip_file, fps=FPS / 2))
+  assert len(half) == T // 2
+  for a, b in zip(half, full[::2]):
+    np.testing.assert_array_equal(a, b)
+  assert len(list(video.read_video(clip_file, fps=4))) == 5  # t = 0, .3, .5, .8, 1.0 s
+  assert len(list(video.read_video(clip_file, fps=100))) == T  # never duplicated
+  assert len(list(video.read_video(clip_file, max_frames=5))) == 5
+  assert video.output_fps(FPS, 4) == 4 and video.output_fps(FPS, 100) == FPS
+
+
+def test_cover_crop_box_by_hand():
+  assert video.cover_crop_box(40, 80, 20, 20) == (20, 40, 0, 10)  # short side 40 -> 20
+  assert video.cover_crop_box(45, 30, 16, 16) == (24, 16, 4, 0)  # scale 16/30
+  assert video.cover_crop_box(64, 64, 32, 48) == (48, 48, 8, 0)  # covers the wide target
+  assert video.cover_crop_box(10, 10, 20, 20) == (20, 20, 0, 0)  # upscales too
+  with pytest.raises(ValueError):
+    video.cover_crop_box(0, 10, 4, 4)
+
+
+def test_resize_crop_of_stripes():
+  """Vertical stripes 8 px wide, scaled by 1/2 (4 px) and cropped at column 10: the bilinear
+  2:1 filter reads input pixels 2j-1 .. 2j+2, so outputs 4s+1 and 4s+2 are stripe s exactly."""
+  stripes = (np.arange(10) * 25).astype(np.uint8)
+  image = np.repeat(np.repeat(stripes, 8)[None, :, None], 40, axis=0).repeat(3, axis=-1)
+  out = video.resize_crop(image, (20, 20))
+  assert out.shape == (20, 20, 3)
+  for c in range(20):
+    if (c + 10) % 4 in (1, 2):
+      assert (out[:, c] == stripes[(c + 10) // 4]).all(), c
+
+
+def test_overlay_and_bit_map_colours():
+  frame = np.full((4, 4, 3), 100, np.uint8)
+  classes = np.zeros((4, 4), int)
+  expected = np.round(0.5 * 100 + 0.5 * video.CLASS_PALETTE[0].astype(float))
+  np.testing.assert_array_equal(video.overlay_classes(frame, classes), np.broadcast_to(
+      expected, (4, 4, 3)))
+  bits = np.array([[0, 8], [2, 4]])
+  colored = video.color_bit_map(bits, (0, 2, 4, 8), (4, 4))
+  assert colored.shape == (4, 4, 3)
+  np.testing.assert_array_equal(colored[0, 0], (224, 224, 224))  # skip is light grey
+  assert len({tuple(colored[r, c]) for r in (0, 3) for c in (0, 3)}) == 4
+
+
+# --- Streaming a run -----------------------------------------------------------------------------
+
+def load_config(name, **overrides):
+  spec = importlib.util.spec_from_file_location(f"cfg_{name}", ROOT / "configs" / f"{name}.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config()
+  for key, value in overrides.items():
+    section, _, leaf = key.rpartition(".")
+    (config[section] if section else config)[leaf] = value
+  return config
+
+
+@pytest.fixture(scope="module")
+def fp_run(tmp_path_factory):
+  """A fake FP run of the tiny preset: initial weights saved as step 0 with its config.json
+  (what train.py leaves behind, without building a dataset)."""
+  workdir = tmp_path_factory.mktemp("fp_run")
+  config = load_config("tiny")
+  model = model_lib.make_model(config, float_recipe())
+  variables = jax.jit(lambda rng: model_lib.init_variables(model, config, rng))(
+      jax.random.key(1))
+  state = TrainState.create(variables["params"], optax.sgd(0.1), jax.random.key(0),
+                            variables["batch_stats"])
+  with Checkpointer(checkpoint_dir(workdir), save_every_steps=1, async_save=False) as ckpt:
+    ckpt.save(0, state)
+  (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+  frame = jnp.zeros(model_lib.frame_shape(config), jnp.float32)
+  return workdir, network_macs(layer_costs(model, variables, frame))
+
+
+def read_rows(out):
+  with open(out / "frames.csv", newline="") as f:
+    rows = list(csv.DictReader(f))
+  assert list(rows[0]) == list(stream_lib.CSV_COLUMNS)
+  return [{k: float(v) for k, v in row.items()} for row in rows]
+
+
+def test_stream_py_fp_end_to_end(clip_file, fp_run, tmp_path):
+  """The real entry point on the FP run: float = 32 x 32 bits per MAC, equal to the float
+  reference, every frame a 'keyframe' (no state); a GIF overlay of every frame."""
+  workdir, macs = fp_run
+  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+  env.pop("XLA_FLAGS", None)
+  proc = subprocess.run([sys.executable, str(ROOT / "stream.py"), "--video", str(clip_file),
+                         "--workdir", str(workdir), "--out", str(tmp_path), "--format", "gif"],
+                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "frames/s" in proc.stdout and f"{T} frames" in proc.stdout
+  rows = read_rows(tmp_path)
+  assert [r["frame"] for r in rows] == list(range(T))
+  for r in rows:
+    assert r["gbops"] == pytest.approx(1024 * macs / 1e9, rel=1e-9)
+    assert r["pct_w8a8"] == pytest.approx(1600.0)
+    assert (r["is_keyframe"], r["density"], r["agreement"], r["rel_error"]) == (1, 1, 1, 0)
+    assert r["frames_per_s"] > 0
+  summary = json.loads((tmp_path / "summary.json").read_text())
+  assert summary["recompilations"] == 0 and summary["input_size"] == [32, 32]
+  assert summary["source_size"] == [H, W]
+  overlay = list(video.read_video(tmp_path / "overlay.gif"))
+  assert len(overlay) == T
+  assert not (tmp_path / "bit_map.png").exists()
+
+
+@pytest.mark.parametrize("recipe, period", [("fq", 0), ("resq", 3), ("dynamic", 4)])
+def test_stream_quantized_recipes_cost_oracle(clip_file, fp_run, tmp_path, recipe, period):
+  """Calibrated on the video's first frames. FQ W8A8: 64 bits per MAC on every frame; static
+  ResQ: 8x8 at t % K == 0, 4x4 between; dynamic ResQ: 8x8 at keyframes, at most 4 x 8 bits
+  per MAC between, density 1 at keyframes."""
+  workdir, macs = fp_run
+  options = stream_lib.StreamOptions(recipe=recipe, key_bits=(8, 8), residual_bits=(4, 4),
+                                     period=period, calibration_frames=8, show_progress=False)
+  summary = stream_lib.stream_video(str(clip_file), str(workdir), str(tmp_path), options)
+  rows = read_rows(tmp_path)
+  assert len(rows) == T and summary["frames"] == T and summary["recompilations"] == 0
+  for t, r in enumerate(rows):
+    key = recipe == "fq" or t % period == 0
+    assert r["is_keyframe"] == int(key)
+    if key:
+      assert r["gbops"] == pytest.approx(64 * macs / 1e9, rel=1e-9)
+      assert r["density"] == 1.0
+    elif recipe == "resq":
+      assert r["gbops"] == pytest.approx(16 * macs / 1e9, rel=1e-9)
+    else:
+      assert 0 <= r["gbops"] <= 32 * macs / 1e9 * (1 + 1e-9) and 0 <= r["density"] <= 1
+    assert 0 <= r["agreement"] <= 1 and 0 <= r["rel_error"] < 1
+  assert rows[0]["rel_error"] > 0  # quantized: not the float model
+  assert len(list(video.read_video(tmp_path / "overlay.mp4"))) == T
+  dynamic_files = [(tmp_path / n).exists() for n in ("bit_map.png", "density.png")]
+  assert dynamic_files == [recipe == "dynamic"] * 2
+  if recipe == "dynamic":
+    assert any(r["density"] < 1 for r in rows) or all(r["gbops"] > 0 for r in rows)
+
+
+def test_quantized_recipe_needs_an_fp_run(fp_run, clip_file, tmp_path):
+  workdir, _ = fp_run
+  with pytest.raises(FileNotFoundError):
+    stream_lib.stream_video(str(tmp_path / "missing.mp4"), str(workdir), str(tmp_path))
+  with pytest.raises(ValueError, match="recipe"):
+    stream_lib.stream_recipe(stream_lib.run_config(str(workdir)),
+                             stream_lib.StreamOptions(recipe="int3"))
