@@ -30,6 +30,7 @@ Decisions (measured on jax 0.10.2, 8 virtual CPU devices):
 """
 from __future__ import annotations
 
+import os
 from typing import Any, Callable, Mapping
 
 import flax.struct
@@ -117,16 +118,45 @@ def make_data_mesh(devices: list[jax.Device] | None = None) -> Mesh:
     )
 
 
+ENV_COORDINATOR = "JAX_COORDINATOR_ADDRESS"
+ENV_NUM_PROCESSES = "JAX_NUM_PROCESSES"
+ENV_PROCESS_ID = "JAX_PROCESS_ID"
+
+
+def distributed_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """`jax.distributed.initialize` arguments from a plain launcher's environment.
+
+    `JAX_COORDINATOR_ADDRESS` (host:port of process 0), `JAX_NUM_PROCESSES` and `JAX_PROCESS_ID`
+    when set (e.g. by a shell loop or a scheduler prologue); an empty dict otherwise, in which case
+    JAX detects Slurm, Open MPI, Kubernetes or TPU environments by itself.
+    """
+    environ = os.environ if environ is None else environ
+    kwargs: dict[str, Any] = {}
+    if environ.get(ENV_COORDINATOR):
+        kwargs["coordinator_address"] = environ[ENV_COORDINATOR]
+    for name, key in ((ENV_NUM_PROCESSES, "num_processes"), (ENV_PROCESS_ID, "process_id")):
+        if environ.get(name):
+            try:
+                kwargs[key] = int(environ[name])
+            except ValueError:
+                raise ValueError(f"{name} must be an integer, got {environ[name]!r}") from None
+    return kwargs
+
+
 def maybe_initialize_distributed(enabled: bool, **kwargs: Any) -> bool:
     """Calls `jax.distributed.initialize(**kwargs)` once when `enabled`; True if initialised.
 
-    Must run before anything touches a JAX backend. On Slurm/Open MPI/TPU the kwargs may be
-    empty (auto-detection); otherwise pass coordinator_address, num_processes, process_id.
+    Must run before anything touches a JAX backend. Without kwargs, `distributed_env()` supplies
+    them from `JAX_COORDINATOR_ADDRESS` / `JAX_NUM_PROCESSES` / `JAX_PROCESS_ID` where set, and
+    JAX auto-detects Slurm, Open MPI or TPU otherwise. On CPU, processes exchange collectives
+    through gloo (set here, before the backend starts).
     """
     if not enabled:
         return False
     if not jax.distributed.is_initialized():
-        jax.distributed.initialize(**kwargs)
+        # Only the CPU backend reads this; without it CPU processes cannot run collectives.
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        jax.distributed.initialize(**(kwargs or distributed_env()))
     return True
 
 
