@@ -54,6 +54,7 @@ import numpy as np
 
 from resq_jax import config_lib, errors, model_lib, video
 from resq_jax.nn import calibrate_model, layer_costs, stream_init, stream_step
+from resq_jax.nn.calibrate import CalibrationMethods
 from resq_jax.nn.costs import flatten_stats
 from resq_jax.quant.cost import dynamic_bops
 from resq_jax.quant.recipe import LayerRecipe, float_recipe
@@ -143,6 +144,14 @@ def _from_fp(model, config, fp_vars: dict) -> dict:
             for p, s in shapes.items()}
   return {"params": flax.traverse_util.unflatten_dict(params),
           "batch_stats": fp_vars["batch_stats"]}
+
+
+def calibration_methods(config) -> CalibrationMethods:
+  """The run config's ``calibration`` methods (weight, key_act, residual_act,
+  residual_weight)."""
+  section = config.get("calibration", {})
+  names = [f.name for f in dataclasses.fields(CalibrationMethods)]
+  return CalibrationMethods(**{n: section[n] for n in names if n in section})
 
 
 def _check_calibrated(variables: dict) -> None:
@@ -244,7 +253,7 @@ def stream_video(video_path: str, workdir: str, out_dir: str,
       raise errors.DataError(f"{video_path}: calibration needs >= 2 frames, got {len(head)}")
     clip = jnp.concatenate([normalise(f) for f in head])[None]
     variables = calibrate_model(model, float_model, variables, [clip], period=max(2, period),
-                                methods=config_lib.calibration_methods_from(config.calibration))
+                                methods=calibration_methods(config))
     _check_calibrated(variables)
   out = pathlib.Path(out_dir)
   out.mkdir(parents=True, exist_ok=True)

@@ -2,16 +2,14 @@
 import csv
 import importlib.util
 import json
-import os
 import pathlib
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from absl import flags
 
 from resq_jax import model_lib, stream_lib, video
 from resq_jax.nn.costs import layer_costs, network_macs
@@ -126,15 +124,31 @@ def load_config(name, **overrides):
   return config
 
 
+def random_variables(model, config, seed=1) -> dict:
+  """He-normal kernels, unit BatchNorm scales and variances, zero biases and means, in the
+  shapes of the model's init (traced only: compiling Flax's init takes 20 s on 2 busy cores)."""
+  shapes = jax.eval_shape(lambda rng: model_lib.init_variables(model, config, rng),
+                          jax.random.key(0))
+  rng = np.random.default_rng(seed)
+
+  def value(path, s):
+    name = path[-1].key
+    if name == "kernel":
+      return rng.normal(0, np.sqrt(2 / np.prod(s.shape[:-1])), s.shape).astype(s.dtype)
+    return np.full(s.shape, 1.0 if name in ("bn_scale", "var") else 0.0, s.dtype)
+
+  values = jax.tree.map(jnp.asarray, jax.tree_util.tree_map_with_path(value, shapes))
+  return {"params": values["params"], "batch_stats": values["batch_stats"]}
+
+
 @pytest.fixture(scope="module")
 def fp_run(tmp_path_factory):
-  """A fake FP run of the tiny preset: initial weights saved as step 0 with its config.json
-  (what train.py leaves behind, without building a dataset)."""
+  """A fake FP run of the tiny preset: random weights saved as step 0 with its config.json
+  (what train.py leaves behind, without building a dataset or training)."""
   workdir = tmp_path_factory.mktemp("fp_run")
   config = load_config("tiny")
   model = model_lib.make_model(config, float_recipe())
-  variables = jax.jit(lambda rng: model_lib.init_variables(model, config, rng))(
-      jax.random.key(1))
+  variables = random_variables(model, config)
   state = TrainState.create(variables["params"], optax.sgd(0.1), jax.random.key(0),
                             variables["batch_stats"])
   with Checkpointer(checkpoint_dir(workdir), save_every_steps=1, async_save=False) as ckpt:
@@ -151,17 +165,27 @@ def read_rows(out):
   return [{k: float(v) for k, v in row.items()} for row in rows]
 
 
-def test_stream_py_fp_end_to_end(clip_file, fp_run, tmp_path):
-  """The real entry point on the FP run: float = 32 x 32 bits per MAC, equal to the float
+@pytest.fixture
+def stream_py():
+  """stream.py's main, called in this process with parsed flags (as absl's app.run would);
+  its flags are removed again afterwards."""
+  before = set(flags.FLAGS)
+  spec = importlib.util.spec_from_file_location("stream_entry_point", ROOT / "stream.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  yield lambda *argv: module.main(flags.FLAGS(["stream.py", *argv]))
+  for name in set(flags.FLAGS) - before:
+    delattr(flags.FLAGS, name)
+
+
+def test_stream_py_fp_end_to_end(clip_file, fp_run, tmp_path, stream_py, capsys):
+  """The entry point on the FP run: float = 32 x 32 bits per MAC, equal to the float
   reference, every frame a 'keyframe' (no state); a GIF overlay of every frame."""
   workdir, macs = fp_run
-  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-  env.pop("XLA_FLAGS", None)
-  proc = subprocess.run([sys.executable, str(ROOT / "stream.py"), "--video", str(clip_file),
-                         "--workdir", str(workdir), "--out", str(tmp_path), "--format", "gif"],
-                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  assert "frames/s" in proc.stdout and f"{T} frames" in proc.stdout
+  stream_py("--video", str(clip_file), "--workdir", str(workdir), "--out", str(tmp_path),
+            "--format", "gif")
+  stdout = capsys.readouterr().out
+  assert "frames/s" in stdout and f"{T} frames" in stdout
   rows = read_rows(tmp_path)
   assert [r["frame"] for r in rows] == list(range(T))
   for r in rows:
