@@ -277,7 +277,7 @@ def calibrate_model(model, float_model=None, variables=None, clips: Iterable[jax
   params = flax.traverse_util.flatten_dict(flax.core.unfreeze(variables["params"]), sep="/")
   for path, layer in data.items():
     for name, value in _qparams(path, layer, methods).items():
-      key = f"{path}/{name}"
+      key = f"{path}/{name}" if path else name
       if key not in params:
         raise ValueError(f"variables have no parameter {key!r}: were they initialised with "
                          "this quantized model?")

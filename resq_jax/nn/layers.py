@@ -78,9 +78,6 @@ class WithRecipeRules(nn.Module):
     """The default recipe: the wrapped model's own (layers no rule matches)."""
     return self.module.recipe
 
-  def float_twin(self) -> nn.Module:
-    return float_twin(self)
-
 
 def with_recipe_rules(model: nn.Module, rules: RecipeRules) -> WithRecipeRules:
   """``model`` whose layers follow ``rules`` (first match wins; rules given here come before

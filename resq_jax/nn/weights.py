@@ -59,13 +59,17 @@ def layer_facts(model, variables, frame) -> dict:
   return _FACTS[key]
 
 
+def _key(path: str, name: str) -> str:
+  return f"{path}/{name}" if path else name
+
+
 def effective_weights(params: dict, batch_stats: dict, path: str, bn_epsilon) -> jax.Array:
   """The weights layer ``path`` runs (BatchNorm folded), from flat '/'-keyed trees."""
-  kernel = params[f"{path}/kernel"]
+  kernel = params[_key(path, "kernel")]
   if bn_epsilon is None:
     return kernel
-  return fold_bn(kernel, params[f"{path}/bn_scale"], params[f"{path}/bn_bias"],
-                 batch_stats[f"{path}/mean"], batch_stats[f"{path}/var"], bn_epsilon)[0]
+  return fold_bn(kernel, params[_key(path, "bn_scale")], params[_key(path, "bn_bias")],
+                 batch_stats[_key(path, "mean")], batch_stats[_key(path, "var")], bn_epsilon)[0]
 
 
 def _channel_max(w, spec) -> np.ndarray:
@@ -93,7 +97,7 @@ def refresh_weight_scales(model, variables, frame) -> dict:
   for path, (recipe, eps) in layer_facts(model, variables, frame).items():
     w = effective_weights(params, stats, path, eps)
     for name, spec in _weight_specs(recipe).items():
-      key = f"{path}/{name}_scale"
+      key = _key(path, f"{name}_scale")
       params[key] = weight_scale_init(w, spec).astype(params[key].dtype).reshape(
           params[key].shape)
   return dict(variables, params=_unflat(params))
@@ -147,6 +151,8 @@ def load_float_weights(model, variables, source, *, frame, mapping=None,
   """
   if "params" not in source:
     source = {"params": source}
+  # Only weights: init's other collections (calibration records, stats) are not checkpoints.
+  source = {c: source[c] for c in ("params", "batch_stats") if c in source}
   dest = {f"{c}/{k}": v for c in ("params", "batch_stats")
           for k, v in _flat(variables.get(c, {})).items()}
   to_path = _mapper(mapping)
@@ -211,7 +217,7 @@ def check_quantizers(model, variables, frame, *, max_clip: float = 16.0,
       continue
     w = effective_weights(params, stats, path, eps)
     for name, spec in specs.items():
-      key_s = f"{path}/{name}_scale"
+      key_s = _key(path, f"{name}_scale")
       if key_s not in params:
         problems.append(f"{key_s}: missing (variables of another recipe?)")
         continue
