@@ -184,7 +184,8 @@ def jax_job(job: str, model, variables: dict, clip, labels):
   def step(params, opt_state, batch_stats, clip, labels):
     (loss, (batch_stats, _)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         params, batch_stats, clip, labels)
-    updates, opt_state = opt.update(grads, opt_state, params)
+    with jax.numpy_dtype_promotion("standard"):  # optax's int32 step count (strict-mode tests)
+      updates, opt_state = opt.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, batch_stats, loss
 
   params = jax.tree.map(jnp.array, variables["params"])  # own copies: they are donated
@@ -356,7 +357,8 @@ def verify(preset: str = "tiny", batch: int = 2, frames: int = 8, size: int = 32
     (loss, (new_bs, out)), grads = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(
         variables["params"], variables["batch_stats"], jnp.asarray(clip), jnp.asarray(labels))
     opt = optax.adam(LR)
-    updates, _ = opt.update(grads, opt.init(variables["params"]), variables["params"])
+    with jax.numpy_dtype_promotion("standard"):  # optax mixes its int32 step count with floats
+      updates, _ = opt.update(grads, opt.init(variables["params"]), variables["params"])
     new_params = optax.apply_updates(variables["params"], updates)
     topt = torch.optim.Adam(tmodel.parameters(), lr=LR)
     if job == "fp_train":
@@ -505,8 +507,8 @@ def memory_worker(framework: str, job: str, preset: str, data_path: str, steps: 
     call = jax_caller(job, compiled, args)
   else:  # pragma: no cover - the PyTorch worker is peer_torch.py's main
     raise ValueError(framework)
+  out["reset"] = peak_rss.reset_peak()  # trims freed heap first
   out["rss_before_steps_mib"] = peak_rss.rss_mib()
-  out["reset"] = peak_rss.reset_peak()
   for _ in range(steps):
     jax.block_until_ready(call()) if framework == "jax" else call()
   out["peak_steps_mib"] = peak_rss.peak_mib()
@@ -668,9 +670,10 @@ def main():
         "Peak memory: each (framework, job) in a fresh subprocess (same weights and data from "
         "an .npz; the PyTorch one never imports JAX, the JAX one never imports torch); "
         f"resident-set high-water mark `VmHWM` over {args.memory_steps or (2 if args.quick else 3)} "
-        "steps after a warm-up-free start, "
-        + ("reset (`/proc/self/clear_refs`) after setup and after compilation, so the step "
-           "peak excludes the compiler's; " if reset else
+        "steps (the first included; JAX compiled before), "
+        + ("freed heap returned to the OS (`malloc_trim`) and the mark reset "
+           "(`/proc/self/clear_refs`) after setup and after compilation, so the step peak "
+           "excludes the compiler's; " if reset else
            "NOT reset (cumulative: /proc/self/clear_refs unavailable); ")
         + "in parentheses the rise over the RSS just before the first step (the framework, "
         "the model and the data were already resident).")

@@ -348,8 +348,8 @@ def _memory_worker(argv) -> dict:
   clip, labels = data.pop("__clip"), data.pop("__labels")
   out = {"rss_before_mib": peak_rss.rss_mib()}
   call = make_job(job, json.loads(kwargs), data, clip, labels, period=int(period), lr=float(lr))
+  out["reset"] = peak_rss.reset_peak()  # trims freed heap first
   out["rss_before_steps_mib"] = peak_rss.rss_mib()
-  out["reset"] = peak_rss.reset_peak()
   for _ in range(int(steps)):
     call()
   out["peak_steps_mib"] = peak_rss.peak_mib()
