@@ -1,13 +1,15 @@
 """The whole resq_jax demo on SynthRes, on CPU: python demo.py [--workdir runs/demo].
 
-FP training, QAT for FQ W4A4 / static ResQ / dynamic ResQ, and the evaluation report (mIoU vs
-BOPs table and plots) under --workdir. A stage that fails or is preempted (SIGTERM: saved, exit
-75) stops the demo; rerun the same command to resume. Exit codes: docs/failure_behaviour.md.
+FP training, the QAT stages of configs/demo.py (FQ W4A4 / static ResQ / dynamic ResQ), and the
+evaluation report (accuracy vs BOPs table and plots) under --workdir. A stage that fails or is
+preempted (SIGTERM: saved, exit 75) stops the demo; rerun the same command to resume.
+--verbose shows the libraries' logging too. Exit codes: docs/failure_behaviour.md.
 """
 from absl import app, flags
 from ml_collections import config_flags
 
-from resq_jax import errors, pipeline
+from configs import demo as demo_config
+from resq_jax import errors, log, pipeline
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/demo.py", "Base config.",
                                           lock_config=True)
@@ -16,13 +18,16 @@ _QAT_STEPS = flags.DEFINE_integer("qat_steps", 60, "Fine-tuning steps of each QA
 _ALLOW_CHANGE = flags.DEFINE_bool(
     "allow_config_change", False,
     "Resume stages whose saved config.json differs from this run's (new values adopted).")
+_VERBOSE = flags.DEFINE_bool("verbose", False, "Show the libraries' INFO and WARNING logging.")
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}", exitcode=errors.EXIT_CONFIG)
-  errors.run_cli(pipeline.run_demo, _CONFIG.value, _WORKDIR.value, qat_steps=_QAT_STEPS.value,
-                 allow_config_change=_ALLOW_CHANGE.value)
+  log.setup(verbose=_VERBOSE.value)
+  errors.run_cli(pipeline.run_demo, _CONFIG.value, _WORKDIR.value,
+                 qat_stages=demo_config.QAT_STAGES, qat_lr=demo_config.QAT_LR,
+                 qat_steps=_QAT_STEPS.value, allow_config_change=_ALLOW_CHANGE.value)
 
 
 if __name__ == "__main__":

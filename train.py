@@ -5,12 +5,13 @@
 
 Rerunning the same command resumes from the newest intact checkpoint in --workdir (SIGTERM
 saves one and exits with 75). A resumed run must use the config it was started with unless
---allow_config_change is given. Exit codes: docs/failure_behaviour.md.
+--allow_config_change is given. --verbose shows the libraries' logging too. Exit codes:
+docs/failure_behaviour.md.
 """
 from absl import app, flags
 from ml_collections import config_flags
 
-from resq_jax import errors, train_lib
+from resq_jax import config_lib, errors, log, train_lib
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                           lock_config=True)
@@ -18,14 +19,21 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metr
 _ALLOW_CHANGE = flags.DEFINE_bool(
     "allow_config_change", False,
     "Resume a run whose saved config.json differs from --config (the new values are adopted).")
+_VERBOSE = flags.DEFINE_bool("verbose", False, "Show the libraries' INFO and WARNING logging.")
 flags.mark_flags_as_required(["config", "workdir"])
+
+
+def run(config, workdir: str, allow_config_change: bool):
+  experiment = config_lib.parse(config)  # before jax.distributed or any data (exit code 2)
+  return train_lib.train_and_evaluate(experiment, workdir,
+                                      allow_config_change=allow_config_change)
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}", exitcode=errors.EXIT_CONFIG)
-  errors.run_cli(train_lib.train_and_evaluate, _CONFIG.value, _WORKDIR.value,
-                 allow_config_change=_ALLOW_CHANGE.value)
+  log.setup(verbose=_VERBOSE.value)
+  errors.run_cli(run, _CONFIG.value, _WORKDIR.value, _ALLOW_CHANGE.value)
 
 
 if __name__ == "__main__":

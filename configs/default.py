@@ -1,4 +1,6 @@
-"""Documented defaults of every setting; each experiment config starts from these.
+"""Documented defaults of every setting (resq_jax/config_defaults.py, the schema inside the
+package) plus the repository's named evaluation sweeps (configs/sweeps.py); each experiment
+config starts from these.
 
 Run: python train.py --config configs/<name>.py --workdir DIR [--config.optim.lr=1e-3 ...]
 
@@ -8,69 +10,12 @@ resq_jax.config_lib.RULES; a bad setting or an unknown key is rejected with one 
 """
 import ml_collections
 
+from configs import sweeps
+from resq_jax.config_defaults import default_config
+
 
 def get_config() -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
-  c.seed = 0
-  # fp: float training; ptq: calibrate quantizer ranges on a few clips (no training);
-  # qat: quantization-aware fine-tuning over clips (scan over frames) from `init_from`.
-  c.stage = "fp"
-  c.init_from = ""  # workdir (or checkpoint dir) of the FP run that ptq / qat start from
-  c.distributed = False  # jax.distributed.initialize() for multi-host runs
-
-  c.data = ml_collections.ConfigDict()
-  c.data.data_dir = "runs/data"  # where SynthRes is built (offline, on first use)
-  c.data.regime = "slow_pan"  # static_cam | slow_pan | fast_pan | flicker
-  c.data.height = 64
-  c.data.width = 64
-  c.data.num_frames = 8  # frames per clip
-  c.data.num_train = 480
-  c.data.num_validation = 48  # a multiple of eval.batch_size (no clip left unevaluated)
-  c.data.num_test = 48  # may be 0: nothing reads the test split yet
-  c.data.batch_size = 8  # clips per step, over all devices (divisible by the device count)
-  c.data.worker_count = 0  # grain worker processes (0: read in the main process)
-
-  c.model = ml_collections.ConfigDict()
-  c.model.preset = "demo"  # tiny | demo | base (resq_jax.nn.models.segnet_preset)
-
-  # The quantization recipe of every conv (resq_jax.quant.recipe.LayerRecipe).
-  c.quant = ml_collections.ConfigDict()
-  c.quant.mode = "float"  # float | fq | resq | dynamic
-  c.quant.key_bits = (8, 8)  # (weight, activation) bits of keyframes (and of FQ)
-  c.quant.residual_bits = (4, 4)  # (weight, activation) bits of residual frames
-  c.quant.period = 4  # K: keyframe every K frames
-  c.quant.ref_mode = "closed"  # closed | key | prev
-  c.quant.policy = "fixed_step"  # dynamic ResQ policy: fixed_step | ladder
-  c.quant.policy_bits = (0, 2, 4, 8)  # candidate residual bits (0 = skip)
-  c.quant.policy_step = 1.0  # fixed_step: step in units of the layer's residual step
-  c.quant.thresholds = (0.5, 1.5, 7.5, 127.5)  # ladder: one per candidate, same units
-  c.quant.stop_ref_gradient = False  # truncate BPTT at the input reference
-
-  c.calibration = ml_collections.ConfigDict()
-  c.calibration.num_batches = 2  # training batches used to set ranges (ptq, and qat's start)
-  c.calibration.weight = "minmax"  # minmax | percentile | mse
-  c.calibration.key_act = "mse"
-  c.calibration.residual_act = "mse"
-  c.calibration.residual_weight = "mse"
-
-  c.optim = ml_collections.ConfigDict()
-  c.optim.lr = 2e-3  # peak learning rate of weights (AdamW, warmup + cosine decay)
-  c.optim.quant_lr = 1e-3  # learning rate of quantizer scales and zero points
-  c.optim.weight_decay = 1e-4
-  c.optim.warmup_steps = 20  # in [0, train.num_steps)
-  c.optim.grad_clip = 1.0
-
-  c.train = ml_collections.ConfigDict()
-  c.train.num_steps = 300  # >= 2 at every stage (PTQ trains none, but builds the LR schedule)
-  c.train.log_every = 10
-  c.train.checkpoint_every = 100
-  c.train.keep_checkpoints = 2
-  c.train.unroll = True  # unroll the residual scan in QAT (XLA:CPU scan-backward trap)
-
-  c.eval = ml_collections.ConfigDict()
-  c.eval.batch_size = 8
-  c.eval.num_batches = 0  # 0: the whole validation split
-  c.eval.sweep = "demo"  # named sweep of settings (resq_jax.eval_lib.SWEEPS)
-  c.eval.qat_runs = ""  # comma-separated workdirs of QAT runs to evaluate too
-  c.eval.plots = True
+  c = default_config()
+  c.eval.sweeps = ml_collections.ConfigDict(sweeps.SWEEPS)
+  c.eval.sweep = "demo"
   return c

@@ -1,10 +1,19 @@
 """The CPU demo (python demo.py): SynthRes slow_pan 64x64, 8-frame clips, the 'demo' SegNet.
 
-demo.py derives every stage from this config: FP training, then QAT for FQ W4A4, static ResQ
-and dynamic ResQ from the FP checkpoint, then the evaluation sweep (FP, PTQ of FQ / ResQ /
-dynamic ResQ, and the QAT runs). Sized for a 2-core CPU (see BENCHMARKS.md).
+demo.py derives every stage from this config: FP training, then QAT for each of
+``QAT_STAGES`` (FQ W4A4, static ResQ, dynamic ResQ) from the FP checkpoint at learning rate
+``QAT_LR``, then the evaluation sweep (FP, PTQ of FQ / ResQ / dynamic ResQ, and the QAT
+runs). Sized for a 2-core CPU (see BENCHMARKS.md).
 """
 from configs import default
+
+# QAT stages of the demo: workdir name -> overrides of the `quant` section.
+QAT_STAGES = {
+    "qat_fq_w4a4": {"mode": "fq", "key_bits": (4, 4)},
+    "qat_resq": {"mode": "resq"},
+    "qat_dynamic": {"mode": "dynamic"},
+}
+QAT_LR = 2e-4  # optim.lr of the QAT stages (the FP stage keeps the config's)
 
 
 def get_config():

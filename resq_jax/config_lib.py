@@ -1,10 +1,12 @@
-"""The config boundary: validate an experiment ConfigDict and turn it into typed arguments.
+"""The config boundary: validate an experiment ConfigDict once and parse it into a typed
+:class:`resq_jax.experiment.Experiment`.
 
-Layers and jitted steps never read a ConfigDict (DESIGN.md section 1); ``train_lib`` and
-``eval_lib`` call :func:`validate` once, before any data is built or anything compiles, and then
-use the typed values built here (:func:`recipe_from`, :func:`calibration_methods_from`, ...).
+The entry points (``train.py``, ``eval.py``, ``demo.py`` through ``pipeline``) call
+:func:`parse` before any data is built or anything compiles; everything below them takes the
+``Experiment`` (or one of its parts) and never reads a ConfigDict (DESIGN.md section 1).
 
-Every key of ``configs/default.py`` has a :class:`Rule` in :data:`RULES` (its type and range, and
+Every key of the schema (``resq_jax.config_defaults.default_config``, re-exported by
+``configs/default.py``) has a :class:`Rule` in :data:`RULES` (its type and range, and
 its relations to other keys); ``tests/test_config_validation.py`` keeps the two key sets equal.
 :func:`validate` is pure Python and raises one :class:`ConfigError` listing every problem, one
 line each: ``key: got VALUE (allowed: RANGE)``, or ``unknown config key 'optim.learning_rate'
@@ -16,13 +18,13 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import importlib.util
+import itertools
+import json
 import math
 import numbers
-import pathlib
 import re
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, NoReturn
 
 import jax
@@ -31,26 +33,40 @@ from absl import flags
 from ml_collections.config_flags.config_flags import is_config_flag
 
 from resq_jax import errors
+from resq_jax.config_defaults import default_config
 from resq_jax.data.spec import MAX_SIZE, MIN_SIZE, REGIMES
+from resq_jax.experiment import (
+  DataSpec,
+  EvalSpec,
+  Experiment,
+  ModelSpec,
+  OptimSpec,
+  QuantPlan,
+  Setting,
+  TrainSpec,
+)
 from resq_jax.nn.calibrate import CalibrationMethods
 from resq_jax.nn.models import SEGNET_PRESETS as PRESETS
 from resq_jax.quant.dynamic import FixedStepPolicy, LadderPolicy
-from resq_jax.quant.recipe import (MODES, REF_MODES, LayerRecipe, dynamic_recipe, float_recipe,
-                                   fq_recipe, resq_recipe)
+from resq_jax.quant.recipe import (
+  MODES,
+  REF_MODES,
+  LayerRecipe,
+  dynamic_recipe,
+  float_recipe,
+  fq_recipe,
+  resq_recipe,
+)
 from resq_jax.quant.spec import MAX_BITS
+from resq_jax.tasks import TASK_NAMES, get_task
 
 STAGES = ("fp", "ptq", "qat")
 POLICIES = ("fixed_step", "ladder")
 CALIBRATION_METHODS = ("minmax", "percentile", "mse")
-DEFAULT_CONFIG = pathlib.Path(__file__).resolve().parents[1] / "configs" / "default.py"
+SETTING_NAME_KEY = "name"  # the one key of an eval.sweeps setting that is not a quant key
 
-
-def default_config() -> ml_collections.ConfigDict:
-  """``configs/default.py``'s ``get_config()`` (the reference key set)."""
-  spec = importlib.util.spec_from_file_location("resq_default_config", DEFAULT_CONFIG)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+__all__ = ["RULES", "ConfigError", "Rule", "check_device_count", "default_config", "parse",
+           "parse_flags", "problems", "recipe_from", "validate"]
 
 
 class ConfigError(errors.InvalidConfigError):  # a ValueError; exit code errors.EXIT_CONFIG (2)
@@ -74,7 +90,7 @@ class Rule:
   """
   ok: Callable[[Any], bool]
   allowed: str | Callable[[], str]
-  relation: Callable[[Any, "_Context"], str | None] | None = None
+  relation: Callable[[Any, _Context], str | None] | None = None
 
   def describe(self) -> str:
     return self.allowed() if callable(self.allowed) else self.allowed
@@ -140,16 +156,27 @@ def _policy_bits_ok(v) -> bool:
 
 def _thresholds_ok(v) -> bool:
   return (_is_seq(v) and len(v) > 0 and all(_is_finite(t) and t > 0 for t in v)
-          and all(a < b for a, b in zip(v, v[1:])))
+          and all(a < b for a, b in itertools.pairwise(v)))
 
 
 def _qat_runs_ok(v) -> bool:
   return isinstance(v, str) and (v == "" or all(d and d == d.strip() for d in v.split(",")))
 
 
-def _sweep_names() -> tuple[str, ...]:
-  from resq_jax import eval_lib  # lazily: eval_lib imports this module
-  return tuple(eval_lib.SWEEPS)
+def _sweeps_ok(v) -> bool:
+  """A mapping of names to non-empty sequences of settings, each a mapping of quant keys."""
+  if not isinstance(v, (Mapping, ml_collections.ConfigDict)) or len(v) == 0:
+    return False
+  for name in v:
+    settings = v[name]
+    if not (isinstance(name, str) and name and _is_seq(settings) and len(settings) > 0):
+      return False
+    for setting in settings:
+      if not isinstance(setting, (Mapping, ml_collections.ConfigDict)):
+        return False
+      if any(k != SETTING_NAME_KEY and f"quant.{k}" not in RULES for k in setting):
+        return False
+  return True
 
 
 # --- Relations between keys (each reported on one key, only when the others are valid) ----------
@@ -231,6 +258,46 @@ def _ladder_thresholds(v, ctx: _Context):
   return None
 
 
+def _sweep_known(v, ctx: _Context):
+  sweeps = ctx.get("eval.sweeps")
+  if sweeps is not None and v not in sweeps:
+    return f"got {v!r} (allowed: {' | '.join(sweeps.keys())}, the names of eval.sweeps)"
+  return None
+
+
+def _sweep_settings(v, ctx: _Context):
+  """Each setting of the selected sweep, merged onto the config's quant section, must pass the
+  quant rules (so a bad sweep fails here, not after the float model has been loaded)."""
+  name = ctx.get("eval.sweep")
+  if name is None or name not in v:
+    return None
+  found = []
+  quant_keys = [k for k in RULES if k.startswith("quant.")]
+  for i, setting in enumerate(v[name]):
+    overridden = {f"quant.{k}" for k in setting.keys() if k != SETTING_NAME_KEY}
+    values = dict(ctx.values)
+    values.update({f"quant.{k}": setting[k] for k in setting.keys() if k != SETTING_NAME_KEY})
+    valid = set(ctx.valid) - overridden
+    for key in sorted(overridden):
+      try:
+        ok = bool(RULES[key].ok(values[key]))
+      except (TypeError, ValueError, OverflowError):
+        ok = False
+      if ok:
+        valid.add(key)
+      else:
+        found.append(f"setting {i} of {name!r}: {key}: got {values[key]!r} (allowed: "
+                     f"{RULES[key].describe()})")
+    sub = dataclasses.replace(ctx, values=values, valid=frozenset(valid))
+    for key in quant_keys:  # relations, unless the config itself already fails them
+      if key in valid and RULES[key].relation is not None:
+        message = RULES[key].relation(values[key], sub)
+        if message and (key in overridden or key not in ctx.valid
+                        or message != RULES[key].relation(ctx.values[key], ctx)):
+          found.append(f"setting {i} of {name!r}: {key}: {message}")
+  return "; ".join(found) or None
+
+
 _ANY_STR = Rule(lambda v: isinstance(v, str), "a string")
 _DIR = Rule(lambda v: isinstance(v, str) and v.strip() == v and v != "", "a non-empty path")
 _METHOD = _choice(CALIBRATION_METHODS)
@@ -240,6 +307,7 @@ RULES: dict[str, Rule] = {
     "stage": _choice(STAGES),
     "init_from": Rule(_ANY_STR.ok, "the workdir of an FP run ('' for stage fp)", _needs_init_from),
     "distributed": _bool(),
+    "task": _choice(TASK_NAMES),
     "data.data_dir": _DIR,
     "data.regime": _choice(REGIMES),
     "data.height": _int(MIN_SIZE, MAX_SIZE),
@@ -283,7 +351,10 @@ RULES: dict[str, Rule] = {
     "train.unroll": _bool(),
     "eval.batch_size": _int(1, relation=_divisible_by_devices),
     "eval.num_batches": _int(0, note=" (0: the whole validation split)", relation=_eval_batches),
-    "eval.sweep": _choice(_sweep_names),
+    "eval.sweeps": Rule(_sweeps_ok, "name -> non-empty tuple of settings, each a dict of quant "
+                        "keys (and an optional 'name'); see configs/sweeps.py", _sweep_settings),
+    "eval.sweep": Rule(lambda v: isinstance(v, str) and v != "", "a name of eval.sweeps",
+                       _sweep_known),
     "eval.qat_runs": Rule(_qat_runs_ok, "'' or comma-separated workdirs, no spaces around them"),
     "eval.plots": _bool(),
 }
@@ -298,7 +369,7 @@ _ALIASES = {"learning_rate": "lr", "quant_learning_rate": "quant_lr", "lr_quant"
 # --- Validation ----------------------------------------------------------------------------------
 def _flatten(config, prefix: str = "") -> Iterator[tuple[str, Any]]:
   """``(dotted key, value)`` of every leaf; known leaves are never descended into."""
-  for key in config.keys():
+  for key in config:
     name, value = f"{prefix}{key}", config[key]
     if name not in RULES and isinstance(value, (ml_collections.ConfigDict, dict)):
       yield from _flatten(value, name + ".")
@@ -321,6 +392,11 @@ def _unknown(name: str) -> str:
   guess = suggest(name)
   hint = f"did you mean {guess!r}?" if guess else "see configs/default.py for every key"
   return f"unknown config key {name!r} ({hint})"
+
+
+def _show(value) -> str:
+  """A one-line repr (a ConfigDict's own repr is multi-line YAML)."""
+  return repr(value.to_dict() if isinstance(value, ml_collections.ConfigDict) else value)
 
 
 def problems(config, *, num_devices: int | None = None,
@@ -349,7 +425,7 @@ def problems(config, *, num_devices: int | None = None,
     if ok:
       valid.add(key)
     else:
-      found.append(f"{key}: got {values[key]!r} (allowed: {rule.describe()})")
+      found.append(f"{key}: got {_show(values[key])} (allowed: {rule.describe()})")
   if num_devices is None and not (values.get("distributed") is True
                                   and not jax.distributed.is_initialized()):
     num_devices = jax.device_count()  # else unknown until jax.distributed.initialize()
@@ -439,37 +515,116 @@ def _flag_error(message: str, names: Sequence[str]) -> tuple[list[str], str]:
   match = _BAD_VALUE.fullmatch(message)
   if match and match["flag"] in names and match["key"] in RULES:
     allowed = RULES[match["key"]].describe()
-    return [f"{match['key']}: cannot parse {match['value']!r}: {match['why']} (allowed: "
-            f"{allowed})"], "config error"
+    return [(f"{match['key']}: cannot parse {match['value']!r}: {match['why']} (allowed: "
+            f"{allowed})")], "config error"
   return [message], "flag error"
 
 
+# --- Parsing: the typed Experiment ------------------------------------------------------------
 def policy_from(q) -> FixedStepPolicy | LadderPolicy:
-  """The dynamic ResQ policy of a ``quant`` section."""
-  if q.policy == "ladder":
-    return LadderPolicy(bits=tuple(q.policy_bits), thresholds=tuple(q.thresholds))
-  return FixedStepPolicy(bits=tuple(q.policy_bits), step=float(q.policy_step))
+  """The dynamic ResQ policy of a ``quant`` section (a ConfigDict or a plain mapping)."""
+  if q["policy"] == "ladder":
+    return LadderPolicy(bits=tuple(q["policy_bits"]), thresholds=tuple(q["thresholds"]))
+  return FixedStepPolicy(bits=tuple(q["policy_bits"]), step=float(q["policy_step"]))
 
 
 def recipe_from(q) -> LayerRecipe:
-  """The LayerRecipe of a ``quant`` section."""
-  key_bits, res_bits = tuple(q.key_bits), tuple(q.residual_bits)
-  if q.mode == "float":
+  """The LayerRecipe of a ``quant`` section (a ConfigDict or a plain mapping)."""
+  key_bits, res_bits = tuple(q["key_bits"]), tuple(q["residual_bits"])
+  if q["mode"] == "float":
     return float_recipe()
-  if q.mode == "fq":
+  if q["mode"] == "fq":
     return fq_recipe(*key_bits)
-  if q.mode == "resq":
-    return resq_recipe(key_bits, res_bits, q.ref_mode, q.stop_ref_gradient)
-  return dynamic_recipe(policy_from(q), key_bits, res_bits, q.ref_mode, q.stop_ref_gradient)
+  if q["mode"] == "resq":
+    return resq_recipe(key_bits, res_bits, q["ref_mode"], q["stop_ref_gradient"])
+  return dynamic_recipe(policy_from(q), key_bits, res_bits, q["ref_mode"], q["stop_ref_gradient"])
+
+
+def _setting(quant: dict, overrides, source: str | None = None, run_dir: str = "") -> Setting:
+  values = {**quant, **{k: overrides[k] for k in overrides if k != SETTING_NAME_KEY}}
+  recipe = recipe_from(values)
+  setting = Setting("", recipe, values["period"],
+                    source or ("fp" if recipe.mode == "float" else "ptq"), run_dir)
+  name = overrides.get(SETTING_NAME_KEY) if hasattr(overrides, "get") else None
+  return dataclasses.replace(setting, name=name or default_setting_name(setting))
+
+
+def default_setting_name(setting: Setting) -> str:
+  """'FP32', 'FQ W4A4', 'ResQ K=4 closed W8A8/W4A4', 'DynResQ K=4 step=1' (+ ' QAT')."""
+  r = setting.recipe
+  if r.mode == "float":
+    name = "FP32"
+  elif r.mode == "fq":
+    name = "FQ W{}A{}".format(*r.key.bits)
+  else:
+    bits = "W{}A{}/W{}A{}".format(*r.key.bits, *r.residual.bits)
+    if r.mode == "resq":
+      name = f"ResQ K={setting.period} {r.ref_mode} {bits}"
+    else:
+      step = getattr(r.policy, "step", None)
+      policy = f"step={step:g}" if step is not None else type(r.policy).__name__
+      name = f"DynResQ K={setting.period} {policy}"
+  return name + (" QAT" if setting.source == "qat" else "")
+
+
+def qat_setting(run_config: Mapping, run_dir: str, name: str) -> Setting:
+  """The evaluated setting of a finished QAT run, from its saved ``config.json`` (a dict)."""
+  return _setting(dict(run_config["quant"]), {SETTING_NAME_KEY: name}, "qat", run_dir)
+
+
+def _section(config, name: str) -> dict:
+  return {k: config[name][k] for k in config[name]}
+
+
+def parse(config: ml_collections.ConfigDict, *, num_devices: int | None = None,
+          needs_init_from: bool = False) -> Experiment:
+  """Validate ``config`` (:func:`validate`, same arguments) and build its :class:`Experiment`.
+
+  The one place where config keys are read: ``quant`` becomes a :class:`QuantPlan` (recipe,
+  normalised period, calibration), ``eval.sweeps[eval.sweep]`` a tuple of
+  :class:`Setting`, ``task`` a :class:`resq_jax.tasks.Task`.
+  """
+  validate(config, num_devices=num_devices, needs_init_from=needs_init_from)
+  quant, cal = _section(config, "quant"), config.calibration
+  eval_ = config.eval
+  return Experiment(
+      seed=int(config.seed), stage=config.stage, init_from=config.init_from,
+      distributed=bool(config.distributed), task=get_task(config.task),
+      data=DataSpec(**_section(config, "data")),
+      model=ModelSpec(**_section(config, "model")),
+      quant=QuantPlan(recipe=recipe_from(quant), period=int(quant["period"]),
+                      calibration=CalibrationMethods(
+                          weight=cal.weight, key_act=cal.key_act, residual_act=cal.residual_act,
+                          residual_weight=cal.residual_weight),
+                      calibration_batches=int(cal.num_batches)),
+      optim=OptimSpec(**_section(config, "optim")),
+      train=TrainSpec(**_section(config, "train")),
+      eval=EvalSpec(batch_size=eval_.batch_size, num_batches=eval_.num_batches,
+                    sweep_name=eval_.sweep,
+                    sweep=tuple(_setting(quant, s) for s in eval_.sweeps[eval_.sweep]),
+                    qat_runs=tuple(d for d in eval_.qat_runs.split(",") if d),
+                    plots=bool(eval_.plots)),
+      config_json=config.to_json_best_effort(indent=2))
+
+
+def check_device_count(experiment: Experiment, num_devices: int) -> None:
+  """ConfigError unless the batch sizes divide over ``num_devices`` (after
+  ``jax.distributed.initialize``, when the global count is known)."""
+  found = [f"{key}: {v} is not divisible by the device count {num_devices} (allowed: a multiple "
+           f"of {num_devices})"
+           for key, v in (("data.batch_size", experiment.data.batch_size),
+                          ("eval.batch_size", experiment.eval.batch_size)) if v % num_devices]
+  if found:
+    raise ConfigError(found)
+
+
+def config_dict(experiment: Experiment) -> dict:
+  """The ConfigDict an Experiment was parsed from, as a plain dict (JSON types)."""
+  return json.loads(experiment.config_json)
 
 
 def calibration_methods_from(c) -> CalibrationMethods:
-  return CalibrationMethods(weight=c.weight, key_act=c.key_act, residual_act=c.residual_act,
-                            residual_weight=c.residual_weight)
-
-
-def data_kwargs(data) -> dict:
-  """Keyword arguments of ``build_synthres`` / ``make_loader`` that identify the dataset."""
-  return dict(regime=data.regime, height=data.height, width=data.width,
-              num_frames=data.num_frames, num_train=data.num_train,
-              num_validation=data.num_validation, num_test=data.num_test)
+  """The CalibrationMethods of a ``calibration`` section (for callers that read a saved
+  config.json; :func:`parse` builds ``Experiment.quant.calibration``)."""
+  return CalibrationMethods(weight=c["weight"], key_act=c["key_act"],
+                            residual_act=c["residual_act"], residual_weight=c["residual_weight"])

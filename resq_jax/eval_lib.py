@@ -1,10 +1,13 @@
 """Evaluation: jit-compiled clip evaluation, the quantization sweep and its report.
 
-``evaluate_model`` scans whole validation clips with :func:`resq_jax.nn.run_clip` and returns
-mIoU (one confusion matrix over the split, ignore 255) and BOPs. ``evaluate_sweep`` evaluates a
-named list of settings (FP; FQ; static ResQ per period and reference mode; dynamic ResQ per
-policy step; PTQ from the FP checkpoint and QAT runs) and writes ``results.json``,
-``results.md`` and plots into ``<workdir>/report``.
+``evaluate_model`` scans whole validation clips with :func:`resq_jax.nn.run_clip` and measures
+one :class:`EvalResult`: the task's metric (mIoU for segmentation, PCK for pose; the task's
+accumulator sums it over the split) and the cost (BOPs per frame, % of W8A8 frame
+quantization, ResQ state memory). ``evaluate_sweep`` evaluates the experiment's sweep
+(``Experiment.eval.sweep``: FP; FQ; static ResQ per period and reference mode; dynamic ResQ per
+policy step; PTQ from the FP checkpoint) and the QAT runs of ``eval.qat_runs``, and writes
+``results.json`` (one :class:`EvalResult` row per setting), ``results.md`` and plots into
+``<workdir>/report``.
 """
 from __future__ import annotations
 
@@ -13,170 +16,203 @@ import functools
 import json
 import pathlib
 import time
+from typing import Any
 
 import jax
-import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
-from resq_jax import config_lib, errors, model_lib
-from resq_jax.data.spec import NUM_CLASSES
-from resq_jax.evaluation import (ConfusionAccumulator, miou, plot_bit_map, plot_pareto,
-                                 plot_variance, write_results)
-from resq_jax.nn import (bops_report, calibrate_model, flatten_stats, layer_costs, observe,
-                         residual_samples)
-from resq_jax.nn import run_clip
-from resq_jax.quant import FixedStepPolicy, dynamic_recipe, float_recipe, fq_recipe, resq_recipe
-from resq_jax.quant.recipe import LayerRecipe
+from resq_jax import errors, inputs, runs
+from resq_jax.config_lib import qat_setting
+from resq_jax.evaluation import plot_bit_map, plot_pareto, plot_variance, write_results
+from resq_jax.experiment import Experiment, Setting, calibration_period
+from resq_jax.log import get_logger
+from resq_jax.model_factory import init_from_fp
+from resq_jax.nn import (
+  bops_report,
+  calibrate_model,
+  flatten_stats,
+  layer_costs,
+  observe,
+  residual_samples,
+  run_clip,
+)
+from resq_jax.quant.cost import pct_of_w8a8, state_memory_bytes, w8a8_bops
+
+log = get_logger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
-class Setting:
-  """One evaluated configuration: a recipe, its keyframe period and where weights come from
-  ('fp': the float checkpoint; 'ptq': float weights + calibration; 'qat': a QAT run)."""
+class EvalResult:
+  """One evaluated setting: a row of ``results.json`` (:meth:`to_row`).
+
+  ``source``: where the weights come from ('fp' | 'ptq' | 'qat'); ``family``: the recipe's
+  report family ('fp' | 'fq' | 'resq' | 'dynamic'). ``metric`` is the task's headline value
+  (``metric_name``: 'miou' | 'pck', a fraction, higher is better); ``metrics`` everything the
+  task's accumulator returned. Costs are per frame, clip average and peak, in 1e9 BOPs;
+  ``state_bytes`` is the ResQ carry of one clip (0 without state).
+  """
   name: str
-  family: str  # fp | fq | resq | dynamic
-  recipe: LayerRecipe
-  period: int = 1
-  source: str = "ptq"
-  run_dir: str = ""
+  family: str
+  source: str
+  period: int
+  metric_name: str
+  metric: float
+  gbops_avg: float
+  gbops_peak: float
+  gbops_w8a8: float
+  pct_w8a8: float
+  state_bytes: int
+  frames_per_s: float
+  key_bits: tuple[int, int] | None = None
+  residual_bits: tuple[int, int] | None = None
+  ref_mode: str | None = None
+  policy: str | None = None
+  policy_step: float | None = None
+  eval_seconds: float | None = None
+  metrics: dict = dataclasses.field(default_factory=dict)
+
+  def to_row(self) -> dict:
+    """A flat dict: the fields, with ``metrics`` spread (so ``row['miou']`` is the mIoU)."""
+    row = dataclasses.asdict(self)
+    return {**{k: v for k, v in row.items() if k != "metrics"}, **row["metrics"],
+            self.metric_name: self.metric}
+
+  @classmethod
+  def from_row(cls, row: dict) -> EvalResult:
+    names = {f.name for f in dataclasses.fields(cls)} - {"metrics"}
+    fields = {k: v for k, v in row.items() if k in names}
+    for key in ("key_bits", "residual_bits"):
+      if fields.get(key) is not None:
+        fields[key] = tuple(fields[key])
+    return cls(**fields, metrics={k: v for k, v in row.items() if k not in names})
 
 
-def _fq(w, a):
-  return Setting(f"FQ W{w}A{a}", "fq", fq_recipe(w, a))
-
-
-def _resq(k, mode="closed"):
-  return Setting(f"ResQ K={k} {mode} W8A8/W4A4", "resq", resq_recipe((8, 8), (4, 4), mode), k)
-
-
-def _dyn(step, k=4):
-  policy = FixedStepPolicy(bits=(0, 2, 4, 8), step=step)
-  return Setting(f"DynResQ K={k} step={step:g}", "dynamic", dynamic_recipe(policy), k)
-
-
-FP_SETTING = Setting("FP32", "fp", float_recipe(), 1, "fp")
-SWEEPS = {
-    "demo": (FP_SETTING, _fq(8, 8), _fq(6, 6), _fq(4, 4), _fq(2, 2), _resq(2), _resq(4),
-             _resq(8), _resq(4, "key"), _resq(4, "prev"), _dyn(1.0), _dyn(2.0), _dyn(4.0),
-             _dyn(8.0)),
-    "tiny": (FP_SETTING, _fq(8, 8), _resq(2), _dyn(1.0, 2)),
-}
-
-
-@functools.partial(jax.jit, static_argnames=("model", "period"))
-def predict_clip(model, variables, frames, *, period):
-  """Argmax labels ``[B, T, H, W]`` and per-layer stats of a clip batch."""
+@functools.partial(jax.jit, static_argnames=("model", "task", "period"))
+def predict_clip(model, task, variables, frames, *, period):
+  """The task's predictions ``[B, T, ...]``, per-layer stats and the final ResQ carry."""
   result = run_clip(model, variables, frames, period=period)
-  return jnp.argmax(result.outputs, axis=-1).astype(jnp.int32), result.stats
+  return task.predict(result.outputs), result.stats, result.state
 
 
-def evaluate_model(model, variables, batches, *, period: int) -> dict:
-  """mIoU and BOPs of ``model`` over ``batches`` (an iterable of SynthRes batches)."""
-  accumulator, reports, frames_timed, start = ConfusionAccumulator(NUM_CLASSES), [], 0, None
-  costs = None
+def evaluate_model(task, model, variables, batches, setting: Setting) -> EvalResult:
+  """The task metric and cost of ``model`` (run with ``setting.period``) over ``batches``."""
+  accumulator, reports, frames_timed, start = task.new_accumulator(), [], 0, None
+  costs, state_bytes, begin = None, 0, time.perf_counter()
   for batch in batches:
-    frames, labels = model_lib.preprocess(batch)
+    frames, targets = task.prepare(batch)
     if costs is None:
       costs = layer_costs(model, variables, frames[:, 0])
-    pred, stats = predict_clip(model, variables, frames, period=period)
-    accumulator.update(pred, labels)
+    pred, stats, state = predict_clip(model, task, variables, frames, period=setting.period)
+    accumulator.update(pred, targets)
     reports.append(bops_report(stats, costs))  # waits for the batch (host-side float64)
     if start is None:  # throughput excludes the first batch, which pays for compilation
       start = time.perf_counter()
+      state_bytes = state_memory_bytes(state) // frames.shape[0]  # shapes only: no transfer
     else:
       frames_timed += frames.shape[0] * frames.shape[1]
   if costs is None:
     raise ValueError("no evaluation batch: is the validation split empty?")
-  mean_iou, per_class = miou(accumulator.result())
+  metrics = accumulator.result()
   bops = np.mean([r["bops_per_frame"] for r in reports], axis=0)
-  w8a8 = 64.0 * reports[0]["macs_per_frame"]
-  return {"miou": float(mean_iou), "per_class_iou": [float(v) for v in per_class],
-          "gbops_avg": float(bops.mean()) / 1e9, "gbops_peak": float(bops.max()) / 1e9,
-          "pct_w8a8": 100.0 * float(bops.mean()) / w8a8,
-          "state_bytes": 4 * reports[0]["state_elements"],
-          "frames_per_s": (frames_timed / (time.perf_counter() - start) if frames_timed
-                           else float("nan"))}
-
-
-def _setting_row(setting: Setting, metrics: dict) -> dict:
+  macs = reports[0]["macs_per_frame"]
   r = setting.recipe
-  row = {"name": setting.name, "family": setting.family, "mode": setting.source,
-         "period": setting.period}
-  if r.is_quantized:
-    row.update(key_bits=list(r.key.bits), w_bits=r.key.bits[0], a_bits=r.key.bits[1])
-  if r.has_state:
-    row.update(residual_bits=list(r.residual.bits), ref_mode=r.ref_mode)
-  if r.policy is not None:
-    row["policy_step"] = getattr(r.policy, "step", None)
-  return {**row, **metrics}
+  return EvalResult(
+      name=setting.name, family=setting.family, source=setting.source, period=setting.period,
+      metric_name=task.metric_name, metric=float(metrics.pop(task.metric_name)),
+      gbops_avg=float(bops.mean()) / 1e9, gbops_peak=float(bops.max()) / 1e9,
+      gbops_w8a8=w8a8_bops(macs) / 1e9, pct_w8a8=pct_of_w8a8(float(bops.mean()), macs),
+      state_bytes=int(state_bytes),
+      frames_per_s=(frames_timed / (time.perf_counter() - start) if frames_timed
+                    else float("nan")),
+      key_bits=tuple(r.key.bits) if r.is_quantized else None,
+      residual_bits=tuple(r.residual.bits) if r.has_state else None,
+      ref_mode=r.ref_mode if r.has_state else None,
+      policy=None if r.policy is None else type(r.policy).__name__,
+      policy_step=getattr(r.policy, "step", None),
+      eval_seconds=time.perf_counter() - begin, metrics=metrics)
 
 
-def _qat_settings(run_dirs: str) -> list[Setting]:
+def result_line(result: EvalResult) -> str:
+  """'mIoU 61.2%, 0.0431 GBOPs/frame (26.6% of W8A8 FQ)'."""
+  label = {"miou": "mIoU", "pck": "PCK@0.2"}.get(result.metric_name, result.metric_name)
+  return (f"{label} {100 * result.metric:.1f}%, {result.gbops_avg:.4f} GBOPs/frame "
+          f"({result.pct_w8a8:.1f}% of W8A8 FQ)")
+
+
+def _qat_settings(run_dirs) -> list[Setting]:
   settings = []
-  for run_dir in [d for d in run_dirs.split(",") if d]:
-    path = pathlib.Path(run_dir) / "config.json"
-    if not path.is_file():
+  for run_dir in run_dirs:
+    saved = runs.read_run_config(run_dir)
+    if saved is None:
       raise errors.CheckpointError(f"QAT run {run_dir} (eval.qat_runs) has no config.json: "
                                    "is it the workdir of a finished QAT run?")
-    config = ml_collections.ConfigDict(json.loads(path.read_text()))
-    recipe = config_lib.recipe_from(config.quant)
-    family = {"fq": "fq", "resq": "resq", "dynamic": "dynamic"}[recipe.mode]
-    name = f"QAT {pathlib.Path(run_dir).name}"
-    period = config.quant.period if recipe.has_state else 1
-    settings.append(Setting(name, family, recipe, period, "qat", run_dir))
+    settings.append(qat_setting(saved, run_dir, f"QAT {pathlib.Path(run_dir).name}"))
   return settings
 
 
-def evaluate_sweep(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
-  """Evaluate ``SWEEPS[config.eval.sweep]`` (+ QAT runs) from the FP run ``config.init_from``;
-  write the report into ``<workdir>/report`` and return its rows."""
-  config_lib.validate(config, needs_init_from=True)
-  model_lib.ensure_data(config)
-  model_lib.verify_splits(config)
-  model_lib.check_init_from(config, config.init_from)
+def evaluate_sweep(experiment: Experiment, workdir: str) -> list[EvalResult]:
+  """Evaluate ``experiment.eval.sweep`` (+ the QAT runs) from the FP run
+  ``experiment.init_from``; write the report into ``<workdir>/report`` and return its rows.
+  ``experiment`` comes from ``config_lib.parse(config, needs_init_from=True)``."""
+  if not experiment.init_from:
+    raise errors.InvalidConfigError("init_from: empty, but the evaluation sweep needs init_from "
+                                    "(allowed: the workdir of an FP run)")
+  data, task = experiment.data, experiment.task
+  inputs.ensure_data(data)
+  inputs.verify_splits(data)
+  runs.check_init_from(experiment, experiment.init_from)
+  qat = _qat_settings(experiment.eval.qat_runs)
   report_dir = pathlib.Path(workdir) / "report"
   report_dir.mkdir(parents=True, exist_ok=True)
-  fp_model, fp_vars = model_lib.load_fp(config, config.init_from)
-  calib = model_lib.calibration_batches(config)
+  fp_model, fp_vars = runs.load_fp(experiment, experiment.init_from)
+  calib = [task.prepare(b)[0] for b in inputs.calibration_batches(
+      data, experiment.seed, experiment.quant.calibration_batches)]
   observations = observe(fp_model, fp_vars, calib)
-  settings = list(SWEEPS[config.eval.sweep]) + _qat_settings(config.eval.qat_runs)
-  rows, bit_map_done = [], False
+  settings = list(experiment.eval.sweep) + qat
+  results, bit_map_done = [], False
   for i, setting in enumerate(settings):
-    model, variables = _setting_variables(config, setting, fp_model, fp_vars, observations)
-    metrics = evaluate_model(model, variables, model_lib.eval_batches(config),
-                             period=setting.period)
-    rows.append(_setting_row(setting, metrics))
-    print(f"[{i + 1}/{len(settings)}] {setting.name}: mIoU {100 * metrics['miou']:.1f}%, "
-          f"{metrics['pct_w8a8']:.1f}% of W8A8 BOPs", flush=True)
-    if config.eval.plots and setting.family == "dynamic" and not bit_map_done:
-      _plot_bit_map(config, model, variables, setting, report_dir / "bit_map.png")
+    model, variables = _setting_variables(experiment, setting, fp_model, fp_vars, observations)
+    result = evaluate_model(task, model, variables, _eval_batches(experiment), setting)
+    results.append(result)
+    log.info(f"[{i + 1}/{len(settings)}] {setting.name}: {result_line(result)}")
+    if experiment.eval.plots and setting.family == "dynamic" and not bit_map_done:
+      _plot_bit_map(experiment, model, variables, setting, report_dir / "bit_map.png")
       bit_map_done = True
-  meta = {"config": config.to_dict(), "num_devices": jax.device_count(),
-          "backend": jax.default_backend()}
+  meta = {"config": json.loads(experiment.config_json), "num_devices": jax.device_count(),
+          "backend": jax.default_backend(), "task": task.name,
+          "gbops_w8a8": results[0].gbops_w8a8}
+  rows = [r.to_row() for r in results]
   write_results(report_dir, rows, meta)
-  if config.eval.plots:
-    plot_pareto(rows, report_dir / "pareto.png")
-    _plot_variances(observations, config.quant.period, report_dir / "variance.png")
-  return rows
+  if experiment.eval.plots:
+    plot_pareto(rows, report_dir / "pareto.png", metric=task.metric_name)
+    order = list(layer_costs(fp_model, fp_vars, calib[0][:, 0], warn=False))
+    period = calibration_period(max(s.period for s in settings))
+    _plot_variances(observations, order, period, report_dir / "variance.png")
+  return results
 
 
-def _setting_variables(config, setting: Setting, fp_model, fp_vars, observations):
+def _eval_batches(experiment: Experiment):
+  return inputs.eval_batches(experiment.data, batch_size=experiment.eval.batch_size,
+                             num_batches=experiment.eval.num_batches)
+
+
+def _setting_variables(experiment: Experiment, setting: Setting, fp_model, fp_vars,
+                       observations):
   model = fp_model.clone(recipe=setting.recipe)
   if setting.source == "fp":
     return model, fp_vars
   if setting.source == "qat":
-    return model, model_lib.load_run(config, setting.run_dir, setting.recipe)[1]
-  variables = model_lib.init_from_fp(model, fp_vars, config)
-  methods = config_lib.calibration_methods_from(config.calibration)
-  return model, calibrate_model(model, fp_model, variables, period=max(2, setting.period),
-                                methods=methods, observations=observations)
+    return model, runs.load_run(experiment, setting.run_dir, setting.recipe)[1]
+  variables = init_from_fp(model, fp_vars, experiment.data.frame_shape)
+  return model, calibrate_model(model, fp_model, variables,
+                                period=calibration_period(setting.period),
+                                methods=experiment.quant.calibration, observations=observations)
 
 
-def _plot_bit_map(config, model, variables, setting, path):
-  batch = next(iter(model_lib.eval_batches(config)))
-  frames, _ = model_lib.preprocess(batch)
-  _, stats = predict_clip(model, variables, frames, period=setting.period)
+def _plot_bit_map(experiment: Experiment, model, variables, setting: Setting, path):
+  batch = next(iter(_eval_batches(experiment)))
+  frames, _ = experiment.task.prepare(batch)
+  _, stats, _ = predict_clip(model, experiment.task, variables, frames, period=setting.period)
   maps = [np.asarray(s["bit_map"]) for s in flatten_stats(stats).values() if "bit_map" in s]
   bit_maps = max(maps, key=lambda m: m[0, 0].size)[:, 0]  # finest layer, first clip: [T, h, w]
   keyframes = [t % setting.period == 0 for t in range(bit_maps.shape[0])]
@@ -184,10 +220,11 @@ def _plot_bit_map(config, model, variables, setting, path):
                candidates=setting.recipe.policy.bits, keyframes=keyframes)
 
 
-def _plot_variances(observations, period, path):
-  names, act_var, res_var = [], [], []
-  for name, entry in observations.layers.items():
-    names.append(name)
-    act_var.append(float(np.var(entry["x"])))
-    res_var.append(float(np.var(residual_samples(entry["x"], max(2, period), "prev"))))
+def _plot_variances(observations, order: list[Any], period: int, path):
+  """Residual vs activation variance per layer, in network order (the order of the calls)."""
+  names = [n for n in order if n in observations.layers]
+  names += sorted(n for n in observations.layers if n not in names)
+  act_var = [float(np.var(observations.layers[n]["x"])) for n in names]
+  res_var = [float(np.var(residual_samples(observations.layers[n]["x"], period, "prev")))
+             for n in names]
   plot_variance(names, np.asarray(act_var), np.asarray(res_var), path)

@@ -1,26 +1,35 @@
-"""The end-to-end demo: FP training -> QAT (FQ, static ResQ, dynamic ResQ) -> evaluation sweep.
+"""The end-to-end demo: FP training -> QAT stages -> evaluation sweep.
 
 Every stage is an ordinary ``train_lib`` / ``eval_lib`` run in its own sub-directory of the demo
 workdir, so an interrupted demo resumes where it stopped when rerun: finished stages are not
-trained or evaluated again (``train_and_evaluate`` returns their saved metrics), and a stage
+trained or evaluated again (``train_and_evaluate`` returns their saved result), and a stage
 that stops (``PreemptedError`` after SIGTERM, or any other failure) stops the demo, so no
 later stage ever starts from a half-trained run.
+
+This module works at the level of the entry points: it derives one ConfigDict per stage from
+the base config (so that each run saves the config it was trained with) and parses each with
+``config_lib.parse``; what the stages are (``QAT_STAGES``, ``QAT_LR``) is data of
+``configs/demo.py``.
 """
 from __future__ import annotations
 
 import pathlib
 import time
+from collections.abc import Mapping
 
-from resq_jax import eval_lib, train_lib
+import ml_collections
 
-QAT_STAGES = {
-    "qat_fq_w4a4": {"mode": "fq", "key_bits": (4, 4)},
-    "qat_resq": {"mode": "resq"},
-    "qat_dynamic": {"mode": "dynamic"},
-}
+from resq_jax import config_lib, eval_lib, train_lib
+from resq_jax.log import get_logger
+
+log = get_logger(__name__)
 
 
-def stage_config(base, stage: str, init_from: str = "", num_steps: int | None = None, **quant):
+def stage_config(base: ml_collections.ConfigDict, stage: str, init_from: str = "", *,
+                 num_steps: int | None = None, lr: float | None = None,
+                 qat_runs: str | None = None, **quant) -> ml_collections.ConfigDict:
+  """A copy of ``base`` for one stage: ``stage``, ``init_from``, overrides of the ``quant``
+  section, and optionally ``train.num_steps``, ``optim.lr`` and ``eval.qat_runs``."""
   config = base.copy_and_resolve_references()
   config.unlock()
   config.stage = stage
@@ -29,39 +38,42 @@ def stage_config(base, stage: str, init_from: str = "", num_steps: int | None = 
     config.quant[key] = value
   if num_steps is not None:
     config.train.num_steps = num_steps
+  if lr is not None:
+    config.optim.lr = lr
+  if qat_runs is not None:
+    config.eval.qat_runs = qat_runs
   config.lock()
   return config
 
 
-def run_demo(base, workdir: str, *, qat_steps: int = 60, qat_lr: float = 2e-4,
-             allow_config_change: bool = False) -> list[dict]:
-  """Run the whole demo under ``workdir``; returns the evaluation rows.
+def run_demo(base: ml_collections.ConfigDict, workdir: str, *,
+             qat_stages: Mapping[str, Mapping], qat_lr: float, qat_steps: int = 60,
+             allow_config_change: bool = False) -> list[eval_lib.EvalResult]:
+  """Run the whole demo under ``workdir``; returns the sweep's results.
 
-  ``allow_config_change`` lets resumed stages adopt a changed config (see
-  ``train_lib.check_resume_config``). Exceptions of a stage (e.g. ``errors.PreemptedError``)
-  propagate: the demo stops there.
+  ``qat_stages``: workdir name -> overrides of the ``quant`` section, one QAT run each, at
+  learning rate ``qat_lr`` for ``qat_steps`` steps. Every stage's config is validated before
+  the first one starts. ``allow_config_change`` lets resumed stages adopt a changed config
+  (see ``train_lib.check_resume_config``). Exceptions of a stage (e.g.
+  ``errors.PreemptedError``) propagate: the demo stops there.
   """
   workdir = pathlib.Path(workdir)
   start = time.perf_counter()
   fp_dir = str(workdir / "fp")
-  print("== FP training", flush=True)
-  train_lib.train_and_evaluate(stage_config(base, "fp", mode="float"), fp_dir,
-                               allow_config_change=allow_config_change)
-  qat_dirs = []
-  for name, quant in QAT_STAGES.items():
-    print(f"== QAT {name}", flush=True)
-    config = stage_config(base, "qat", fp_dir, qat_steps, **quant)
-    config.unlock()
-    config.optim.lr = qat_lr
-    config.lock()
-    qat_dirs.append(str(workdir / name))
-    train_lib.train_and_evaluate(config, qat_dirs[-1], allow_config_change=allow_config_change)
-  print("== evaluation sweep", flush=True)
-  eval_config = stage_config(base, "fp", fp_dir)
-  eval_config.unlock()
-  eval_config.eval.qat_runs = ",".join(qat_dirs)
-  eval_config.lock()
-  rows = eval_lib.evaluate_sweep(eval_config, str(workdir))
+  qat_dirs = [str(workdir / name) for name in qat_stages]
+  fp = config_lib.parse(stage_config(base, "fp", mode="float"))
+  qat = [config_lib.parse(stage_config(base, "qat", fp_dir, num_steps=qat_steps, lr=qat_lr,
+                                       **quant))
+         for quant in qat_stages.values()]
+  sweep = config_lib.parse(stage_config(base, "fp", fp_dir, mode="float",
+                                        qat_runs=",".join(qat_dirs)), needs_init_from=True)
+  log.info("== FP training")
+  train_lib.train_and_evaluate(fp, fp_dir, allow_config_change=allow_config_change)
+  for name, experiment, qat_dir in zip(qat_stages, qat, qat_dirs):
+    log.info(f"== QAT {name}")
+    train_lib.train_and_evaluate(experiment, qat_dir, allow_config_change=allow_config_change)
+  log.info("== evaluation sweep")
+  results = eval_lib.evaluate_sweep(sweep, str(workdir))
   minutes = (time.perf_counter() - start) / 60
-  print(f"demo finished in {minutes:.1f} min; report: {workdir / 'report' / 'results.md'}")
-  return rows
+  log.info(f"demo finished in {minutes:.1f} min; report: {workdir / 'report' / 'results.md'}")
+  return results

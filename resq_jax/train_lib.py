@@ -1,9 +1,11 @@
 """Training stages: FP training, PTQ calibration and QAT fine-tuning over clips.
 
-``train_and_evaluate(config, workdir)`` is the entry point of ``train.py``: it validates the
-config, prepares data, resumes from the newest checkpoint in ``workdir`` (or initialises: FP
-from scratch; PTQ / QAT from the FP run ``init_from``, which is only read), trains data-parallel
-over all devices (``jax.shard_map``) and evaluates the result on the validation split.
+``train_and_evaluate(experiment, workdir)`` is what ``train.py`` runs once it has parsed its
+config (``config_lib.parse``): it prepares data, resumes from the newest checkpoint in
+``workdir`` (or initialises: FP from scratch; PTQ / QAT from the FP run ``init_from``, which is
+only read), trains data-parallel over all devices (``jax.shard_map``) and evaluates the result
+on the validation split. The task (``experiment.task``) supplies the loss and the metric; the
+loop is the same for every task.
 """
 from __future__ import annotations
 
@@ -17,74 +19,87 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from resq_jax import config_lib, errors, eval_lib, model_lib
+from resq_jax import config_lib, errors, eval_lib, inputs, runs
+from resq_jax.eval_lib import EvalResult
+from resq_jax.experiment import Experiment, OptimSpec, Setting
+from resq_jax.log import get_logger
+from resq_jax.model_factory import init_from_fp, init_variables, make_model
 from resq_jax.nn import calibrate_model, run_clip
-from resq_jax.training import (Checkpointer, ProgressBar, TrainState, checkpoint_dir,
-                               create_default_writer, make_data_mesh, make_train_step,
-                               maybe_initialize_distributed, replicate, shard_batch)
+from resq_jax.nn.weights import QUANT_PARAMS
+from resq_jax.training import (
+  Checkpointer,
+  ProgressBar,
+  TrainState,
+  checkpoint_dir,
+  create_default_writer,
+  make_data_mesh,
+  make_train_step,
+  maybe_initialize_distributed,
+  replicate,
+  shard_batch,
+)
 
-IGNORE = 255
-QUANT_PREFIXES = ("key_", "res_")  # quantizer scales / zero points get their own learning rate
+log = get_logger(__name__)
 
 
-def segmentation_loss(logits, labels):
-  """Mean softmax cross-entropy over labelled pixels; ``logits [..., C]``, ``labels [...]``."""
-  mask = labels != IGNORE
-  safe = jnp.where(mask, labels, 0)
-  ce = optax.softmax_cross_entropy_with_integer_labels(logits, safe)
-  n = jnp.maximum(jnp.sum(mask), 1).astype(ce.dtype)
-  accuracy = jnp.sum((jnp.argmax(logits, -1) == labels) & mask).astype(ce.dtype) / n
-  return jnp.sum(jnp.where(mask, ce, jnp.zeros_like(ce))) / n, accuracy
+def is_quantizer_param(path) -> bool:
+  """Whether a parameter path (a ``tree_map_with_path`` key path) is a quantizer's scale or
+  zero point: the layers' own names for them (``resq_jax.nn.weights.QUANT_PARAMS``)."""
+  return str(getattr(path[-1], "key", path[-1])) in QUANT_PARAMS
 
 
-def make_optimizer(config) -> optax.GradientTransformation:
-  """AdamW with warmup + cosine decay for weights, Adam at ``quant_lr`` for quantizers."""
-  o, steps = config.optim, max(1, config.train.num_steps)
-  schedule = optax.warmup_cosine_decay_schedule(0.0, o.lr, min(o.warmup_steps, steps - 1) or 1,
-                                                steps)
+def make_optimizer(optim: OptimSpec, num_steps: int) -> optax.GradientTransformation:
+  """AdamW with warmup + cosine decay for weights; Adam at ``quant_lr``, without weight decay,
+  for quantizer parameters (:func:`is_quantizer_param`)."""
+  steps = max(1, num_steps)
+  schedule = optax.warmup_cosine_decay_schedule(
+      0.0, optim.lr, min(optim.warmup_steps, steps - 1) or 1, steps)
   label = lambda params: jax.tree_util.tree_map_with_path(
-      lambda path, _: "quant" if str(path[-1].key).startswith(QUANT_PREFIXES) else "weights",
-      params)
-  return optax.chain(optax.clip_by_global_norm(o.grad_clip), optax.multi_transform(
-      {"weights": optax.adamw(schedule, weight_decay=o.weight_decay),
-       "quant": optax.adam(o.quant_lr)}, label))
+      lambda path, _: "quant" if is_quantizer_param(path) else "weights", params)
+  return optax.chain(optax.clip_by_global_norm(optim.grad_clip), optax.multi_transform(
+      {"weights": optax.adamw(schedule, weight_decay=optim.weight_decay),
+       "quant": optax.adam(optim.quant_lr)}, label))
 
 
-def make_loss_fn(config, model):
-  """``loss_fn(params, batch_stats, batch, rng)`` for the stage of ``config``."""
-  period, unroll = config.quant.period, config.train.unroll
+def make_loss_fn(experiment: Experiment, model):
+  """``loss_fn(params, batch_stats, batch, rng)`` of the stage: FP folds frames into the batch
+  (they are independent in float training); PTQ / QAT scan clips with ``run_clip``."""
+  task, period, unroll = experiment.task, experiment.quant.period, experiment.train.unroll
+
+  def fold(tree):
+    return jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), tree)
 
   def fp_loss(params, batch_stats, batch, rng):
-    frames, labels = model_lib.preprocess(batch)
-    flat = frames.reshape(-1, *frames.shape[2:])  # frames are independent in float training
-    logits, mutated = model.apply({"params": params, "batch_stats": batch_stats}, flat,
-                                  train=True, mutable=["batch_stats"])
-    loss, acc = segmentation_loss(logits, labels.reshape(-1, *labels.shape[2:]))
-    return loss, (mutated["batch_stats"], {"accuracy": acc})
+    frames, targets = task.prepare(batch)
+    outputs, mutated = model.apply({"params": params, "batch_stats": batch_stats}, fold(frames),
+                                   train=True, mutable=["batch_stats"])
+    loss, extra = task.loss(outputs, fold(targets))
+    return loss, (mutated["batch_stats"], extra)
 
   def qat_loss(params, batch_stats, batch, rng):
-    frames, labels = model_lib.preprocess(batch)
-    period_ = period if model.recipe.has_state else 1
-    out = run_clip(model, {"params": params, "batch_stats": batch_stats}, frames,
-                   period=period_, unroll=unroll).outputs
-    loss, acc = segmentation_loss(out, labels)
-    return loss, (batch_stats, {"accuracy": acc})
+    frames, targets = task.prepare(batch)
+    outputs = run_clip(model, {"params": params, "batch_stats": batch_stats}, frames,
+                       period=period, unroll=unroll).outputs
+    loss, extra = task.loss(outputs, targets)
+    return loss, (batch_stats, extra)
 
-  return fp_loss if config.stage == "fp" else qat_loss
+  return fp_loss if experiment.stage == "fp" else qat_loss
 
 
-def initial_variables(config, model) -> dict:
+def initial_variables(experiment: Experiment, model) -> dict:
   """FP: random init. PTQ / QAT: the FP run's weights, quantizers calibrated on clips."""
-  if config.stage == "fp":
-    return model_lib.init_variables(model, config, jax.random.key(config.seed))
-  model_lib.check_init_from(config, config.init_from)
-  fp_model, fp_vars = model_lib.load_fp(config, config.init_from)
-  variables = model_lib.init_from_fp(model, fp_vars, config)
-  period = max(2, config.quant.period)
-  print(f"calibrating quantizers on {config.calibration.num_batches} batches", flush=True)
-  return calibrate_model(model, fp_model, variables, model_lib.calibration_batches(config),
-                         period=period,
-                         methods=config_lib.calibration_methods_from(config.calibration))
+  frame_shape = experiment.data.frame_shape
+  if experiment.stage == "fp":
+    return init_variables(model, frame_shape, jax.random.key(experiment.seed))
+  runs.check_init_from(experiment, experiment.init_from)
+  fp_model, fp_vars = runs.load_fp(experiment, experiment.init_from)
+  variables = init_from_fp(model, fp_vars, frame_shape)
+  plan = experiment.quant
+  log.info(f"calibrating quantizers on {plan.calibration_batches} batches")
+  clips = [experiment.task.prepare(b)[0] for b in inputs.calibration_batches(
+      experiment.data, experiment.seed, plan.calibration_batches)]
+  return calibrate_model(model, fp_model, variables, clips, period=plan.calibration_period,
+                         methods=plan.calibration)
 
 
 # Keys that may differ when a run is resumed: where the data lives and how often progress is
@@ -104,11 +119,11 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
   return out
 
 
-def config_changes(saved: dict, config) -> list[str]:
+def config_changes(saved: dict, new: dict) -> list[str]:
   """``key: saved -> new`` for every key (but ``RESUME_IGNORED_KEYS``) whose value differs
-  between a run's saved ``config.json`` and ``config``, in key order."""
-  new = _flatten(json.loads(config.to_json_best_effort()))  # tuples -> lists, as saved
-  old = _flatten(saved)
+  between a run's saved ``config.json`` and ``new`` (both as JSON: tuples are lists), in key
+  order."""
+  new, old = _flatten(new), _flatten(saved)
   ignored = lambda k: any(k == i or k.startswith(i + ".") for i in RESUME_IGNORED_KEYS)
   missing = object()
   return [f"{k}: {old.get(k, missing)!r} -> {new.get(k, missing)!r}".replace(
@@ -117,8 +132,10 @@ def config_changes(saved: dict, config) -> list[str]:
           if not ignored(k) and old.get(k, missing) != new.get(k, missing)]
 
 
-def check_resume_config(config, workdir: pathlib.Path, *, allow_change: bool) -> list[str]:
-  """Compare ``config`` with the ``config.json`` of the run being resumed in ``workdir``.
+def check_resume_config(experiment: Experiment, workdir: pathlib.Path, *,
+                        allow_change: bool) -> list[str]:
+  """Compare ``experiment``'s config with the ``config.json`` of the run being resumed in
+  ``workdir``.
 
   Returns the changes (empty if none or if there is no saved config). Raises
   ``ConfigMismatchError`` listing them unless ``allow_change`` (``--allow_config_change``).
@@ -126,7 +143,7 @@ def check_resume_config(config, workdir: pathlib.Path, *, allow_change: bool) ->
   path = workdir / "config.json"
   if not path.is_file():
     return []
-  changes = config_changes(json.loads(path.read_text()), config)
+  changes = config_changes(json.loads(path.read_text()), json.loads(experiment.config_json))
   if not changes:
     return []
   shown = changes[:MAX_DIFF_LINES] + (
@@ -137,30 +154,28 @@ def check_resume_config(config, workdir: pathlib.Path, *, allow_change: bool) ->
         f"the config differs from the one the run in {workdir} was started with "
         f"(saved -> new):\n  {diff}\nTo resume with the new values pass "
         "--allow_config_change; to start a separate run use another --workdir.")
-  print(f"resuming with a changed config (--allow_config_change):\n  {diff}", flush=True)
+  log.info(f"resuming with a changed config (--allow_config_change):\n  {diff}")
   return changes
 
 
-def _save_config(config, workdir: pathlib.Path) -> None:
+def _save_config(experiment: Experiment, workdir: pathlib.Path) -> None:
   path = workdir / "config.json"
   if jax.process_index() == 0:
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(config.to_json_best_effort(indent=2))
+    tmp.write_text(experiment.config_json)
     tmp.replace(path)
 
 
-def _num_train_steps(config) -> int:
-  return 0 if config.stage == "ptq" else config.train.num_steps  # PTQ: calibration only
+def train_and_evaluate(experiment: Experiment, workdir: str, *,
+                       allow_config_change: bool = False) -> EvalResult:
+  """Run the stage of ``experiment`` in ``workdir`` (resuming if possible) and evaluate it.
 
+  Returns the evaluation (task metric, BOPs) of the trained model on the validation split;
+  it is also written to ``<workdir>/eval_metrics.json`` (``EvalResult.to_row()``). A rerun of
+  a finished run (same config) returns that file's result without training or evaluating
+  again. ``experiment`` comes from ``config_lib.parse`` (validated before anything starts).
 
-def train_and_evaluate(config, workdir: str, *, allow_config_change: bool = False) -> dict:
-  """Run the stage of ``config`` in ``workdir`` (resuming if possible) and evaluate it.
-
-  Returns the final evaluation metrics (mIoU, BOPs) of the trained model on the validation
-  split; they are also written to ``<workdir>/eval_metrics.json``. A rerun of a finished run
-  (same config) returns that file's metrics without training or evaluating again.
-
-  Resuming compares ``config`` with the run's saved ``config.json``
+  Resuming compares the config with the run's saved ``config.json``
   (``check_resume_config``); ``allow_config_change`` adopts the new values. ``config.json``
   is written only after the restore (or the initialisation) succeeded.
 
@@ -172,40 +187,40 @@ def train_and_evaluate(config, workdir: str, *, allow_config_change: bool = Fals
     NonFiniteError: a non-finite loss, gradient norm or state; nothing non-finite was saved.
     PreemptedError: SIGTERM arrived; the step reached was saved and evaluation skipped.
   """
-  config_lib.validate(config)  # pure Python: before anything starts (exit code 2)
-  if maybe_initialize_distributed(config.distributed):
-    config_lib.validate(config)  # again: batch sizes against the global device count
+  if maybe_initialize_distributed(experiment.distributed):
+    config_lib.check_device_count(experiment, jax.device_count())  # the global count
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
-  model_lib.ensure_data(config)
-  model_lib.verify_splits(config)
-  model = model_lib.make_model(config)
+  inputs.ensure_data(experiment.data)
+  inputs.verify_splits(experiment.data)
+  model = make_model(experiment.model, experiment.task, experiment.quant.recipe)
   mesh = make_data_mesh()
-  optimizer = make_optimizer(config)
-  with Checkpointer(checkpoint_dir(workdir), save_every_steps=config.train.checkpoint_every,
-                    max_to_keep=config.train.keep_checkpoints) as ckpt:
+  optimizer = make_optimizer(experiment.optim, experiment.train.num_steps)
+  train = experiment.train
+  with Checkpointer(checkpoint_dir(workdir), save_every_steps=train.checkpoint_every,
+                    max_to_keep=train.keep_checkpoints) as ckpt:
     resuming = ckpt.latest_step() is not None
-    changes = (check_resume_config(config, workdir, allow_change=allow_config_change)
+    changes = (check_resume_config(experiment, workdir, allow_change=allow_config_change)
                if resuming else [])
     if resuming:  # only a template: the checkpoint overwrites it
-      variables = model_lib.init_variables(model, config, jax.random.key(config.seed))
+      variables = init_variables(model, experiment.data.frame_shape,
+                                 jax.random.key(experiment.seed))
     else:
-      variables = initial_variables(config, model)
+      variables = initial_variables(experiment, model)
     state = replicate(TrainState.create(variables["params"], optimizer,
-                                        jax.random.key(config.seed), variables["batch_stats"]),
-                      mesh)
-    data = iter(model_lib.loader(config, "train", batch_size=config.data.batch_size,
-                                 shuffle=True))
+                                        jax.random.key(experiment.seed),
+                                        variables["batch_stats"]), mesh)
+    data = inputs.train_batches(experiment.data, experiment.seed)
     restored = ckpt.restore_latest(state, data_iterator=data)
     state = state if restored is None else restored
-    _save_config(config, workdir)
+    _save_config(experiment, workdir)
     eval_path = workdir / "eval_metrics.json"
-    if int(state.step) >= _num_train_steps(config) and not changes and eval_path.is_file():
-      print(f"{workdir}: already trained and evaluated; metrics from {eval_path}", flush=True)
-      return json.loads(eval_path.read_text())
+    if int(state.step) >= experiment.num_train_steps and not changes and eval_path.is_file():
+      log.info(f"{workdir}: already trained and evaluated; metrics from {eval_path}")
+      return EvalResult.from_row(json.loads(eval_path.read_text()))
     eval_path.unlink(missing_ok=True)  # stale once the run trains or its config changed
-    _train_loop(config, model, optimizer, mesh, state, data, ckpt, workdir)
-  return evaluate_run(config, workdir, model)
+    _train_loop(experiment, model, optimizer, mesh, state, data, ckpt, workdir)
+  return evaluate_run(experiment, workdir, model)
 
 
 def _first_non_finite(pending: list) -> tuple[int, dict] | None:
@@ -242,7 +257,7 @@ def _check_finite(pending: list, state=None, step: int | None = None) -> None:
         "finite (an update with a non-finite learning rate?); stopped before saving it")
 
 
-def _train_loop(config, model, optimizer, mesh, state, data, ckpt, workdir):
+def _train_loop(experiment: Experiment, model, optimizer, mesh, state, data, ckpt, workdir):
   """Train to ``train.num_steps``, saving on the checkpoint grid.
 
   Non-finite guard: every step's loss and gradient norm stay on the device in ``pending``
@@ -250,10 +265,12 @@ def _train_loop(config, model, optimizer, mesh, state, data, ckpt, workdir):
   every save, where the whole state is checked too, so no non-finite state is ever saved and
   keep-N never rotates an intact checkpoint out for one.
   """
-  step_fn = make_train_step(make_loss_fn(config, model), optimizer, mesh, has_model_state=True)
+  step_fn = make_train_step(make_loss_fn(experiment, model), optimizer, mesh,
+                            has_model_state=True)
+  batch_size, log_every = experiment.data.batch_size, experiment.train.log_every
   writer = create_default_writer(str(workdir))
   start = int(state.step)
-  total = _num_train_steps(config)
+  total = experiment.num_train_steps
   bar = ProgressBar(total, initial_step=start, unit="clips")
   last_time, last_step = time.perf_counter(), start
   pending, preempted_at = [], None
@@ -263,17 +280,17 @@ def _train_loop(config, model, optimizer, mesh, state, data, ckpt, workdir):
         state, metrics = step_fn(state, shard_batch(next(data), mesh))
         done = step + 1
         pending.append((done, metrics["loss"], metrics["grad_norm"]))
-        if done % config.train.log_every == 0 or done == total:
+        if done % log_every == 0 or done == total:
           scalars = {k: float(v) for k, v in metrics.items()}  # float() waits for the step
           now = time.perf_counter()
           # Throughput since the last log line; the first window includes compilation.
-          scalars["clips_per_s"] = (done - last_step) * config.data.batch_size / (now - last_time)
+          scalars["clips_per_s"] = (done - last_step) * batch_size / (now - last_time)
           last_time, last_step = now, done
           writer.write_scalars(done, scalars)
-          bar.update(done, items=config.data.batch_size, loss=scalars["loss"])
+          bar.update(done, items=batch_size, loss=scalars["loss"])
           _check_finite(pending)
         else:
-          bar.update(done, items=config.data.batch_size)
+          bar.update(done, items=batch_size)
         if ckpt.should_save(done):
           _check_finite(pending, state, done)
           ckpt.save(done, state, data_iterator=data)
@@ -294,17 +311,19 @@ def _train_loop(config, model, optimizer, mesh, state, data, ckpt, workdir):
   return state
 
 
-def evaluate_run(config, workdir: pathlib.Path, model=None) -> dict:
-  """Evaluate the newest checkpoint of ``workdir`` on the validation split."""
-  model = model_lib.make_model(config) if model is None else model
-  _, variables = model_lib.load_run(config, str(workdir), model.recipe)
-  period = config.quant.period if model.recipe.has_state else 1
-  start = time.perf_counter()
-  metrics = eval_lib.evaluate_model(model, variables, model_lib.eval_batches(config),
-                                    period=period)
-  metrics["eval_seconds"] = time.perf_counter() - start
+def evaluate_run(experiment: Experiment, workdir: pathlib.Path, model=None) -> EvalResult:
+  """Evaluate the newest checkpoint of ``workdir`` on the validation split; write
+  ``<workdir>/eval_metrics.json`` and log one line."""
+  recipe = experiment.quant.recipe
+  _, variables = runs.load_run(experiment, str(workdir), recipe)
+  source = {"fp": "fp", "ptq": "ptq", "qat": "qat"}[experiment.stage]
+  setting = Setting(pathlib.Path(workdir).name, recipe, experiment.quant.period, source,
+                    str(workdir))
+  model = make_model(experiment.model, experiment.task, recipe) if model is None else model
+  batches = inputs.eval_batches(experiment.data, batch_size=experiment.eval.batch_size,
+                                num_batches=experiment.eval.num_batches)
+  result = eval_lib.evaluate_model(experiment.task, model, variables, batches, setting)
   if jax.process_index() == 0:
-    (workdir / "eval_metrics.json").write_text(json.dumps(metrics, indent=2))
-  print(f"eval: mIoU {100 * metrics['miou']:.1f}%, {metrics['gbops_avg']:.4f} GBOPs/frame "
-        f"({metrics['pct_w8a8']:.1f}% of W8A8 FQ)", flush=True)
-  return metrics
+    (workdir / "eval_metrics.json").write_text(json.dumps(result.to_row(), indent=2))
+  log.info(f"eval: {eval_lib.result_line(result)}")
+  return result

@@ -118,7 +118,13 @@ BAD = [
     ({"eval.batch_size": 4}, "eval.batch_size", "not divisible by the device count 8"),
     ({"eval.num_batches": -1}, "eval.num_batches", "int >= 0"),
     ({"eval.num_batches": 2}, "eval.num_batches", "data.num_validation=8 holds 1"),
-    ({"eval.sweep": "full"}, "eval.sweep", "demo | tiny"),
+    ({"eval.sweep": "full"}, "eval.sweep", "demo | fp | tiny, the names of eval.sweeps"),
+    ({"eval.sweeps": {"tiny": ()}}, "eval.sweeps", "non-empty tuple of settings"),
+    ({"eval.sweeps": {"tiny": ({"mode": "fq", "period": 0},)}}, "eval.sweeps",
+     "setting 0 of 'tiny': quant.period: got 0 (allowed: int >= 1)"),
+    ({"eval.sweeps": {"tiny": ({"mode": "fq", "bits": 4},)}}, "eval.sweeps",
+     "each a dict of quant keys"),
+    ({"task": "depth"}, "task", "segmentation | pose"),
     ({"eval.qat_runs": "runs/a, runs/b"}, "eval.qat_runs", "no spaces"),
     ({"eval.qat_runs": None}, "eval.qat_runs", "got None"),
     ({"eval.plots": "yes"}, "eval.plots", "True | False"),
@@ -171,7 +177,7 @@ def test_every_key_has_a_rule_and_a_bad_setting_in_the_table():
 
 
 @pytest.mark.parametrize("name", [p.stem for p in sorted((ROOT / "configs").glob("*.py"))
-                                  if p.stem != "__init__"])
+                                  if p.stem not in ("__init__", "sweeps")])
 def test_shipped_configs_and_their_json_round_trip_validate(name):
   config = load_config(name)
   if config.stage in ("ptq", "qat"):
@@ -237,7 +243,7 @@ def test_multi_host_config_validates_before_jax_distributed_initialize(monkeypat
 def test_table_is_rejected_by_train_lib_before_data_or_compilation(monkeypatch, tmp_path):
   """Through the real entry of train.py: ConfigError before any data is built, any model made
   or anything compiled. The device count is jax.device_count() (8 virtual CPU devices)."""
-  from resq_jax import model_lib, train_lib
+  from resq_jax import inputs, model_factory, train_lib
 
   def forbidden(*args, **kwargs):
     raise AssertionError("built something before validating the config")
@@ -247,8 +253,10 @@ def test_table_is_rejected_by_train_lib_before_data_or_compilation(monkeypatch, 
       raise AssertionError("jax.distributed initialised before validating the config")
     return False
 
-  for name in ("ensure_data", "loader", "make_model", "init_variables"):
-    monkeypatch.setattr(model_lib, name, forbidden)
+  for module, name in ((inputs, "ensure_data"), (inputs, "loader"),
+                       (model_factory, "make_model"), (model_factory, "init_variables"),
+                       (train_lib, "make_model"), (train_lib, "init_variables")):
+    monkeypatch.setattr(module, name, forbidden)
   monkeypatch.setattr(train_lib, "maybe_initialize_distributed", no_distributed)
   compiled = []
   listener = lambda event, duration, **kwargs: compiled.append(event)
@@ -258,7 +266,8 @@ def test_table_is_rejected_by_train_lib_before_data_or_compilation(monkeypatch, 
     for i, (overrides, key, _) in enumerate(BAD):
       workdir = tmp_path / str(i)
       try:
-        train_lib.train_and_evaluate(apply(load_config(), overrides), str(workdir))
+        train_lib.train_and_evaluate(config_lib.parse(apply(load_config(), overrides)),
+                                     str(workdir))
         outcomes.append(False)
       except config_lib.ConfigError as e:
         outcomes.append(names_key(str(e), key) and not workdir.exists())

@@ -6,16 +6,16 @@ import pytest
 from resq_jax.evaluation import pareto, plots
 
 ROWS = [
-    dict(family="fp", mode="fp", miou=0.71, gbops_avg=921.6, gbops_peak=921.6),
-    dict(family="fq", mode="ptq", w_bits=8, a_bits=8, miou=0.70, gbops_avg=57.6,
+    dict(family="fp", source="fp", miou=0.71, gbops_avg=921.6, gbops_peak=921.6),
+    dict(family="fq", source="ptq", key_bits=(8, 8), miou=0.70, gbops_avg=57.6,
          gbops_peak=57.6),
-    dict(family="fq", mode="ptq", w_bits=4, a_bits=4, miou=0.52, gbops_avg=14.4,
+    dict(family="fq", source="ptq", key_bits=(4, 4), miou=0.52, gbops_avg=14.4,
          gbops_peak=14.4),
-    dict(family="resq", mode="ptq", key_bits=8, residual_bits=4, period=4, miou=0.69,
+    dict(family="resq", source="ptq", key_bits=8, residual_bits=4, period=4, miou=0.69,
          gbops_avg=25.2, gbops_peak=57.6),
-    dict(family="dynamic", mode="ptq", policy="ladder", threshold=0.1, period=8, miou=0.695,
+    dict(family="dynamic", source="ptq", policy="ladder", threshold=0.1, period=8, miou=0.695,
          gbops_avg=12.1, gbops_peak=57.6),
-    dict(family="dynamic", mode="ptq", policy="fixed", miou=None, gbops_avg=9.0),  # skipped
+    dict(family="dynamic", source="ptq", policy="fixed", miou=None, gbops_avg=9.0),  # skipped
 ]
 
 
@@ -93,7 +93,7 @@ def test_plot_bit_map_png_and_keyframe_detection(tmp_path):
 def test_point_labels_and_outlier_floor():
     rows = [dict(family="dynamic", name="Dyn step=1", policy_step=None, period=4),
             dict(family="dynamic", name="Dyn step=2", period=4),
-            dict(family="fq", w_bits=8, a_bits=8)]
+            dict(family="fq", key_bits=(8, 8))]
     # The two dynamic rows share the short name 'Dyn K4', so they fall back to their names.
     assert plots.point_labels(rows) == ["Dyn step=1", "Dyn step=2", "W8A8"]
     # best 80, 25th percentile 77 -> floor 80 - 4 * 3 = 68: only the collapsed 20 % is below.

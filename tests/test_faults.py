@@ -133,5 +133,5 @@ def test_demo_stops_at_a_preempted_stage(monkeypatch, tmp_path):
   monkeypatch.setattr(train_lib, "train_and_evaluate", fake_train)
   base = train_lib.config_lib.default_config()
   with pytest.raises(errors.PreemptedError):
-    pipeline.run_demo(base, str(tmp_path))
+    pipeline.run_demo(base, str(tmp_path), qat_stages={"qat_fq": {"mode": "fq"}}, qat_lr=1e-4)
   assert calls == ["fp"]  # no QAT stage starts from the half-trained FP run

@@ -11,8 +11,9 @@ import numpy as np
 import optax
 import pytest
 
-from resq_jax import config_lib, errors, eval_lib, model_lib, train_lib
+from resq_jax import config_lib, errors, eval_lib, inputs, train_lib
 from resq_jax.evaluation import load_results
+from resq_jax.model_factory import init_variables, make_model
 from resq_jax.training import TrainState, make_train_step, replicate, shard_batch
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -29,6 +30,16 @@ def load_config(name, **overrides):
   return config
 
 
+def train(config, workdir, **kwargs) -> dict:
+  """train.py's path: parse (validate) the config, train and evaluate; the result's row."""
+  result = train_lib.train_and_evaluate(config_lib.parse(config), workdir, **kwargs)
+  return result.to_row()
+
+
+def is_config(path) -> bool:
+  return path.stem not in ("__init__", "sweeps")
+
+
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
   return str(tmp_path_factory.mktemp("synthres"))
@@ -39,7 +50,7 @@ def fp_run(tmp_path_factory, data_dir):
   """A finished tiny FP run (4 steps, checkpoints at 2 and 4, a loss logged every step)."""
   workdir = tmp_path_factory.mktemp("fp")
   config = load_config("tiny", **{"data.data_dir": data_dir, "train.log_every": 1})
-  metrics = train_lib.train_and_evaluate(config, str(workdir))
+  metrics = train(config, str(workdir))
   return config, workdir, metrics
 
 
@@ -70,7 +81,7 @@ def test_resume_reproduces_uninterrupted_losses(fp_run, tmp_path, monkeypatch):
   jsonl = copy / "train_metrics.jsonl"
   jsonl.write_text("\n".join(jsonl.read_text().splitlines()[:2]) + "\n")
   monkeypatch.chdir(tmp_path)
-  train_lib.train_and_evaluate(config, "fp")
+  train(config, "fp")
   original, resumed = read_losses(workdir), read_losses(copy)
   for step in (3, 4):
     assert resumed[step] == pytest.approx(original[step], rel=1e-5)
@@ -82,7 +93,7 @@ def test_qat_leaves_fp_checkpoint_untouched_and_reports_bops(fp_run, tmp_path, d
   qat = load_config("tiny", **{"data.data_dir": data_dir, "stage": "qat",
                                "init_from": str(fp_dir), "quant.mode": "resq",
                                "train.num_steps": 2})
-  metrics = train_lib.train_and_evaluate(qat, str(tmp_path / "qat"))
+  metrics = train(qat, str(tmp_path / "qat"))
   after = {p: p.read_bytes() for p in (fp_dir / "checkpoints").rglob("*") if p.is_file()}
   assert before == after
   # K = 2: keyframes at W8A8 (64 bits), residual frames at W4A4 (16 bits): average 40/64.
@@ -93,7 +104,8 @@ def test_eval_sweep_writes_report(fp_run, tmp_path):
   config, fp_dir, _ = fp_run
   config = load_config("tiny", **{"data.data_dir": config.data.data_dir,
                                   "init_from": str(fp_dir)})
-  rows = eval_lib.evaluate_sweep(config, str(tmp_path))
+  rows = [r.to_row() for r in eval_lib.evaluate_sweep(
+      config_lib.parse(config, needs_init_from=True), str(tmp_path))]
   loaded, meta = load_results(tmp_path / "report")
   assert [r["name"] for r in loaded] == [r["name"] for r in rows]
   for row in loaded:
@@ -107,7 +119,7 @@ def test_eval_sweep_writes_report(fp_run, tmp_path):
 
 @pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.py")), ids=lambda p: p.stem)
 def test_every_config_loads_and_validates(path):
-  if path.stem == "__init__":
+  if not is_config(path):
     return
   config = load_config(path.stem)
   if config.stage in ("ptq", "qat"):
@@ -148,16 +160,19 @@ def test_sharded_train_step_equals_single_device(data_dir):
   tests/test_training_parallel.py.)"""
   config = load_config("tiny", **{"data.data_dir": data_dir, "stage": "qat",
                                   "init_from": "unused", "quant.mode": "resq"})
-  model = model_lib.make_model(config)
-  variables = model_lib.init_variables(model, config, jax.random.key(0))
+  experiment = config_lib.parse(config, num_devices=8)
+  model = make_model(experiment.model, experiment.task, experiment.quant.recipe)
+  variables = init_variables(model, experiment.data.frame_shape, jax.random.key(0))
   # Plain SGD: Adam's first step divides by |g|, which amplifies round-off where g ~ 0.
   optimizer = optax.sgd(0.1)
-  batch = next(iter(model_lib.loader(config, "train", batch_size=8, shuffle=False)))
+  inputs.ensure_data(experiment.data)
+  batch = next(iter(inputs.loader(experiment.data, "train", batch_size=8, seed=0,
+                                  shuffle=False)))
   results = []
   for devices in (jax.devices()[:1], jax.devices()[:8]):
     mesh = jax.make_mesh((len(devices),), ("data",), devices=devices,
                          axis_types=(jax.sharding.AxisType.Auto,))
-    step = make_train_step(train_lib.make_loss_fn(config, model), optimizer, mesh,
+    step = make_train_step(train_lib.make_loss_fn(experiment, model), optimizer, mesh,
                            has_model_state=True, donate=False)
     state = replicate(TrainState.create(variables["params"], optimizer, jax.random.key(0),
                                         variables["batch_stats"]), mesh)
@@ -174,7 +189,7 @@ def test_sharded_train_step_equals_single_device(data_dir):
     # A quantizer scale's LSQ gradient sums round(v) - v over many elements: a 1-ulp change of
     # an activation (different conv batch sizes per device) can flip one rounding, so
     # quantizer updates get 1% of the largest update as tolerance, weights 0.01%.
-    quantizer = str(path[-1].key).startswith(train_lib.QUANT_PREFIXES)
+    quantizer = train_lib.is_quantizer_param(path)
     np.testing.assert_allclose(d8, d1, rtol=0, atol=(1e-2 if quantizer else 1e-4) * scale,
                                err_msg=jax.tree_util.keystr(path))
 
@@ -189,7 +204,7 @@ def _copy_run(fp_run, tmp_path):
 def test_rerun_of_a_finished_run_returns_its_metrics_without_training(fp_run, tmp_path):
   config, copy, metrics = _copy_run(fp_run, tmp_path)
   rows = (copy / "train_metrics.jsonl").read_text()
-  result = train_lib.train_and_evaluate(config, str(copy))
+  result = train(config, str(copy))
   assert set(result) == set(metrics)
   assert result["miou"] == pytest.approx(metrics["miou"])
   assert result["per_class_iou"] == pytest.approx(metrics["per_class_iou"])
@@ -203,14 +218,14 @@ def test_resume_with_a_changed_config_is_refused_unless_allowed(fp_run, tmp_path
                                    "optim.lr": 100 * config.optim.lr, "train.num_steps": 6,
                                    "train.checkpoint_every": 3})  # not compared
   with pytest.raises(errors.ConfigMismatchError) as info:
-    train_lib.train_and_evaluate(changed, str(copy))
+    train(changed, str(copy))
   message = str(info.value)
   assert "optim.lr: 0.002 -> 0.2" in message and "train.num_steps: 4 -> 6" in message
   assert "checkpoint_every" not in message and "--allow_config_change" in message
   assert "move" not in message
   assert (copy / "config.json").read_text() == saved  # written only after a restore
   changed.train.num_steps = 4  # same steps, new lr: nothing to train, evaluated again
-  train_lib.train_and_evaluate(changed, str(copy), allow_config_change=True)
+  train(changed, str(copy), allow_config_change=True)
   assert json.loads((copy / "config.json").read_text())["optim"]["lr"] == pytest.approx(0.2)
 
 
@@ -228,7 +243,7 @@ def test_bit_flip_in_the_newest_checkpoint_resumes_from_the_intact_one(fp_run, t
   target.write_bytes(bytes(blob))
   (copy / "eval_metrics.json").unlink()  # as if it was killed before evaluating
   with caplog.at_level("WARNING"):
-    train_lib.train_and_evaluate(config, str(copy))
+    train(config, str(copy))
   assert any("step 4" in r.getMessage() and "damaged" in r.getMessage() for r in caplog.records)
   assert [p.name.split("-")[0] for p in (ckpt_dir / "damaged").iterdir()] == ["4"]
   assert sorted(int(p.name) for p in ckpt_dir.iterdir() if p.name.isdigit()) == [2, 4]
@@ -241,7 +256,7 @@ def test_non_finite_loss_stops_before_saving_with_its_step(data_dir, tmp_path):
   config = load_config("tiny", **{"data.data_dir": data_dir, "optim.lr": 1e30,
                                   "train.checkpoint_every": 1})
   with pytest.raises(errors.NonFiniteError, match="step 3") as info:
-    train_lib.train_and_evaluate(config, str(tmp_path))
+    train(config, str(tmp_path))
   assert info.value.exit_code == errors.EXIT_NON_FINITE
   # Steps 1-2 were finite and saved; nothing from step 3 on, and no evaluation.
   steps = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
@@ -255,14 +270,14 @@ def test_init_from_a_run_of_another_model_names_the_mismatch(fp_run, tmp_path, d
                                "quant.mode": "fq", "model.preset": "demo"})
   with pytest.raises(errors.ConfigMismatchError,
                      match="model.preset: 'tiny' in init_from run .*, 'demo' in this config"):
-    train_lib.train_and_evaluate(qat, str(tmp_path / "qat"))
+    train(qat, str(tmp_path / "qat"))
 
 
 def test_a_truncated_validation_split_fails_before_training(tmp_path):
   config = load_config("tiny", **{"data.data_dir": str(tmp_path / "data")})
-  model_lib.ensure_data(config, verbose=False)
+  inputs.ensure_data(config_lib.parse(config).data)
   (path,) = (tmp_path / "data").rglob("*validation.array_record*")
   path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
   with pytest.raises(errors.DataError, match="validation split"):
-    train_lib.train_and_evaluate(config, str(tmp_path / "run"))
+    train(config, str(tmp_path / "run"))
   assert not (tmp_path / "run" / "checkpoints").exists()

@@ -18,8 +18,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from resq_jax.evaluation.pareto import pareto_front
-from resq_jax.evaluation.report import (FAMILY_TITLES, finite_float, setting_name, short_name,
-                                        w8a8_reference_gbops)
+from resq_jax.evaluation.report import (FAMILY_TITLES, METRIC_LABELS, finite_float, setting_name,
+                                        short_name, w8a8_reference_gbops)
 
 # One marker and colour per family (colour-blind-safe Okabe-Ito colours).
 FAMILY_STYLE = {
@@ -128,13 +128,14 @@ def point_labels(rows: Sequence[Mapping[str, Any]]) -> list[str]:
 
 
 def plot_pareto(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike, *,
-                title: str = "Segmentation accuracy vs. cost per frame",
+                title: str | None = None, metric: str = "miou",
                 label_points: bool = True, w8a8_gbops: float | None = None,
                 min_miou: float | None = None) -> str:
-    """mIoU (%) against average GBOPs per frame (log x), one marker and colour per family.
+    """The task metric (%; `metric`: 'miou' or 'pck') against average GBOPs per frame (log x),
+    one marker and colour per family.
 
     Rows are `results.json` rows (see `report`); rows without a finite positive `gbops_avg` or
-    a finite `miou` are skipped. Points are labelled by `point_labels`. A dotted whisker
+    a finite `row[metric]` are skipped. Points are labelled by `point_labels`. A dotted whisker
     runs from each point's average to its peak cost (`gbops_peak`: the keyframe for ResQ,
     hollow marker). The Pareto front (best mIoU reachable at a given average cost) is a step
     line; a dashed vertical line marks the cost of W8A8 FQ (`w8a8_gbops`, else the first FQ
@@ -142,9 +143,11 @@ def plot_pareto(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike, *,
     rest, e.g. a collapsed W2A2) sit on the lower edge as down-pointing markers with their
     value in the label, so that they do not squash the interesting range.
     """
+    label = METRIC_LABELS.get(metric, metric)
+    title = title or f"{label} vs. cost per frame"
     pts, kept = [], []
     for row in rows:
-        cost, q = finite_float(row.get("gbops_avg")), finite_float(row.get("miou"))
+        cost, q = finite_float(row.get("gbops_avg")), finite_float(row.get(metric))
         if cost is not None and cost > 0 and q is not None:
             pts.append((cost, 100.0 * q))
             kept.append(row)
@@ -157,7 +160,7 @@ def plot_pareto(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike, *,
     ax = fig.add_subplot()
     ax.set_xscale("log")
     if not kept:
-        ax.text(0.5, 0.5, "no rows with mIoU and GBOPs", ha="center", va="center",
+        ax.text(0.5, 0.5, f"no rows with {label} and GBOPs", ha="center", va="center",
                 transform=ax.transAxes)
 
     families: list[Any] = []
@@ -192,7 +195,7 @@ def plot_pareto(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike, *,
     if len(front):
         fx, fy = pts_arr[front, 0], pts_arr[front, 1]
         ax.step(np.append(fx, fx[-1] * 1.6), np.append(fy, fy[-1]), where="post", color="0.2",
-                lw=2.0, alpha=0.35, zorder=1, label="Pareto front (best mIoU at ≤ cost)")
+                lw=2.0, alpha=0.35, zorder=1, label=f"Pareto front (best {label} at ≤ cost)")
     reference = w8a8_gbops if w8a8_gbops is not None else w8a8_reference_gbops(rows)
     if reference is not None and reference > 0:
         ax.axvline(reference, color="#0072B2", ls="--", lw=1.0, alpha=0.8, zorder=0,
@@ -204,7 +207,7 @@ def plot_pareto(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike, *,
         pad = max(1.0, 0.06 * (yhi - ylo))
         ax.set_ylim(ylo - (0 if below.any() else pad), yhi + pad)
     ax.set_xlabel("GBOPs per frame, clip average (log scale)")
-    ax.set_ylabel("mIoU (%)")
+    ax.set_ylabel(f"{label} (%)")
     ax.set_title(title)
     ax.grid(True, which="major", alpha=0.3)
     ax.grid(True, which="minor", alpha=0.1)
@@ -215,7 +218,7 @@ def plot_pareto(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike, *,
         labels.append("avg → peak GBOPs/frame")
     if below.any():
         handles.append(Line2D([], [], ls="", marker="v", color="0.4", ms=6))
-        labels.append(f"mIoU below {floor:.1f}% (value in label)")
+        labels.append(f"{label} below {floor:.1f}% (value in label)")
     legend = ax.legend(handles, labels, loc="best", fontsize=8, framealpha=0.9) if handles else None
     if label_points and kept:
         texts = [f"{t} ({q:.1f}%)" if b else t

@@ -1,24 +1,29 @@
 """Evaluation results on disk: `results.json` (machine-readable) and `results.md` (a table).
 
-A *row* is one evaluated setting, a flat dict. Recognised keys (all optional except that a row
-without `miou` and `gbops_avg` shows dashes):
+A *row* is one evaluated setting, a flat dict: ``resq_jax.eval_lib.EvalResult.to_row()``
+writes them. Recognised keys (all optional except that a row without its metric and
+`gbops_avg` shows dashes):
 
   name          display name; derived from the fields below when absent (`setting_name`)
   family        'fp' | 'fq' | 'resq' | 'dynamic' (sort order of the table and plot markers)
-  mode          'fp' | 'ptq' | 'qat'
-  w_bits, a_bits, key_bits, residual_bits    ints, or (w, a) pairs, or strings like 'W8A8'
+  source        where the weights come from: 'fp' | 'ptq' | 'qat'
+  key_bits, residual_bits    (w, a) pairs (or ints, or strings like 'W8A8')
   period        keyframe period K;  ref_mode  'closed' | 'key' | 'prev'
   policy, threshold    dynamic-ResQ policy name and its threshold(s) (ladder)
   policy_step   residual step of the fixed-step policy
-  miou          mean IoU as a fraction in [0, 1] (shown in %); likewise `pck`, `pixel_acc`
+  metric_name   the task's headline metric: 'miou' | 'pck' (the Pareto column)
+  miou          mean IoU as a fraction in [0, 1] (shown in %); likewise `pck`,
+                `pixel_accuracy`
   gbops_avg, gbops_peak    1e9 bit operations per frame: clip average and peak
-  pct_w8a8      average BOPs in % of W8A8 frame quantization (derived when absent, see below)
+  pct_w8a8      average BOPs in % of W8A8 frame quantization (``quant.cost.pct_of_w8a8``)
+  gbops_w8a8    the W8A8 reference itself (also `meta['gbops_w8a8']`)
   state_bytes   memory of the ResQ carry in bytes (shown in KiB)
 
 Any other key is kept in `results.json` untouched. Non-finite floats are written as `null`
 (strict JSON), so `load_results` returns `None` where a NaN or inf was written. Both files are
 replaced atomically (written to a temporary file in the same directory, then renamed), so a
-reader never sees a half-written file.
+reader never sees a half-written file; they are readable like the plots (0666 less the
+umask, e.g. 0644), not mkstemp's private 0600.
 """
 from __future__ import annotations
 
@@ -40,7 +45,8 @@ FAMILY_TITLES = {"fp": "FP32", "fq": "FQ", "resq": "ResQ", "dynamic": "Dynamic R
 MISSING = "–"
 
 # Optional quality columns: (row key, header). mIoU is always shown; the others when present.
-_QUALITY_COLUMNS = (("miou", "mIoU (%)"), ("pck", "PCK@0.2 (%)"), ("pixel_acc", "Pixel acc. (%)"))
+METRIC_LABELS = {"miou": "mIoU", "pck": "PCK@0.2", "pixel_accuracy": "Pixel acc."}
+_QUALITY_COLUMNS = tuple((k, f"{v} (%)") for k, v in METRIC_LABELS.items())
 
 
 # --- JSON ------------------------------------------------------------------------------------
@@ -70,6 +76,9 @@ def _atomic_write_text(path: str, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.",
                                suffix=".tmp")
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # readable like the PNGs, not mkstemp's 0600
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
@@ -132,7 +141,8 @@ def setting_name(row: Mapping[str, Any]) -> str:
         return "FP32"
     parts: list[str] = []
     if family == "fq":
-        parts.append(f"FQ W{row.get('w_bits', '?')}A{row.get('a_bits', '?')}")
+        w, a = _wa(row)
+        parts.append(f"FQ W{w}A{a}")
     elif family in ("resq", "dynamic"):
         parts.append("ResQ" if family == "resq" else "Dyn")
         if family == "resq" or "key_bits" in row:
@@ -152,9 +162,17 @@ def setting_name(row: Mapping[str, Any]) -> str:
             parts.append(str(row["ref_mode"]))
     else:
         parts.append(str(family) if family else "setting")
-    if row.get("mode") == "qat":
+    if row.get("source") == "qat":
         parts.append("QAT")
     return " ".join(parts)
+
+
+def _wa(row: Mapping[str, Any]) -> tuple[Any, Any]:
+    """(weight bits, activation bits) of a frame-quantized row (from `key_bits`)."""
+    bits = row.get("key_bits")
+    if isinstance(bits, (list, tuple)) and len(bits) == 2:
+        return bits[0], bits[1]
+    return "?", "?"
 
 
 def _compact_number(x: Any) -> str:
@@ -186,7 +204,7 @@ def short_name(row: Mapping[str, Any]) -> str:
         return str(v)
 
     if family == "fq":
-        parts = [f"W{row.get('w_bits', '?')}A{row.get('a_bits', '?')}"]
+        parts = ["W{}A{}".format(*_wa(row))]
     elif family == "resq":
         parts = [f"ResQ {bits(row.get('key_bits', '?'))}/{bits(row.get('residual_bits', '?'))}"]
     else:
@@ -202,7 +220,7 @@ def short_name(row: Mapping[str, Any]) -> str:
             parts.append(f"K{row['period']}")
         if row.get("ref_mode") and row.get("ref_mode") != "closed":
             parts.append(str(row["ref_mode"]))
-    if row.get("mode") == "qat":
+    if row.get("source") == "qat":
         parts.append("QAT")
     return " ".join(parts)
 
@@ -240,33 +258,24 @@ def _percent(x: float | None) -> str:
 
 def w8a8_reference_gbops(rows: Sequence[Mapping[str, Any]],
                          meta: Mapping[str, Any] | None = None) -> float | None:
-    """GBOPs/frame of W8A8 frame quantization.
-
-    From `meta['gbops_w8a8']`, else the first FQ W8A8 row, else `100 * gbops_avg / pct_w8a8`
-    of the first row that gives both; None when nothing tells.
-    """
+    """GBOPs/frame of W8A8 frame quantization, as the evaluation measured it
+    (``quant.cost.w8a8_bops``): `meta['gbops_w8a8']`, else the first row's `gbops_w8a8`, else
+    the first FQ W8A8 row's average; None when nothing tells."""
     if meta and finite_float(meta.get("gbops_w8a8")) is not None:
         return finite_float(meta["gbops_w8a8"])
     for row in rows:
-        if (row.get("family") == "fq" and row.get("w_bits") == 8 and row.get("a_bits") == 8
+        if finite_float(row.get("gbops_w8a8")) is not None:
+            return finite_float(row["gbops_w8a8"])
+    for row in rows:
+        if (row.get("family") == "fq" and _wa(row) == (8, 8)
                 and finite_float(row.get("gbops_avg")) is not None):
             return finite_float(row["gbops_avg"])
-    for row in rows:  # implied by a row that states its own ratio
-        avg, pct = finite_float(row.get("gbops_avg")), finite_float(row.get("pct_w8a8"))
-        if avg is not None and pct:
-            return 100.0 * avg / pct
     return None
 
 
-def pct_of_w8a8(row: Mapping[str, Any], reference: float | None) -> float | None:
-    """`row['pct_w8a8']` if given, else `100 * gbops_avg / reference`."""
-    given = finite_float(row.get("pct_w8a8"))
-    if given is not None:
-        return given
-    avg = finite_float(row.get("gbops_avg"))
-    if avg is None or not reference:
-        return None
-    return 100.0 * avg / reference
+def primary_metric(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The task metric of the rows (`metric_name` of the first row that has one; 'miou')."""
+    return next((str(r["metric_name"]) for r in rows if r.get("metric_name")), "miou")
 
 
 def sort_rows(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
@@ -291,13 +300,14 @@ def results_markdown(rows: Sequence[Mapping[str, Any]],
     meta = dict(meta or {})
     rows = sort_rows(rows)
     reference = w8a8_reference_gbops(rows, meta)
+    metric = primary_metric(rows)
     quality = [(k, h) for k, h in _QUALITY_COLUMNS
-               if k == "miou" or any(finite_float(r.get(k)) is not None for r in rows)]
-    points = [(finite_float(r.get("gbops_avg")), finite_float(r.get("miou"))) for r in rows]
+               if k == metric or any(finite_float(r.get(k)) is not None for r in rows)]
+    points = [(finite_float(r.get("gbops_avg")), finite_float(r.get(metric))) for r in rows]
     front = set(pareto_front([(np.nan if c is None else c, np.nan if q is None else q)
                               for c, q in points]).tolist()) if rows else set()
 
-    header = (["Setting", "Family", "Mode"] + [h for _, h in quality]
+    header = (["Setting", "Family", "Source"] + [h for _, h in quality]
               + ["GBOPs/frame avg", "GBOPs/frame peak", "% of W8A8 FQ", "State (KiB)", "Pareto"])
     lines = ["# Evaluation results", ""]
     if meta:
@@ -306,9 +316,9 @@ def results_markdown(rows: Sequence[Mapping[str, Any]],
     lines.append("|" + "|".join([" --- "] * 3 + [" ---: "] * (len(header) - 4) + [" :-: "]) + "|")
     for i, row in enumerate(rows):
         state = finite_float(row.get("state_bytes"))
-        pct = pct_of_w8a8(row, reference)
+        pct = finite_float(row.get("pct_w8a8"))
         cells = ([setting_name(row).replace("|", "\\|"), str(row.get("family") or MISSING),
-                  str(row.get("mode") or MISSING)]
+                  str(row.get("source") or MISSING)]
                  + [_percent(finite_float(row.get(k))) for k, _ in quality]
                  + [format_quantity(finite_float(row.get("gbops_avg"))),
                     format_quantity(finite_float(row.get("gbops_peak"))),
@@ -320,5 +330,5 @@ def results_markdown(rows: Sequence[Mapping[str, Any]],
               "peak; % of W8A8 FQ compares average BOPs with 8-bit frame quantization"
               + ("" if reference is None else f" ({format_quantity(reference)} GBOPs/frame)")
               + "; state = memory of the ResQ carry; Pareto ✓ = no other setting has higher "
-              "mIoU at lower or equal average cost.", ""]
+              f"{METRIC_LABELS.get(metric, metric)} at lower or equal average cost.", ""]
     return "\n".join(lines)

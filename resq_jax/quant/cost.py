@@ -202,7 +202,7 @@ def clip_summary(bops_per_frame, macs_per_frame: int) -> dict:
   bops = np.asarray(bops_per_frame, np.float64)
   avg, peak = float(bops.mean()), float(bops.max())
   fp32 = step_bops(macs_per_frame, FP32_BITS, FP32_BITS)
-  w8a8 = step_bops(macs_per_frame, 8, 8)
+  w8a8 = w8a8_bops(macs_per_frame)
   return {"bops_avg": avg, "bops_peak": peak, "ratio_fp32_avg": avg / fp32,
           "ratio_w8a8_avg": avg / w8a8, "ratio_w8a8_peak": peak / w8a8}
 
@@ -211,3 +211,13 @@ def state_memory_bytes(state) -> int:
   """Bytes held by a ResQ state pytree (all leaves)."""
   return int(sum(math.prod(np.shape(x)) * np.dtype(x.dtype).itemsize
                  for x in jax.tree_util.tree_leaves(state)))
+
+
+def w8a8_bops(macs: int) -> int:
+  """BOPs of W8A8 frame quantization for ``macs`` (the reference of every "% of W8A8")."""
+  return step_bops(macs, 8, 8)
+
+
+def pct_of_w8a8(bops: float, macs: int) -> float:
+  """``bops`` in % of W8A8 frame quantization of a network of ``macs`` MACs per frame."""
+  return 100.0 * float(bops) / w8a8_bops(macs)

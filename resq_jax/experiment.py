@@ -1,0 +1,168 @@
+"""The typed, frozen experiment: what ``config_lib.parse`` makes of a validated ConfigDict.
+
+Everything below the entry points (``train_lib``, ``eval_lib``, ``pipeline``, ``inputs``,
+``model_factory``, ``runs``) takes an :class:`Experiment` or one of its parts, never the
+ConfigDict: a setting is read once, in ``config_lib.parse``, and reaches the code that uses it
+as a typed field (``Experiment.quant.recipe`` -> ``model_factory.make_model`` -> ``SegNet`` ->
+each ``QConv``). Every part is a frozen, hashable dataclass.
+
+Derived rules live here, once:
+
+- the keyframe period: recipes without temporal state (float, fq) have no keyframes, so their
+  period is 1 whatever the config says (:func:`keyframe_period`);
+- calibration sees at least one residual frame per keyframe group (:func:`calibration_period`),
+  so that residual ranges are set even where the run itself has K = 1;
+- the family of a recipe in reports (``fp | fq | resq | dynamic``, :func:`family_of`) and where
+  a setting's weights come from (``source``: ``fp | ptq | qat``). ``mode`` is only ever the
+  recipe's mode (float / fq / resq / dynamic).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from resq_jax.nn.calibrate import CalibrationMethods
+from resq_jax.quant.recipe import LayerRecipe
+from resq_jax.tasks.base import Task
+
+SOURCES = ("fp", "ptq", "qat")  # where a setting's weights come from
+FAMILIES = ("fp", "fq", "resq", "dynamic")
+
+
+def keyframe_period(recipe: LayerRecipe, period: int) -> int:
+  """The period K that ``recipe`` runs with: ``period`` for stateful recipes, else 1."""
+  return int(period) if recipe.has_state else 1
+
+
+def calibration_period(period: int) -> int:
+  """The period calibration observes clips with: at least 2 (one residual frame per group)."""
+  return max(2, int(period))
+
+
+def family_of(recipe: LayerRecipe) -> str:
+  """``fp | fq | resq | dynamic``: the report family of a recipe."""
+  return "fp" if recipe.mode == "float" else recipe.mode
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSpec:
+  """Which SynthRes build to read and how to batch it (``data`` section)."""
+  data_dir: str
+  regime: str
+  height: int
+  width: int
+  num_frames: int
+  num_train: int
+  num_validation: int
+  num_test: int
+  batch_size: int
+  worker_count: int
+
+  def dataset_kwargs(self) -> dict:
+    """Keyword arguments of ``build_synthres`` / ``make_loader`` that identify the dataset."""
+    return {"regime": self.regime, "height": self.height, "width": self.width,
+                "num_frames": self.num_frames, "num_train": self.num_train,
+                "num_validation": self.num_validation, "num_test": self.num_test}
+
+  @property
+  def frame_shape(self) -> tuple[int, int, int, int]:
+    """One frame batch for a device-free init: ``[1, H, W, 3]``."""
+    return (1, self.height, self.width, 3)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+  preset: str  # resq_jax.nn.models.segnet_preset name
+
+
+@dataclasses.dataclass(frozen=True)
+class QuantPlan:
+  """How the model is quantized: the layer recipe, its keyframe period (normalised by
+  :func:`keyframe_period` at construction) and how quantizer ranges are calibrated."""
+  recipe: LayerRecipe
+  period: int
+  calibration: CalibrationMethods
+  calibration_batches: int
+
+  def __post_init__(self):
+    object.__setattr__(self, "period", keyframe_period(self.recipe, self.period))
+
+  @property
+  def calibration_period(self) -> int:
+    return calibration_period(self.period)
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimSpec:
+  lr: float
+  quant_lr: float
+  weight_decay: float
+  warmup_steps: int
+  grad_clip: float
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSpec:
+  num_steps: int
+  log_every: int
+  checkpoint_every: int
+  keep_checkpoints: int
+  unroll: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+  """One evaluated configuration: a recipe, its keyframe period (normalised at construction)
+  and where its weights come from (``source``: 'fp' the float checkpoint; 'ptq' float weights
+  + calibration; 'qat' the QAT run in ``run_dir``)."""
+  name: str
+  recipe: LayerRecipe
+  period: int = 1
+  source: str = "ptq"
+  run_dir: str = ""
+
+  def __post_init__(self):
+    if self.source not in SOURCES:
+      raise ValueError(f"source must be one of {SOURCES}, got {self.source!r}")
+    object.__setattr__(self, "period", keyframe_period(self.recipe, self.period))
+
+  @property
+  def family(self) -> str:
+    return family_of(self.recipe)
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalSpec:
+  """The evaluation: batching, the sweep (settings of ``eval.sweeps[eval.sweep]``), the QAT
+  runs evaluated after it and whether plots are drawn."""
+  batch_size: int
+  num_batches: int  # 0: the whole validation split
+  sweep_name: str
+  sweep: tuple[Setting, ...]
+  qat_runs: tuple[str, ...]
+  plots: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+  """A whole experiment. ``config_json`` is the ConfigDict it was parsed from, as JSON: what a
+  run saves as ``config.json`` and compares on resume."""
+  seed: int
+  stage: str  # fp | ptq | qat
+  init_from: str
+  distributed: bool
+  task: Task
+  data: DataSpec
+  model: ModelSpec
+  quant: QuantPlan
+  optim: OptimSpec
+  train: TrainSpec
+  eval: EvalSpec
+  config_json: str = dataclasses.field(default="{}", repr=False, compare=False)
+
+  @property
+  def num_train_steps(self) -> int:
+    """Steps this stage trains: 0 for PTQ (calibration only)."""
+    return 0 if self.stage == "ptq" else self.train.num_steps
+
+  def replace(self, **changes) -> Experiment:
+    return dataclasses.replace(self, **changes)
