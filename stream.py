@@ -35,16 +35,21 @@ _FORMAT = flags.DEFINE_enum("format", "mp4", ["mp4", "gif"], "Overlay video form
 flags.mark_flags_as_required(["video", "workdir"])
 
 
-def _bits(values):
-  return None if values is None else tuple(int(v) for v in values)
+def _bits(name, values):
+  if values is None:
+    return None
+  if len(values) != 2 or not all(v.strip().isdigit() for v in values):
+    raise app.UsageError(f"--{name}: expected W,A bits such as 8,8, got {','.join(values)}",
+                         exitcode=errors.EXIT_CONFIG)
+  return tuple(int(v) for v in values)
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}", exitcode=errors.EXIT_CONFIG)
   options = stream_lib.StreamOptions(
-      recipe=_RECIPE.value, key_bits=_bits(_KEY_BITS.value),
-      residual_bits=_bits(_RESIDUAL_BITS.value), period=_PERIOD.value,
+      recipe=_RECIPE.value, key_bits=_bits("key_bits", _KEY_BITS.value),
+      residual_bits=_bits("residual_bits", _RESIDUAL_BITS.value), period=_PERIOD.value,
       calibration_frames=_CALIBRATION.value, max_frames=_MAX_FRAMES.value, fps=_FPS.value,
       reset_on_nonfinite=_RESET.value, video_format=_FORMAT.value)
   out = _OUT.value or f"{_WORKDIR.value.rstrip('/')}/stream"

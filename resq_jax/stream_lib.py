@@ -45,6 +45,7 @@ import math
 import pathlib
 import time
 import warnings
+from typing import Any, NamedTuple
 
 import flax
 import jax
@@ -161,6 +162,15 @@ def _check_calibrated(variables: dict) -> None:
     raise ValueError(f"calibration left quantizer parameters unset: {unset}")
 
 
+def _float_part(float_model, config, variables: dict) -> dict:
+  """``variables`` without the quantizer parameters (the float model's own tree: the float
+  reference then compiles once whatever the run)."""
+  shapes = flax.traverse_util.flatten_dict(_abstract_variables(float_model, config)["params"])
+  params = flax.traverse_util.flatten_dict(variables["params"])
+  return {"params": flax.traverse_util.unflatten_dict({p: params[p] for p in shapes}),
+          "batch_stats": variables["batch_stats"]}
+
+
 def load_models(config, workdir: str, recipe: LayerRecipe, options: StreamOptions):
   """``(model, variables, float_model, float_variables, needs_calibration)``."""
   stage = config.get("stage", "fp")
@@ -168,7 +178,7 @@ def load_models(config, workdir: str, recipe: LayerRecipe, options: StreamOption
   if options.recipe == "run" and stage != "fp":
     model = model_lib.make_model(config, recipe)
     variables = _restore(model, config, workdir)
-    return model, variables, float_model, variables, False
+    return model, variables, float_model, _float_part(float_model, config, variables), False
   if stage != "fp":
     raise errors.InvalidConfigError(
         f"recipe: --recipe={options.recipe} needs the workdir of an FP run, and {workdir} is a "
@@ -232,17 +242,34 @@ def _density_plot(names, densities, keyframes, path) -> None:
   fig.savefig(path, dpi=110, bbox_inches="tight")
 
 
-def stream_video(video_path: str, workdir: str, out_dir: str,
-                 options: StreamOptions = StreamOptions()) -> dict:
-  """Stream ``video_path`` through the model of ``workdir``; write the outputs (module
-  docstring) to ``out_dir`` and return the summary."""
+class _Stream(NamedTuple):
+  """What the loop needs: both models with their variables, costs, sizes and the frames."""
+  recipe: LayerRecipe
+  period: int
+  model: Any
+  variables: dict
+  float_model: Any
+  float_vars: dict
+  costs: dict
+  size: tuple[int, int]
+  info: video.VideoInfo
+  frames: Any  # iterator of uint8 [H, W, 3]
+  calibrated_on: int
+
+
+def prepare(video_path: str, workdir: str, options: StreamOptions) -> _Stream:
+  """Open the video, load the run's models and calibrate a quantized recipe on its first
+  frames (raises ``DataError`` / ``CheckpointError`` / ``InvalidConfigError``)."""
+  try:
+    info = video.video_info(video_path)
+  except (FileNotFoundError, ValueError) as e:
+    raise errors.DataError(str(e)) from e
   config = run_config(workdir)
   recipe = stream_recipe(config, options)
   period = options.period or int(config.quant.period)
   model, variables, float_model, float_vars, calibrate = load_models(config, workdir, recipe,
                                                                      options)
   size = (int(config.data.height), int(config.data.width))
-  info = video.video_info(video_path)
   frames = video.read_video(video_path, size=size, max_frames=options.max_frames,
                             fps=options.fps)
   head = list(itertools.islice(frames, max(1, options.calibration_frames)))
@@ -255,85 +282,115 @@ def stream_video(video_path: str, workdir: str, out_dir: str,
     variables = calibrate_model(model, float_model, variables, [clip], period=max(2, period),
                                 methods=calibration_methods(config))
     _check_calibrated(variables)
+  costs = layer_costs(model, variables, normalise(head[0]))
+  return _Stream(recipe, period, model, variables, float_model, float_vars, costs, size, info,
+                 itertools.chain(head, frames), len(head) if calibrate else 0)
+
+
+def _panels(s: _Stream, label: str, frame, y, y_ref, bit_map, finest) -> list:
+  panels = [("input", frame),
+            (label, video.overlay_classes(frame, np.asarray(y)[0].argmax(-1))),
+            ("float", video.overlay_classes(frame, np.asarray(y_ref)[0].argmax(-1)))]
+  if bit_map is not None:
+    levels = tuple(getattr(s.recipe.policy, "bits", ()) or ())
+    panels.append((f"bits: {finest.split('/')[-1]}", video.color_bit_map(bit_map, levels,
+                                                                         s.size)))
+  return panels
+
+
+def _plots(s: _Stream, out: pathlib.Path, rows, densities, shown, maps, finest) -> None:
+  from resq_jax.evaluation.plots import plot_bit_map  # pylint: disable=import-outside-toplevel
+
+  keys = [r["is_keyframe"] for r in rows]
+  plot_bit_map(np.stack(shown), np.stack(maps), out / "bit_map.png",
+               candidates=tuple(getattr(s.recipe.policy, "bits", ()) or (0,)),
+               keyframes=keys[:len(shown)],
+               title=f"Dynamic ResQ bit map of layer {finest} (first {len(shown)} frames)")
+  _density_plot(list(s.costs), densities, keys, out / "density.png")
+
+
+def _summary(s: _Stream, video_path, workdir, options, rows, fps, recompiled, overlay) -> dict:
+  column = lambda k: np.asarray([r[k] for r in rows], np.float64)
+  return {"video": str(video_path), "workdir": str(workdir), "recipe": options.recipe,
+          "mode": s.recipe.mode, "period": s.period, "calibrated_on_frames": s.calibrated_on,
+          "input_size": list(s.size), "source_size": [s.info.height, s.info.width],
+          "source_fps": s.info.fps, "fps": fps, "frames": len(rows),
+          "macs_per_frame": sum(c.macs for c in s.costs.values()),
+          "gbops_avg": float(column("gbops").mean()), "gbops_peak": float(column("gbops").max()),
+          "pct_w8a8_avg": float(column("pct_w8a8").mean()),
+          "density_avg": float(column("density").mean()),
+          "agreement_avg": float(column("agreement").mean()),
+          "rel_error_avg": float(column("rel_error").mean()),
+          "frames_per_s_median": float(np.median(column("frames_per_s"))),
+          "recompilations": int(recompiled), "overlay": str(overlay)}
+
+
+def stream_video(video_path: str, workdir: str, out_dir: str,
+                 options: StreamOptions = StreamOptions()) -> dict:
+  """Stream ``video_path`` through the model of ``workdir``; write the outputs (module
+  docstring) to ``out_dir`` and return the summary."""
+  s = prepare(video_path, workdir, options)
   out = pathlib.Path(out_dir)
   out.mkdir(parents=True, exist_ok=True)
-  costs = layer_costs(model, variables, normalise(head[0]))
-  macs = sum(c.macs for c in costs.values())
-  step = lambda m, v, s, x: stream_step(m, v, s, x, period=period,
-                                        reset_on_nonfinite=options.reset_on_nonfinite)
-  first = normalise(head[0])
-  for m, v in ((model, variables), (float_model, float_vars)):
+  macs = sum(c.macs for c in s.costs.values())
+  step = lambda m, v, state, x: stream_step(m, v, state, x, period=s.period,
+                                            reset_on_nonfinite=options.reset_on_nonfinite)
+  first = next(s.frames)
+  x0 = normalise(first)
+  for m, v in ((s.model, s.variables), (s.float_model, s.float_vars)):
     # Compile both models up front (one program holds the keyframe and residual branches);
     # two steps, since a step's output state is committed to the device and stream_init's is not.
-    _, _, warm = step(m, v, stream_init(m, v, first), first)
-    jax.block_until_ready(step(m, v, warm, first))
+    _, _, warm = step(m, v, stream_init(m, v, x0), x0)
+    jax.block_until_ready(step(m, v, warm, x0))
   compiled = stream_step._cache_size()  # pylint: disable=protected-access
-  fps_out = video.output_fps(info.fps, options.fps)
-  estimate = options.max_frames or max(1, round(info.num_frames * fps_out / info.fps))
-  bar = ProgressBar(estimate, unit="frames", enabled=options.show_progress)
-  state, float_state = stream_init(model, variables, first), stream_init(float_model, float_vars,
-                                                                         first)
-  zoom, rows, densities, shown, maps, finest = video.zoom_for(size[0]), [], [], [], [], None
-  levels = tuple(getattr(recipe.policy, "bits", ()) or ())
-  overlay_path = out / f"overlay.{options.video_format}"
-  with video.VideoWriter(overlay_path, fps_out) as writer, \
+  fps = video.output_fps(s.info.fps, options.fps)
+  bar = ProgressBar(options.max_frames or max(1, round(s.info.num_frames * fps / s.info.fps)),
+                    unit="frames", enabled=options.show_progress)
+  state, float_state = (stream_init(s.model, s.variables, x0),
+                        stream_init(s.float_model, s.float_vars, x0))
+  rows, densities, shown, maps, finest = [], [], [], [], None
+  label = options.recipe if options.recipe != "run" else s.recipe.mode
+  overlay = out / f"overlay.{options.video_format}"
+  with video.VideoWriter(overlay, fps) as writer, \
       open(out / "frames.csv", "w", newline="") as csv_file:
     table = csv.DictWriter(csv_file, CSV_COLUMNS)
     table.writeheader()
-    for t, frame in enumerate(itertools.chain(head, frames)):
+    for t, frame in enumerate(itertools.chain([first], s.frames)):
       x = normalise(frame)
       start = time.perf_counter()
-      y, stats, state = jax.block_until_ready(step(model, variables, state, x))
+      y, stats, state = jax.block_until_ready(step(s.model, s.variables, state, x))
       seconds = time.perf_counter() - start
-      y_ref, _, float_state = step(float_model, float_vars, float_state, x)
+      y_ref, _, float_state = step(s.float_model, s.float_vars, float_state, x)
       stats = jax.device_get(stats)
       is_key = int(state.since_key) == 1
-      bops, density = frame_cost(stats, costs)
+      bops, density = frame_cost(stats, s.costs)
       agreement, rel_error = fidelity(y, y_ref)
-      rows.append(dict(frame=t, is_keyframe=int(is_key), gbops=bops / 1e9,
-                       pct_w8a8=100.0 * bops / (64 * macs), density=density,
-                       agreement=agreement, rel_error=rel_error, frames_per_s=1.0 / seconds))
+      rows.append({"frame": t, "is_keyframe": int(is_key), "gbops": bops / 1e9,
+                   "pct_w8a8": 100.0 * bops / (64 * macs), "density": density,
+                   "agreement": agreement, "rel_error": rel_error,
+                   "frames_per_s": 1.0 / seconds})
       table.writerow(rows[-1])
-      panels = [("input", frame),
-                (options.recipe if options.recipe != "run" else recipe.mode,
-                 video.overlay_classes(frame, np.asarray(y)[0].argmax(-1))),
-                ("float", video.overlay_classes(frame, np.asarray(y_ref)[0].argmax(-1)))]
-      if recipe.mode == "dynamic":
+      bit_map = None
+      if s.recipe.mode == "dynamic":
         flat = flatten_stats(stats)
         finest = finest or finest_dynamic_layer(stats)
-        densities.append([float(flat[p]["density"][0]) for p in costs])
+        densities.append([float(flat[p]["density"][0]) for p in s.costs])
         bit_map = np.asarray(flat[finest]["bit_map"][0])
-        panels.append((f"bits: {finest.split('/')[-1]}",
-                       video.color_bit_map(bit_map, levels, size)))
         if t < options.bit_map_frames:
           shown.append(frame)
           maps.append(bit_map)
-      writer.write(video.compose_panels(
-          panels, f"t={t} {'key' if is_key else 'res'} {bops / 1e9:.3g} GBOPs "
-          f"({rows[-1]['pct_w8a8']:.0f}% W8A8) agree {100 * agreement:.1f}%", zoom, is_key))
+      caption = (f"t={t} {'key' if is_key else 'res'} {bops / 1e9:.3g} GBOPs "
+                 f"({rows[-1]['pct_w8a8']:.0f}% W8A8) agree {100 * agreement:.1f}%")
+      writer.write(video.compose_panels(_panels(s, label, frame, y, y_ref, bit_map, finest),
+                                        caption, video.zoom_for(s.size[0]), is_key))
       bar.update(t + 1, items=1)
   bar.close()
   recompiled = stream_step._cache_size() - compiled  # pylint: disable=protected-access
   if recompiled:
-    warnings.warn(f"stream_step compiled {recompiled} more time(s) after the first frame")
-  if recipe.mode == "dynamic":
-    from resq_jax.evaluation.plots import plot_bit_map
-    keys = [r["is_keyframe"] for r in rows]
-    plot_bit_map(np.stack(shown), np.stack(maps), out / "bit_map.png",
-                 candidates=levels or (0,), keyframes=keys[:len(shown)],
-                 title=f"Dynamic ResQ bit map of layer {finest} (first {len(shown)} frames)")
-    _density_plot(list(costs), densities, keys, out / "density.png")
-  column = lambda k: np.asarray([r[k] for r in rows], np.float64)
-  summary = dict(video=str(video_path), workdir=str(workdir), recipe=options.recipe,
-                 mode=recipe.mode, period=period, calibrated_on_frames=len(head) if calibrate
-                 else 0, input_size=list(size), source_size=[info.height, info.width],
-                 source_fps=info.fps, fps=fps_out, frames=len(rows), macs_per_frame=macs,
-                 gbops_avg=float(column("gbops").mean()), gbops_peak=float(column("gbops").max()),
-                 pct_w8a8_avg=float(column("pct_w8a8").mean()),
-                 density_avg=float(column("density").mean()),
-                 agreement_avg=float(column("agreement").mean()),
-                 rel_error_avg=float(column("rel_error").mean()),
-                 frames_per_s_median=float(np.median(column("frames_per_s"))),
-                 recompilations=int(recompiled), overlay=str(overlay_path))
+    warnings.warn(f"stream_step compiled {recompiled} more time(s) after the first frame",
+                  stacklevel=2)
+  if s.recipe.mode == "dynamic":
+    _plots(s, out, rows, densities, shown, maps, finest)
+  summary = _summary(s, video_path, workdir, options, rows, fps, recompiled, overlay)
   (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
   return summary

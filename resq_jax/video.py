@@ -22,7 +22,8 @@ from __future__ import annotations
 import fractions
 import math
 import os
-from typing import Iterable, Iterator, NamedTuple
+from collections.abc import Iterable, Iterator
+from typing import NamedTuple, Self
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -62,7 +63,7 @@ def video_info(path: str | os.PathLike) -> VideoInfo:
     rate = float(stream.average_rate or stream.guessed_rate or 0) or 25.0
     duration = float(stream.duration * stream.time_base) if stream.duration else (
         container.duration / 1e6 if container.duration else 0.0)
-    frames = stream.frames or (int(round(duration * rate)) if duration else 0)
+    frames = stream.frames or (round(duration * rate) if duration else 0)
     return VideoInfo(rate, int(frames), stream.codec_context.height,
                      stream.codec_context.width, duration)
 
@@ -75,8 +76,8 @@ def cover_crop_box(in_h: int, in_w: int, out_h: int, out_w: int) -> tuple[int, i
   if min(in_h, in_w, out_h, out_w) < 1:
     raise ValueError(f"sizes must be >= 1, got {in_h}x{in_w} -> {out_h}x{out_w}")
   scale = max(out_h / in_h, out_w / in_w)
-  scaled_h = max(out_h, int(round(in_h * scale)))
-  scaled_w = max(out_w, int(round(in_w * scale)))
+  scaled_h = max(out_h, round(in_h * scale))
+  scaled_w = max(out_w, round(in_w * scale))
   return scaled_h, scaled_w, (scaled_h - out_h) // 2, (scaled_w - out_w) // 2
 
 
@@ -178,7 +179,7 @@ class VideoWriter:
     if self._gif and self._frames:
       self._frames[0].save(self.path, format="GIF", save_all=True,
                            append_images=self._frames[1:], loop=0,
-                           duration=max(20, int(round(1000.0 / self.fps))))
+                           duration=max(20, round(1000.0 / self.fps)))
       self._frames = []
     elif self._container is not None:
       for packet in self._stream.encode():
@@ -187,7 +188,7 @@ class VideoWriter:
       self._container = None
     return self.path
 
-  def __enter__(self) -> "VideoWriter":
+  def __enter__(self) -> Self:
     return self
 
   def __exit__(self, *exc) -> None:

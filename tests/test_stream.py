@@ -11,7 +11,8 @@ import optax
 import pytest
 from absl import flags
 
-from resq_jax import model_lib, stream_lib, video
+from resq_jax import errors, model_lib, stream_lib, video
+from resq_jax.nn import calibrate_model
 from resq_jax.nn.costs import layer_costs, network_macs
 from resq_jax.quant.recipe import float_recipe
 from resq_jax.training import Checkpointer, TrainState, checkpoint_dir
@@ -149,11 +150,7 @@ def fp_run(tmp_path_factory):
   config = load_config("tiny")
   model = model_lib.make_model(config, float_recipe())
   variables = random_variables(model, config)
-  state = TrainState.create(variables["params"], optax.sgd(0.1), jax.random.key(0),
-                            variables["batch_stats"])
-  with Checkpointer(checkpoint_dir(workdir), save_every_steps=1, async_save=False) as ckpt:
-    ckpt.save(0, state)
-  (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+  save_run(workdir, config, variables)
   frame = jnp.zeros(model_lib.frame_shape(config), jnp.float32)
   return workdir, network_macs(layer_costs(model, variables, frame))
 
@@ -231,10 +228,54 @@ def test_stream_quantized_recipes_cost_oracle(clip_file, fp_run, tmp_path, recip
     assert any(r["density"] < 1 for r in rows) or all(r["gbops"] > 0 for r in rows)
 
 
-def test_quantized_recipe_needs_an_fp_run(fp_run, clip_file, tmp_path):
+def save_run(workdir, config, variables):
+  state = TrainState.create(variables["params"], optax.sgd(0.1), jax.random.key(0),
+                            variables["batch_stats"])
+  with Checkpointer(checkpoint_dir(workdir), save_every_steps=1, async_save=False) as ckpt:
+    ckpt.save(0, state)
+  (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+
+
+def test_ptq_run_streams_with_its_own_quantizers(clip_file, fp_run, tmp_path):
+  """A PTQ run (static ResQ, K = 3) made from the FP run: --recipe=run restores its quantizers
+  (no calibration) and costs 8x8 / 4x4 bits per MAC; other recipes need the FP run."""
+  fp_dir, macs = fp_run
+  config = load_config("tiny", **{"stage": "ptq", "init_from": str(fp_dir), "quant.mode": "resq",
+                                  "quant.period": 3})
+  recipe = stream_lib.stream_recipe(config, stream_lib.StreamOptions())
+  fp_config = stream_lib.run_config(str(fp_dir))
+  model, variables, float_model, _, needs = stream_lib.load_models(
+      fp_config, str(fp_dir), recipe, stream_lib.StreamOptions(recipe="resq"))
+  assert needs
+  frames = video.read_video(clip_file, size=(32, 32), max_frames=8)
+  clip = jnp.concatenate([stream_lib.normalise(f) for f in frames])[None]
+  variables = calibrate_model(model, float_model, variables, [clip], period=3,
+                              methods=stream_lib.calibration_methods(config))
+  save_run(tmp_path / "ptq", config, variables)
+  options = stream_lib.StreamOptions(max_frames=7, show_progress=False)
+  summary = stream_lib.stream_video(str(clip_file), str(tmp_path / "ptq"), str(tmp_path / "out"),
+                                    options)
+  assert (summary["mode"], summary["period"], summary["calibrated_on_frames"]) == ("resq", 3, 0)
+  rows = read_rows(tmp_path / "out")
+  assert [r["is_keyframe"] for r in rows] == [1, 0, 0, 1, 0, 0, 1]
+  for r in rows:
+    bits = 64 if r["is_keyframe"] else 16
+    assert r["gbops"] == pytest.approx(bits * macs / 1e9, rel=1e-9)
+    assert 0 < r["rel_error"] < 1
+  with pytest.raises(errors.InvalidConfigError, match="needs the workdir of an FP run"):
+    stream_lib.stream_video(str(clip_file), str(tmp_path / "ptq"), str(tmp_path / "out2"),
+                            stream_lib.StreamOptions(recipe="fq"))
+
+
+def test_clear_errors(fp_run, clip_file, tmp_path):
   workdir, _ = fp_run
-  with pytest.raises(FileNotFoundError):
+  with pytest.raises(errors.DataError, match="no video file"):
     stream_lib.stream_video(str(tmp_path / "missing.mp4"), str(workdir), str(tmp_path))
-  with pytest.raises(ValueError, match="recipe"):
+  (tmp_path / "text.mp4").write_text("not a video")
+  with pytest.raises(errors.DataError, match="cannot decode"):
+    stream_lib.stream_video(str(tmp_path / "text.mp4"), str(workdir), str(tmp_path))
+  with pytest.raises(errors.CheckpointError, match="config.json"):
+    stream_lib.stream_video(str(clip_file), str(tmp_path), str(tmp_path))
+  with pytest.raises(errors.InvalidConfigError, match="recipe"):
     stream_lib.stream_recipe(stream_lib.run_config(str(workdir)),
                              stream_lib.StreamOptions(recipe="int3"))
