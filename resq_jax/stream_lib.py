@@ -265,6 +265,10 @@ def prepare(video_path: str, workdir: str, options: StreamOptions) -> _Stream:
   except (FileNotFoundError, ValueError) as e:
     raise errors.DataError(str(e)) from e
   config = run_config(workdir)
+  task = config.get("task", "segmentation")
+  if task != "segmentation":
+    raise errors.InvalidConfigError(f"task: {workdir} is a {task!r} run; stream.py draws and "
+                                    "scores segmentation runs only (allowed: segmentation)")
   recipe = stream_recipe(config, options)
   period = options.period or int(config.quant.period)
   model, variables, float_model, float_vars, calibrate = load_models(config, workdir, recipe,

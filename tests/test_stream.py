@@ -276,6 +276,11 @@ def test_clear_errors(fp_run, clip_file, tmp_path):
     stream_lib.stream_video(str(tmp_path / "text.mp4"), str(workdir), str(tmp_path))
   with pytest.raises(errors.CheckpointError, match="config.json"):
     stream_lib.stream_video(str(clip_file), str(tmp_path), str(tmp_path))
+  pose = load_config("tiny")
+  pose.task = "pose"
+  (tmp_path / "config.json").write_text(pose.to_json_best_effort())
+  with pytest.raises(errors.InvalidConfigError, match="segmentation runs only"):
+    stream_lib.stream_video(str(clip_file), str(tmp_path), str(tmp_path))
   with pytest.raises(errors.InvalidConfigError, match="recipe"):
     stream_lib.stream_recipe(stream_lib.run_config(str(workdir)),
                              stream_lib.StreamOptions(recipe="int3"))
