@@ -1,7 +1,8 @@
 """A dependency-free progress bar: step/total, loss, throughput and ETA.
 
 On a terminal it redraws one line in place (`\\r`); when stdout is not a TTY (CI, log files,
-`nohup`) it prints a complete line every `log_every_secs` instead, so logs stay readable.
+`nohup`) it prints a complete line every `log_every_secs` (10 s) instead, so logs stay
+readable and a person watching a log file sees progress at least every 10 seconds.
 
 Throughput and ETA are measured from the *first* `update` call on: that call's step includes
 compilation, which would make every later estimate pessimistic.
@@ -38,7 +39,7 @@ class ProgressBar:
         unit: str = "items",
         stream: TextIO | None = None,
         is_tty: bool | None = None,
-        log_every_secs: float = 60.0,
+        log_every_secs: float = 10.0,
         refresh_secs: float = 0.2,
         width: int = 25,
         enabled: bool = True,
