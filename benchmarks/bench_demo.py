@@ -43,7 +43,7 @@ def main():
   config.data.data_dir = str(workdir / "data")
   load_before = os.getloadavg()
   start = time.perf_counter()
-  pipeline.run_demo(config, str(workdir))
+  pipeline.run_demo(config, str(workdir), qat_stages=demo.QAT_STAGES, qat_lr=demo.QAT_LR)
   wall = time.perf_counter() - start
   print(f"\n## Demo benchmark ({datetime.date.today().isoformat()})\n")
   print(f"- command: `python benchmarks/bench_demo.py --workdir {args.workdir}"
@@ -54,7 +54,7 @@ def main():
   print(f"- demo wall time: {wall / 60:.1f} min (includes building SynthRes if absent)\n")
   print("| stage | training clips/s | eval frames/s | mIoU (%) | % of W8A8 BOPs |")
   print("| --- | ---: | ---: | ---: | ---: |")
-  for name in ["fp", *pipeline.QAT_STAGES]:
+  for name in ["fp", *demo.QAT_STAGES]:
     run = workdir / name
     metrics = json.loads((run / "eval_metrics.json").read_text())
     print(f"| {name} | {_throughput(run):.1f} | {metrics['frames_per_s']:.0f} | "
