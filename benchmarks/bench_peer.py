@@ -561,8 +561,10 @@ def header(args, threads: int) -> str:
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--quick", action="store_true", help="a < 2 minute run: 3 rounds, "
-                      "2 clips, verification of evaluation only, no memory subprocesses")
+  parser.add_argument("--quick", action="store_true", help="a short run (mostly XLA "
+                      "compilation: 3.5 min at load average 7-9 on 2 cores, meant for < 2 min "
+                      "idle): >= 3 rounds, 2 clips, verification of evaluation only, no memory "
+                      "subprocesses")
   parser.add_argument("--rounds", type=int, default=None, help="minimum timed rounds "
                       "(default 7, 3 with --quick)")
   parser.add_argument("--preset", default="demo")
