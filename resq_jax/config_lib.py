@@ -47,6 +47,7 @@ from resq_jax.experiment import (
 )
 from resq_jax.nn.calibrate import CalibrationMethods
 from resq_jax.nn.models import SEGNET_PRESETS as PRESETS
+from resq_jax.quant import calibration
 from resq_jax.quant.dynamic import FixedStepPolicy, LadderPolicy
 from resq_jax.quant.recipe import (
   MODES,
@@ -62,7 +63,7 @@ from resq_jax.tasks import TASK_NAMES, get_task
 
 STAGES = ("fp", "ptq", "qat")
 POLICIES = ("fixed_step", "ladder")
-CALIBRATION_METHODS = ("minmax", "percentile", "mse")
+CALIBRATION_METHODS = calibration.CALIBRATION_METHODS
 SETTING_NAME_KEY = "name"  # the one key of an eval.sweeps setting that is not a quant key
 
 __all__ = ["RULES", "ConfigError", "Rule", "check_device_count", "default_config", "parse",

@@ -309,3 +309,46 @@ def test_calibration_on_a_constant_clip_warns():
   still = jnp.zeros((1, 4, 8, 8, 3), jnp.float32)
   with pytest.warns(UserWarning, match="zero range"):
     calibrate_model(model, TinyNet(), variables, [still], period=2, methods=MINMAX)
+
+
+def test_conv_impl_auto_resolves_by_loop_and_backend():
+  from resq_jax.nn.layers import resolve_conv_impl, rolled_loop
+  assert resolve_conv_impl("auto") == "xla"
+  with rolled_loop():
+    assert resolve_conv_impl("auto") == ("im2col" if jax.default_backend() == "cpu" else "xla")
+    assert resolve_conv_impl("xla") == "xla"
+  assert resolve_conv_impl("im2col") == "im2col"
+  with pytest.raises(ValueError, match="conv_impl"):
+    resolve_conv_impl("cudnn")
+
+
+@pytest.mark.parametrize("remat", [False, True])
+def test_rolled_im2col_and_remat_match_the_unrolled_xla_gradients(clip, remat):
+  """The rolled residual scan (im2col conv VJP on CPU via conv_impl='auto'), with or without
+  rematerialisation, gives the outputs and parameter gradients of the fully unrolled XLA run."""
+  model, variables = _variables("resq_closed")
+
+  def loss(params, unroll, remat):
+    out = run_clip(model, dict(variables, params=params), clip, period=PERIOD, unroll=unroll,
+                   remat=remat).outputs
+    return jnp.mean(jnp.square(out - 0.3))
+
+  ref = jax.grad(loss)(variables["params"], True, False)
+  got = jax.grad(loss)(variables["params"], 1, remat)
+  for (path, a), b in zip(jax.tree_util.tree_flatten_with_path(got)[0], jax.tree.leaves(ref)):
+    scale = float(jnp.max(jnp.abs(b))) + 1e-12
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * scale,
+                               err_msg=jax.tree_util.keystr(path))
+
+
+def test_dynamic_policy_comparisons_are_reported_beside_bops(clip):
+  """Per residual frame the policy takes a max over C_in channels and walks its candidates at
+  every input location: hand counts for TinyNet's four layers (8x8x3, 8x8x8, 4x4x8, 4x4x8)."""
+  model, variables = _variables("dynamic_fixed")  # bits (0, 2, 4, 8): 4 candidates
+  costs = layer_costs(model, variables, clip[:, 0])
+  per_layer = [64 * 2 + 64 * 3, 64 * 7 + 64 * 3, 16 * 7 + 16 * 3, 16 * 7 + 16 * 3]
+  assert [c.policy_comparisons for c in costs.values()] == per_layer
+  report = bops_report(run_clip(model, variables, clip, period=PERIOD).stats, costs)
+  assert report["policy_comparisons_per_residual_frame"] == sum(per_layer)
+  static = layer_costs(*_variables("resq_closed"), clip[:, 0])
+  assert all(c.policy_comparisons == 0 for c in static.values())

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from resq_jax.quant.calibration import (calibrate, ema_init, ema_update, lsq_init_scale,
+from resq_jax.quant.calibration import (calibrate, lsq_init_scale, lsq_range,
                                         minmax_range, mse_range, percentile_range,
                                         range_to_qparams)
 from resq_jax.quant.spec import QuantSpec
@@ -170,34 +170,6 @@ def test_mse_per_channel_equals_per_tensor_on_each_channel():
     np.testing.assert_allclose([lo[c], hi[c]], [lo_c, hi_c], rtol=1e-6)
 
 
-def test_ema_equals_hand_recurrence_and_runs_in_scan():
-  # Per-channel state (2,), momentum 0.9. Channel 1 was already seen (1.0, 4.0).
-  running = (jnp.array([jnp.nan, 1.0]), jnp.array([jnp.nan, 4.0]))
-  new = [(jnp.array([-2.0, -1.0]), jnp.array([2.0, 6.0])),
-         (jnp.array([-4.0, 0.0]), jnp.array([1.0, 2.0]))]
-  r1 = ema_update(running, new[0], 0.9)
-  # Channel 0 takes the first batch as is; channel 1: 0.9 * old + 0.1 * new.
-  np.testing.assert_allclose(r1, [[-2.0, 0.9 * 1 + 0.1 * -1], [2.0, 0.9 * 4 + 0.1 * 6]],
-                             rtol=1e-6)
-  r2 = ema_update(r1, new[1], 0.9)
-  np.testing.assert_allclose(r2, [[0.9 * -2 + 0.1 * -4, 0.9 * 0.8 + 0.1 * 0],
-                                  [0.9 * 2 + 0.1 * 1, 0.9 * 4.2 + 0.1 * 2]], rtol=1e-6)
-  # Running over batches in lax.scan from ema_init gives the same recurrence.
-  batches = jnp.asarray(np.random.default_rng(2).normal(size=(4, 16, 2)).astype(np.float32))
-  spec = QuantSpec(channel_axis=-1)
-
-  def body(state, b):
-    return ema_update(state, minmax_range(b, spec), 0.8), None
-
-  got, _ = jax.lax.scan(body, ema_init((2,)), batches)
-  b = np.asarray(batches)
-  want_lo, want_hi = b[0].min(0), b[0].max(0)
-  for t in range(1, 4):
-    want_lo = 0.8 * want_lo + 0.2 * b[t].min(0)
-    want_hi = 0.8 * want_hi + 0.2 * b[t].max(0)
-  np.testing.assert_allclose(got, [want_lo, want_hi], rtol=1e-5)
-
-
 # ----------------------------------------------------------------------------------------------
 # Quantization parameters
 
@@ -319,7 +291,21 @@ def test_bad_arguments():
     mse_range(x, QuantSpec(), num_candidates=0)
   with pytest.raises(ValueError, match=r"channel_axis=2"):
     minmax_range(x, QuantSpec(channel_axis=2))
-  with pytest.raises(ValueError, match=r"momentum.*1\.5"):
-    ema_update(ema_init(), (jnp.float32(0), jnp.float32(1)), 1.5)
   with pytest.raises(ValueError, match=r"x must be non-empty"):
     minmax_range(jnp.ones((0, 3)), QuantSpec())
+
+
+@pytest.mark.parametrize("spec", [QuantSpec(4), QuantSpec(4, narrow_range=False),
+                                  QuantSpec(4, signed=False),
+                                  QuantSpec(4, signed=False, symmetric=False)])
+def test_lsq_calibration_gives_lsq_initial_step(spec):
+  # calibrate(..., 'lsq') turns the LSQ paper's initial step 2 mean|x| / sqrt(qmax) into a
+  # range whose grid has exactly that step; offset grids start at min(min(x), 0).
+  x = np.array([-1.0, 0.5, 2.0, 3.5], np.float32)
+  step = 2 * np.mean(np.abs(x)) / np.sqrt(spec.qmax)
+  scale, zero_point = calibrate(x, spec, "lsq")
+  np.testing.assert_allclose(scale, step, rtol=1e-6)
+  want_z = spec.qmin - np.round(-1.0 / step) if not spec.symmetric else 0.0
+  assert float(zero_point) == want_z
+  lo, hi = lsq_range(x, spec)
+  np.testing.assert_allclose(float(hi) - float(lo), step * (spec.qmax - spec.qmin), rtol=1e-6)

@@ -15,7 +15,7 @@ from jax.test_util import check_grads
 
 from resq_jax.quant.calibration import calibrate
 from resq_jax.quant.spec import QuantSpec
-from resq_jax.quant.uniform import (dequantize, fake_quant, lsq_grad_scale, pact_fake_quant,
+from resq_jax.quant.uniform import (dequantize, fake_quant, lsq_grad_scale,
                                     param_shape, quantize, scale_floor)
 
 SHAPES = [(7,), (3, 5), (2, 3, 4), (2, 1, 3, 2)]
@@ -208,37 +208,6 @@ def test_lsq_gradient_is_true_derivative_where_clipped():
   x = jnp.array([50.0, 80.0, -30.0])
   f = lambda s: fake_quant(x, s, 2.0, spec=spec, grad_scale=1.0)
   check_grads(f, (jnp.float32(1.5),), order=1, modes=("rev",), eps=1e-2, rtol=1e-2)
-
-
-# ----------------------------------------------------------------------------------------------
-# PACT
-
-
-@pytest.mark.parametrize("alpha_shape", [(), (1,)])
-def test_pact_values_and_gradients(alpha_shape):
-  # bits 2, alpha 3 -> step 1: clip to [0, 3] then round half to even.
-  x = jnp.array([[-1.0, 0.4, 1.5], [2.5, 4.0, 2.9]])
-  alpha = jnp.full(alpha_shape, 3.0)
-  y = pact_fake_quant(x, alpha, bits=2)
-  np.testing.assert_array_equal(np.asarray(y), [[0, 0, 2], [2, 3, 3]])
-  dx, da = jax.grad(lambda x, a: jnp.sum(pact_fake_quant(x, a, bits=2)), argnums=(0, 1))(x, alpha)
-  np.testing.assert_array_equal(np.asarray(dx), [[0, 1, 1], [1, 0, 1]])
-  assert da.shape == alpha_shape
-  np.testing.assert_array_equal(np.asarray(da), np.full(alpha_shape, 1.0))  # only x = 4 >= 3
-
-
-def test_pact_alpha_gradient_is_true_derivative_where_clipped():
-  # With every x >= alpha the output is alpha itself: d/dalpha = 1 exactly (smooth there).
-  x = jnp.array([5.0, 6.0, 7.5])
-  check_grads(lambda a: pact_fake_quant(x, a, bits=4), (jnp.float32(2.0),), order=1,
-              modes=("rev",), eps=1e-2, rtol=1e-2)
-
-
-def test_pact_bad_arguments():
-  with pytest.raises(ValueError, match=r"alpha.*-1"):
-    pact_fake_quant(jnp.ones(3), -1.0, bits=4)
-  with pytest.raises(ValueError, match=r"bits.*17"):
-    pact_fake_quant(jnp.ones(3), 1.0, bits=17)
 
 
 # ----------------------------------------------------------------------------------------------

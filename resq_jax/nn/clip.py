@@ -32,6 +32,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from resq_jax.nn.layers import rolled_loop
+
 Array = jax.Array
 COLLECTIONS = ("resq_state", "resq_stats")
 
@@ -98,17 +100,30 @@ def _merge_time(x):  # [B, T, ...] -> [B*T, ...]
   return x.reshape(x.shape[0] * x.shape[1], *x.shape[2:])
 
 
-def _run_groups(model, variables, clip, period, unroll):
+def _is_rolled(unroll: int | bool, n_steps: int) -> bool:
+  """Whether ``lax.scan(..., unroll=unroll)`` over ``n_steps`` keeps a loop."""
+  if unroll is True:
+    return False
+  return n_steps > max(1, int(unroll))
+
+
+def _run_groups(model, variables, clip, period, unroll, remat):
   """Frames ``[B, G*period, ...]`` as G independent groups. Returns outputs ``[B, G*period, ...]``,
   stats ``[G*period, B, ...]`` and the state of the last group."""
   batch, n_groups = clip.shape[0], clip.shape[1] // period
   groups = _fold(clip, n_groups)  # [B*G, period, ...]
   y0, state, s0 = _apply(model, variables, groups[:, 0], "key", None)
+  rolled = _is_rolled(unroll, period - 1)
 
   def body(state, frame):
-    y, state, s = _apply(model, variables, frame, "residual", state)
+    with rolled_loop(rolled):  # QConv(conv_impl='auto') picks the loop-friendly conv VJP
+      y, state, s = _apply(model, variables, frame, "residual", state)
     return state, (y, s)
 
+  if remat:
+    # Recompute each residual frame's activations in the backward pass instead of storing them:
+    # the scan then keeps only its carry per frame (memory flat in the frame count).
+    body = jax.checkpoint(body)
   residual_frames = jnp.moveaxis(groups[:, 1:], 1, 0)  # [period-1, B*G, ...]
   state, (ys, ss) = jax.lax.scan(body, state, residual_frames, unroll=unroll)
 
@@ -158,7 +173,7 @@ def model_has_state(model, variables, frame) -> bool:
 
 
 def run_clip(model, variables, clip: Array, *, period: int, unroll: int | bool = 1,
-             check: bool = True) -> ClipResult:
+             remat: bool = False, check: bool = True) -> ClipResult:
   """Run ``model`` over a clip ``[B, T, H, W, C]`` with keyframes at ``t % period == 0``.
 
   Args:
@@ -169,8 +184,13 @@ def run_clip(model, variables, clip: Array, *, period: int, unroll: int | bool =
       ``resq_stats`` are ignored.
     clip: frames ``[B, T, ...]``.
     period: keyframe period K >= 1 (K = 1: every frame is a keyframe, i.e. FQ with key grids).
-    unroll: ``lax.scan`` unroll factor of the residual loop (True unrolls it fully; useful for
-      training on XLA:CPU, see DESIGN.md section 7).
+    unroll: ``lax.scan`` unroll factor of the residual loop (True unrolls it fully). A rolled
+      loop compiles in a time independent of the period; its convs use the im2col kernel
+      gradient on CPU (``QConv.conv_impl='auto'``), so training no longer needs unrolling there
+      (BENCHMARKS.md, scan table).
+    remat: rematerialise each residual frame in the backward pass (``jax.checkpoint`` of the
+      scan body): activation memory of training stops growing with the period, for about one
+      extra forward pass of the residual frames.
     check: refuse quantizer parameters that do not match the weights (stale scales after
       copying weights by hand, or invalidated by ``load_float_weights`` and not calibrated;
       :func:`~resq_jax.nn.weights.check_quantizers`). Only concrete variables are checked
@@ -183,11 +203,12 @@ def run_clip(model, variables, clip: Array, *, period: int, unroll: int | bool =
   _check_period(period)
   _check_frames(clip, "clip", time_axis=True)
   _check_variables(model, variables, clip[:, 0], check)
-  return _run_clip(model, variables, clip, period=period, unroll=unroll)
+  return _run_clip(model, variables, clip, period=period, unroll=unroll, remat=bool(remat))
 
 
-@functools.partial(jax.jit, static_argnames=("model", "period", "unroll"))
-def _run_clip(model, variables, clip: Array, *, period: int, unroll: int | bool = 1) -> ClipResult:
+@functools.partial(jax.jit, static_argnames=("model", "period", "unroll", "remat"))
+def _run_clip(model, variables, clip: Array, *, period: int, unroll: int | bool = 1,
+              remat: bool = False) -> ClipResult:
   """Run ``model`` over a clip ``[B, T, H, W, C]`` with keyframes at ``t % period == 0``.
 
   Args:
@@ -213,9 +234,9 @@ def _run_clip(model, variables, clip: Array, *, period: int, unroll: int | bool 
   n_full = (length // period) * period
   parts = []
   if n_full:
-    parts.append(_run_groups(model, variables, clip[:, :n_full], period, unroll))
+    parts.append(_run_groups(model, variables, clip[:, :n_full], period, unroll, remat))
   if length > n_full:
-    parts.append(_run_groups(model, variables, clip[:, n_full:], length - n_full, unroll))
+    parts.append(_run_groups(model, variables, clip[:, n_full:], length - n_full, unroll, remat))
   outputs = jax.tree.map(lambda *v: jnp.concatenate(v, axis=1), *[p[0] for p in parts])
   stats = jax.tree.map(lambda *v: jnp.concatenate(v, axis=0), *[p[1] for p in parts])
   return ClipResult(outputs, stats, parts[-1][2])

@@ -198,6 +198,9 @@ def bops_report(stats, costs: dict[str, LayerCost]) -> dict:
   report["state_elements"] = sum(c.state_elements for c in costs.values())
   report["bops_per_layer"] = {p: float(v.mean()) for p, v in per_layer.items()}
   report["float_ops"] = {p: c.macs for p, c in costs.items() if c.float_op}
+  # Not bit operations: dynamic ResQ's policy cost on each residual frame, reported beside BOPs.
+  report["policy_comparisons_per_residual_frame"] = sum(
+      c.policy_comparisons for c in costs.values())
   return report
 
 
@@ -213,4 +216,7 @@ def format_bops_report(report: dict, costs: dict[str, LayerCost]) -> str:
                f"{report['bops_avg'] / max(report['macs_per_frame'], 1):>9.2f}")
   lines.append(f"peak {report['bops_peak']:,.0f} BOPs/frame; {100 * report['ratio_w8a8_avg']:.1f}%"
                f" of W8A8 FQ, {100 * report['ratio_fp32_avg']:.2f}% of FP32 on average")
+  comparisons = report.get("policy_comparisons_per_residual_frame", 0)
+  if comparisons:
+    lines.append(f"dynamic policy: {comparisons:,d} comparisons per residual frame (not in BOPs)")
   return "\n".join(lines)

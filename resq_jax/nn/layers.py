@@ -11,6 +11,8 @@ layers do not need it.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 from typing import Any, Sequence
 
@@ -19,12 +21,41 @@ import jax
 import jax.numpy as jnp
 
 from resq_jax.nn.quantized import quantized_linear
+from resq_jax.ops import conv2d
 from resq_jax.quant.cost import (LayerCost, conv_macs, conv_output_hw, conv_padding,
                                  conv_transpose_macs, conv_transpose_output_hw,
-                                 conv_transpose_padding, dense_macs)
+                                 conv_transpose_padding, dense_macs, policy_comparisons)
 from resq_jax.quant.recipe import LayerRecipe, RecipeRules, float_recipe
 
 Padding = str | Sequence[tuple[int, int]]
+CONV_IMPLS = ("auto", "xla", "im2col")
+_IN_ROLLED_LOOP = contextvars.ContextVar("resq_jax_in_rolled_loop", default=False)
+
+
+@contextlib.contextmanager
+def rolled_loop(rolled: bool = True):
+  """Marks what is traced inside as the body of a rolled loop (a ``lax.scan`` that is not fully
+  unrolled); ``QConv(conv_impl='auto')`` reads it. ``run_clip`` sets it for its residual scan."""
+  token = _IN_ROLLED_LOOP.set(rolled)
+  try:
+    yield
+  finally:
+    _IN_ROLLED_LOOP.reset(token)
+
+
+def resolve_conv_impl(impl: str) -> str:
+  """'xla' or 'im2col' for a ``conv_impl`` field, decided at trace time.
+
+  'auto' picks :func:`resq_jax.ops.conv2d`'s im2col kernel gradient inside rolled loops on the
+  CPU backend, where XLA:CPU's autodiff convs leave their fast path (measured 9.6-12x slower
+  ResQ training with the scan rolled, docs/conv_benchmark.md), and XLA's own conv everywhere
+  else (on small maps outside loops the im2col VJP was measured slower, docs/model.md).
+  """
+  if impl not in CONV_IMPLS:
+    raise ValueError(f"conv_impl must be one of {CONV_IMPLS}, got {impl!r}")
+  if impl != "auto":
+    return impl
+  return "im2col" if _IN_ROLLED_LOOP.get() and jax.default_backend() == "cpu" else "xla"
 
 
 def _ancestors(module: nn.Module) -> list[nn.Module]:
@@ -129,6 +160,12 @@ class QConv(QuantLayer):
   statistics of float training are averaged over the axis (synchronised BatchNorm), so that a
   step on N devices equals the step on one device with the same global batch. ``None``: the
   statistics of the local batch (only right on one device, or when that is wanted).
+
+  ``conv_impl``: 'xla' (``lax.conv_general_dilated`` and XLA's autodiff), 'im2col'
+  (:func:`resq_jax.ops.conv2d`: the same forward, a custom VJP whose kernel gradient is per-tap
+  GEMMs; undilated, non-transposed convs only, others fall back to 'xla') or 'auto' (default:
+  im2col inside rolled loops on CPU, see :func:`resolve_conv_impl`). Results agree to float
+  round-off.
   """
   features: int
   kernel_size: tuple[int, int] = (3, 3)
@@ -144,6 +181,7 @@ class QConv(QuantLayer):
   kernel_init: Any = nn.initializers.he_normal()
   kernel_dilation: tuple[int, int] = (1, 1)
   input_dilation: tuple[int, int] = (1, 1)
+  conv_impl: str = "auto"
 
   @nn.compact
   def __call__(self, x: jax.Array, phase: str | None = None, train: bool = False) -> jax.Array:
@@ -191,7 +229,9 @@ class QConv(QuantLayer):
     macs, out_hw = _conv_macs(self, in_hw, x_shape[-1])
     state = (math.prod(x_shape[1:]) + math.prod(out_hw) * self.features
              if self.active_recipe.has_state else 0)
-    return LayerCost(macs=macs, n_locations=math.prod(in_hw), state_elements=state)
+    return LayerCost(macs=macs, n_locations=math.prod(in_hw), state_elements=state,
+                     policy_comparisons=_policy_cost(self.active_recipe, math.prod(in_hw),
+                                                     x_shape[-1]))
 
 
 class QConvTranspose(QConv):
@@ -221,6 +261,13 @@ def _conv_pads(layer: QConv, in_hw):
                       layer.input_dilation, layer.kernel_dilation)
 
 
+def _policy_cost(recipe: LayerRecipe, n_locations: int, channels: int) -> int:
+  """Comparisons of a dynamic recipe's policy per residual frame (0 for other recipes)."""
+  if recipe.mode != "dynamic":
+    return 0
+  return policy_comparisons(n_locations, channels, len(getattr(recipe.policy, "bits", ())))
+
+
 def _conv_linear(layer: QConv, in_hw):
   """``(x, w) -> conv(x, w)`` without bias, padding resolved for inputs of size ``in_hw``."""
   pads = _conv_pads(layer, in_hw)
@@ -228,6 +275,11 @@ def _conv_linear(layer: QConv, in_hw):
     strides, lhs_dilation = (1, 1), _pair(layer.strides)
   else:
     strides, lhs_dilation = _pair(layer.strides), _pair(layer.input_dilation)
+
+  plain = lhs_dilation == (1, 1) and _pair(layer.kernel_dilation) == (1, 1)
+  if plain and resolve_conv_impl(layer.conv_impl) == "im2col":
+    return lambda x, w: conv2d(x, w, strides=strides, padding=pads,
+                               feature_group_count=layer.feature_group_count, impl="im2col")
 
   def linear(x, w):
     return jax.lax.conv_general_dilated(
@@ -273,4 +325,5 @@ class QDense(QuantLayer):
     n_loc = math.prod(x_shape[1:-1])
     state = n_loc * (x_shape[-1] + self.features) if self.active_recipe.has_state else 0
     return LayerCost(macs=dense_macs(x_shape[-1], self.features, n_loc), n_locations=n_loc,
-                     state_elements=state)
+                     state_elements=state,
+                     policy_comparisons=_policy_cost(self.active_recipe, n_loc, x_shape[-1]))

@@ -41,9 +41,10 @@ UPSAMPLE_METHODS = ("bilinear", "nearest")
 
 
 def _conv_bn(features: int, recipe: LayerRecipe, name: str, kernel: int = 3,
-             stride: int = 1, bn_axis_name: str | None = None) -> QConv:
+             stride: int = 1, bn_axis_name: str | None = None, conv_impl: str = "auto") -> QConv:
   return QConv(features, kernel_size=(kernel, kernel), strides=(stride, stride), use_bn=True,
-               use_bias=False, recipe=recipe, bn_axis_name=bn_axis_name, name=name)
+               use_bias=False, recipe=recipe, bn_axis_name=bn_axis_name, conv_impl=conv_impl,
+               name=name)
 
 
 def _resize(x: jax.Array, hw: Sequence[int], method: str) -> jax.Array:
@@ -57,11 +58,12 @@ class BasicBlock(nn.Module):
   stride: int = 1
   recipe: LayerRecipe = LayerRecipe()
   bn_axis_name: str | None = None
+  conv_impl: str = "auto"
 
   @nn.compact
   def __call__(self, x: jax.Array, phase: str | None = None, train: bool = False) -> jax.Array:
     conv_bn = functools.partial(_conv_bn, self.features, self.recipe,
-                                bn_axis_name=self.bn_axis_name)
+                                bn_axis_name=self.bn_axis_name, conv_impl=self.conv_impl)
     y = nn.relu(conv_bn("conv1", stride=self.stride)(x, phase, train))
     y = conv_bn("conv2")(y, phase, train)
     if self.stride != 1 or x.shape[-1] != self.features:
@@ -79,11 +81,13 @@ class Fusion(nn.Module):
   recipe: LayerRecipe = LayerRecipe()
   num_outputs: int | None = None
   bn_axis_name: str | None = None
+  conv_impl: str = "auto"
 
   @nn.compact
   def __call__(self, xs: Sequence[jax.Array], phase: str | None = None,
                train: bool = False) -> list[jax.Array]:
-    conv_bn = functools.partial(_conv_bn, recipe=self.recipe, bn_axis_name=self.bn_axis_name)
+    conv_bn = functools.partial(_conv_bn, recipe=self.recipe, bn_axis_name=self.bn_axis_name,
+                                conv_impl=self.conv_impl)
     outs = []
     for i, target in enumerate(xs[:self.num_outputs]):
       total = target
@@ -123,6 +127,7 @@ class SegNet(nn.Module):
       ``RecipeRules(((r"stage0_.*", fq_recipe(8, 8)),))``.
     bn_axis_name: mesh axis over which float training averages BatchNorm batch statistics
       (synchronised BatchNorm, see ``QConv``); None: per-device statistics.
+    conv_impl: every conv's implementation ('auto', 'xla', 'im2col'; see ``QConv``).
   """
   num_classes: int
   width: int = 32
@@ -135,6 +140,7 @@ class SegNet(nn.Module):
   recipe: LayerRecipe = LayerRecipe()
   head_recipe: LayerRecipe | None = None
   bn_axis_name: str | None = None
+  conv_impl: str = "auto"
   recipe_rules: RecipeRules | None = None
 
   @property
@@ -165,7 +171,8 @@ class SegNet(nn.Module):
     head_width = 2 * self.width if self.head_width is None else self.head_width
     in_hw = x.shape[1:3]
 
-    conv_bn = functools.partial(_conv_bn, bn_axis_name=self.bn_axis_name)
+    conv_bn = functools.partial(_conv_bn, bn_axis_name=self.bn_axis_name,
+                                conv_impl=self.conv_impl)
     y = nn.relu(conv_bn(stem_width, edge, "stem1", stride=2)(x, phase, train))
     y = nn.relu(conv_bn(widths[0], self.recipe, "stem2", stride=2)(y, phase, train))
     branches = [y]
@@ -176,6 +183,7 @@ class SegNet(nn.Module):
       for i, width in enumerate(widths):
         for k in range(self.num_blocks):
           block = BasicBlock(width, recipe=self.recipe, bn_axis_name=self.bn_axis_name,
+                             conv_impl=self.conv_impl,
                              name=f"stage{s}_branch{i}_block{k}")
           branches[i] = block(branches[i], phase, train)
       if self.num_branches > 1:
@@ -183,10 +191,12 @@ class SegNet(nn.Module):
         last = s == self.num_stages - 1
         fusion = Fusion(widths, upsample=self.upsample, recipe=self.recipe,
                         num_outputs=1 if last else None, bn_axis_name=self.bn_axis_name,
+                        conv_impl=self.conv_impl,
                         name=f"fuse{s}")
         branches = fusion(branches, phase, train)
     y = nn.relu(conv_bn(head_width, self.recipe, "head")(branches[0], phase, train))
-    classifier = QConv(self.num_classes, kernel_size=(1, 1), recipe=edge, name="classifier")
+    classifier = QConv(self.num_classes, kernel_size=(1, 1), recipe=edge,
+                       conv_impl=self.conv_impl, name="classifier")
     logits = classifier(y, phase)
     return _resize(logits, in_hw, "bilinear")
 

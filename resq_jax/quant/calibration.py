@@ -1,4 +1,4 @@
-"""Range setting for post-training calibration (PTQ): min-max, percentile, MSE, running EMA.
+"""Range setting for post-training calibration (PTQ): min-max, percentile, MSE, LSQ's init.
 
 A *range* is a pair ``(lo, hi)`` of arrays of shape ``param_shape(x.shape, spec)``: ``()`` per
 tensor, ``(C,)`` per channel, where the statistics reduce over every axis but
@@ -181,38 +181,6 @@ def _mse_range(x: Array, spec: QuantSpec, num_candidates: int) -> Range:
   return best_a * lo, best_a * hi
 
 
-def ema_init(shape: tuple[int, ...] = (), dtype=jnp.float32) -> Range:
-  """Empty running range for :func:`ema_update`: NaN marks "no batch seen yet"."""
-  nan = jnp.full(shape, jnp.nan, dtype)
-  return nan, nan
-
-
-def ema_update(running: Range, new: Range, momentum: float | Array = 0.99) -> Range:
-  """One step of a running range: ``running = momentum * running + (1 - momentum) * new``.
-
-  ``momentum`` follows Flax BatchNorm (the weight of the old value; PyTorch's
-  ``averaging_constant`` is ``1 - momentum``). The first call must see a NaN state (from
-  :func:`ema_init`): NaN entries take ``new`` as is, so the EMA is not biased towards an
-  arbitrary initial value. The NaN sentinel keeps the state a plain pair of arrays (no flag
-  leaf) and works per channel; the price is that a NaN batch statistic resets that entry.
-
-  Args:
-    running: ``(lo, hi)`` running state, arrays of the parameter shape.
-    new: ``(lo, hi)`` of the current batch, same shapes.
-    momentum: scalar in [0, 1] (checked when it is a Python number).
-  Returns:
-    the updated ``(lo, hi)``.
-  """
-  if isinstance(momentum, (int, float)) and not 0 <= momentum <= 1:
-    raise ValueError(f"momentum must be in [0, 1], got momentum={momentum!r}")
-
-  def update(r, n):
-    m = jnp.asarray(momentum, r.dtype)
-    return jnp.where(jnp.isnan(r), n, m * r + (1 - m) * n)
-
-  return update(running[0], new[0]), update(running[1], new[1])
-
-
 # --------------------------------------------------------------------------------------------
 # Quantization parameters
 
@@ -262,11 +230,30 @@ def lsq_init_scale(x: Array, spec: QuantSpec) -> Array:
   return jnp.clip(scale, scale_floor(x.dtype), _scale_ceiling(x.dtype))
 
 
+def lsq_range(x: Array, spec: QuantSpec) -> Range:
+  """The range whose grid step is LSQ's initial step (:func:`lsq_init_scale`), so that
+  ``calibrate(x, spec, 'lsq')`` starts QAT where the LSQ paper does: ``[-a, a]`` with
+  ``a = s * (qmax - qmin) / 2`` on signed symmetric grids, ``[0, s * (qmax - qmin)]`` on
+  unsigned symmetric ones, and ``[lo, lo + s * (qmax - qmin)]`` from ``lo = min(min(x), 0)`` on
+  offset grids."""
+  x = _as_float(x)
+  s = lsq_init_scale(x, spec)
+  span = s * (spec.qmax - spec.qmin)
+  if spec.symmetric and spec.signed:
+    return -span / 2, span / 2
+  if spec.symmetric:
+    return jnp.zeros_like(span), span
+  lo = jnp.minimum(jnp.min(x, axis=_reduce_axes(x, spec)), 0)
+  return lo, lo + span
+
+
 _RANGE_METHODS: dict[str, Callable[..., Range]] = {
     "minmax": minmax_range,
     "percentile": percentile_range,
     "mse": mse_range,
+    "lsq": lsq_range,
 }
+CALIBRATION_METHODS = tuple(_RANGE_METHODS)
 
 
 def calibrate(x: Array, spec: QuantSpec, method: str = "minmax", **kwargs) -> tuple[Array, Array]:
@@ -275,8 +262,8 @@ def calibrate(x: Array, spec: QuantSpec, method: str = "minmax", **kwargs) -> tu
   Args:
     x: calibration data of any shape.
     spec: the grid.
-    method: ``'minmax'``, ``'percentile'`` (kwarg ``percentile``) or ``'mse'`` (kwarg
-      ``num_candidates``).
+    method: ``'minmax'``, ``'percentile'`` (kwarg ``percentile``), ``'mse'`` (kwarg
+      ``num_candidates``) or ``'lsq'`` (LSQ's initial step ``2 mean|x| / sqrt(qmax)``).
   Returns:
     ``(scale, zero_point)`` of shape ``param_shape(x.shape, spec)``.
   """
@@ -287,6 +274,6 @@ def calibrate(x: Array, spec: QuantSpec, method: str = "minmax", **kwargs) -> tu
 
 
 __all__ = [
-    "calibrate", "ema_init", "ema_update", "lsq_init_scale", "minmax_range", "mse_range",
-    "percentile_range", "range_to_qparams",
+    "CALIBRATION_METHODS", "calibrate", "lsq_init_scale", "lsq_range", "minmax_range",
+    "mse_range", "percentile_range", "range_to_qparams",
 ]

@@ -176,6 +176,9 @@ class LayerCost:
   # A plain (not quantized) linear op such as flax's nn.Conv / nn.Dense: it records no stats and
   # costs MACs * 32 * 32 BOPs on every frame.
   float_op: bool = False
+  # Dynamic ResQ: comparisons its policy spends per residual frame (policy_comparisons); not
+  # bit operations, so reported beside BOPs (DESIGN section 4).
+  policy_comparisons: int = 0
 
 
 def step_bops(macs: int, w_bits: int, a_bits: int) -> int:

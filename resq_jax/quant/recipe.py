@@ -10,10 +10,10 @@ import dataclasses
 import re
 
 from resq_jax.quant.dynamic import FixedStepPolicy, LadderPolicy
+from resq_jax.quant.resq import REF_MODES, check_ref_mode
 from resq_jax.quant.spec import QuantSpec, activation_spec, residual_spec, weight_spec
 
 MODES = ("float", "fq", "resq", "dynamic")
-REF_MODES = ("closed", "key", "prev")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,8 +63,7 @@ class LayerRecipe:
   def __post_init__(self):
     if self.mode not in MODES:
       raise ValueError(f"mode must be one of {MODES}, got mode={self.mode!r}")
-    if self.ref_mode not in REF_MODES:
-      raise ValueError(f"ref_mode must be one of {REF_MODES}, got ref_mode={self.ref_mode!r}")
+    check_ref_mode(self.ref_mode)
     if self.mode == "dynamic" and self.policy is None:
       raise ValueError("mode='dynamic' needs a policy (LadderPolicy or FixedStepPolicy)")
     if self.policy is not None and not callable(self.policy):

@@ -21,22 +21,25 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from resq_jax.quant.recipe import REF_MODES
 
 Array = jax.Array
 Linear = Callable[[Array, Array], Array]
 Quantizer = Callable[[Array], Array]
 
 
+REF_MODES = ("closed", "key", "prev")
+
+
+def check_ref_mode(ref_mode: str) -> None:
+  """The one check of a reference mode (recipes, configs and the step math all use it)."""
+  if ref_mode not in REF_MODES:
+    raise ValueError(f"ref_mode must be one of {REF_MODES}, got ref_mode={ref_mode!r}")
+
+
 class ResQState(NamedTuple):
   """Per-layer temporal state: ``ref`` has the input's shape, ``yref`` the output's."""
   ref: Array
   yref: Array
-
-
-def _check_mode(ref_mode: str) -> None:
-  if ref_mode not in REF_MODES:
-    raise ValueError(f"ref_mode must be one of {REF_MODES}, got ref_mode={ref_mode!r}")
 
 
 def add_bias(y: Array, b: Array | None) -> Array:
@@ -53,7 +56,7 @@ def fq_forward(x: Array, w: Array, b: Array | None, *, linear: Linear, quant_x: 
 def key_forward(x: Array, w: Array, b: Array | None, *, linear: Linear, quant_x: Quantizer,
                 quant_w: Quantizer, ref_mode: str = "closed") -> tuple[Array, ResQState]:
   """Keyframe: ``y = L(Qk_a(x); Qk_w(W)) + b``; starts a new reference."""
-  _check_mode(ref_mode)
+  check_ref_mode(ref_mode)
   xh = quant_x(x)
   y = add_bias(linear(xh, quant_w(w)), b)
   ref = x if ref_mode == "prev" else xh
@@ -72,7 +75,7 @@ def residual_forward(x: Array, w: Array, state: ResQState, *, linear: Linear,
   Returns:
     ``(y, new_state, aux)``.
   """
-  _check_mode(ref_mode)
+  check_ref_mode(ref_mode)
   ref, yref = state
   if stop_ref_gradient:
     # Truncated BPTT: the input reference is a constant; gradients still reach earlier frames
@@ -97,8 +100,3 @@ def residual_forward(x: Array, w: Array, state: ResQState, *, linear: Linear,
 def static_residual_quantizer(quant: Quantizer) -> Callable[[Array], tuple[Array, None]]:
   """Adapt a plain quantizer to the ``r -> (r_hat, aux)`` form of :func:`residual_forward`."""
   return lambda r: (quant(r), None)
-
-
-def zeros_state(x_shape, y_shape, dtype=jnp.float32) -> ResQState:
-  """An all-zero state, e.g. to give a scan carry its structure before the first keyframe."""
-  return ResQState(ref=jnp.zeros(x_shape, dtype), yref=jnp.zeros(y_shape, dtype))

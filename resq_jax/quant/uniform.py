@@ -1,4 +1,4 @@
-"""Uniform fake quantization with straight-through, LSQ and LSQ+ gradients; PACT clipping.
+"""Uniform fake quantization with straight-through, LSQ and LSQ+ gradients.
 
 All functions are pure: ``(x, scale, zero_point, *, spec) -> x_hat``. The custom VJP sits right
 beside each forward.
@@ -227,41 +227,3 @@ def dequantize(q: Array, scale: Array, zero_point: Array | None = None, *, spec:
   _check_param("zero_point", zero_point, ref, spec)
   s, z = _prepare(ref, scale, zero_point, spec)
   return (q.astype(dtype) - z) * s
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _pact(x, alpha, bits: int):
-  # alpha may have shape (1,): make it a scalar so it broadcasts under rank promotion "raise".
-  a = jnp.maximum(jnp.reshape(alpha, ()).astype(x.dtype), scale_floor(x.dtype))
-  s = a / (2 ** bits - 1)
-  return jnp.round(jnp.clip(x, 0, a) / s) * s
-
-
-def _pact_fwd(x, alpha, bits):
-  return _pact(x, alpha, bits), (x, alpha)
-
-
-def _pact_bwd(bits, residuals, g):
-  x, alpha = residuals
-  a = jnp.maximum(jnp.reshape(alpha, ()).astype(x.dtype), scale_floor(x.dtype))
-  dx = jnp.where((x >= 0) & (x <= a), g, jnp.zeros_like(g))
-  dalpha = jnp.sum(jnp.where(x >= a, g, jnp.zeros_like(g))).astype(alpha.dtype)
-  return dx, jnp.reshape(dalpha, alpha.shape)
-
-
-_pact.defvjp(_pact_fwd, _pact_bwd)
-
-
-def pact_fake_quant(x: Array, alpha: Array, *, bits: int) -> Array:
-  """PACT: clip to ``[0, alpha]`` and quantize unsigned with step ``alpha / (2^b - 1)``.
-
-  Gradients: x gets 1 inside ``[0, alpha]``; the learnable clip ``alpha`` (shape ()) gets 1
-  where ``x >= alpha`` (PACT's estimator).
-  """
-  QuantSpec(bits=bits, signed=False)  # validates bits
-  alpha = jnp.asarray(alpha, dtype=jnp.result_type(float))
-  if alpha.shape not in ((), (1,)):
-    raise ValueError(f"alpha must be a scalar, got shape {alpha.shape}")
-  if not isinstance(alpha, jax.core.Tracer) and not np.all(np.asarray(alpha) > 0):
-    raise ValueError(f"alpha must be positive, got alpha={np.asarray(alpha)}")
-  return _pact(jnp.asarray(x), alpha, bits)
