@@ -72,7 +72,10 @@ def default_config() -> ml_collections.ConfigDict:
   c.train.log_every = 10
   c.train.checkpoint_every = 100
   c.train.keep_checkpoints = 2
-  c.train.unroll = True  # unroll the residual scan in QAT (XLA:CPU scan-backward trap)
+  # QAT's residual scan: unrolled (compile time grows with K) or rolled (QConv's conv_impl='auto'
+  # then uses the im2col conv VJP on CPU, which avoids XLA:CPU's scan trap; BENCHMARKS.md).
+  c.train.unroll = True
+  c.train.remat = False  # rematerialise the residual scan in the backward pass (less memory)
 
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 8

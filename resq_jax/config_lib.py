@@ -350,6 +350,7 @@ RULES: dict[str, Rule] = {
     "train.checkpoint_every": _int(1),
     "train.keep_checkpoints": _int(1),
     "train.unroll": _bool(),
+    "train.remat": _bool(),
     "eval.batch_size": _int(1, relation=_divisible_by_devices),
     "eval.num_batches": _int(0, note=" (0: the whole validation split)", relation=_eval_batches),
     "eval.sweeps": Rule(_sweeps_ok, "name -> non-empty tuple of settings, each a dict of quant "

@@ -107,6 +107,7 @@ class TrainSpec:
   checkpoint_every: int
   keep_checkpoints: int
   unroll: bool
+  remat: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

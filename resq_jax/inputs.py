@@ -12,6 +12,9 @@ import io
 import itertools
 from collections.abc import Iterable, Iterator
 
+import grain
+import jax
+
 from resq_jax import errors, log
 from resq_jax.data import build_synthres, make_loader
 from resq_jax.data import builder as data_builder
@@ -56,28 +59,40 @@ def verify_splits(data: DataSpec) -> None:
 
 
 def loader(data: DataSpec, split: str, *, batch_size: int, seed: int, shuffle: bool,
-           num_epochs: int | None = None):
-  """A grain DataLoader over a built split (``ensure_data`` first)."""
+           num_epochs: int | None = None, per_process: bool = False):
+  """A grain DataLoader over a built split (``ensure_data`` first).
+
+  ``per_process``: each of ``jax.process_count()`` processes reads its own shard of the split
+  and ``batch_size / process_count`` clips per batch (``batch_size`` stays the global batch).
+  Otherwise every process reads the same batches (calibration and evaluation, whose results must
+  be equal on every process)."""
+  shard = grain.sharding.NoSharding()
+  if per_process:
+    shard = grain.sharding.ShardByJaxProcess(drop_remainder=True)
+    batch_size //= jax.process_count()
   return make_loader(data.data_dir, split, batch_size=batch_size, seed=seed, shuffle=shuffle,
-                     num_epochs=num_epochs, worker_count=data.worker_count,
+                     num_epochs=num_epochs, worker_count=data.worker_count, shard_options=shard,
                      **data.dataset_kwargs())
 
 
 def train_batches(data: DataSpec, seed: int) -> Iterator[dict]:
-  """Shuffled training batches of ``data.batch_size``, repeated forever (a checkpointable
-  grain iterator)."""
-  return iter(loader(data, "train", batch_size=data.batch_size, seed=seed, shuffle=True))
+  """Shuffled training batches (``data.batch_size`` clips over all processes), repeated forever
+  (a checkpointable grain iterator)."""
+  return iter(loader(data, "train", batch_size=data.batch_size, seed=seed, shuffle=True,
+                     per_process=True))
 
 
 def calibration_batches(data: DataSpec, seed: int, num_batches: int) -> list[dict]:
-  """``num_batches`` shuffled training batches, seeded apart from training (``seed + 1``)."""
+  """``num_batches`` shuffled training batches, seeded apart from training (``seed + 1``); the
+  same on every process, so that every process sets the same quantizer ranges."""
   batches = loader(data, "train", batch_size=data.batch_size, seed=seed + 1, shuffle=True,
                    num_epochs=1)
   return list(itertools.islice(iter(batches), num_batches))
 
 
 def eval_batches(data: DataSpec, *, batch_size: int, num_batches: int = 0) -> Iterable[dict]:
-  """The validation split in order, one pass (its first ``num_batches`` batches if > 0)."""
+  """The validation split in order, one pass (its first ``num_batches`` batches if > 0); every
+  process evaluates the whole split (metrics need no cross-process reduction)."""
   batches = iter(loader(data, "validation", batch_size=batch_size, seed=0, shuffle=False,
                         num_epochs=1))
   return itertools.islice(batches, num_batches) if num_batches else batches

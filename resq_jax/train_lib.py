@@ -79,7 +79,8 @@ def make_loss_fn(experiment: Experiment, model):
   def qat_loss(params, batch_stats, batch, rng):
     frames, targets = task.prepare(batch)
     outputs = run_clip(model, {"params": params, "batch_stats": batch_stats}, frames,
-                       period=period, unroll=unroll).outputs
+                       period=period, unroll=unroll,
+                       remat=experiment.train.remat).outputs
     loss, extra = task.loss(outputs, targets)
     return loss, (batch_stats, extra)
 

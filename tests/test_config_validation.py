@@ -114,6 +114,7 @@ BAD = [
     ({"train.checkpoint_every": 0}, "train.checkpoint_every", "int >= 1"),
     ({"train.keep_checkpoints": 0}, "train.keep_checkpoints", "int >= 1"),
     ({"train.unroll": 1}, "train.unroll", "True | False"),
+    ({"train.remat": "yes"}, "train.remat", "True | False"),
     ({"eval.batch_size": 0}, "eval.batch_size", "int >= 1"),
     ({"eval.batch_size": 4}, "eval.batch_size", "not divisible by the device count 8"),
     ({"eval.num_batches": -1}, "eval.num_batches", "int >= 0"),
