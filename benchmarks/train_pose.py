@@ -11,9 +11,10 @@ the run can be the ``init_from`` of PTQ / QAT configs once the loops run pose.
   python benchmarks/train_pose.py --config configs/pose_fp.py --workdir runs/pose_fp \\
       --notrain --ptq fp,fq8,fq4,resq4
 
-Prints (and writes to ``<workdir>/pose_metrics.json``) the PCK of each evaluated setting on
-``--eval_split`` with its 95% bootstrap interval, GBOPs per frame, wall times and the load
-average.
+Prints (and writes to ``<workdir>/pose_metrics.json``, or ``pose_ptq_metrics.json`` with
+``--notrain``) the PCK of each evaluated setting on ``--eval_split`` with its 95% bootstrap
+interval, GBOPs per frame, wall times and the load average; with more than one setting also
+``<workdir>/pose_report/`` (results.json, results.md with the PCK column, pareto.png).
 """
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from resq_jax.data import build_synthres, make_loader  # noqa: E402
-from resq_jax.evaluation import plot_pareto  # noqa: E402
+from resq_jax.evaluation import plot_pareto, write_results  # noqa: E402
 from resq_jax.nn import (SegNet, bops_report, calibrate_model, layer_costs, run_clip,  # noqa: E402
                          segnet_preset)
 from resq_jax.quant import (FixedStepPolicy, dynamic_recipe, float_recipe, fq_recipe,  # noqa: E402
@@ -183,8 +184,24 @@ def evaluate(model, variables, task, batches, period: int) -> dict:
   w8a8 = 64.0 * reports[0]["macs_per_frame"]
   result.update(gbops_avg=float(bops.mean()) / 1e9, gbops_peak=float(bops.max()) / 1e9,
                 pct_w8a8=100.0 * float(bops.mean()) / w8a8,
+                state_bytes=4 * reports[0]["state_elements"],
                 eval_seconds=time.perf_counter() - start)
   return result
+
+
+def setting_row(key: str) -> dict:
+  """The report fields of a setting (as eval_lib writes them): name, family, bits, period."""
+  name, r, period = SETTINGS[key]
+  source = "fp" if key == "fp" else "ptq"
+  row = {"name": name, "family": FAMILY[r.mode], "mode": source, "source": source,
+         "period": period}
+  if r.is_quantized:
+    row.update(key_bits=list(r.key.bits), w_bits=r.key.bits[0], a_bits=r.key.bits[1])
+  if r.has_state:
+    row.update(residual_bits=list(r.residual.bits), ref_mode=r.ref_mode)
+  if r.policy is not None:
+    row["policy_step"] = getattr(r.policy, "step", None)
+  return row
 
 
 def main(argv):
@@ -223,10 +240,13 @@ def main(argv):
           f"{r['gbops_avg']:.4f} GBOPs/frame ({r['pct_w8a8']:.1f}% of W8A8)", flush=True)
   out.update(settings=rows, wall_seconds=time.perf_counter() - t0, load_end=os.getloadavg())
   if len(rows) > 1:
-    plot_rows = [{"name": name, "family": FAMILY[SETTINGS[key][1].mode], "period": SETTINGS[key][2],
-                  "mode": "fp" if key == "fp" else "ptq", **rows[name]}
-                 for key, name in ((k, SETTINGS[k][0]) for k in _PTQ.value)]
-    print(f"Pareto plot: {plot_pareto(plot_rows, workdir / 'pose_pareto.png', metric='pck')}")
+    report_rows = [{**setting_row(key), "metric_name": task.metric_name,
+                    **rows[SETTINGS[key][0]]} for key in _PTQ.value]
+    report_dir = workdir / "pose_report"
+    write_results(report_dir, report_rows, {"config": config.to_dict(), "task": repr(task),
+                                            "split": _EVAL_SPLIT.value})
+    plot_pareto(report_rows, report_dir / "pareto.png", metric=task.metric_name)
+    print(f"report and Pareto plot in {report_dir}", flush=True)
   name = "pose_metrics.json" if _TRAIN.value else "pose_ptq_metrics.json"
   (workdir / name).write_text(json.dumps(out, indent=2))
   print(f"wall {out['wall_seconds']:.0f} s, load average {load0[0]:.1f} -> "
