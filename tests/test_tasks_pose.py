@@ -142,6 +142,8 @@ def test_accumulator_equals_pck_on_pooled_arrays():
   assert result["clips"] == 9
   lo, hi = result["pck_ci95"]
   assert lo <= result["pck"] <= hi and hi - lo < 0.3
+  with pytest.raises(ValueError, match="predictions must be"):
+    acc.update(pred[:, :, :5], pooled)  # 5 joints into a 15-joint accumulator
 
 
 def test_pck_is_one_when_predictions_equal_ground_truth():

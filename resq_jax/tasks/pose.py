@@ -161,27 +161,27 @@ class PCKAccumulator:
   bootstrap confidence interval over clips (axis 0 of every update is the clip axis;
   ``num_bootstrap`` resamples of the clips with replacement, fixed seed)."""
 
-  def __init__(self, alpha: float = 0.2, num_bootstrap: int = 1000, seed: int = 0):
+  def __init__(self, alpha: float = 0.2, num_bootstrap: int = 1000, seed: int = 0,
+               joint_names: tuple[str, ...] = JOINT_NAMES):
     self.alpha = float(alpha)
     self.num_bootstrap = int(num_bootstrap)
     self.seed = int(seed)
-    self._correct = np.zeros(NUM_JOINTS, np.int64)
-    self._evaluated = np.zeros(NUM_JOINTS, np.int64)
+    self.joint_names = tuple(joint_names)
+    self._correct = np.zeros(len(self.joint_names), np.int64)
+    self._evaluated = np.zeros(len(self.joint_names), np.int64)
     self._clips: list[np.ndarray] = []  # [n, 2] (correct, evaluated) per clip
 
   def update(self, predictions, targets) -> None:
     """predictions ``[B, (T,) J, 2]`` (x, y) pixels; targets a dict with ``joints``
-    ``[B, (T,) J, 2]``, ``visible`` ``[B, (T,) J]`` and ``bbox`` ``[B, (T,) 4]``."""
+    ``[B, (T,) J, 2]``, ``visible`` ``[B, (T,) J]`` and ``bbox`` ``[B, (T,) 4]`` (NumPy or
+    JAX arrays)."""
     pred = np.asarray(predictions, np.float64)
     gt = np.asarray(targets["joints"], np.float64)
     vis = np.asarray(targets["visible"]).astype(bool)
     bbox = np.asarray(targets["bbox"], np.float64)
-    if pred.ndim < 3:
-      raise ValueError(f"predictions must be [B, ..., J, 2], got shape {pred.shape}")
-    if pred.shape[-2] != self._correct.shape[0]:
-      self._correct = np.zeros(pred.shape[-2], np.int64)  # another joint set: start over
-      self._evaluated = np.zeros(pred.shape[-2], np.int64)
-      self._clips = []
+    if pred.ndim < 3 or pred.shape[-2] != len(self.joint_names):
+      raise ValueError(f"predictions must be [B, ..., {len(self.joint_names)}, 2], got shape "
+                       f"{pred.shape}")
     per_clip = [pck_counts(pred[b], gt[b], vis[b], bbox[b], self.alpha)
                 for b in range(pred.shape[0])]
     for correct, evaluated in per_clip:
@@ -209,11 +209,9 @@ class PCKAccumulator:
     value = float(self._correct.sum() / total) if total else float("nan")
     with np.errstate(invalid="ignore", divide="ignore"):
       per_joint = self._correct / self._evaluated
-    names = (JOINT_NAMES if len(per_joint) == NUM_JOINTS
-             else tuple(str(j) for j in range(len(per_joint))))
     clips = (np.concatenate(self._clips) if self._clips else np.zeros((0, 2), np.int64))
     return {"pck": value, "pck_ci95": self._interval(clips),
-            "pck_per_joint": {n: float(v) for n, v in zip(names, per_joint)},
+            "pck_per_joint": {n: float(v) for n, v in zip(self.joint_names, per_joint)},
             "joints_evaluated": total, "clips": int(len(clips))}
 
 
@@ -286,7 +284,9 @@ class PoseTask:
     return decode_argmax(outputs)
 
   def new_accumulator(self) -> PCKAccumulator:
-    return PCKAccumulator(self.alpha)
+    names = (JOINT_NAMES if self.num_joints == NUM_JOINTS
+             else tuple(f"joint{j}" for j in range(self.num_joints)))
+    return PCKAccumulator(self.alpha, joint_names=names)
 
 
 TASK = PoseTask()
