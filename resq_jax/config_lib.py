@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import itertools
-import json
 import math
 import numbers
 import re
@@ -618,15 +617,3 @@ def check_device_count(experiment: Experiment, num_devices: int) -> None:
                           ("eval.batch_size", experiment.eval.batch_size)) if v % num_devices]
   if found:
     raise ConfigError(found)
-
-
-def config_dict(experiment: Experiment) -> dict:
-  """The ConfigDict an Experiment was parsed from, as a plain dict (JSON types)."""
-  return json.loads(experiment.config_json)
-
-
-def calibration_methods_from(c) -> CalibrationMethods:
-  """The CalibrationMethods of a ``calibration`` section (for callers that read a saved
-  config.json; :func:`parse` builds ``Experiment.quant.calibration``)."""
-  return CalibrationMethods(weight=c["weight"], key_act=c["key_act"],
-                            residual_act=c["residual_act"], residual_weight=c["residual_weight"])

@@ -14,7 +14,7 @@ import jax
 
 from resq_jax import errors
 from resq_jax.experiment import Experiment
-from resq_jax.model_factory import init_variables, make_model
+from resq_jax.model_factory import abstract_variables, make_model
 from resq_jax.nn.models import SegNet
 from resq_jax.quant.recipe import LayerRecipe, float_recipe
 from resq_jax.training import restore_fields_from
@@ -57,9 +57,13 @@ def _restore(run_dir: str, variables: dict) -> dict:
 
 
 def load_run(experiment: Experiment, run_dir: str, recipe: LayerRecipe) -> tuple[SegNet, dict]:
-  """The model of ``recipe`` and the newest checkpoint's variables of the run ``run_dir``."""
+  """The model of ``recipe`` and the newest checkpoint's variables of the run ``run_dir``.
+
+  The restore target is abstract (``model_factory.abstract_variables`` on this process's
+  default device, where ``model.init`` would have put its arrays): no Flax init runs."""
   model = make_model(experiment.model, experiment.task, recipe)
-  template = init_variables(model, experiment.data.frame_shape, jax.random.key(0))
+  sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  template = abstract_variables(model, experiment.data.frame_shape, sharding)
   return model, _restore(run_dir, template)
 
 

@@ -1,22 +1,25 @@
 """Run a trained segmentation model online over a video file (``stream.py``).
 
-The model comes from a run's workdir (its ``config.json`` rebuilds it, its newest checkpoint
-gives the weights):
+The model comes from a run's workdir: its ``config.json`` is parsed into an
+:class:`~resq_jax.experiment.Experiment` (:func:`run_experiment`, ``config_lib.parse`` with the
+stream options applied), its newest checkpoint gives the weights (``runs.load_run``):
 
 * ``recipe='run'``: the run's own recipe: an FP run runs in float; a PTQ or QAT run runs with
   its calibrated / learned quantizers.
 * ``recipe`` in ``fp | fq | resq | dynamic``: the workdir must be an FP run. Its weights run
   under FQ ``key_bits``, static ResQ ``key_bits`` / ``residual_bits`` or dynamic ResQ (the
   run config's ``quant.ref_mode`` and policy); the quantizer ranges are calibrated (PTQ, with
-  the run config's ``calibration`` methods) on the first ``calibration_frames`` frames of the
-  video itself, as one clip, with keyframes every ``max(2, period)`` frames.
+  the run config's ``calibration`` methods, ``QuantPlan.calibration``) on the first
+  ``calibration_frames`` frames of the video itself, as one clip, with keyframes every
+  ``max(2, period)`` frames (``QuantPlan.calibration_period``).
 
 The float model (the same weights under the float recipe) always runs beside it, frame by
 frame, as the reference for fidelity. Frames are decoded, scaled and centre-cropped to the
-run's training size (``resq_jax.video``), normalised as in training (``model_lib.NORMALISE``)
-and fed one at a time (batch 1) to the jitted ``stream_step``; both models are compiled on the
-first frame before timing starts, and the number of recompilations afterwards (0 expected) is
-reported.
+run's training size (``resq_jax.video``), normalised as in training
+(``resq_jax.tasks.normalise_frames``) and fed one at a time (batch 1) to the jitted
+``stream_step``; both models are compiled on the first frame before timing starts, and the
+number of recompilations afterwards (0 expected) is reported. No Flax ``init`` runs: variables
+are restored into abstract templates (``model_factory.abstract_variables``).
 
 Outputs in ``out_dir``:
 
@@ -25,12 +28,13 @@ Outputs in ``out_dir``:
   cost and agreement, a white border on keyframes;
 * ``frames.csv``: one row per frame, columns :data:`CSV_COLUMNS`: ``is_keyframe`` (1 when the
   key branch ran; every frame of a stateless FP / FQ model), ``gbops`` (exact BOPs of the
-  frame / 1e9), ``pct_w8a8`` (% of W8A8 FQ's cost, ``64 * MACs``), ``density`` (fraction of
-  the MACs whose input location was not skipped, MAC-weighted over layers: below 1 only at
-  dynamic residual frames), ``agreement`` (fraction of pixels whose argmax class equals the
-  float model's), ``rel_error`` (``||logits - float logits|| / ||float logits||``),
-  ``frames_per_s`` (1 / seconds of this frame's step of the model under test, synchronised;
-  the float reference, decoding and drawing are not included);
+  frame / 1e9; plain Flax ops, ``LayerCost.float_op``, at 32 x 32 bits), ``pct_w8a8`` (% of
+  W8A8 FQ's cost, ``64 * MACs``), ``density`` (fraction of the MACs whose input location was
+  not skipped, MAC-weighted over layers, plain ops dense: below 1 only at dynamic residual
+  frames), ``agreement`` (fraction of pixels whose argmax class equals the float model's),
+  ``rel_error`` (``||logits - float logits|| / ||float logits||``), ``frames_per_s`` (1 /
+  seconds of this frame's step of the model under test, synchronised; the float reference,
+  decoding and drawing are not included);
 * ``bit_map.png`` (dynamic ResQ): frames and bit maps of the finest layer over the first
   ``bit_map_frames`` frames; ``density.png`` (dynamic ResQ): density per layer over time;
 * ``summary.json``: averages and peaks, the recipe, the sizes, recompilations.
@@ -53,17 +57,36 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from resq_jax import config_lib, errors, model_lib, video
-from resq_jax.nn import calibrate_model, layer_costs, stream_init, stream_step
-from resq_jax.nn.calibrate import CalibrationMethods
+from resq_jax import config_lib, errors, runs, video
+from resq_jax.config_defaults import default_config
+from resq_jax.experiment import Experiment
+from resq_jax.log import get_logger
+from resq_jax.model_factory import abstract_variables, init_from_fp, make_model
+from resq_jax.nn import (
+  calibrate_model,
+  clip_bops,
+  layer_costs,
+  stack_stream_stats,
+  stream_init,
+  stream_step,
+)
 from resq_jax.nn.costs import flatten_stats
-from resq_jax.quant.cost import dynamic_bops
+from resq_jax.quant.cost import LayerCost
 from resq_jax.quant.recipe import LayerRecipe, float_recipe
-from resq_jax.training import ProgressBar, restore_fields_from
+from resq_jax.tasks import normalise_frames
+from resq_jax.training import ProgressBar
+
+log = get_logger(__name__)
 
 RECIPES = ("run", "fp", "fq", "resq", "dynamic")
 CSV_COLUMNS = ("frame", "is_keyframe", "gbops", "pct_w8a8", "density", "agreement",
                "rel_error", "frames_per_s")
+# The run config keys that streaming reads (a key or a whole section): the rest need not pass
+# today's validation (see run_experiment).
+STREAM_KEYS = ("stage", "init_from", "task", "model", "quant", "calibration.weight",
+               "calibration.key_act", "calibration.residual_act", "calibration.residual_weight",
+               "data.height", "data.width")
+_SWEEP = "stream"  # the one-setting eval sweep of a streamed Experiment
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,76 +106,91 @@ class StreamOptions:
   show_progress: bool = True
 
 
-def run_config(workdir: str) -> ml_collections.ConfigDict:
-  """The ``config.json`` a run saved in ``workdir``, as a ConfigDict."""
-  saved = model_lib.read_run_config(workdir)
-  if saved is None:
-    raise errors.CheckpointError(f"{workdir!r} has no config.json: is it a train.py workdir?")
-  return ml_collections.ConfigDict(saved)
+def _is_stream_key(key: str) -> bool:
+  return any(key == k or key.startswith(k + ".") for k in STREAM_KEYS)
 
 
-def stream_recipe(config, options: StreamOptions) -> LayerRecipe:
-  """The recipe that ``options.recipe`` names, from the run config's ``quant`` section."""
+def _set(tree: dict, key: str, value) -> None:
+  *sections, leaf = key.split(".")
+  for section in sections:
+    tree = tree[section]
+  tree[leaf] = value
+
+
+def _overrides(options: StreamOptions) -> dict:
+  """The quant keys that ``options`` override."""
   if options.recipe not in RECIPES:
     raise errors.InvalidConfigError(f"recipe: got {options.recipe!r} (allowed: "
                                     f"{' | '.join(RECIPES)})")
-  quant = ml_collections.ConfigDict(config.quant.to_dict())
+  out = {}
   if options.recipe != "run":
-    quant.mode = "float" if options.recipe == "fp" else options.recipe
+    out["quant.mode"] = "float" if options.recipe == "fp" else options.recipe
   if options.key_bits is not None:
-    quant.key_bits = tuple(options.key_bits)
+    out["quant.key_bits"] = tuple(options.key_bits)
   if options.residual_bits is not None:
-    quant.residual_bits = tuple(options.residual_bits)
+    out["quant.residual_bits"] = tuple(options.residual_bits)
+  if options.period:
+    out["quant.period"] = int(options.period)
+  return out
+
+
+def _stream_config(saved: dict, overrides: dict, keep) -> tuple[ml_collections.ConfigDict, list]:
+  """Today's defaults, the saved values of the known keys that ``keep(key)`` selects, then
+  ``overrides``; the eval sweep is the streamed setting alone. Also returns the saved keys
+  that today's schema does not know."""
+  config = default_config().to_dict()
+  unknown = []
+  for key, value in config_lib._flatten(saved):  # pylint: disable=protected-access
+    if key not in config_lib.RULES:
+      unknown.append(key)
+    elif keep(key) and key not in ("eval.sweeps", "eval.sweep"):
+      _set(config, key, value)
+  for key, value in overrides.items():
+    _set(config, key, value)
+  config["eval"]["sweeps"] = {_SWEEP: ({"name": _SWEEP},)}
+  config["eval"]["sweep"] = _SWEEP
+  return ml_collections.ConfigDict(config), unknown
+
+
+def run_experiment(workdir: str, options: StreamOptions = StreamOptions()) -> Experiment:
+  """The run's ``config.json`` parsed (``config_lib.parse``) into the Experiment to stream,
+  ``options`` applied (recipe, bits, period: ``Experiment.quant``; its ``eval.sweep`` is that
+  one setting).
+
+  Streaming runs on one device with batch 1 (parsed with ``num_devices=1``) and reads only
+  :data:`STREAM_KEYS`. Runs saved under an older schema still stream: keys added since take
+  today's defaults and keys no longer in the schema are ignored; if the config then fails
+  today's validation only in keys streaming does not read (data sizes, optimiser, training,
+  evaluation; e.g. a rule tightened since the run), those keys take today's defaults, with a
+  warning. Problems in keys it reads (and bad options, e.g. residual bits above the key
+  bits) raise ``ConfigError``, one line each; no ``config.json``: ``CheckpointError``.
+  """
+  saved = runs.read_run_config(workdir)
+  if saved is None:
+    raise errors.CheckpointError(f"{workdir!r} has no config.json: is it a train.py workdir?")
+  overrides = _overrides(options)
+  config, unknown = _stream_config(saved, overrides, keep=lambda key: True)
+  if unknown:
+    log.warning(f"{workdir}: config.json keys no longer in the schema ignored: "
+                f"{', '.join(unknown)}")
   try:
-    return config_lib.recipe_from(quant)
-  except ValueError as e:
-    raise errors.InvalidConfigError(f"recipe {options.recipe}: {e}") from e
+    return config_lib.parse(config, num_devices=1)
+  except config_lib.ConfigError as e:
+    relevant = [p for p in e.problems if _is_stream_key(p.partition(":")[0])]
+    if relevant:
+      raise config_lib.ConfigError(relevant) from None
+    log.warning(f"{workdir}: config.json fails today's validation in keys streaming does not "
+                f"read; they take today's defaults: {'; '.join(e.problems)}")
+  config, _ = _stream_config(saved, overrides, keep=_is_stream_key)
+  return config_lib.parse(config, num_devices=1)
 
 
-def _abstract_variables(model, config) -> dict:
-  """Shapes and dtypes of ``model_lib.init_variables`` (traced, nothing computed or compiled:
-  an eager Flax init compiles every operation on its own, measured 27 s for the tiny preset on
-  2 busy cores, and 20 s under jit for a quantized model)."""
-  return jax.eval_shape(lambda rng: model_lib.init_variables(model, config, rng),
-                        jax.random.key(0))
-
-
-def _restore(model, config, workdir: str) -> dict:
-  """The run's ``params`` and ``batch_stats`` for ``model``, as ``model_lib.load_fp`` /
-  ``load_run`` read them, from an abstract template."""
-  sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  template = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
-                          _abstract_variables(model, config))
+def _load(experiment: Experiment, workdir: str, recipe: LayerRecipe):
+  """``runs.load_run`` (abstract template), a missing checkpoint as ``CheckpointError``."""
   try:
-    restored = restore_fields_from(workdir, params=template["params"],
-                                   model_state=template.get("batch_stats", {}))
+    return runs.load_run(experiment, workdir, recipe)
   except FileNotFoundError as e:
     raise errors.CheckpointError(f"{workdir}: {e}") from e
-  return {"params": restored["params"], "batch_stats": restored["model_state"]}
-
-
-def _from_fp(model, config, fp_vars: dict) -> dict:
-  """As ``model_lib.init_from_fp``: the FP weights and BatchNorm statistics in the quantized
-  model; its quantizer parameters are NaN until :func:`calibrate_model` sets them (and
-  :func:`_check_calibrated` makes sure that it set every one)."""
-  fp = flax.traverse_util.flatten_dict(fp_vars["params"])
-  shapes = flax.traverse_util.flatten_dict(_abstract_variables(model, config)["params"])
-  missing = sorted("/".join(p) for p in set(fp) - set(shapes))
-  if missing:
-    raise errors.CheckpointError(f"FP parameters {missing} have no counterpart in the "
-                                 "quantized model")
-  params = {p: fp[p] if p in fp else jnp.full(s.shape, jnp.nan, s.dtype)
-            for p, s in shapes.items()}
-  return {"params": flax.traverse_util.unflatten_dict(params),
-          "batch_stats": fp_vars["batch_stats"]}
-
-
-def calibration_methods(config) -> CalibrationMethods:
-  """The run config's ``calibration`` methods (weight, key_act, residual_act,
-  residual_weight)."""
-  section = config.get("calibration", {})
-  names = [f.name for f in dataclasses.fields(CalibrationMethods)]
-  return CalibrationMethods(**{n: section[n] for n in names if n in section})
 
 
 def _check_calibrated(variables: dict) -> None:
@@ -162,48 +200,62 @@ def _check_calibrated(variables: dict) -> None:
     raise ValueError(f"calibration left quantizer parameters unset: {unset}")
 
 
-def _float_part(float_model, config, variables: dict) -> dict:
+def _float_part(float_model, frame_shape, variables: dict) -> dict:
   """``variables`` without the quantizer parameters (the float model's own tree: the float
   reference then compiles once whatever the run)."""
-  shapes = flax.traverse_util.flatten_dict(_abstract_variables(float_model, config)["params"])
+  shapes = flax.traverse_util.flatten_dict(
+      abstract_variables(float_model, frame_shape)["params"])
   params = flax.traverse_util.flatten_dict(variables["params"])
   return {"params": flax.traverse_util.unflatten_dict({p: params[p] for p in shapes}),
           "batch_stats": variables["batch_stats"]}
 
 
-def load_models(config, workdir: str, recipe: LayerRecipe, options: StreamOptions):
-  """``(model, variables, float_model, float_variables, needs_calibration)``."""
-  stage = config.get("stage", "fp")
-  float_model = model_lib.make_model(config, float_recipe())
-  if options.recipe == "run" and stage != "fp":
-    model = model_lib.make_model(config, recipe)
-    variables = _restore(model, config, workdir)
-    return model, variables, float_model, _float_part(float_model, config, variables), False
-  if stage != "fp":
+def load_models(experiment: Experiment, workdir: str, options: StreamOptions):
+  """``(model, variables, float_model, float_variables, needs_calibration)`` of the recipe
+  ``experiment.quant.recipe`` (:func:`run_experiment`). A quantized recipe on an FP run
+  starts from its weights (``model_factory.init_from_fp``: quantizers NaN until calibrated)."""
+  recipe, frame_shape = experiment.quant.recipe, experiment.data.frame_shape
+  float_model = make_model(experiment.model, experiment.task, float_recipe())
+  if options.recipe == "run" and experiment.stage != "fp":
+    model, variables = _load(experiment, workdir, recipe)
+    return model, variables, float_model, _float_part(float_model, frame_shape, variables), False
+  if experiment.stage != "fp":
     raise errors.InvalidConfigError(
         f"recipe: --recipe={options.recipe} needs the workdir of an FP run, and {workdir} is a "
-        f"{stage} run (use --recipe=run for its own quantizers, or its init_from "
-        f"{config.get('init_from', '')!r})")
-  float_vars = _restore(float_model, config, workdir)
+        f"{experiment.stage} run (use --recipe=run for its own quantizers, or its init_from "
+        f"{experiment.init_from!r})")
+  _, float_vars = _load(experiment, workdir, float_recipe())
   if not recipe.is_quantized:
     return float_model, float_vars, float_model, float_vars, False
-  model = model_lib.make_model(config, recipe)
-  return model, _from_fp(model, config, float_vars), float_model, float_vars, True
+  model = make_model(experiment.model, experiment.task, recipe)
+  try:
+    variables = init_from_fp(model, float_vars, frame_shape)
+  except ValueError as e:
+    raise errors.CheckpointError(f"{workdir}: {e}") from e
+  return model, variables, float_model, float_vars, True
 
 
 def normalise(frame: np.ndarray) -> jax.Array:
-  """uint8 ``[H, W, 3]`` -> float32 ``[1, H, W, 3]`` as in training."""
-  mean, std = model_lib.NORMALISE
-  return ((jnp.asarray(frame, jnp.float32) / 255.0 - mean) / std)[None]
+  """uint8 ``[H, W, 3]`` -> float32 ``[1, H, W, 3]`` as in training (``normalise_frames``)."""
+  return normalise_frames(frame)[None]
 
 
-def frame_cost(stats, costs) -> tuple[float, float]:
-  """``(BOPs, MAC-weighted density)`` of one frame (batch 1) from ``stream_step`` stats."""
+def layer_densities(stats, costs: dict[str, LayerCost]) -> list[float]:
+  """Per layer of ``costs`` (in order), the fraction of its input locations not skipped in
+  one frame (batch 1) of ``stream_step`` stats; plain float ops (``float_op``: no stats) are
+  dense (1)."""
   flat = flatten_stats(stats)
-  bops = sum(float(dynamic_bops(c.macs, c.n_locations, flat[p]["w_bits"],
-                                flat[p]["act_bits"])[0]) for p, c in costs.items())
+  return [1.0 if c.float_op else float(np.asarray(flat[p]["density"]).reshape(-1)[0])
+          for p, c in costs.items()]
+
+
+def frame_cost(stats, costs: dict[str, LayerCost]) -> tuple[float, float]:
+  """``(BOPs, MAC-weighted density)`` of one frame (batch 1) from ``stream_step`` stats:
+  ``clip_bops`` of the frame (plain float ops at ``MACs * 32 * 32``, dense)."""
+  per_layer = clip_bops(stack_stream_stats([stats]), costs)  # {path: [T=1, B=1]}
+  bops = float(sum(v[0, 0] for v in per_layer.values()))
   macs = sum(c.macs for c in costs.values())
-  density = sum(c.macs * float(flat[p]["density"][0]) for p, c in costs.items()) / macs
+  density = sum(c.macs * d for c, d in zip(costs.values(), layer_densities(stats, costs))) / macs
   return bops, density
 
 
@@ -264,16 +316,15 @@ def prepare(video_path: str, workdir: str, options: StreamOptions) -> _Stream:
     info = video.video_info(video_path)
   except (FileNotFoundError, ValueError) as e:
     raise errors.DataError(str(e)) from e
-  config = run_config(workdir)
-  task = config.get("task", "segmentation")
+  experiment = run_experiment(workdir, options)
+  task = experiment.task.name
   if task != "segmentation":
     raise errors.InvalidConfigError(f"task: {workdir} is a {task!r} run; stream.py draws and "
                                     "scores segmentation runs only (allowed: segmentation)")
-  recipe = stream_recipe(config, options)
-  period = options.period or int(config.quant.period)
-  model, variables, float_model, float_vars, calibrate = load_models(config, workdir, recipe,
-                                                                     options)
-  size = (int(config.data.height), int(config.data.width))
+  plan = experiment.quant
+  recipe, period = plan.recipe, plan.period
+  model, variables, float_model, float_vars, calibrate = load_models(experiment, workdir, options)
+  size = (experiment.data.height, experiment.data.width)
   frames = video.read_video(video_path, size=size, max_frames=options.max_frames,
                             fps=options.fps)
   head = list(itertools.islice(frames, max(1, options.calibration_frames)))
@@ -283,8 +334,8 @@ def prepare(video_path: str, workdir: str, options: StreamOptions) -> _Stream:
     if len(head) < 2:
       raise errors.DataError(f"{video_path}: calibration needs >= 2 frames, got {len(head)}")
     clip = jnp.concatenate([normalise(f) for f in head])[None]
-    variables = calibrate_model(model, float_model, variables, [clip], period=max(2, period),
-                                methods=calibration_methods(config))
+    variables = calibrate_model(model, float_model, variables, [clip],
+                                period=plan.calibration_period, methods=plan.calibration)
     _check_calibrated(variables)
   costs = layer_costs(model, variables, normalise(head[0]))
   return _Stream(recipe, period, model, variables, float_model, float_vars, costs, size, info,
@@ -378,7 +429,7 @@ def stream_video(video_path: str, workdir: str, out_dir: str,
       if s.recipe.mode == "dynamic":
         flat = flatten_stats(stats)
         finest = finest or finest_dynamic_layer(stats)
-        densities.append([float(flat[p]["density"][0]) for p in s.costs])
+        densities.append(layer_densities(stats, s.costs))
         bit_map = np.asarray(flat[finest]["bit_map"][0])
         if t < options.bit_map_frames:
           shown.append(frame)

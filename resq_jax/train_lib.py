@@ -23,7 +23,7 @@ from resq_jax import config_lib, errors, eval_lib, inputs, runs
 from resq_jax.eval_lib import EvalResult
 from resq_jax.experiment import Experiment, OptimSpec, Setting
 from resq_jax.log import get_logger
-from resq_jax.model_factory import init_from_fp, init_variables, make_model
+from resq_jax.model_factory import abstract_variables, init_from_fp, init_variables, make_model
 from resq_jax.nn import calibrate_model, run_clip
 from resq_jax.nn.weights import QUANT_PARAMS
 from resq_jax.training import (
@@ -101,6 +101,19 @@ def initial_variables(experiment: Experiment, model) -> dict:
       experiment.data, experiment.seed, plan.calibration_batches)]
   return calibrate_model(model, fp_model, variables, clips, period=plan.calibration_period,
                          methods=plan.calibration)
+
+
+def state_template(experiment: Experiment, model, optimizer, mesh) -> TrainState:
+  """The ``TrainState`` a checkpoint of ``experiment``'s run restores into, abstract: the
+  shapes, dtypes and replicated sharding of ``replicate(TrainState.create(init_variables(...)))``,
+  traced only (a Flax init of a quantized model takes ~20 s on 2 busy cores)."""
+  variables = abstract_variables(model, experiment.data.frame_shape)
+  state = jax.eval_shape(
+      lambda params, batch_stats: TrainState.create(params, optimizer,
+                                                    jax.random.key(experiment.seed), batch_stats),
+      variables["params"], variables["batch_stats"])
+  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), state)
 
 
 # Keys that may differ when a run is resumed: where the data lives and how often progress is
@@ -203,16 +216,17 @@ def train_and_evaluate(experiment: Experiment, workdir: str, *,
     resuming = ckpt.latest_step() is not None
     changes = (check_resume_config(experiment, workdir, allow_change=allow_config_change)
                if resuming else [])
-    if resuming:  # only a template: the checkpoint overwrites it
-      variables = init_variables(model, experiment.data.frame_shape,
-                                 jax.random.key(experiment.seed))
+    if resuming:  # only a template (abstract: no Flax init): the checkpoint overwrites it
+      state = state_template(experiment, model, optimizer, mesh)
     else:
       variables = initial_variables(experiment, model)
-    state = replicate(TrainState.create(variables["params"], optimizer,
-                                        jax.random.key(experiment.seed),
-                                        variables["batch_stats"]), mesh)
+      state = replicate(TrainState.create(variables["params"], optimizer,
+                                          jax.random.key(experiment.seed),
+                                          variables["batch_stats"]), mesh)
     data = inputs.train_batches(experiment.data, experiment.seed)
     restored = ckpt.restore_latest(state, data_iterator=data)
+    if resuming and restored is None:  # not expected: latest_step() saw a step
+      raise errors.CheckpointError(f"{checkpoint_dir(workdir)} has a step but none restored")
     state = state if restored is None else restored
     _save_config(experiment, workdir)
     eval_path = workdir / "eval_metrics.json"

@@ -4,6 +4,7 @@ import importlib.util
 import json
 import pathlib
 
+import flax.linen
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,10 +12,18 @@ import optax
 import pytest
 from absl import flags
 
-from resq_jax import errors, model_lib, stream_lib, video
-from resq_jax.nn import calibrate_model
+from resq_jax import config_lib, errors, model_factory, stream_lib, video
+from resq_jax.nn import (
+  QConv,
+  bops_report,
+  calibrate_model,
+  stack_stream_stats,
+  stream_init,
+  stream_step,
+)
 from resq_jax.nn.costs import layer_costs, network_macs
-from resq_jax.quant.recipe import float_recipe
+from resq_jax.quant.cost import LayerCost
+from resq_jax.quant.recipe import float_recipe, resq_recipe
 from resq_jax.training import Checkpointer, TrainState, checkpoint_dir
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -125,11 +134,10 @@ def load_config(name, **overrides):
   return config
 
 
-def random_variables(model, config, seed=1) -> dict:
+def random_variables(model, frame_shape, seed=1) -> dict:
   """He-normal kernels, unit BatchNorm scales and variances, zero biases and means, in the
   shapes of the model's init (traced only: compiling Flax's init takes 20 s on 2 busy cores)."""
-  shapes = jax.eval_shape(lambda rng: model_lib.init_variables(model, config, rng),
-                          jax.random.key(0))
+  shapes = model_factory.abstract_variables(model, frame_shape)
   rng = np.random.default_rng(seed)
 
   def value(path, s):
@@ -148,10 +156,11 @@ def fp_run(tmp_path_factory):
   (what train.py leaves behind, without building a dataset or training)."""
   workdir = tmp_path_factory.mktemp("fp_run")
   config = load_config("tiny")
-  model = model_lib.make_model(config, float_recipe())
-  variables = random_variables(model, config)
+  experiment = config_lib.parse(config, num_devices=1)
+  model = model_factory.make_model(experiment.model, experiment.task, float_recipe())
+  variables = random_variables(model, experiment.data.frame_shape)
   save_run(workdir, config, variables)
-  frame = jnp.zeros(model_lib.frame_shape(config), jnp.float32)
+  frame = jnp.zeros(experiment.data.frame_shape, jnp.float32)
   return workdir, network_macs(layer_costs(model, variables, frame))
 
 
@@ -242,15 +251,16 @@ def test_ptq_run_streams_with_its_own_quantizers(clip_file, fp_run, tmp_path):
   fp_dir, macs = fp_run
   config = load_config("tiny", **{"stage": "ptq", "init_from": str(fp_dir), "quant.mode": "resq",
                                   "quant.period": 3})
-  recipe = stream_lib.stream_recipe(config, stream_lib.StreamOptions())
-  fp_config = stream_lib.run_config(str(fp_dir))
-  model, variables, float_model, _, needs = stream_lib.load_models(
-      fp_config, str(fp_dir), recipe, stream_lib.StreamOptions(recipe="resq"))
+  options = stream_lib.StreamOptions(recipe="resq", period=3)
+  experiment = stream_lib.run_experiment(str(fp_dir), options)
+  assert experiment.quant.recipe == config_lib.parse(config, num_devices=1).quant.recipe
+  model, variables, float_model, _, needs = stream_lib.load_models(experiment, str(fp_dir),
+                                                                   options)
   assert needs
   frames = video.read_video(clip_file, size=(32, 32), max_frames=8)
   clip = jnp.concatenate([stream_lib.normalise(f) for f in frames])[None]
   variables = calibrate_model(model, float_model, variables, [clip], period=3,
-                              methods=stream_lib.calibration_methods(config))
+                              methods=experiment.quant.calibration)
   save_run(tmp_path / "ptq", config, variables)
   options = stream_lib.StreamOptions(max_frames=7, show_progress=False)
   summary = stream_lib.stream_video(str(clip_file), str(tmp_path / "ptq"), str(tmp_path / "out"),
@@ -282,5 +292,91 @@ def test_clear_errors(fp_run, clip_file, tmp_path):
   with pytest.raises(errors.InvalidConfigError, match="segmentation runs only"):
     stream_lib.stream_video(str(clip_file), str(tmp_path), str(tmp_path))
   with pytest.raises(errors.InvalidConfigError, match="recipe"):
-    stream_lib.stream_recipe(stream_lib.run_config(str(workdir)),
-                             stream_lib.StreamOptions(recipe="int3"))
+    stream_lib.run_experiment(str(workdir), stream_lib.StreamOptions(recipe="int3"))
+
+
+def write_run_config(workdir, config: dict) -> str:
+  workdir.mkdir(parents=True, exist_ok=True)
+  (workdir / "config.json").write_text(json.dumps(config))
+  return str(workdir)
+
+
+def test_run_experiment_of_old_and_invalid_run_configs(tmp_path, caplog):
+  """A run config saved under an older schema streams: a missing key takes today's default,
+  an unknown one is ignored, and keys that streaming does not read may fail today's rules
+  (they take today's defaults, with a warning). Keys it reads, and the options, are
+  validated: one ConfigError line each."""
+  saved = json.loads(load_config("tiny", **{"quant.mode": "resq", "quant.period": 3})
+                     .to_json_best_effort())
+  del saved["task"], saved["quant"]["stop_ref_gradient"]  # keys added after the run
+  saved["quant"]["ema_decay"] = 0.9  # a key removed since
+  saved["train"]["num_steps"] = 1  # fails today's rule (the LR schedule needs 2)
+  saved["eval"]["sweep"] = "gone"  # a sweep no longer in configs/sweeps.py
+  workdir = write_run_config(tmp_path / "old", saved)
+  with caplog.at_level("WARNING", logger="resq_jax"):
+    experiment = stream_lib.run_experiment(workdir)
+  assert experiment.task.name == "segmentation" and experiment.model.preset == "tiny"
+  assert (experiment.quant.recipe.mode, experiment.quant.period) == ("resq", 3)
+  recipe = experiment.quant.recipe
+  assert (recipe.key.bits, recipe.residual.bits) == ((8, 8), (4, 4))
+  assert experiment.quant.calibration.weight == "minmax"
+  assert (experiment.data.height, experiment.data.width) == (32, 32)
+  assert experiment.train.num_steps >= 2  # today's default
+  assert "quant.ema_decay" in caplog.text and "train.num_steps" in caplog.text
+  options = stream_lib.StreamOptions(recipe="fq", key_bits=(4, 4), period=5)
+  fq = stream_lib.run_experiment(workdir, options).quant
+  assert (fq.recipe.mode, fq.recipe.key.bits, fq.period, fq.calibration_period) == (
+      "fq", (4, 4), 1, 2)  # FQ has no keyframes: period 1, calibration sees K = 2
+  with pytest.raises(config_lib.ConfigError, match=r"quant\.residual_bits") as info:
+    stream_lib.run_experiment(workdir, stream_lib.StreamOptions(key_bits=(4, 4),
+                                                                 residual_bits=(8, 8)))
+  assert len(info.value.problems) == 1
+  saved["quant"]["period"] = 0
+  saved["model"]["preset"] = "huge"
+  with pytest.raises(config_lib.ConfigError) as info:
+    stream_lib.run_experiment(write_run_config(tmp_path / "bad", saved))
+  assert [p.partition(":")[0] for p in info.value.problems] == ["model.preset", "quant.period"]
+
+
+def test_frame_cost_by_hand_with_a_plain_float_op():
+  """A quantized layer (8 x 4 bits over 4 locations, half of them skipped) and a plain Flax op
+  (``float_op``: no stats, 32 x 32 bits, dense)."""
+  costs = {"q": LayerCost(macs=100, n_locations=4),
+           "head": LayerCost(macs=50, n_locations=4, float_op=True)}
+  stats = {"q": {"w_bits": np.array([4]), "act_bits": np.array([2 * 8]),
+                 "density": np.array([0.5])}}
+  bops, density = stream_lib.frame_cost(stats, costs)
+  assert bops == 4 * 100 * 16 / 4 + 1024 * 50
+  assert density == pytest.approx((100 * 0.5 + 50) / 150)
+  assert stream_lib.layer_densities(stats, costs) == [0.5, 1.0]
+
+
+class ResQThenPlain(flax.linen.Module):
+  @flax.linen.compact
+  def __call__(self, x, phase=None):
+    recipe = resq_recipe((8, 8), (4, 4), "closed", False)
+    x = flax.linen.relu(QConv(6, strides=(2, 2), recipe=recipe, name="q")(x, phase))
+    return flax.linen.Conv(3, (3, 3), name="plain")(x)
+
+
+def test_frame_cost_of_streamed_model_with_a_plain_op():
+  """Streaming a model with a plain nn.Conv: per-frame cost equals bops_report over the stacked
+  stats (8 x 8 / 4 x 4 bits per MAC of the ResQ layer at key / residual frames, 32 x 32 for the
+  plain conv on every frame)."""
+  model = ResQThenPlain()
+  clip = jnp.asarray(moving_squares(4, 16, 16)[None], jnp.float32) / 255.0
+  variables = calibrate_model(model, None, model.init(jax.random.key(0), clip[:, 0]), [clip],
+                              period=2)
+  with pytest.warns(UserWarning, match="plain Flax linear op"):
+    costs = layer_costs(model, variables, clip[:, 0])
+  assert costs["plain"].float_op
+  state, frames_stats, per_frame = stream_init(model, variables, clip[:, 0]), [], []
+  for t in range(4):
+    _, stats, state = stream_step(model, variables, state, clip[:, t], period=2)
+    frames_stats.append(jax.device_get(stats))
+    per_frame.append(stream_lib.frame_cost(frames_stats[-1], costs))
+  report = bops_report(stack_stream_stats(frames_stats), costs)
+  np.testing.assert_allclose([b for b, _ in per_frame], report["bops_per_frame"], rtol=1e-12)
+  q, plain = costs["q"].macs, costs["plain"].macs
+  assert [b for b, _ in per_frame] == [64 * q + 1024 * plain, 16 * q + 1024 * plain] * 2
+  assert all(d == 1.0 for _, d in per_frame)
