@@ -10,6 +10,7 @@ minutes, depending on the load:
   python benchmarks/train_pose.py --config configs/pose_fp.py --workdir runs/pose_fp  # test
   python train.py --config configs/pose_fp.py --workdir runs/pose_fp  # validation split
 """
+
 from configs import default
 
 

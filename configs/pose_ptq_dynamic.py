@@ -1,5 +1,6 @@
 """Pose PTQ: calibrate dynamic ResQ (W8A8 keyframes, fixed-step policy over {0, 2, 4, 8} bits,
 K=4) from the pose FP run; no training."""
+
 from configs import pose_fp
 
 

@@ -1,4 +1,5 @@
 """Pose PTQ: calibrate Frame Quantization W4A4 from the pose FP run; no training."""
+
 from configs import pose_fp
 
 

@@ -1,5 +1,6 @@
 """Pose PTQ: calibrate static ResQ (W8A8 keyframes, W4A4 residuals, K=4) from the pose FP run;
 no training."""
+
 from configs import pose_fp
 
 

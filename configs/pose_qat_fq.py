@@ -1,4 +1,5 @@
 """Pose QAT: Frame Quantization W4A4 fine-tuned from the pose FP run (set --config.init_from)."""
+
 from configs import pose_fp
 
 

@@ -1,5 +1,6 @@
 """Pose QAT: static ResQ (W8A8 keyframes, W4A4 residuals, K=4, closed loop) from the pose FP
 run (set --config.init_from)."""
+
 from configs import pose_fp
 
 

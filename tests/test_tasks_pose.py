@@ -3,6 +3,7 @@
 Oracles: hand-computed heatmap values, a NumPy reference heatmap, exact Gaussians for the
 decoders, zero loss on perfect outputs, and `evaluation.pck` on the pooled arrays.
 """
+
 import math
 
 import jax
@@ -43,10 +44,16 @@ def test_heatmap_peak_and_hand_values():
   np.testing.assert_allclose(h[..., 1], ref, rtol=1e-5, atol=1e-7)
 
 
-@pytest.mark.parametrize("task", [PoseTask(), PoseTask(decode="soft_argmax"),
-                                  PoseTask(loss_type="mse"),
-                                  PoseTask(loss_type="mse", decode="soft_argmax")],
-                         ids=["softmax-argmax", "softmax-soft", "mse-argmax", "mse-soft"])
+@pytest.mark.parametrize(
+  "task",
+  [
+    PoseTask(),
+    PoseTask(decode="soft_argmax"),
+    PoseTask(loss_type="mse"),
+    PoseTask(loss_type="mse", decode="soft_argmax"),
+  ],
+  ids=["softmax-argmax", "softmax-soft", "mse-argmax", "mse-soft"],
+)
 def test_decoding_a_gaussian_returns_the_joint(task):
   rng = np.random.default_rng(0)
   joints = _random_joints(rng, (2, 3), 64, 48, margin=8.0)  # [B, T, J, 2], sub-pixel
@@ -89,13 +96,15 @@ def test_loss_is_zero_on_perfect_outputs_and_masks_invisible_joints(loss_type):
 
   # The loss is the mean over visible joints of the per-joint loss.
   per_joint = (pose.heatmap_kl if loss_type == "softmax" else pose.heatmap_mse)(
-      corrupt, joints, task.sigma)
+    corrupt, joints, task.sigma
+  )
   visible[1, 3] = True
   visible[0, :5] = False
   vis = jnp.asarray(visible)
   expected = float(jnp.sum(jnp.where(vis, per_joint, 0.0))) / visible.sum()
   assert float(task.loss(corrupt, {"joints": joints, "visible": vis})[0]) == pytest.approx(
-      expected, rel=1e-5)
+    expected, rel=1e-5
+  )
 
 
 def test_kl_of_flat_logits_is_log_pixels_minus_target_entropy():
@@ -104,8 +113,9 @@ def test_kl_of_flat_logits_is_log_pixels_minus_target_entropy():
   log_t = np.asarray(pose.log_heatmaps(joints, 32, 32, 2.0), np.float64)[0, ..., 0]
   p = np.exp(log_t) / np.exp(log_t).sum()
   entropy = -np.sum(p * np.log(p))
-  loss, _ = task.loss(jnp.zeros((1, 32, 32, J), jnp.float32),
-                      {"joints": joints, "visible": jnp.ones((1, J), bool)})
+  loss, _ = task.loss(
+    jnp.zeros((1, 32, 32, J), jnp.float32), {"joints": joints, "visible": jnp.ones((1, J), bool)}
+  )
   assert float(loss) == pytest.approx(math.log(32 * 32) - entropy, rel=1e-4)
 
 
@@ -114,8 +124,9 @@ def _targets(rng, b, t, size=64):
   visible = rng.random((b, t, J)) < 0.9
   x0 = rng.uniform(0, 20, (b, t))
   y0 = rng.uniform(0, 20, (b, t))
-  bbox = np.stack([x0, y0, x0 + rng.uniform(20, 40, (b, t)), y0 + rng.uniform(20, 40, (b, t))],
-                  axis=-1).astype(np.float32)
+  bbox = np.stack(
+    [x0, y0, x0 + rng.uniform(20, 40, (b, t)), y0 + rng.uniform(20, 40, (b, t))], axis=-1
+  ).astype(np.float32)
   bbox[0, 0] = 0.0  # a frame whose person is hidden: not evaluated
   return {"joints": joints, "visible": visible, "bbox": bbox}
 
@@ -162,9 +173,13 @@ def test_prepare_loss_and_gradient_through_segnet():
   task = pose.TASK
   rng = np.random.default_rng(4)
   tgt = _targets(rng, 2, 2, size=32)
-  batch = {"frames": rng.integers(0, 256, (2, 2, 32, 32, 3), dtype=np.uint8),
-           "joints": tgt["joints"], "joint_visible": tgt["visible"], "bbox": tgt["bbox"],
-           "semantic": np.zeros((2, 2, 32, 32), np.uint8)}
+  batch = {
+    "frames": rng.integers(0, 256, (2, 2, 32, 32, 3), dtype=np.uint8),
+    "joints": tgt["joints"],
+    "joint_visible": tgt["visible"],
+    "bbox": tgt["bbox"],
+    "semantic": np.zeros((2, 2, 32, 32), np.uint8),
+  }
   frames, targets = task.prepare(batch)
   assert frames.dtype == jnp.float32 and frames.shape == (2, 2, 32, 32, 3)
   assert targets["visible"].dtype == jnp.bool_
@@ -191,6 +206,7 @@ def test_prepare_loss_and_gradient_through_segnet():
 
 def test_registry_and_validation():
   from resq_jax.tasks import get_task
+
   task = get_task("pose")
   assert task is pose.TASK and task.metric_name == "pck" and task.num_outputs() == J
   assert hash(task) == hash(PoseTask())
@@ -198,5 +214,6 @@ def test_registry_and_validation():
     with pytest.raises(ValueError):
       PoseTask(**bad)
   with pytest.raises(ValueError, match="leading axes"):
-    pose.TASK.loss(jnp.zeros((2, 8, 8, J)), {"joints": jnp.zeros((3, J, 2)),
-                                             "visible": jnp.ones((3, J), bool)})
+    pose.TASK.loss(
+      jnp.zeros((2, 8, 8, J)), {"joints": jnp.zeros((3, J, 2)), "visible": jnp.ones((3, J), bool)}
+    )

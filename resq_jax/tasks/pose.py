@@ -37,6 +37,7 @@ Metric: PCK@``alpha`` as in JHMDB (``resq_jax.evaluation.pck_counts``: a visible
 correct within ``alpha * max(w, h)`` of the person's box), pooled over every evaluated joint of
 the split, with a 95% bootstrap confidence interval over clips.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -161,8 +162,13 @@ class PCKAccumulator:
   bootstrap confidence interval over clips (axis 0 of every update is the clip axis;
   ``num_bootstrap`` resamples of the clips with replacement, fixed seed)."""
 
-  def __init__(self, alpha: float = 0.2, num_bootstrap: int = 1000, seed: int = 0,
-               joint_names: tuple[str, ...] = JOINT_NAMES):
+  def __init__(
+    self,
+    alpha: float = 0.2,
+    num_bootstrap: int = 1000,
+    seed: int = 0,
+    joint_names: tuple[str, ...] = JOINT_NAMES,
+  ):
     self.alpha = float(alpha)
     self.num_bootstrap = int(num_bootstrap)
     self.seed = int(seed)
@@ -180,15 +186,18 @@ class PCKAccumulator:
     vis = np.asarray(targets["visible"]).astype(bool)
     bbox = np.asarray(targets["bbox"], np.float64)
     if pred.ndim < 3 or pred.shape[-2] != len(self.joint_names):
-      raise ValueError(f"predictions must be [B, ..., {len(self.joint_names)}, 2], got shape "
-                       f"{pred.shape}")
-    per_clip = [pck_counts(pred[b], gt[b], vis[b], bbox[b], self.alpha)
-                for b in range(pred.shape[0])]
+      raise ValueError(
+        f"predictions must be [B, ..., {len(self.joint_names)}, 2], got shape {pred.shape}"
+      )
+    per_clip = [
+      pck_counts(pred[b], gt[b], vis[b], bbox[b], self.alpha) for b in range(pred.shape[0])
+    ]
     for correct, evaluated in per_clip:
       self._correct += correct
       self._evaluated += evaluated
-    self._clips.append(np.asarray([[c.sum(), e.sum()] for c, e in per_clip], np.int64)
-                       .reshape(-1, 2))
+    self._clips.append(
+      np.asarray([[c.sum(), e.sum()] for c, e in per_clip], np.int64).reshape(-1, 2)
+    )
 
   def _interval(self, clips: np.ndarray) -> list[float]:
     if len(clips) < 2 or self.num_bootstrap < 1:
@@ -209,10 +218,14 @@ class PCKAccumulator:
     value = float(self._correct.sum() / total) if total else float("nan")
     with np.errstate(invalid="ignore", divide="ignore"):
       per_joint = self._correct / self._evaluated
-    clips = (np.concatenate(self._clips) if self._clips else np.zeros((0, 2), np.int64))
-    return {"pck": value, "pck_ci95": self._interval(clips),
-            "pck_per_joint": {n: float(v) for n, v in zip(self.joint_names, per_joint)},
-            "joints_evaluated": total, "clips": int(len(clips))}
+    clips = np.concatenate(self._clips) if self._clips else np.zeros((0, 2), np.int64)
+    return {
+      "pck": value,
+      "pck_ci95": self._interval(clips),
+      "pck_per_joint": {n: float(v) for n, v in zip(self.joint_names, per_joint)},
+      "joints_evaluated": total,
+      "clips": int(len(clips)),
+    }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -227,6 +240,7 @@ class PoseTask:
     decode: 'argmax' (with parabolic sub-pixel refinement, default) or 'soft_argmax'.
     alpha: PCK threshold as a fraction of ``max(w, h)`` of the person box (0.2: PCK@0.2).
   """
+
   num_joints: int = NUM_JOINTS
   sigma: float = 2.0
   loss_type: str = "softmax"
@@ -251,9 +265,11 @@ class PoseTask:
   def prepare(self, batch: dict) -> tuple[jax.Array, dict]:
     """(frames float32 [B, T, H, W, 3] normalised, targets ``{'joints' float32 [B, T, J, 2],
     'visible' bool [B, T, J], 'bbox' float32 [B, T, 4]}``)."""
-    targets = {"joints": jnp.asarray(batch["joints"], jnp.float32),
-               "visible": jnp.asarray(batch["joint_visible"], jnp.bool_),
-               "bbox": jnp.asarray(batch["bbox"], jnp.float32)}
+    targets = {
+      "joints": jnp.asarray(batch["joints"], jnp.float32),
+      "visible": jnp.asarray(batch["joint_visible"], jnp.bool_),
+      "bbox": jnp.asarray(batch["bbox"], jnp.float32),
+    }
     return normalise_frames(batch["frames"]), targets
 
   def loss(self, outputs: jax.Array, targets: dict) -> tuple[jax.Array, dict]:
@@ -262,8 +278,10 @@ class PoseTask:
     joints, visible = targets["joints"], targets["visible"]
     lead = outputs.shape[:-3]
     if joints.shape[:-2] != lead or visible.shape[:-1] != lead:
-      raise ValueError(f"outputs {outputs.shape} and targets (joints {joints.shape}, visible "
-                       f"{visible.shape}) need the same leading axes")
+      raise ValueError(
+        f"outputs {outputs.shape} and targets (joints {joints.shape}, visible "
+        f"{visible.shape}) need the same leading axes"
+      )
     if self.loss_type == "softmax":
       per_joint = heatmap_kl(outputs, joints, self.sigma)
     else:
@@ -284,13 +302,27 @@ class PoseTask:
     return decode_argmax(outputs)
 
   def new_accumulator(self) -> PCKAccumulator:
-    names = (JOINT_NAMES if self.num_joints == NUM_JOINTS
-             else tuple(f"joint{j}" for j in range(self.num_joints)))
+    names = (
+      JOINT_NAMES
+      if self.num_joints == NUM_JOINTS
+      else tuple(f"joint{j}" for j in range(self.num_joints))
+    )
     return PCKAccumulator(self.alpha, joint_names=names)
 
 
 TASK = PoseTask()
 
-__all__ = ["DECODERS", "LOSS_TYPES", "PCKAccumulator", "PoseTask", "TASK", "decode_argmax",
-           "decode_expectation", "decode_soft_argmax", "gaussian_heatmaps", "heatmap_kl",
-           "heatmap_mse", "log_heatmaps"]
+__all__ = [
+  "DECODERS",
+  "LOSS_TYPES",
+  "PCKAccumulator",
+  "PoseTask",
+  "TASK",
+  "decode_argmax",
+  "decode_expectation",
+  "decode_soft_argmax",
+  "gaussian_heatmaps",
+  "heatmap_kl",
+  "heatmap_mse",
+  "log_heatmaps",
+]
