@@ -16,8 +16,8 @@ Losses (``loss_type``):
   ``KL(p_j || softmax(logits_j))`` (the cross-entropy minus the target's entropy, so a perfect
   output scores exactly 0). Chosen because it trains fastest on CPU: every pixel's gradient is
   scaled by the joint's whole distribution, so the background (99% of the pixels) cannot drown
-  the peak as it does under MSE, which needs many more steps before any peak emerges (measured,
-  docs/pose.md).
+  the peak as it does under MSE, which needs many more steps before any peak emerges
+  (measured after 200 steps on CPU: 92% PCK@0.2 with it, 10% with MSE; docs/pose.md).
 - ``'mse'``: the classic heatmap regression, mean over pixels of ``(output - h_j)^2``.
 
 Either way a joint that is not visible (``joint_visible`` false: outside the frame or covered
