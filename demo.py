@@ -1,19 +1,25 @@
-"""The whole resq_jax demo on SynthRes, on CPU: python demo.py [--workdir runs/demo].
+"""The whole resq_jax demo on SynthRes, on CPU: python demo.py [--task pose] [--workdir runs/demo].
 
 FP training, the QAT stages of configs/demo.py (FQ W4A4 / static ResQ / dynamic ResQ), and the
 evaluation report (accuracy vs BOPs table and plots) under --workdir. A stage that fails or is
 preempted (SIGTERM: saved, exit 75) stops the demo; rerun the same command to resume.
---verbose shows the libraries' logging too. Exit codes: docs/failure_behaviour.md.
+--task pose runs the same stages for pose estimation (configs/demo_pose.py, PCK@0.2 on the test
+split; default workdir runs/demo_pose). --verbose shows the libraries' logging too. Exit codes: docs/failure_behaviour.md.
 """
 from absl import app, flags
 from ml_collections import config_flags
 
 from configs import demo as demo_config
+from configs import demo_pose
 from resq_jax import errors, log, pipeline
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/demo.py", "Base config.",
                                           lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", "runs/demo", "Directory of the demo's runs and report.")
+_WORKDIR = flags.DEFINE_string("workdir", None,
+                                "Directory of the demo's runs and report (default runs/demo, "
+                                "runs/demo_pose for --task pose).")
+_TASK = flags.DEFINE_enum("task", "segmentation", ["segmentation", "pose"],
+                          "segmentation: --config (configs/demo.py); pose: configs/demo_pose.py.")
 _QAT_STEPS = flags.DEFINE_integer("qat_steps", 60, "Fine-tuning steps of each QAT stage.")
 _ALLOW_CHANGE = flags.DEFINE_bool(
     "allow_config_change", False,
@@ -25,7 +31,10 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}", exitcode=errors.EXIT_CONFIG)
   log.setup(verbose=_VERBOSE.value)
-  errors.run_cli(pipeline.run_demo, _CONFIG.value, _WORKDIR.value,
+  pose = _TASK.value == "pose"
+  config = demo_pose.get_config() if pose else _CONFIG.value
+  workdir = _WORKDIR.value or ("runs/demo_pose" if pose else "runs/demo")
+  errors.run_cli(pipeline.run_demo, config, workdir,
                  qat_stages=demo_config.QAT_STAGES, qat_lr=demo_config.QAT_LR,
                  qat_steps=_QAT_STEPS.value, allow_config_change=_ALLOW_CHANGE.value)
 

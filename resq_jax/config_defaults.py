@@ -79,7 +79,8 @@ def default_config() -> ml_collections.ConfigDict:
 
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 8
-  c.eval.num_batches = 0  # 0: the whole validation split
+  c.eval.split = "validation"  # validation | test: the split every evaluation reports
+  c.eval.num_batches = 0  # 0: the whole split
   # Named sweeps: name -> tuple of settings, each a dict of `quant` keys overriding this
   # config's `quant` section (plus an optional display "name"); configs/sweeps.py holds the
   # repository's. The float setting {"mode": "float"} evaluates the FP run itself.

@@ -226,13 +226,22 @@ def _validation_clips(v, ctx: _Context):
 
 
 def _eval_batches(v, ctx: _Context):
-  clips, batch = ctx.get("data.num_validation"), ctx.get("eval.batch_size")
+  split = ctx.get("eval.split") or "validation"
+  clips, batch = ctx.get(f"data.num_{split}"), ctx.get("eval.batch_size")
   if clips is None or batch is None or clips < batch:
     return None
   if v > clips // batch:
-    return (f"{v} batches, but data.num_validation={clips} holds {clips // batch} of "
+    return (f"{v} batches, but data.num_{split}={clips} holds {clips // batch} of "
             f"eval.batch_size={batch} (allowed: int in [0, {clips // batch}], 0 = all)")
   return None
+
+
+def _eval_split(v, ctx: _Context):
+  if v != "test":
+    return None
+  clips = ctx.get("data.num_test")
+  problem = None if clips is None else _validation_clips(clips, ctx)
+  return None if problem is None else f"data.num_test: {problem}"
 
 
 def _warmup(v, ctx: _Context):
@@ -315,7 +324,7 @@ RULES: dict[str, Rule] = {
     "data.num_frames": _int(2, note=" (a keyframe and at least one residual frame)"),
     "data.num_train": _int(1, relation=_train_batches),
     "data.num_validation": _int(1, relation=_validation_clips),
-    "data.num_test": _int(0, note=" (nothing reads the test split yet)"),
+    "data.num_test": _int(0, note=" (read when eval.split='test')"),
     "data.batch_size": _int(1, relation=_divisible_by_devices),
     "data.worker_count": _int(0, note=" (0: read in the main process)"),
     "model.preset": _choice(PRESETS),
@@ -351,7 +360,8 @@ RULES: dict[str, Rule] = {
     "train.unroll": _bool(),
     "train.remat": _bool(),
     "eval.batch_size": _int(1, relation=_divisible_by_devices),
-    "eval.num_batches": _int(0, note=" (0: the whole validation split)", relation=_eval_batches),
+    "eval.split": Rule(lambda v: v in ("validation", "test"), "validation | test", _eval_split),
+    "eval.num_batches": _int(0, note=" (0: the whole split)", relation=_eval_batches),
     "eval.sweeps": Rule(_sweeps_ok, "name -> non-empty tuple of settings, each a dict of quant "
                         "keys (and an optional 'name'); see configs/sweeps.py", _sweep_settings),
     "eval.sweep": Rule(lambda v: isinstance(v, str) and v != "", "a name of eval.sweeps",
@@ -600,7 +610,7 @@ def parse(config: ml_collections.ConfigDict, *, num_devices: int | None = None,
                       calibration_batches=int(cal.num_batches)),
       optim=OptimSpec(**_section(config, "optim")),
       train=TrainSpec(**_section(config, "train")),
-      eval=EvalSpec(batch_size=eval_.batch_size, num_batches=eval_.num_batches,
+      eval=EvalSpec(batch_size=eval_.batch_size, num_batches=eval_.num_batches, split=eval_.split,
                     sweep_name=eval_.sweep,
                     sweep=tuple(_setting(quant, s) for s in eval_.sweeps[eval_.sweep]),
                     qat_runs=tuple(d for d in eval_.qat_runs.split(",") if d),

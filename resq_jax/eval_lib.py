@@ -1,6 +1,6 @@
 """Evaluation: jit-compiled clip evaluation, the quantization sweep and its report.
 
-``evaluate_model`` scans whole validation clips with :func:`resq_jax.nn.run_clip` and measures
+``evaluate_model`` scans whole clips of the evaluation split (``eval.split``) with :func:`resq_jax.nn.run_clip` and measures
 one :class:`EvalResult`: the task's metric (mIoU for segmentation, PCK for pose; the task's
 accumulator sums it over the split) and the cost (BOPs per frame, % of W8A8 frame
 quantization, ResQ state memory). ``evaluate_sweep`` evaluates the experiment's sweep
@@ -111,7 +111,7 @@ def evaluate_model(task, model, variables, batches, setting: Setting) -> EvalRes
     else:
       frames_timed += frames.shape[0] * frames.shape[1]
   if costs is None:
-    raise ValueError("no evaluation batch: is the validation split empty?")
+    raise ValueError("no evaluation batch: is the evaluation split empty?")
   metrics = accumulator.result()
   bops = np.mean([r["bops_per_frame"] for r in reports], axis=0)
   macs = reports[0]["macs_per_frame"]
@@ -193,7 +193,8 @@ def evaluate_sweep(experiment: Experiment, workdir: str) -> list[EvalResult]:
 
 def _eval_batches(experiment: Experiment):
   return inputs.eval_batches(experiment.data, batch_size=experiment.eval.batch_size,
-                             num_batches=experiment.eval.num_batches)
+                             num_batches=experiment.eval.num_batches,
+                             split=experiment.eval.split)
 
 
 def _setting_variables(experiment: Experiment, setting: Setting, fp_model, fp_vars,

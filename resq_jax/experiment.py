@@ -136,7 +136,8 @@ class EvalSpec:
   """The evaluation: batching, the sweep (settings of ``eval.sweeps[eval.sweep]``), the QAT
   runs evaluated after it and whether plots are drawn."""
   batch_size: int
-  num_batches: int  # 0: the whole validation split
+  num_batches: int  # 0: the whole split
+  split: str  # 'validation' | 'test'
   sweep_name: str
   sweep: tuple[Setting, ...]
   qat_runs: tuple[str, ...]

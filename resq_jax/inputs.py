@@ -90,9 +90,10 @@ def calibration_batches(data: DataSpec, seed: int, num_batches: int) -> list[dic
   return list(itertools.islice(iter(batches), num_batches))
 
 
-def eval_batches(data: DataSpec, *, batch_size: int, num_batches: int = 0) -> Iterable[dict]:
-  """The validation split in order, one pass (its first ``num_batches`` batches if > 0); every
-  process evaluates the whole split (metrics need no cross-process reduction)."""
-  batches = iter(loader(data, "validation", batch_size=batch_size, seed=0, shuffle=False,
+def eval_batches(data: DataSpec, *, batch_size: int, num_batches: int = 0,
+                 split: str = "validation") -> Iterable[dict]:
+  """A split (validation or test) in order, one pass (its first ``num_batches`` batches if
+  > 0); every process evaluates the whole split (metrics need no cross-process reduction)."""
+  batches = iter(loader(data, split, batch_size=batch_size, seed=0, shuffle=False,
                         num_epochs=1))
   return itertools.islice(batches, num_batches) if num_batches else batches

@@ -4,7 +4,7 @@
 config (``config_lib.parse``): it prepares data, resumes from the newest checkpoint in
 ``workdir`` (or initialises: FP from scratch; PTQ / QAT from the FP run ``init_from``, which is
 only read), trains data-parallel over all devices (``jax.shard_map``) and evaluates the result
-on the validation split. The task (``experiment.task``) supplies the loss and the metric; the
+on the evaluation split (``eval.split``, validation by default). The task (``experiment.task``) supplies the loss and the metric; the
 loop is the same for every task.
 """
 from __future__ import annotations
@@ -184,7 +184,7 @@ def train_and_evaluate(experiment: Experiment, workdir: str, *,
                        allow_config_change: bool = False) -> EvalResult:
   """Run the stage of ``experiment`` in ``workdir`` (resuming if possible) and evaluate it.
 
-  Returns the evaluation (task metric, BOPs) of the trained model on the validation split;
+  Returns the evaluation (task metric, BOPs) of the trained model on ``eval.split``;
   it is also written to ``<workdir>/eval_metrics.json`` (``EvalResult.to_row()``). A rerun of
   a finished run (same config) returns that file's result without training or evaluating
   again. ``experiment`` comes from ``config_lib.parse`` (validated before anything starts).
@@ -327,7 +327,7 @@ def _train_loop(experiment: Experiment, model, optimizer, mesh, state, data, ckp
 
 
 def evaluate_run(experiment: Experiment, workdir: pathlib.Path, model=None) -> EvalResult:
-  """Evaluate the newest checkpoint of ``workdir`` on the validation split; write
+  """Evaluate the newest checkpoint of ``workdir`` on ``eval.split``; write
   ``<workdir>/eval_metrics.json`` and log one line."""
   recipe = experiment.quant.recipe
   _, variables = runs.load_run(experiment, str(workdir), recipe)
@@ -336,7 +336,8 @@ def evaluate_run(experiment: Experiment, workdir: pathlib.Path, model=None) -> E
                     str(workdir))
   model = make_model(experiment.model, experiment.task, recipe) if model is None else model
   batches = inputs.eval_batches(experiment.data, batch_size=experiment.eval.batch_size,
-                                num_batches=experiment.eval.num_batches)
+                                num_batches=experiment.eval.num_batches,
+                                split=experiment.eval.split)
   result = eval_lib.evaluate_model(experiment.task, model, variables, batches, setting)
   if jax.process_index() == 0:
     (workdir / "eval_metrics.json").write_text(json.dumps(result.to_row(), indent=2))

@@ -118,6 +118,8 @@ BAD = [
     ({"eval.batch_size": 0}, "eval.batch_size", "int >= 1"),
     ({"eval.batch_size": 4}, "eval.batch_size", "not divisible by the device count 8"),
     ({"eval.num_batches": -1}, "eval.num_batches", "int >= 0"),
+    ({"eval.split": "train"}, "eval.split", "validation | test"),
+    ({"eval.split": "test", "data.num_test": 4}, "eval.split", "fewer than one eval batch"),
     ({"eval.num_batches": 2}, "eval.num_batches", "data.num_validation=8 holds 1"),
     ({"eval.sweep": "full"}, "eval.sweep", "demo | fp | tiny, the names of eval.sweeps"),
     ({"eval.sweeps": {"tiny": ()}}, "eval.sweeps", "non-empty tuple of settings"),
