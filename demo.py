@@ -4,8 +4,10 @@ FP training, the QAT stages of configs/demo.py (FQ W4A4 / static ResQ / dynamic 
 evaluation report (accuracy vs BOPs table and plots) under --workdir. A stage that fails or is
 preempted (SIGTERM: saved, exit 75) stops the demo; rerun the same command to resume.
 --task pose runs the same stages for pose estimation (configs/demo_pose.py, PCK@0.2 on the test
-split; default workdir runs/demo_pose). --verbose shows the libraries' logging too. Exit codes: docs/failure_behaviour.md.
+split; default workdir runs/demo_pose). --verbose shows the libraries' logging too.
+Exit codes: docs/failure_behaviour.md.
 """
+
 from absl import app, flags
 from ml_collections import config_flags
 
@@ -13,17 +15,26 @@ from configs import demo as demo_config
 from configs import demo_pose
 from resq_jax import errors, log, pipeline
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/demo.py", "Base config.",
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None,
-                                "Directory of the demo's runs and report (default runs/demo, "
-                                "runs/demo_pose for --task pose).")
-_TASK = flags.DEFINE_enum("task", "segmentation", ["segmentation", "pose"],
-                          "segmentation: --config (configs/demo.py); pose: configs/demo_pose.py.")
+_CONFIG = config_flags.DEFINE_config_file(
+  "config", "configs/demo.py", "Base config.", lock_config=True
+)
+_WORKDIR = flags.DEFINE_string(
+  "workdir",
+  None,
+  "Directory of the demo's runs and report (default runs/demo, runs/demo_pose for --task pose).",
+)
+_TASK = flags.DEFINE_enum(
+  "task",
+  "segmentation",
+  ["segmentation", "pose"],
+  "segmentation: --config (configs/demo.py); pose: configs/demo_pose.py.",
+)
 _QAT_STEPS = flags.DEFINE_integer("qat_steps", 60, "Fine-tuning steps of each QAT stage.")
 _ALLOW_CHANGE = flags.DEFINE_bool(
-    "allow_config_change", False,
-    "Resume stages whose saved config.json differs from this run's (new values adopted).")
+  "allow_config_change",
+  False,
+  "Resume stages whose saved config.json differs from this run's (new values adopted).",
+)
 _VERBOSE = flags.DEFINE_bool("verbose", False, "Show the libraries' INFO and WARNING logging.")
 
 
@@ -34,9 +45,15 @@ def main(argv):
   pose = _TASK.value == "pose"
   config = demo_pose.get_config() if pose else _CONFIG.value
   workdir = _WORKDIR.value or ("runs/demo_pose" if pose else "runs/demo")
-  errors.run_cli(pipeline.run_demo, config, workdir,
-                 qat_stages=demo_config.QAT_STAGES, qat_lr=demo_config.QAT_LR,
-                 qat_steps=_QAT_STEPS.value, allow_config_change=_ALLOW_CHANGE.value)
+  errors.run_cli(
+    pipeline.run_demo,
+    config,
+    workdir,
+    qat_stages=demo_config.QAT_STAGES,
+    qat_lr=demo_config.QAT_LR,
+    qat_steps=_QAT_STEPS.value,
+    allow_config_change=_ALLOW_CHANGE.value,
+  )
 
 
 if __name__ == "__main__":

@@ -6,13 +6,15 @@
 Writes <workdir>/report/: results.json, results.md, pareto.png, variance.png, bit_map.png.
 --verbose shows the libraries' logging too. Exit codes: docs/failure_behaviour.md.
 """
+
 from absl import app, flags
 from ml_collections import config_flags
 
 from resq_jax import config_lib, errors, eval_lib, log
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file(
+  "config", None, "Experiment config file.", lock_config=True
+)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for the report.")
 _VERBOSE = flags.DEFINE_bool("verbose", False, "Show the libraries' INFO and WARNING logging.")
 flags.mark_flags_as_required(["config", "workdir"])

@@ -9,6 +9,7 @@ beside it for fidelity. Frames are scaled to cover the run's training size and c
 Outputs in --out: overlay.mp4 (or .gif), frames.csv, summary.json, and for dynamic ResQ
 bit_map.png and density.png (see resq_jax/stream_lib.py).
 """
+
 from absl import app, flags
 
 from resq_jax import errors, stream_lib
@@ -16,21 +17,30 @@ from resq_jax import errors, stream_lib
 _VIDEO = flags.DEFINE_string("video", None, "Input video file (any format FFmpeg decodes).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Workdir of a train.py run (its config.json).")
 _OUT = flags.DEFINE_string("out", None, "Output directory; default <workdir>/stream.")
-_RECIPE = flags.DEFINE_enum("recipe", "run", stream_lib.RECIPES,
-                            "run: the run's own recipe; fp | fq | resq | dynamic: an FP run's "
-                            "weights calibrated on the video's first frames.")
+_RECIPE = flags.DEFINE_enum(
+  "recipe",
+  "run",
+  stream_lib.RECIPES,
+  "run: the run's own recipe; fp | fq | resq | dynamic: an FP run's "
+  "weights calibrated on the video's first frames.",
+)
 _KEY_BITS = flags.DEFINE_list("key_bits", None, "W,A bits of keyframes / FQ (default: run's).")
-_RESIDUAL_BITS = flags.DEFINE_list("residual_bits", None,
-                                   "W,A bits of residual frames (default: the run's).")
-_PERIOD = flags.DEFINE_integer("period", 0, "Keyframe period K (0: the run's quant.period).",
-                               lower_bound=0)
-_CALIBRATION = flags.DEFINE_integer("calibration_frames", 16,
-                                    "Frames calibrating a quantized recipe.", lower_bound=2)
-_MAX_FRAMES = flags.DEFINE_integer("max_frames", None, "Stop after this many frames.",
-                                   lower_bound=1)
+_RESIDUAL_BITS = flags.DEFINE_list(
+  "residual_bits", None, "W,A bits of residual frames (default: the run's)."
+)
+_PERIOD = flags.DEFINE_integer(
+  "period", 0, "Keyframe period K (0: the run's quant.period).", lower_bound=0
+)
+_CALIBRATION = flags.DEFINE_integer(
+  "calibration_frames", 16, "Frames calibrating a quantized recipe.", lower_bound=2
+)
+_MAX_FRAMES = flags.DEFINE_integer(
+  "max_frames", None, "Stop after this many frames.", lower_bound=1
+)
 _FPS = flags.DEFINE_float("fps", None, "Subsample to this frame rate (default: all frames).")
-_RESET = flags.DEFINE_bool("reset_on_nonfinite", False,
-                           "Force a keyframe when a frame or the ResQ state is not finite.")
+_RESET = flags.DEFINE_bool(
+  "reset_on_nonfinite", False, "Force a keyframe when a frame or the ResQ state is not finite."
+)
 _FORMAT = flags.DEFINE_enum("format", "mp4", ["mp4", "gif"], "Overlay video format.")
 flags.mark_flags_as_required(["video", "workdir"])
 
@@ -39,8 +49,10 @@ def _bits(name, values):
   if values is None:
     return None
   if len(values) != 2 or not all(v.strip().isdigit() for v in values):
-    raise app.UsageError(f"--{name}: expected W,A bits such as 8,8, got {','.join(values)}",
-                         exitcode=errors.EXIT_CONFIG)
+    raise app.UsageError(
+      f"--{name}: expected W,A bits such as 8,8, got {','.join(values)}",
+      exitcode=errors.EXIT_CONFIG,
+    )
   return tuple(int(v) for v in values)
 
 
@@ -48,15 +60,23 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}", exitcode=errors.EXIT_CONFIG)
   options = stream_lib.StreamOptions(
-      recipe=_RECIPE.value, key_bits=_bits("key_bits", _KEY_BITS.value),
-      residual_bits=_bits("residual_bits", _RESIDUAL_BITS.value), period=_PERIOD.value,
-      calibration_frames=_CALIBRATION.value, max_frames=_MAX_FRAMES.value, fps=_FPS.value,
-      reset_on_nonfinite=_RESET.value, video_format=_FORMAT.value)
+    recipe=_RECIPE.value,
+    key_bits=_bits("key_bits", _KEY_BITS.value),
+    residual_bits=_bits("residual_bits", _RESIDUAL_BITS.value),
+    period=_PERIOD.value,
+    calibration_frames=_CALIBRATION.value,
+    max_frames=_MAX_FRAMES.value,
+    fps=_FPS.value,
+    reset_on_nonfinite=_RESET.value,
+    video_format=_FORMAT.value,
+  )
   out = _OUT.value or f"{_WORKDIR.value.rstrip('/')}/stream"
   summary = errors.run_cli(stream_lib.stream_video, _VIDEO.value, _WORKDIR.value, out, options)
-  print(f"{summary['frames']} frames, {summary['gbops_avg']:.4g} GBOPs/frame "
-        f"({summary['pct_w8a8_avg']:.1f}% of W8A8), agreement with float "
-        f"{100 * summary['agreement_avg']:.2f}%; outputs in {out}")
+  print(
+    f"{summary['frames']} frames, {summary['gbops_avg']:.4g} GBOPs/frame "
+    f"({summary['pct_w8a8_avg']:.1f}% of W8A8), agreement with float "
+    f"{100 * summary['agreement_avg']:.2f}%; outputs in {out}"
+  )
 
 
 if __name__ == "__main__":

@@ -8,25 +8,28 @@ saves one and exits with 75). A resumed run must use the config it was started w
 --allow_config_change is given. --verbose shows the libraries' logging too. Exit codes:
 docs/failure_behaviour.md.
 """
+
 from absl import app, flags
 from ml_collections import config_flags
 
 from resq_jax import config_lib, errors, log, train_lib
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file(
+  "config", None, "Experiment config file.", lock_config=True
+)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics, results.")
 _ALLOW_CHANGE = flags.DEFINE_bool(
-    "allow_config_change", False,
-    "Resume a run whose saved config.json differs from --config (the new values are adopted).")
+  "allow_config_change",
+  False,
+  "Resume a run whose saved config.json differs from --config (the new values are adopted).",
+)
 _VERBOSE = flags.DEFINE_bool("verbose", False, "Show the libraries' INFO and WARNING logging.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
 def run(config, workdir: str, allow_config_change: bool):
   experiment = config_lib.parse(config)  # before jax.distributed or any data (exit code 2)
-  return train_lib.train_and_evaluate(experiment, workdir,
-                                      allow_config_change=allow_config_change)
+  return train_lib.train_and_evaluate(experiment, workdir, allow_config_change=allow_config_change)
 
 
 def main(argv):

@@ -13,6 +13,7 @@ same loop (so their ratios see the same load) and the median over rounds is repo
 Usage:  python benchmarks/bench_conv.py [--rounds 5] [--batch 32] [--frames 8] [--clip-batch 4]
                                        [--only layers|scan|scan-layers]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,87 +21,94 @@ import datetime
 import os
 import platform
 import time
-from typing import Callable, Dict
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-
 from machine import cpu_model  # benchmarks/machine.py
+
 from resq_jax.ops import conv2d
 
 # (name, C_in, C_out, kernel, stride, groups); all on 64x64 inputs.
 LAYERS = [
-    ("3x3 3->16 s2", 3, 16, 3, 2, 1),
-    ("3x3 16->32", 16, 32, 3, 1, 1),
-    ("3x3 32->32", 32, 32, 3, 1, 1),
-    ("3x3 32->64 s2", 32, 64, 3, 2, 1),
-    ("3x3 48->48", 48, 48, 3, 1, 1),
-    ("3x3 depthwise 64", 64, 64, 3, 1, 64),
-    ("3x3 64->64 groups=2", 64, 64, 3, 1, 2),
-    ("1x1 64->32", 64, 32, 1, 1, 1),
+  ("3x3 3->16 s2", 3, 16, 3, 2, 1),
+  ("3x3 16->32", 16, 32, 3, 1, 1),
+  ("3x3 32->32", 32, 32, 3, 1, 1),
+  ("3x3 32->64 s2", 32, 64, 3, 2, 1),
+  ("3x3 48->48", 48, 48, 3, 1, 1),
+  ("3x3 depthwise 64", 64, 64, 3, 1, 64),
+  ("3x3 64->64 groups=2", 64, 64, 3, 1, 2),
+  ("1x1 64->32", 64, 32, 1, 1, 1),
 ]
 
 
 def machine_header() -> str:
-    return (f"- machine: {cpu_model()}, {jax.device_count()} x {jax.devices()[0].device_kind}, "
-            f"backend {jax.default_backend()}\n- jax {jax.__version__}, python "
-            f"{platform.python_version()}\n- date: {datetime.date.today().isoformat()}, load "
-            f"average at start {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+  return (
+    f"- machine: {cpu_model()}, {jax.device_count()} x {jax.devices()[0].device_kind}, "
+    f"backend {jax.default_backend()}\n- jax {jax.__version__}, python "
+    f"{platform.python_version()}\n- date: {datetime.date.today().isoformat()}, load "
+    f"average at start {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+  )
 
 
-def time_round_robin(fns: Dict[str, Callable], args, rounds: int) -> Dict[str, float]:
-    """Median wall time in ms of each fn(*args), timed round-robin after one warm-up call."""
-    for fn in fns.values():
-        jax.block_until_ready(fn(*args))
-    times = {k: [] for k in fns}
-    for _ in range(rounds):
-        for k, fn in fns.items():
-            t0 = time.perf_counter()
-            jax.block_until_ready(fn(*args))
-            times[k].append(time.perf_counter() - t0)
-    return {k: float(np.median(v)) * 1e3 for k, v in times.items()}
+def time_round_robin(fns: dict[str, Callable], args, rounds: int) -> dict[str, float]:
+  """Median wall time in ms of each fn(*args), timed round-robin after one warm-up call."""
+  for fn in fns.values():
+    jax.block_until_ready(fn(*args))
+  times = {k: [] for k in fns}
+  for _ in range(rounds):
+    for k, fn in fns.items():
+      t0 = time.perf_counter()
+      jax.block_until_ready(fn(*args))
+      times[k].append(time.perf_counter() - t0)
+  return {k: float(np.median(v)) * 1e3 for k, v in times.items()}
 
 
 def layer_fns(stride, groups, impl):
-    def f(x, w):
-        return conv2d(x, w, strides=(stride, stride), padding="SAME",
-                      feature_group_count=groups, impl=impl)
+  def f(x, w):
+    return conv2d(
+      x, w, strides=(stride, stride), padding="SAME", feature_group_count=groups, impl=impl
+    )
 
-    return {
-        "fwd": jax.jit(lambda x, w, gy: f(x, w)),
-        # Only the cotangent of one argument is returned, so XLA removes the other one (and the
-        # unused primal output): each column times one backward convolution.
-        "dx": jax.jit(lambda x, w, gy: jax.vjp(lambda x_: f(x_, w), x)[1](gy)[0]),
-        "dw": jax.jit(lambda x, w, gy: jax.vjp(lambda w_: f(x, w_), w)[1](gy)[0]),
-        "fwd+bwd": jax.jit(lambda x, w, gy: jax.grad(lambda x_, w_: jnp.vdot(f(x_, w_), gy),
-                                                     (0, 1))(x, w)),
-    }
+  return {
+    "fwd": jax.jit(lambda x, w, gy: f(x, w)),
+    # Only the cotangent of one argument is returned, so XLA removes the other one (and the
+    # unused primal output): each column times one backward convolution.
+    "dx": jax.jit(lambda x, w, gy: jax.vjp(lambda x_: f(x_, w), x)[1](gy)[0]),
+    "dw": jax.jit(lambda x, w, gy: jax.vjp(lambda w_: f(x, w_), w)[1](gy)[0]),
+    "fwd+bwd": jax.jit(
+      lambda x, w, gy: jax.grad(lambda x_, w_: jnp.vdot(f(x_, w_), gy), (0, 1))(x, w)
+    ),
+  }
 
 
 def bench_layers(batch: int, rounds: int) -> str:
-    rows = ["| conv (64x64 in, batch %d) | fwd XLA | fwd im2col | dx XLA | dx im2col | dw XLA "
-            "| dw im2col | fwd+bwd XLA | fwd+bwd im2col | speed-up fwd+bwd | max rel err dw |"
-            % batch, "|" + " --- |" * 11]
-    key = jax.random.PRNGKey(0)
-    for name, c_in, c_out, k, stride, groups in LAYERS:
-        kx, kw_, kg = jax.random.split(jax.random.fold_in(key, c_in * 1000 + c_out), 3)
-        x = jax.random.normal(kx, (batch, 64, 64, c_in), jnp.float32)
-        w = jax.random.normal(kw_, (k, k, c_in // groups, c_out), jnp.float32) * 0.1
-        out_hw = 64 // stride
-        gy = jax.random.normal(kg, (batch, out_hw, out_hw, c_out), jnp.float32)
-        fns = {}
-        for impl in ("xla", "im2col"):
-            for col, fn in layer_fns(stride, groups, impl).items():
-                fns[f"{col} {impl}"] = fn
-        ms = time_round_robin(fns, (x, w, gy), rounds)
-        dw_x, dw_i = fns["dw xla"](x, w, gy), fns["dw im2col"](x, w, gy)
-        err = float(jnp.max(jnp.abs(dw_x - dw_i)) / jnp.max(jnp.abs(dw_x)))
-        cells = [f"{ms[f'{c} {i}']:.1f}" for c in ("fwd", "dx", "dw", "fwd+bwd")
-                 for i in ("xla", "im2col")]
-        speed = ms["fwd+bwd xla"] / ms["fwd+bwd im2col"]
-        rows.append(f"| {name} | " + " | ".join(cells) + f" | {speed:.1f}x | {err:.0e} |")
-    return "\n".join(rows)
+  rows = [
+    f"| conv (64x64 in, batch {batch}) | fwd XLA | fwd im2col | dx XLA | dx im2col | dw XLA "
+    "| dw im2col | fwd+bwd XLA | fwd+bwd im2col | speed-up fwd+bwd | max rel err dw |",
+    "|" + " --- |" * 11,
+  ]
+  key = jax.random.PRNGKey(0)
+  for name, c_in, c_out, k, stride, groups in LAYERS:
+    kx, kw_, kg = jax.random.split(jax.random.fold_in(key, c_in * 1000 + c_out), 3)
+    x = jax.random.normal(kx, (batch, 64, 64, c_in), jnp.float32)
+    w = jax.random.normal(kw_, (k, k, c_in // groups, c_out), jnp.float32) * 0.1
+    out_hw = 64 // stride
+    gy = jax.random.normal(kg, (batch, out_hw, out_hw, c_out), jnp.float32)
+    fns = {}
+    for impl in ("xla", "im2col"):
+      for col, fn in layer_fns(stride, groups, impl).items():
+        fns[f"{col} {impl}"] = fn
+    ms = time_round_robin(fns, (x, w, gy), rounds)
+    dw_x, dw_i = fns["dw xla"](x, w, gy), fns["dw im2col"](x, w, gy)
+    err = float(jnp.max(jnp.abs(dw_x - dw_i)) / jnp.max(jnp.abs(dw_x)))
+    cells = [
+      f"{ms[f'{c} {i}']:.1f}" for c in ("fwd", "dx", "dw", "fwd+bwd") for i in ("xla", "im2col")
+    ]
+    speed = ms["fwd+bwd xla"] / ms["fwd+bwd im2col"]
+    rows.append(f"| {name} | " + " | ".join(cells) + f" | {speed:.1f}x | {err:.0e} |")
+  return "\n".join(rows)
 
 
 # ----------------------------------------------------------------------------- scan trap
@@ -109,143 +117,161 @@ SCAN_CHANNELS = (3, 16, 32, 32, 16)  # 4 conv-ReLU layers, 3x3, stride 1
 
 
 def init_net(key):
-    params = []
-    for c_in, c_out in zip(SCAN_CHANNELS[:-1], SCAN_CHANNELS[1:]):
-        key, sub = jax.random.split(key)
-        w = jax.random.normal(sub, (3, 3, c_in, c_out), jnp.float32) * (2.0 / (9 * c_in)) ** 0.5
-        params.append((w, jnp.zeros((c_out,), jnp.float32)))
-    return params
+  params = []
+  for c_in, c_out in zip(SCAN_CHANNELS[:-1], SCAN_CHANNELS[1:]):
+    key, sub = jax.random.split(key)
+    w = jax.random.normal(sub, (3, 3, c_in, c_out), jnp.float32) * (2.0 / (9 * c_in)) ** 0.5
+    params.append((w, jnp.zeros((c_out,), jnp.float32)))
+  return params
 
 
 def net(params, x, impl):
-    """x [B, H, W, 3] -> [B, H, W, 16]."""
-    for w, b in params:
-        x = jax.nn.relu(conv2d(x, w, padding="SAME", impl=impl) + b)
-    return x
+  """x [B, H, W, 3] -> [B, H, W, 16]."""
+  for w, b in params:
+    x = jax.nn.relu(conv2d(x, w, padding="SAME", impl=impl) + b)
+  return x
 
 
 def clip_loss(params, clip, impl, mode):
-    """clip [T, B, H, W, 3]; y_t = net(x_t) + 0.5 y_{t-1}; loss = sum_t sum(y_t)."""
-    y0 = jnp.zeros(clip.shape[1:4] + (SCAN_CHANNELS[-1],), jnp.float32)
+  """clip [T, B, H, W, 3]; y_t = net(x_t) + 0.5 y_{t-1}; loss = sum_t sum(y_t)."""
+  y0 = jnp.zeros(clip.shape[1:4] + (SCAN_CHANNELS[-1],), jnp.float32)
 
-    def step(y_prev, x_t):
-        y = net(params, x_t, impl) + 0.5 * y_prev
-        return y, jnp.sum(y)
+  def step(y_prev, x_t):
+    y = net(params, x_t, impl) + 0.5 * y_prev
+    return y, jnp.sum(y)
 
-    if mode in ("scan", "scan-unroll"):
-        _, losses = jax.lax.scan(step, y0, clip, unroll=(mode == "scan-unroll"))
-        return jnp.sum(losses)
-    if mode == "python":
-        y, total = y0, jnp.zeros((), jnp.float32)
-        for t in range(clip.shape[0]):
-            y, loss_t = step(y, clip[t])
-            total = total + loss_t
-        return total
-    if mode == "frames-batched":
-        # Only valid because this toy recurrence is outside the net: all T*B frames through the
-        # net at once, then the cheap linear recurrence. Shown as the lower bound.
-        t, b = clip.shape[:2]
-        z = net(params, clip.reshape(t * b, *clip.shape[2:]), impl).reshape(t, b, *y0.shape[1:])
-        _, losses = jax.lax.scan(lambda y, z_t: (z_t + 0.5 * y, jnp.sum(z_t + 0.5 * y)), y0, z)
-        return jnp.sum(losses)
-    raise ValueError(mode)
+  if mode in ("scan", "scan-unroll"):
+    _, losses = jax.lax.scan(step, y0, clip, unroll=(mode == "scan-unroll"))
+    return jnp.sum(losses)
+  if mode == "python":
+    y, total = y0, jnp.zeros((), jnp.float32)
+    for t in range(clip.shape[0]):
+      y, loss_t = step(y, clip[t])
+      total = total + loss_t
+    return total
+  if mode == "frames-batched":
+    # Only valid because this toy recurrence is outside the net: all T*B frames through the
+    # net at once, then the cheap linear recurrence. Shown as the lower bound.
+    t, b = clip.shape[:2]
+    z = net(params, clip.reshape(t * b, *clip.shape[2:]), impl).reshape(t, b, *y0.shape[1:])
+    _, losses = jax.lax.scan(lambda y, z_t: (z_t + 0.5 * y, jnp.sum(z_t + 0.5 * y)), y0, z)
+    return jnp.sum(losses)
+  raise ValueError(mode)
 
 
 def bench_scan(frames: int, batch: int, rounds: int) -> str:
-    key = jax.random.PRNGKey(1)
-    params = init_net(key)
-    clip = jax.random.normal(jax.random.fold_in(key, 1), (frames, batch, 64, 64, 3), jnp.float32)
-    fns = {}
-    for mode in ("scan", "scan-unroll", "python", "frames-batched"):
-        for impl in ("xla", "im2col"):
-            fns[(mode, impl)] = jax.jit(jax.grad(
-                lambda p, c, impl=impl, mode=mode: clip_loss(p, c, impl, mode)))
-    compile_s = {}
-    for k, fn in fns.items():  # compile time grows with T when the loop is unrolled
-        t0 = time.perf_counter()
-        fn.lower(params, clip).compile()
-        compile_s[k] = time.perf_counter() - t0
-    ms = time_round_robin(fns, (params, clip), rounds)
-    ref = fns[("python", "xla")](params, clip)
-    rows = [f"| formulation (T={frames}, {batch} x 64x64 per frame, 4 conv layers) | XLA conv ms "
-            "| im2col conv ms | compile s XLA / im2col | max rel err of grad vs (python, XLA) |",
-            "| --- | --- | --- | --- | --- |"]
-    for mode in ("scan", "scan-unroll", "python", "frames-batched"):
-        g = fns[(mode, "im2col")](params, clip)
-        err = max(float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(b)))
-                  for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(ref)))
-        rows.append(f"| {mode} | {ms[(mode, 'xla')]:.0f} | {ms[(mode, 'im2col')]:.0f} "
-                    f"| {compile_s[(mode, 'xla')]:.1f} / {compile_s[(mode, 'im2col')]:.1f} "
-                    f"| {err:.0e} |")
-    b_ = ms[("scan", "im2col")]
-    rows.append("")
-    rows.append("Ratios: (b) scan+im2col / (d) python+im2col = "
-                f"{b_ / ms[('python', 'im2col')]:.2f}; "
-                f"(b) / (c) python+XLA = {b_ / ms[('python', 'xla')]:.2f}; "
-                f"(a) scan+XLA / (b) scan+im2col = {ms[('scan', 'xla')] / b_:.1f}; "
-                f"scan-unroll+im2col / python+im2col = "
-                f"{ms[('scan-unroll', 'im2col')] / ms[('python', 'im2col')]:.2f}.")
-    return "\n".join(rows)
+  key = jax.random.PRNGKey(1)
+  params = init_net(key)
+  clip = jax.random.normal(jax.random.fold_in(key, 1), (frames, batch, 64, 64, 3), jnp.float32)
+  fns = {}
+  for mode in ("scan", "scan-unroll", "python", "frames-batched"):
+    for impl in ("xla", "im2col"):
+      fns[(mode, impl)] = jax.jit(
+        jax.grad(lambda p, c, impl=impl, mode=mode: clip_loss(p, c, impl, mode))
+      )
+  compile_s = {}
+  for k, fn in fns.items():  # compile time grows with T when the loop is unrolled
+    t0 = time.perf_counter()
+    fn.lower(params, clip).compile()
+    compile_s[k] = time.perf_counter() - t0
+  ms = time_round_robin(fns, (params, clip), rounds)
+  ref = fns[("python", "xla")](params, clip)
+  rows = [
+    f"| formulation (T={frames}, {batch} x 64x64 per frame, 4 conv layers) | XLA conv ms "
+    "| im2col conv ms | compile s XLA / im2col | max rel err of grad vs (python, XLA) |",
+    "| --- | --- | --- | --- | --- |",
+  ]
+  for mode in ("scan", "scan-unroll", "python", "frames-batched"):
+    g = fns[(mode, "im2col")](params, clip)
+    err = max(
+      float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(b)))
+      for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(ref))
+    )
+    rows.append(
+      f"| {mode} | {ms[(mode, 'xla')]:.0f} | {ms[(mode, 'im2col')]:.0f} "
+      f"| {compile_s[(mode, 'xla')]:.1f} / {compile_s[(mode, 'im2col')]:.1f} "
+      f"| {err:.0e} |"
+    )
+  b_ = ms[("scan", "im2col")]
+  rows.append("")
+  rows.append(
+    "Ratios: (b) scan+im2col / (d) python+im2col = "
+    f"{b_ / ms[('python', 'im2col')]:.2f}; "
+    f"(b) / (c) python+XLA = {b_ / ms[('python', 'xla')]:.2f}; "
+    f"(a) scan+XLA / (b) scan+im2col = {ms[('scan', 'xla')] / b_:.1f}; "
+    f"scan-unroll+im2col / python+im2col = "
+    f"{ms[('scan-unroll', 'im2col')] / ms[('python', 'im2col')]:.2f}."
+  )
+  return "\n".join(rows)
 
 
 # (name, C_in, C_out, kernel, stride, groups) for the per-layer scan-vs-unrolled table
 SCAN_LAYERS = [
-    ("3x3 32->32", 32, 32, 3, 1, 1),
-    ("3x3 32->32 s2", 32, 32, 3, 2, 1),
-    ("3x3 depthwise 32", 32, 32, 3, 1, 32),
-    ("3x3 32->32 groups=2", 32, 32, 3, 1, 2),
-    ("1x1 32->32", 32, 32, 1, 1, 1),
+  ("3x3 32->32", 32, 32, 3, 1, 1),
+  ("3x3 32->32 s2", 32, 32, 3, 2, 1),
+  ("3x3 depthwise 32", 32, 32, 3, 1, 32),
+  ("3x3 32->32 groups=2", 32, 32, 3, 1, 2),
+  ("1x1 32->32", 32, 32, 1, 1, 1),
 ]
 
 
 def bench_scan_layers(frames: int, batch: int, rounds: int) -> str:
-    """Gradient (w and x) of sum_t |conv(x_t, w)|^2 over T frames: lax.scan vs Python loop."""
-    rows = [f"| one conv layer, T={frames}, {batch} x 64x64 per frame | scan XLA | unrolled XLA "
-            "| scan im2col | unrolled im2col |", "|" + " --- |" * 5]
-    key = jax.random.PRNGKey(2)
-    for name, c_in, c_out, k, stride, groups in SCAN_LAYERS:
-        xs = jax.random.normal(key, (frames, batch, 64, 64, c_in), jnp.float32)
-        w = jax.random.normal(key, (k, k, c_in // groups, c_out), jnp.float32) * 0.1
+  """Gradient (w and x) of sum_t |conv(x_t, w)|^2 over T frames: lax.scan vs Python loop."""
+  rows = [
+    f"| one conv layer, T={frames}, {batch} x 64x64 per frame | scan XLA | unrolled XLA "
+    "| scan im2col | unrolled im2col |",
+    "|" + " --- |" * 5,
+  ]
+  key = jax.random.PRNGKey(2)
+  for name, c_in, c_out, k, stride, groups in SCAN_LAYERS:
+    xs = jax.random.normal(key, (frames, batch, 64, 64, c_in), jnp.float32)
+    w = jax.random.normal(key, (k, k, c_in // groups, c_out), jnp.float32) * 0.1
 
-        def loss(w_, xs_, impl, mode, stride=stride, groups=groups):
-            def step(total, x_t):
-                y = conv2d(x_t, w_, strides=(stride, stride), feature_group_count=groups,
-                           impl=impl)
-                return total + jnp.sum(y * y), None
+    def loss(w_, xs_, impl, mode, stride=stride, groups=groups):
+      def step(total, x_t):
+        y = conv2d(x_t, w_, strides=(stride, stride), feature_group_count=groups, impl=impl)
+        return total + jnp.sum(y * y), None
 
-            total = jnp.zeros((), jnp.float32)
-            if mode == "scan":
-                return jax.lax.scan(step, total, xs_)[0]
-            for t in range(xs_.shape[0]):
-                total = step(total, xs_[t])[0]
-            return total
+      total = jnp.zeros((), jnp.float32)
+      if mode == "scan":
+        return jax.lax.scan(step, total, xs_)[0]
+      for t in range(xs_.shape[0]):
+        total = step(total, xs_[t])[0]
+      return total
 
-        fns = {(impl, mode): jax.jit(jax.grad(
-            lambda w_, xs_, impl=impl, mode=mode: loss(w_, xs_, impl, mode), (0, 1)))
-            for impl in ("xla", "im2col") for mode in ("scan", "unrolled")}
-        ms = time_round_robin(fns, (w, xs), rounds)
-        rows.append(f"| {name} | " + " | ".join(
-            f"{ms[(i, m)]:.0f}" for i in ("xla", "im2col") for m in ("scan", "unrolled")) + " |")
-    return "\n".join(rows)
+    fns = {
+      (impl, mode): jax.jit(
+        jax.grad(lambda w_, xs_, impl=impl, mode=mode: loss(w_, xs_, impl, mode), (0, 1))
+      )
+      for impl in ("xla", "im2col")
+      for mode in ("scan", "unrolled")
+    }
+    ms = time_round_robin(fns, (w, xs), rounds)
+    rows.append(
+      f"| {name} | "
+      + " | ".join(f"{ms[(i, m)]:.0f}" for i in ("xla", "im2col") for m in ("scan", "unrolled"))
+      + " |"
+    )
+  return "\n".join(rows)
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--batch", type=int, default=32, help="frames per conv call (layers)")
-    parser.add_argument("--frames", type=int, default=8, help="T of the scan benchmark")
-    parser.add_argument("--clip-batch", type=int, default=4, help="clips per frame (scan)")
-    parser.add_argument("--only", choices=("layers", "scan", "scan-layers"), default=None)
-    args = parser.parse_args()
-    print(machine_header())
-    print(f"- medians of {args.rounds} round-robin rounds, times in ms\n")
-    if args.only in (None, "layers"):
-        print(bench_layers(args.batch, args.rounds), "\n", flush=True)
-    if args.only in (None, "scan"):
-        print(bench_scan(args.frames, args.clip_batch, args.rounds), "\n", flush=True)
-    if args.only in (None, "scan-layers"):
-        print(bench_scan_layers(args.frames, args.clip_batch, args.rounds), flush=True)
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--rounds", type=int, default=5)
+  parser.add_argument("--batch", type=int, default=32, help="frames per conv call (layers)")
+  parser.add_argument("--frames", type=int, default=8, help="T of the scan benchmark")
+  parser.add_argument("--clip-batch", type=int, default=4, help="clips per frame (scan)")
+  parser.add_argument("--only", choices=("layers", "scan", "scan-layers"), default=None)
+  args = parser.parse_args()
+  print(machine_header())
+  print(f"- medians of {args.rounds} round-robin rounds, times in ms\n")
+  if args.only in (None, "layers"):
+    print(bench_layers(args.batch, args.rounds), "\n", flush=True)
+  if args.only in (None, "scan"):
+    print(bench_scan(args.frames, args.clip_batch, args.rounds), "\n", flush=True)
+  if args.only in (None, "scan-layers"):
+    print(bench_scan_layers(args.frames, args.clip_batch, args.rounds), flush=True)
 
 
 if __name__ == "__main__":
-    main()
+  main()

@@ -6,6 +6,7 @@ Prints (Markdown): machine, wall time of the whole demo and of each stage, train
 (clips/s, median over log windows after the first, which includes compilation), evaluation
 frames/s, and the results table of the evaluation sweep.
 """
+
 import argparse
 import datetime
 import json
@@ -23,7 +24,8 @@ sys.path.insert(0, str(ROOT))
 
 
 def _throughput(run_dir: pathlib.Path) -> float:
-  rows = [json.loads(l) for l in (run_dir / "train_metrics.jsonl").read_text().splitlines()]
+  lines = (run_dir / "train_metrics.jsonl").read_text().splitlines()
+  rows = [json.loads(line) for line in lines]
   values = [r["clips_per_s"] for r in rows[1:] if "clips_per_s" in r]
   return statistics.median(values) if values else float("nan")
 
@@ -37,8 +39,10 @@ def main():
   if args.fresh and workdir.exists():
     shutil.rmtree(workdir)
   import jax  # noqa: PLC0415 (after argument parsing: --help stays fast)
+
   from configs import demo  # noqa: PLC0415
   from resq_jax import pipeline  # noqa: PLC0415
+
   config = demo.get_config()
   config.data.data_dir = str(workdir / "data")
   load_before = os.getloadavg()
@@ -46,10 +50,14 @@ def main():
   pipeline.run_demo(config, str(workdir), qat_stages=demo.QAT_STAGES, qat_lr=demo.QAT_LR)
   wall = time.perf_counter() - start
   print(f"\n## Demo benchmark ({datetime.date.today().isoformat()})\n")
-  print(f"- command: `python benchmarks/bench_demo.py --workdir {args.workdir}"
-        f"{' --fresh' if args.fresh else ''}`")
-  print(f"- machine: {cpu_model()}, {os.cpu_count()} cores, jax {jax.__version__}, "
-        f"backend {jax.default_backend()}, {jax.device_count()} device(s)")
+  print(
+    f"- command: `python benchmarks/bench_demo.py --workdir {args.workdir}"
+    f"{' --fresh' if args.fresh else ''}`"
+  )
+  print(
+    f"- machine: {cpu_model()}, {os.cpu_count()} cores, jax {jax.__version__}, "
+    f"backend {jax.default_backend()}, {jax.device_count()} device(s)"
+  )
   print(f"- load average before / after: {load_before[0]:.1f} / {os.getloadavg()[0]:.1f}")
   print(f"- demo wall time: {wall / 60:.1f} min (includes building SynthRes if absent)\n")
   print("| stage | training clips/s | eval frames/s | mIoU (%) | % of W8A8 BOPs |")
@@ -57,8 +65,10 @@ def main():
   for name in ["fp", *demo.QAT_STAGES]:
     run = workdir / name
     metrics = json.loads((run / "eval_metrics.json").read_text())
-    print(f"| {name} | {_throughput(run):.1f} | {metrics['frames_per_s']:.0f} | "
-          f"{100 * metrics['miou']:.1f} | {metrics['pct_w8a8']:.1f} |")
+    print(
+      f"| {name} | {_throughput(run):.1f} | {metrics['frames_per_s']:.0f} | "
+      f"{100 * metrics['miou']:.1f} | {metrics['pct_w8a8']:.1f} |"
+    )
   print()
   print((workdir / "report" / "results.md").read_text())
 

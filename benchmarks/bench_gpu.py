@@ -20,6 +20,7 @@ device MiB). Usage:
   python benchmarks/bench_gpu.py [--preset base] [--batch 16] [--fill 0.6] [--bf16]
   python benchmarks/bench_gpu.py --preset tiny --hw 32 --batch 2 --frames 4 --rounds 2  # smoke
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,9 +35,14 @@ JOBS = ("train_fp", "train_fq", "train_resq", "train_dynamic", "eval_fp", "eval_
 def _recipe(job: str):
   from resq_jax.quant.dynamic import FixedStepPolicy
   from resq_jax.quant.recipe import dynamic_recipe, float_recipe, fq_recipe, resq_recipe
+
   family = job.split("_", 1)[1]
-  return {"fp": float_recipe(), "fq": fq_recipe(4, 4), "resq": resq_recipe((8, 8), (4, 4)),
-          "dynamic": dynamic_recipe(FixedStepPolicy(bits=(0, 2, 4, 8)))}[family]
+  return {
+    "fp": float_recipe(),
+    "fq": fq_recipe(4, 4),
+    "resq": resq_recipe((8, 8), (4, 4)),
+    "dynamic": dynamic_recipe(FixedStepPolicy(bits=(0, 2, 4, 8))),
+  }[family]
 
 
 def _step_fn(job: str, model, variables, period: int, bf16: bool):
@@ -53,20 +59,26 @@ def _step_fn(job: str, model, variables, period: int, bf16: bool):
   def loss_fn(params, batch_stats, clips, labels):
     if job == "train_fp":
       flat = clips.reshape(-1, *clips.shape[2:])
-      logits, mutated = model.apply({"params": cast(params), "batch_stats": cast(batch_stats)},
-                                    cast(flat), train=True, mutable=["batch_stats"])
+      logits, mutated = model.apply(
+        {"params": cast(params), "batch_stats": cast(batch_stats)},
+        cast(flat),
+        train=True,
+        mutable=["batch_stats"],
+      )
       labels = labels.reshape(-1, *labels.shape[2:])
       batch_stats = jax.tree.map(lambda a: a.astype(jnp.float32), mutated["batch_stats"])
     else:
-      logits = run_clip(model, {"params": params, "batch_stats": batch_stats}, clips,
-                        period=period, unroll=True).outputs
+      logits = run_clip(
+        model, {"params": params, "batch_stats": batch_stats}, clips, period=period, unroll=True
+      ).outputs
     ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
     return jnp.mean(ce), batch_stats
 
   @jax.jit
   def train_step(params, opt_state, batch_stats, clips, labels):
     (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        params, batch_stats, clips, labels)
+      params, batch_stats, clips, labels
+    )
     updates, opt_state = optimizer.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, batch_stats, loss
 
@@ -75,8 +87,13 @@ def _step_fn(job: str, model, variables, period: int, bf16: bool):
     fn = jax.jit(lambda v, c: run_clip(model, v, c, period=period_).outputs)
     return fn, lambda clips, labels: (variables, clips)
   opt_state = optimizer.init(variables["params"])
-  return train_step, lambda clips, labels: (variables["params"], opt_state,
-                                            variables["batch_stats"], clips, labels)
+  return train_step, lambda clips, labels: (
+    variables["params"],
+    opt_state,
+    variables["batch_stats"],
+    clips,
+    labels,
+  )
 
 
 def _memory_mib(device, key: str) -> float | None:
@@ -99,14 +116,17 @@ def run_job(job: str, a) -> dict:
   rng = np.random.default_rng(0)
   shape = (a.batch, a.frames, a.hw, a.hw, 3)
   # Smooth clips (a random field plus small steps), so that residuals are residual-like.
-  clips = np.cumsum(0.1 * rng.normal(size=shape), axis=1) + rng.normal(size=(a.batch, 1, *shape[2:]))
+  clips = np.cumsum(0.1 * rng.normal(size=shape), axis=1) + rng.normal(
+    size=(a.batch, 1, *shape[2:])
+  )
   clips = jax.device_put(clips.astype(np.float32))
   labels = jax.device_put(rng.integers(0, 7, size=shape[:-1]).astype(np.int32))
   variables = model.init(jax.random.key(0), clips[:1, 0], phase="key")
   if model.recipe.is_quantized:
     minmax = CalibrationMethods("minmax", "minmax", "minmax", "minmax")
-    variables = calibrate_model(model, model.float_twin(), variables, [clips[:2]],
-                                period=a.period, methods=minmax)
+    variables = calibrate_model(
+      model, model.float_twin(), variables, [clips[:2]], period=a.period, methods=minmax
+    )
   fn, args = _step_fn(job, model, variables, a.period, a.bf16 and job == "train_fp")
   call = lambda: jax.block_until_ready(fn(*args(clips, labels)))
   t0 = time.perf_counter()
@@ -119,20 +139,36 @@ def run_job(job: str, a) -> dict:
     times.append(time.perf_counter() - t0)
   step_s = float(np.median(times))
   frames = a.batch * a.frames
-  return dict(job=job, preset=a.preset, batch_clips=a.batch, frames=a.frames, hw=a.hw,
-              bf16=bool(a.bf16 and job == "train_fp"), ms_per_step=round(1e3 * step_s, 2),
-              clips_per_s=round(a.batch / step_s, 1), frames_per_s=round(frames / step_s, 1),
-              compile_s=round(compile_s, 1),
-              peak_mib=_memory_mib(jax.devices()[0], "peak_bytes_in_use"),
-              capacity_mib=_memory_mib(jax.devices()[0], "bytes_limit"),
-              device=jax.devices()[0].device_kind, backend=jax.default_backend(),
-              jax=jax.__version__)
+  return dict(
+    job=job,
+    preset=a.preset,
+    batch_clips=a.batch,
+    frames=a.frames,
+    hw=a.hw,
+    bf16=bool(a.bf16 and job == "train_fp"),
+    ms_per_step=round(1e3 * step_s, 2),
+    clips_per_s=round(a.batch / step_s, 1),
+    frames_per_s=round(frames / step_s, 1),
+    compile_s=round(compile_s, 1),
+    peak_mib=_memory_mib(jax.devices()[0], "peak_bytes_in_use"),
+    capacity_mib=_memory_mib(jax.devices()[0], "bytes_limit"),
+    device=jax.devices()[0].device_kind,
+    backend=jax.default_backend(),
+    jax=jax.__version__,
+  )
 
 
 def _subprocess(job: str, a, batch: int) -> dict:
   argv = [sys.executable, __file__, "--job", job, "--batch", str(batch)] + [
-      f"--{k}={v}" for k, v in (("preset", a.preset), ("frames", a.frames), ("hw", a.hw),
-                                ("period", a.period), ("rounds", a.rounds))]
+    f"--{k}={v}"
+    for k, v in (
+      ("preset", a.preset),
+      ("frames", a.frames),
+      ("hw", a.hw),
+      ("period", a.period),
+      ("rounds", a.rounds),
+    )
+  ]
   argv += ["--bf16"] if a.bf16 else []
   out = subprocess.run(argv, capture_output=True, text=True)
   if out.returncode:
@@ -149,8 +185,10 @@ def _fill_batch(row: dict, a) -> int:
 
 
 def _table(rows: list[dict]) -> str:
-  head = ("| job | clips/step | clips/s | frames/s | ms/step | compile s | peak MiB |\n"
-          "| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+  head = (
+    "| job | clips/step | clips/s | frames/s | ms/step | compile s | peak MiB |\n"
+    "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+  )
   lines = [head]
   for r in rows:
     if "error" in r:
@@ -158,8 +196,10 @@ def _table(rows: list[dict]) -> str:
       continue
     peak = "n/a" if r["peak_mib"] is None else f"{r['peak_mib']:.0f}"
     name = r["job"] + (" (bf16)" if r["bf16"] else "")
-    lines.append(f"| {name} | {r['batch_clips']} | {r['clips_per_s']} | {r['frames_per_s']} | "
-                 f"{r['ms_per_step']} | {r['compile_s']} | {peak} |")
+    lines.append(
+      f"| {name} | {r['batch_clips']} | {r['clips_per_s']} | {r['frames_per_s']} | "
+      f"{r['ms_per_step']} | {r['compile_s']} | {peak} |"
+    )
   return "\n".join(lines)
 
 

@@ -30,6 +30,7 @@ after setup and after compilation (``benchmarks/peak_rss.py``).
 Usage:  python benchmarks/bench_peer.py [--quick] [--rounds N] [--no-memory] [--verify-only]
 Needs the ``peer`` extra: ``pip install -e ".[peer]"`` (CPU PyTorch).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,8 +50,9 @@ import numpy as np
 import optax
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from machine import cpu_model  # noqa: E402  benchmarks/machine.py
 import peak_rss  # noqa: E402
+from machine import cpu_model  # noqa: E402  benchmarks/machine.py
+
 from resq_jax.nn import CalibrationMethods, SegNet, calibrate_model, run_clip, segnet_preset  # noqa: E402
 from resq_jax.nn.costs import layer_costs, network_macs  # noqa: E402
 from resq_jax.quant.recipe import float_recipe, fq_recipe, resq_recipe  # noqa: E402
@@ -59,14 +61,19 @@ from resq_jax.quant.uniform import quantize  # noqa: E402
 
 JOBS = ("fp_train", "fq_qat", "resq_qat", "fp_eval", "resq_eval")
 JOB_LABELS = {
-    "fp_train": "FP training step",
-    "fq_qat": "FQ W4A4 QAT step",
-    "resq_qat": "static ResQ QAT step (W8A8 key / W4A4 residual, closed, unrolled)",
-    "fp_eval": "FP eval",
-    "resq_eval": "static ResQ eval",
+  "fp_train": "FP training step",
+  "fq_qat": "FQ W4A4 QAT step",
+  "resq_qat": "static ResQ QAT step (W8A8 key / W4A4 residual, closed, unrolled)",
+  "fp_eval": "FP eval",
+  "resq_eval": "static ResQ eval",
 }
-RECIPE_OF_JOB = {"fp_train": "float", "fq_qat": "fq", "resq_qat": "resq", "fp_eval": "float",
-                 "resq_eval": "resq"}
+RECIPE_OF_JOB = {
+  "fp_train": "float",
+  "fq_qat": "fq",
+  "resq_qat": "resq",
+  "fp_eval": "float",
+  "resq_eval": "resq",
+}
 NUM_CLASSES = 7
 PERIOD = 4
 LR = 1e-3
@@ -75,8 +82,11 @@ MINMAX = CalibrationMethods("minmax", "minmax", "minmax", "minmax")
 
 
 def recipe(name: str):
-  return {"float": float_recipe(), "fq": fq_recipe(*FQ_BITS),
-          "resq": resq_recipe(KEY_BITS, RES_BITS, "closed")}[name]
+  return {
+    "float": float_recipe(),
+    "fq": fq_recipe(*FQ_BITS),
+    "resq": resq_recipe(KEY_BITS, RES_BITS, "closed"),
+  }[name]
 
 
 def make_model(preset: str, name: str) -> SegNet:
@@ -85,8 +95,9 @@ def make_model(preset: str, name: str) -> SegNet:
 
 def torch_model_kwargs(preset: str, name: str) -> dict:
   bits = FQ_BITS if name == "fq" else KEY_BITS
-  return dict(num_classes=NUM_CLASSES, mode=name, key_bits=bits, res_bits=RES_BITS,
-              **segnet_preset(preset))
+  return dict(
+    num_classes=NUM_CLASSES, mode=name, key_bits=bits, res_bits=RES_BITS, **segnet_preset(preset)
+  )
 
 
 # --------------------------------------------------------------------------------------------
@@ -98,6 +109,7 @@ def make_data(batch: int, frames: int, size: int, seed: int = 0):
   ``bench_resq.moving_object_clip``) and random labels: ``clip [B, T, H, W, 3]`` float32,
   ``labels [B, T, H, W]`` int32."""
   from bench_resq import moving_object_clip  # pylint: disable=import-outside-toplevel
+
   clip = np.asarray(moving_object_clip(seed, (batch, frames, size, size, 3)), np.float32)
   labels = np.random.default_rng(seed).integers(0, NUM_CLASSES, clip.shape[:4]).astype(np.int32)
   return clip, labels
@@ -114,8 +126,12 @@ def float_variables(preset: str, frame: np.ndarray, seed: int = 0) -> dict:
   variables = flax.core.unfreeze(_init(make_model(preset, "float"), seed, frame))
   rng = np.random.default_rng(seed + 1)
   flat = flax.traverse_util.flatten_dict(variables)
-  draws = {"bn_scale": lambda n: rng.uniform(0.5, 1.5, n), "bn_bias": lambda n: rng.normal(0, .1, n),
-           "mean": lambda n: rng.normal(0, 0.1, n), "var": lambda n: rng.uniform(0.5, 1.5, n)}
+  draws = {
+    "bn_scale": lambda n: rng.uniform(0.5, 1.5, n),
+    "bn_bias": lambda n: rng.normal(0, 0.1, n),
+    "mean": lambda n: rng.normal(0, 0.1, n),
+    "var": lambda n: rng.uniform(0.5, 1.5, n),
+  }
   for path, value in flat.items():
     if path[-1] in draws:
       flat[path] = jnp.asarray(draws[path[-1]](value.shape), jnp.float32)
@@ -126,18 +142,26 @@ def quant_variables(preset: str, name: str, fp_vars: dict, calib_clip: np.ndarra
   """The FP weights in the quantized model, quantizers calibrated (min-max) on a clip."""
   model = make_model(preset, name)
   fresh = flax.traverse_util.flatten_dict(
-      flax.core.unfreeze(_init(model, 0, calib_clip[:, 0])["params"]))
+    flax.core.unfreeze(_init(model, 0, calib_clip[:, 0])["params"])
+  )
   for path, value in flax.traverse_util.flatten_dict(fp_vars["params"]).items():
     fresh[path] = value
-  variables = {"params": flax.traverse_util.unflatten_dict(fresh),
-               "batch_stats": fp_vars["batch_stats"]}
-  return calibrate_model(model, model.float_twin(), variables, [jnp.asarray(calib_clip)],
-                         period=PERIOD, methods=MINMAX)
+  variables = {
+    "params": flax.traverse_util.unflatten_dict(fresh),
+    "batch_stats": fp_vars["batch_stats"],
+  }
+  return calibrate_model(
+    model, model.float_twin(), variables, [jnp.asarray(calib_clip)], period=PERIOD, methods=MINMAX
+  )
 
 
 def flat_numpy(variables: dict) -> dict:
-  return {k: np.asarray(v) for k, v in flax.traverse_util.flatten_dict(
-      {c: variables[c] for c in ("params", "batch_stats")}, sep="/").items()}
+  return {
+    k: np.asarray(v)
+    for k, v in flax.traverse_util.flatten_dict(
+      {c: variables[c] for c in ("params", "batch_stats")}, sep="/"
+    ).items()
+  }
 
 
 def unflat(flat: dict) -> dict:
@@ -155,19 +179,26 @@ def cross_entropy(logits, labels):
 def jax_loss_fn(model, job: str):
   """``loss(params, batch_stats, clip, labels) -> (loss, (new_batch_stats, outputs))``."""
   if job == "fp_train":
+
     def loss(params, batch_stats, clip, labels):
       frames = clip.reshape(-1, *clip.shape[2:])
-      out, mutated = model.apply({"params": params, "batch_stats": batch_stats}, frames,
-                                 train=True, mutable=["batch_stats"])
-      return (cross_entropy(out, labels.reshape(-1, *labels.shape[2:])),
-              (mutated["batch_stats"], out))
+      out, mutated = model.apply(
+        {"params": params, "batch_stats": batch_stats}, frames, train=True, mutable=["batch_stats"]
+      )
+      return (
+        cross_entropy(out, labels.reshape(-1, *labels.shape[2:])),
+        (mutated["batch_stats"], out),
+      )
+
     return loss
   period = PERIOD if model.recipe.has_state else 1  # as train_lib: FQ has no temporal state
 
   def qat_loss(params, batch_stats, clip, labels):
-    out = run_clip(model, {"params": params, "batch_stats": batch_stats}, clip, period=period,
-                   unroll=True).outputs
+    out = run_clip(
+      model, {"params": params, "batch_stats": batch_stats}, clip, period=period, unroll=True
+    ).outputs
     return cross_entropy(out, labels), (batch_stats, out)
+
   return qat_loss
 
 
@@ -183,7 +214,8 @@ def jax_job(job: str, model, variables: dict, clip, labels):
 
   def step(params, opt_state, batch_stats, clip, labels):
     (loss, (batch_stats, _)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        params, batch_stats, clip, labels)
+      params, batch_stats, clip, labels
+    )
     with jax.numpy_dtype_promotion("standard"):  # optax's int32 step count (strict-mode tests)
       updates, opt_state = opt.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, batch_stats, loss
@@ -210,6 +242,7 @@ def jax_caller(job: str, compiled, args):
     p, o, b, loss = compiled(*state, *args[3:])
     state[:] = [p, o, b]
     return loss
+
   return call
 
 
@@ -231,6 +264,7 @@ def torch_setup(threads: int | None = None):
   """
   os.environ.setdefault("OMP_WAIT_POLICY", OMP_DEFAULT_WAIT_POLICY)
   import torch  # pylint: disable=import-outside-toplevel
+
   torch.set_num_threads(threads or os.cpu_count())
   return torch
 
@@ -238,9 +272,11 @@ def torch_setup(threads: int | None = None):
 def torch_job(job: str, preset: str, flat: dict, clip: np.ndarray, labels: np.ndarray):
   """A zero-argument callable running one PyTorch step / evaluation of ``job``."""
   import peer_torch  # pylint: disable=import-outside-toplevel
+
   torch_setup()
-  return peer_torch.make_job(job, torch_model_kwargs(preset, RECIPE_OF_JOB[job]), flat, clip,
-                             labels, period=PERIOD, lr=LR)
+  return peer_torch.make_job(
+    job, torch_model_kwargs(preset, RECIPE_OF_JOB[job]), flat, clip, labels, period=PERIOD, lr=LR
+  )
 
 
 # --------------------------------------------------------------------------------------------
@@ -257,9 +293,10 @@ def _jax_codes(model, variables, clip, name: str) -> list:
   weight codes OIHW)]}`` of resq_jax, frame by frame with the grouping of ``run_clip``."""
   params = flax.traverse_util.flatten_dict(variables["params"], sep="/")
   base = {"params": variables["params"], "batch_stats": variables["batch_stats"]}
-  apply = jax.jit(lambda v, x, phase: model.apply(v, x, phase=phase,
-                                                  mutable=["calibration", "resq_state"]),
-                  static_argnums=2)
+  apply = jax.jit(
+    lambda v, x, phase: model.apply(v, x, phase=phase, mutable=["calibration", "resq_state"]),
+    static_argnums=2,
+  )
   b, t = clip.shape[:2]
   if name == "fq":
     steps = [(clip.reshape(b * t, *clip.shape[2:]), "key")]
@@ -277,15 +314,20 @@ def _jax_codes(model, variables, clip, name: str) -> list:
       x, w = obs[key], obs[layer + "/w"]
       p = lambda leaf, layer=layer: params[f"{layer}/{leaf}"]
       if phase == "key":
-        a = quantize(x, p("key_a_scale"), p("key_a_zero_point"),
-                     spec=activation_spec(model.recipe.key.act.bits))
+        a = quantize(
+          x,
+          p("key_a_scale"),
+          p("key_a_zero_point"),
+          spec=activation_spec(model.recipe.key.act.bits),
+        )
         wq = quantize(w, p("key_w_scale"), spec=weight_spec(model.recipe.key.weight.bits))
       else:
         r = x - old_ref[f"{layer}/ref"]
         a = quantize(r, p("res_a_scale"), spec=residual_spec(model.recipe.residual.act.bits))
         wq = quantize(w, p("res_w_scale"), spec=weight_spec(model.recipe.residual.weight.bits))
-      out.setdefault(layer, []).append((phase, np.asarray(a).transpose(0, 3, 1, 2),
-                                        np.asarray(wq).transpose(3, 2, 0, 1)))
+      out.setdefault(layer, []).append(
+        (phase, np.asarray(a).transpose(0, 3, 1, 2), np.asarray(wq).transpose(3, 2, 0, 1))
+      )
     state = mutated.get("resq_state")
   return out
 
@@ -304,12 +346,24 @@ def _code_diff(jax_codes: dict, torch_model) -> dict:
       max_a = max(max_a, float(np.max(np.abs(a - ta))))
       n_w += w.size
       d_w += int(np.sum(w != tw))
-  return {"act_codes": n_a, "act_code_diff_frac": d_a / n_a, "act_code_max_diff": max_a,
-          "weight_codes": n_w, "weight_code_diff_frac": d_w / n_w}
+  return {
+    "act_codes": n_a,
+    "act_code_diff_frac": d_a / n_a,
+    "act_code_max_diff": max_a,
+    "weight_codes": n_w,
+    "weight_code_diff_frac": d_w / n_w,
+  }
 
 
-def verify(preset: str = "tiny", batch: int = 2, frames: int = 8, size: int = 32,
-           seed: int = 0, train: bool = True, data=None) -> dict:
+def verify(
+  preset: str = "tiny",
+  batch: int = 2,
+  frames: int = 8,
+  size: int = 32,
+  seed: int = 0,
+  train: bool = True,
+  data=None,
+) -> dict:
   """Copy resq_jax's weights into the PyTorch mirror and compare, per recipe: outputs (relative
   L2 over the clip), the loss, gradients of every parameter (pooled relative L2 and the worst
   leaf), parameters after one Adam step, and for quantized recipes the integer codes of every
@@ -317,8 +371,10 @@ def verify(preset: str = "tiny", batch: int = 2, frames: int = 8, size: int = 32
   evaluation outputs and codes only (no gradients; faster). ``data``: ``(clip, labels,
   {'float' | 'fq' | 'resq': variables})`` already built (else made from the arguments)."""
   import peer_torch  # pylint: disable=import-outside-toplevel
+
   torch = torch_setup()
   import torch.nn.functional as F  # pylint: disable=import-outside-toplevel
+
   if data is None:
     clip, labels = make_data(batch, frames, size, seed)
     calib, _ = make_data(batch, frames, size, seed + 1)
@@ -355,7 +411,8 @@ def verify(preset: str = "tiny", batch: int = 2, frames: int = 8, size: int = 32
     job = {"float": "fp_train", "fq": "fq_qat", "resq": "resq_qat"}[name]
     loss_fn = jax_loss_fn(model, job)
     (loss, (new_bs, out)), grads = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(
-        variables["params"], variables["batch_stats"], jnp.asarray(clip), jnp.asarray(labels))
+      variables["params"], variables["batch_stats"], jnp.asarray(clip), jnp.asarray(labels)
+    )
     opt = optax.adam(LR)
     with jax.numpy_dtype_promotion("standard"):  # optax mixes its int32 step count with floats
       updates, _ = opt.update(grads, opt.init(variables["params"]), variables["params"])
@@ -368,25 +425,36 @@ def verify(preset: str = "tiny", batch: int = 2, frames: int = 8, size: int = 32
     tloss = F.cross_entropy(tout, tlabels.flatten(0, 1))
     tloss.backward()
     topt.step()
-    res["train_out_rel_l2"] = rel_l2(tout.detach().numpy().transpose(0, 2, 3, 1),
-                                     np.asarray(out).reshape(-1, *np.asarray(out).shape[-3:]))
+    res["train_out_rel_l2"] = rel_l2(
+      tout.detach().numpy().transpose(0, 2, 3, 1),
+      np.asarray(out).reshape(-1, *np.asarray(out).shape[-3:]),
+    )
     res["loss_rel"] = abs(float(tloss.detach()) - float(loss)) / abs(float(loss))
-    jg = {f"params/{k}": np.asarray(v) for k, v in
-          flax.traverse_util.flatten_dict(grads, sep="/").items()}
+    jg = {
+      f"params/{k}": np.asarray(v)
+      for k, v in flax.traverse_util.flatten_dict(grads, sep="/").items()
+    }
     tg = tmodel.flax_grads()
     assert set(jg) == set(tg), sorted(set(jg) ^ set(tg))
     per_leaf = {k: rel_l2(tg[k], jg[k]) for k in jg}
-    groups = {"weights": lambda k: k.split("/")[-1] in ("kernel", "bias", "bn_scale", "bn_bias"),
-              "quantizers": lambda k: k.split("/")[-1].startswith(("key_", "res_"))}
+    groups = {
+      "weights": lambda k: k.split("/")[-1] in ("kernel", "bias", "bn_scale", "bn_bias"),
+      "quantizers": lambda k: k.split("/")[-1].startswith(("key_", "res_")),
+    }
     for gname, sel in groups.items():
       keys = [k for k in jg if sel(k)]
       if keys:
-        res[f"grad_{gname}_rel_l2"] = rel_l2(np.concatenate([tg[k].ravel() for k in keys]),
-                                             np.concatenate([jg[k].ravel() for k in keys]))
+        res[f"grad_{gname}_rel_l2"] = rel_l2(
+          np.concatenate([tg[k].ravel() for k in keys]),
+          np.concatenate([jg[k].ravel() for k in keys]),
+        )
         worst = max(keys, key=per_leaf.get)
         res[f"grad_{gname}_worst_leaf"] = (worst, per_leaf[worst])
-    tflat = {f"params/{n.replace('__', '/')}/{('kernel' if a == 'weight' else a)}": p.detach()
-             for n, layer in tmodel.convs.items() for a, p in layer.named_parameters()}
+    tflat = {
+      f"params/{n.replace('__', '/')}/{('kernel' if a == 'weight' else a)}": p.detach()
+      for n, layer in tmodel.convs.items()
+      for a, p in layer.named_parameters()
+    }
     jp = flax.traverse_util.flatten_dict(new_params, sep="/")
     step_err = []
     for k, v in jp.items():
@@ -397,47 +465,79 @@ def verify(preset: str = "tiny", batch: int = 2, frames: int = 8, size: int = 32
     if job == "fp_train":
       jbs = flax.traverse_util.flatten_dict(new_bs, sep="/")
       res["bn_running_mean_rel_l2"] = rel_l2(
-          np.concatenate([tmodel.conv(k[:-5]).mean.numpy() for k in jbs if k.endswith("/mean")]),
-          np.concatenate([np.asarray(v) for k, v in jbs.items() if k.endswith("/mean")]))
+        np.concatenate([tmodel.conv(k[:-5]).mean.numpy() for k in jbs if k.endswith("/mean")]),
+        np.concatenate([np.asarray(v) for k, v in jbs.items() if k.endswith("/mean")]),
+      )
       res["bn_running_var_rel_l2"] = rel_l2(
-          np.concatenate([tmodel.conv(k[:-4]).var.numpy() for k in jbs if k.endswith("/var")]),
-          np.concatenate([np.asarray(v) for k, v in jbs.items() if k.endswith("/var")]))
+        np.concatenate([tmodel.conv(k[:-4]).var.numpy() for k in jbs if k.endswith("/var")]),
+        np.concatenate([np.asarray(v) for k, v in jbs.items() if k.endswith("/var")]),
+      )
     results[name] = res
   return results
 
 
 def format_verification(results: dict, preset: str, shape) -> str:
-  lines = [f"## Verification (SegNet `{preset}`, clip {list(shape)}, K = {PERIOD}; same "
-           "weights and quantizer parameters in both)", ""]
-  head = ["recipe", "eval out rel L2", "act codes differing", "weight codes differing",
-          "train-mode out rel L2", "loss rel diff", "grad rel L2 (weights)",
-          "grad rel L2 (quantizers)", "max |param diff| after Adam"]
+  lines = [
+    f"## Verification (SegNet `{preset}`, clip {list(shape)}, K = {PERIOD}; same "
+    "weights and quantizer parameters in both)",
+    "",
+  ]
+  head = [
+    "recipe",
+    "eval out rel L2",
+    "act codes differing",
+    "weight codes differing",
+    "train-mode out rel L2",
+    "loss rel diff",
+    "grad rel L2 (weights)",
+    "grad rel L2 (quantizers)",
+    "max |param diff| after Adam",
+  ]
   trained = "loss_rel" in results["float"]
   head = head if trained else head[:4]
   rows = []
   for name, r in results.items():
-    frac = lambda k, n: (f"{r[k]:.2e} of {r[n]:,}" if k in r else "-")
-    row = [name, f"{r['eval_out_rel_l2']:.1e}", frac("act_code_diff_frac", "act_codes"),
-           frac("weight_code_diff_frac", "weight_codes")]
+    frac = lambda k, n, r=r: f"{r[k]:.2e} of {r[n]:,}" if k in r else "-"
+    row = [
+      name,
+      f"{r['eval_out_rel_l2']:.1e}",
+      frac("act_code_diff_frac", "act_codes"),
+      frac("weight_code_diff_frac", "weight_codes"),
+    ]
     if trained:
-      row += [f"{r['train_out_rel_l2']:.1e}", f"{r['loss_rel']:.1e}",
-              f"{r['grad_weights_rel_l2']:.1e}",
-              f"{r['grad_quantizers_rel_l2']:.1e}" if "grad_quantizers_rel_l2" in r else "-",
-              f"{r['adam_step_max_abs_param_diff']:.1e}"]
+      row += [
+        f"{r['train_out_rel_l2']:.1e}",
+        f"{r['loss_rel']:.1e}",
+        f"{r['grad_weights_rel_l2']:.1e}",
+        f"{r['grad_quantizers_rel_l2']:.1e}" if "grad_quantizers_rel_l2" in r else "-",
+        f"{r['adam_step_max_abs_param_diff']:.1e}",
+      ]
     rows.append(row)
   lines.append(_table(rows, head))
   if not trained:
-    lines += ["", "(--quick: evaluation outputs and codes only; the full run also compares "
-              "a training step: loss, gradients, parameters after Adam.)"]
+    lines += [
+      "",
+      "(--quick: evaluation outputs and codes only; the full run also compares "
+      "a training step: loss, gradients, parameters after Adam.)",
+    ]
     return "\n".join(lines)
   fl = results["float"]
-  lines += ["", f"BatchNorm running statistics after the FP step: mean rel L2 "
-            f"{fl['bn_running_mean_rel_l2']:.1e}, var rel L2 {fl['bn_running_var_rel_l2']:.1e} "
-            "(PyTorch updates the running variance with the unbiased batch variance, resq_jax "
-            "with the biased one)."]
-  worst = [f"{n}: {r['grad_weights_worst_leaf'][0]} {r['grad_weights_worst_leaf'][1]:.1e}"
-           + (f", {r['grad_quantizers_worst_leaf'][0]} {r['grad_quantizers_worst_leaf'][1]:.1e}"
-              if "grad_quantizers_worst_leaf" in r else "") for n, r in results.items()]
+  lines += [
+    "",
+    f"BatchNorm running statistics after the FP step: mean rel L2 "
+    f"{fl['bn_running_mean_rel_l2']:.1e}, var rel L2 {fl['bn_running_var_rel_l2']:.1e} "
+    "(PyTorch updates the running variance with the unbiased batch variance, resq_jax "
+    "with the biased one).",
+  ]
+  worst = [
+    f"{n}: {r['grad_weights_worst_leaf'][0]} {r['grad_weights_worst_leaf'][1]:.1e}"
+    + (
+      f", {r['grad_quantizers_worst_leaf'][0]} {r['grad_quantizers_worst_leaf'][1]:.1e}"
+      if "grad_quantizers_worst_leaf" in r
+      else ""
+    )
+    for n, r in results.items()
+  ]
   lines.append("Worst gradient leaf (rel L2): " + "; ".join(worst) + ".")
   return "\n".join(lines)
 
@@ -468,6 +568,7 @@ def time_pairs(fns: dict, rounds: int, budget_s: float, max_rounds: int = 30) ->
   ``rounds``, more while the estimated total fits ``budget_s``. Returns per key the list of
   seconds per round."""
   import torch  # pylint: disable=import-outside-toplevel
+
   keys = list(fns)
   for k in keys:
     jax.block_until_ready(fns[k]())
@@ -475,7 +576,7 @@ def time_pairs(fns: dict, rounds: int, budget_s: float, max_rounds: int = 30) ->
   n_rounds, r = rounds, 0
   while r < n_rounds:
     t_round = time.perf_counter()
-    for k in keys[r % len(keys):] + keys[:r % len(keys)]:
+    for k in keys[r % len(keys) :] + keys[: r % len(keys)]:
       t0 = time.perf_counter()
       out = fns[k]()
       if isinstance(out, torch.Tensor):
@@ -498,8 +599,13 @@ def memory_worker(framework: str, job: str, preset: str, data_path: str, steps: 
   clip, labels = data.pop("__clip"), data.pop("__labels")
   out = {"rss_before_mib": peak_rss.rss_mib()}
   if framework == "jax":
-    fn, args, _ = jax_job(job, make_model(preset, RECIPE_OF_JOB[job]), unflat(data),
-                          jnp.asarray(clip), jnp.asarray(labels))
+    fn, args, _ = jax_job(
+      job,
+      make_model(preset, RECIPE_OF_JOB[job]),
+      unflat(data),
+      jnp.asarray(clip),
+      jnp.asarray(labels),
+    )
     out["rss_before_mib"] = peak_rss.rss_mib()
     out["reset"] = peak_rss.reset_peak()
     compiled, out["compile_s"] = compile_jax(fn, args)
@@ -524,13 +630,29 @@ def measure_memory(jobs_data: dict, preset: str, steps: int) -> dict:
       for fw in ("jax", "torch"):
         _log(f"memory: {fw} {job}")
         if fw == "jax":
-          cmd = [sys.executable, os.path.abspath(__file__), "--memory-worker", fw, job, path,
-                 "--preset", preset, "--memory-steps", str(steps)]
+          cmd = [
+            sys.executable,
+            os.path.abspath(__file__),
+            "--memory-worker",
+            fw,
+            job,
+            path,
+            "--preset",
+            preset,
+            "--memory-steps",
+            str(steps),
+          ]
         else:  # without JAX in the process
-          cmd = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                              "peer_torch.py"), job, path,
-                 json.dumps(torch_model_kwargs(preset, RECIPE_OF_JOB[job])), str(PERIOD),
-                 str(LR), str(steps)]
+          cmd = [
+            sys.executable,
+            os.path.join(os.path.dirname(os.path.abspath(__file__)), "peer_torch.py"),
+            job,
+            path,
+            json.dumps(torch_model_kwargs(preset, RECIPE_OF_JOB[job])),
+            str(PERIOD),
+            str(LR),
+            str(steps),
+          ]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode:
           raise RuntimeError(f"memory worker {fw} {job} failed:\n{proc.stderr[-3000:]}")
@@ -544,7 +666,9 @@ def measure_memory(jobs_data: dict, preset: str, steps: int) -> dict:
 def header(args, threads: int) -> str:
   import jaxlib  # pylint: disable=import-outside-toplevel
   import torch  # pylint: disable=import-outside-toplevel
-  return "\n".join([
+
+  return "\n".join(
+    [
       "# Peer benchmark: resq_jax vs PyTorch",
       "",
       f"- date: {datetime.datetime.now().isoformat(timespec='seconds')}",
@@ -556,27 +680,39 @@ def header(args, threads: int) -> str:
       f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}); "
       f"python {platform.python_version()}",
       f"- {_load()} (at start)",
-  ])
+    ]
+  )
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--quick", action="store_true", help="a short run (mostly XLA "
-                      "compilation: 3.5 min at load average 7-9 on 2 cores, meant for < 2 min "
-                      "idle): >= 3 rounds, 2 clips, verification of evaluation only, no memory "
-                      "subprocesses")
-  parser.add_argument("--rounds", type=int, default=None, help="minimum timed rounds "
-                      "(default 7, 3 with --quick)")
+  parser.add_argument(
+    "--quick",
+    action="store_true",
+    help="a short run (mostly XLA "
+    "compilation: 3.5 min at load average 7-9 on 2 cores, meant for < 2 min "
+    "idle): >= 3 rounds, 2 clips, verification of evaluation only, no memory "
+    "subprocesses",
+  )
+  parser.add_argument(
+    "--rounds", type=int, default=None, help="minimum timed rounds (default 7, 3 with --quick)"
+  )
   parser.add_argument("--preset", default="demo")
-  parser.add_argument("--clips", type=int, default=None, help="clips per batch (default 8, "
-                      "2 with --quick)")
+  parser.add_argument(
+    "--clips", type=int, default=None, help="clips per batch (default 8, 2 with --quick)"
+  )
   parser.add_argument("--frames", type=int, default=8)
   parser.add_argument("--size", type=int, default=64)
-  parser.add_argument("--memory", action=argparse.BooleanOptionalAction, default=None,
-                      help="peak memory in subprocesses (default: on, off with --quick)")
+  parser.add_argument(
+    "--memory",
+    action=argparse.BooleanOptionalAction,
+    default=None,
+    help="peak memory in subprocesses (default: on, off with --quick)",
+  )
   parser.add_argument("--verify-only", action="store_true")
-  parser.add_argument("--memory-worker", nargs=3, metavar=("FRAMEWORK", "JOB", "NPZ"),
-                      help=argparse.SUPPRESS)
+  parser.add_argument(
+    "--memory-worker", nargs=3, metavar=("FRAMEWORK", "JOB", "NPZ"), help=argparse.SUPPRESS
+  )
   parser.add_argument("--memory-steps", type=int, default=None)
   args = parser.parse_args()
   if args.memory_worker:
@@ -608,8 +744,13 @@ def main():
   # The timed preset and weights, on the first two clips (--quick: evaluation only).
   _log(f"verification ({args.preset})")
   vdata = (clip[:2], labels[:2], variables)
-  print("\n" + format_verification(verify(args.preset, train=not args.quick, data=vdata),
-                                   args.preset, clip[:2].shape), flush=True)
+  print(
+    "\n"
+    + format_verification(
+      verify(args.preset, train=not args.quick, data=vdata), args.preset, clip[:2].shape
+    ),
+    flush=True,
+  )
   if args.verify_only:
     return
   macs = network_macs(layer_costs(make_model(args.preset, "float"), fp_vars, clip[:1, 0]))
@@ -634,51 +775,82 @@ def main():
     memory = measure_memory(jobs_data, args.preset, args.memory_steps or (2 if args.quick else 3))
 
   n_frames = args.clips * args.frames
-  print("\n" + "\n".join([
-      f"## Timing: SegNet `{args.preset}` ({macs / 1e6:.1f} MMACs per {args.size}x{args.size} "
-      f"frame), {args.clips} clips x {args.frames} frames x {args.size}x{args.size}, "
-      f"K = {PERIOD}", "",
-      f"- {load_before} (before timing), {load_after} (after)",
-      f"- {len(times[(JOBS[0], 'jax')])} round-robin rounds of the 10 callables after one "
-      "warm-up call each; ms per step (a whole batch of clips); ratio: median (interquartile "
-      "range) over rounds of resq_jax / PyTorch in the same round", ""]), flush=True)
+  print(
+    "\n"
+    + "\n".join(
+      [
+        f"## Timing: SegNet `{args.preset}` ({macs / 1e6:.1f} MMACs per {args.size}x{args.size} "
+        f"frame), {args.clips} clips x {args.frames} frames x {args.size}x{args.size}, "
+        f"K = {PERIOD}",
+        "",
+        f"- {load_before} (before timing), {load_after} (after)",
+        f"- {len(times[(JOBS[0], 'jax')])} round-robin rounds of the 10 callables after one "
+        "warm-up call each; ms per step (a whole batch of clips); ratio: median (interquartile "
+        "range) over rounds of resq_jax / PyTorch in the same round",
+        "",
+      ]
+    ),
+    flush=True,
+  )
   rows = []
   for job in JOBS:
     tj, tt = np.asarray(times[(job, "jax")]), np.asarray(times[(job, "torch")])
     ratios = tj / tt
     q1, q3 = np.percentile(ratios, (25, 75))
-    row = [JOB_LABELS[job], f"{1e3 * np.median(tj):.0f}", f"{1e3 * np.median(tt):.0f}",
-           f"{np.median(ratios):.2f}x ({q1:.2f}-{q3:.2f})",
-           f"{n_frames / np.median(tj):.0f} / {n_frames / np.median(tt):.0f}",
-           f"{compile_s[job]:.1f}"]
+    row = [
+      JOB_LABELS[job],
+      f"{1e3 * np.median(tj):.0f}",
+      f"{1e3 * np.median(tt):.0f}",
+      f"{np.median(ratios):.2f}x ({q1:.2f}-{q3:.2f})",
+      f"{n_frames / np.median(tj):.0f} / {n_frames / np.median(tt):.0f}",
+      f"{compile_s[job]:.1f}",
+    ]
     if memory:
       mj, mt = memory[(job, "jax")], memory[(job, "torch")]
-      row += [f"{mj['peak_steps_mib']:.0f} (+{mj['peak_steps_mib'] - mj['rss_before_steps_mib']:.0f})",
-              f"{mt['peak_steps_mib']:.0f} (+{mt['peak_steps_mib'] - mt['rss_before_steps_mib']:.0f})",
-              f"{mj['peak_compile_mib']:.0f}"]
+      row += [
+        f"{mj['peak_steps_mib']:.0f} (+{mj['peak_steps_mib'] - mj['rss_before_steps_mib']:.0f})",
+        f"{mt['peak_steps_mib']:.0f} (+{mt['peak_steps_mib'] - mt['rss_before_steps_mib']:.0f})",
+        f"{mj['peak_compile_mib']:.0f}",
+      ]
     rows.append(row)
-  head = ["job", "resq_jax ms (median)", "PyTorch ms (median)", "resq_jax / PyTorch (IQR)",
-          "frames/s jax / torch", "JAX compile s"]
+  head = [
+    "job",
+    "resq_jax ms (median)",
+    "PyTorch ms (median)",
+    "resq_jax / PyTorch (IQR)",
+    "frames/s jax / torch",
+    "JAX compile s",
+  ]
   if memory:
-    head += ["resq_jax peak RSS MiB (+ over pre-step)", "PyTorch peak RSS MiB (+ over pre-step)",
-             "resq_jax peak RSS during compile MiB"]
+    head += [
+      "resq_jax peak RSS MiB (+ over pre-step)",
+      "PyTorch peak RSS MiB (+ over pre-step)",
+      "resq_jax peak RSS during compile MiB",
+    ]
   print(_table(rows, head), flush=True)
-  notes = ["", "JAX compile s: `jit(...).lower(...).compile()` of the step in the timing "
-           "process (tracing + XLA), not included in the step times; PyTorch runs eagerly "
-           "(no compilation)."]
+  notes = [
+    "",
+    "JAX compile s: `jit(...).lower(...).compile()` of the step in the timing "
+    "process (tracing + XLA), not included in the step times; PyTorch runs eagerly "
+    "(no compilation).",
+  ]
   if memory:
     reset = all(m.get("reset") for m in memory.values())
     notes.append(
-        "Peak memory: each (framework, job) in a fresh subprocess (same weights and data from "
-        "an .npz; the PyTorch one never imports JAX, the JAX one never imports torch); "
-        f"resident-set high-water mark `VmHWM` over {args.memory_steps or (2 if args.quick else 3)} "
-        "steps (the first included; JAX compiled before), "
-        + ("freed heap returned to the OS (`malloc_trim`) and the mark reset "
-           "(`/proc/self/clear_refs`) after setup and after compilation, so the step peak "
-           "excludes the compiler's; " if reset else
-           "NOT reset (cumulative: /proc/self/clear_refs unavailable); ")
-        + "in parentheses the rise over the RSS just before the first step (the framework, "
-        "the model and the data were already resident).")
+      "Peak memory: each (framework, job) in a fresh subprocess (same weights and data from "
+      "an .npz; the PyTorch one never imports JAX, the JAX one never imports torch); "
+      f"resident-set high-water mark `VmHWM` over {args.memory_steps or (2 if args.quick else 3)} "
+      "steps (the first included; JAX compiled before), "
+      + (
+        "freed heap returned to the OS (`malloc_trim`) and the mark reset "
+        "(`/proc/self/clear_refs`) after setup and after compilation, so the step peak "
+        "excludes the compiler's; "
+        if reset
+        else "NOT reset (cumulative: /proc/self/clear_refs unavailable); "
+      )
+      + "in parentheses the rise over the RSS just before the first step (the framework, "
+      "the model and the data were already resident)."
+    )
   print("\n".join(notes), flush=True)
   print(f"\n_Total wall time: {time.perf_counter() - t_start:.0f} s; {_load()} at end._")
 

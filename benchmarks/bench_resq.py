@@ -31,6 +31,7 @@ not mean less time here.
 
 Usage:  python benchmarks/bench_resq.py [--quick] [--rounds N] [--only layer|net]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,21 +40,20 @@ import os
 import platform
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-
 from machine import cpu_model  # benchmarks/machine.py
+
 from resq_jax.nn.calibrate import CalibrationMethods, calibrate_model
 from resq_jax.nn.clip import run_clip
 from resq_jax.nn.costs import bops_report, flatten_stats, layer_costs
 from resq_jax.nn.layers import QConv
 from resq_jax.quant.dynamic import FixedStepPolicy
-from resq_jax.quant.recipe import (LayerRecipe, dynamic_recipe, float_recipe, fq_recipe,
-                                   resq_recipe)
+from resq_jax.quant.recipe import LayerRecipe, dynamic_recipe, float_recipe, fq_recipe, resq_recipe
 
 PERIOD = 4
 MINMAX = CalibrationMethods("minmax", "minmax", "minmax", "minmax")
@@ -70,7 +70,9 @@ def _load() -> str:
 
 def header(args) -> str:
   import jaxlib  # pylint: disable=import-outside-toplevel
-  return "\n".join([
+
+  return "\n".join(
+    [
       "# resq_jax benchmark: fake-quant and ResQ overhead",
       "",
       f"- date: {datetime.datetime.now().isoformat(timespec='seconds')}",
@@ -83,11 +85,17 @@ def header(args) -> str:
       f"(more, up to 60, where a table's rounds fit in {args.budget:.0f} s)",
       "- ratios: median over rounds of (variant time / float time in the same round), with "
       "the interquartile range of those per-round ratios in parentheses",
-  ])
+    ]
+  )
 
 
-def time_interleaved(fns: dict[str, Callable[[], object]], rounds: int, base: str,
-                     budget_s: float = 0.0, max_rounds: int = 60) -> dict[str, dict]:
+def time_interleaved(
+  fns: dict[str, Callable[[], object]],
+  rounds: int,
+  base: str,
+  budget_s: float = 0.0,
+  max_rounds: int = 60,
+) -> dict[str, dict]:
   """Round-robin timing of zero-argument callables.
 
   Every callable is called once to compile and warm up. Then rounds call each of them once (the
@@ -102,7 +110,7 @@ def time_interleaved(fns: dict[str, Callable[[], object]], rounds: int, base: st
   times = {k: [] for k in names}
   n_rounds, r = rounds, 0
   while r < n_rounds:
-    order = names[r % len(names):] + names[:r % len(names)]
+    order = names[r % len(names) :] + names[: r % len(names)]
     t_round = time.perf_counter()
     for name in order:
       t0 = time.perf_counter()
@@ -116,17 +124,22 @@ def time_interleaved(fns: dict[str, Callable[[], object]], rounds: int, base: st
   out = {}
   for k, v in times.items():
     ratios = np.asarray(v) / base_t
-    out[k] = {"median_ms": float(np.median(v)) * 1e3, "min_ms": float(np.min(v)) * 1e3,
-              "rounds": len(v), "ratio": float(np.median(ratios)),
-              "ratio_iqr": tuple(float(q) for q in np.percentile(ratios, (25, 75)))}
+    out[k] = {
+      "median_ms": float(np.median(v)) * 1e3,
+      "min_ms": float(np.min(v)) * 1e3,
+      "rounds": len(v),
+      "ratio": float(np.median(ratios)),
+      "ratio_iqr": tuple(float(q) for q in np.percentile(ratios, (25, 75))),
+    }
   return out
 
 
 def _ratio(res: dict) -> str:
   """``median ratio (interquartile range)``; the base row is exactly 1."""
   lo, hi = res["ratio_iqr"]
-  return "1.00x" if lo == hi == res["ratio"] == 1.0 else (
-      f"{res['ratio']:.2f}x ({lo:.2f}-{hi:.2f})")
+  return (
+    "1.00x" if lo == hi == res["ratio"] == 1.0 else (f"{res['ratio']:.2f}x ({lo:.2f}-{hi:.2f})")
+  )
 
 
 _T0 = time.perf_counter()
@@ -153,9 +166,9 @@ def bench_layer(rounds: int, budget_s: float, key, extras: bool) -> str:
   x0 = jax.random.normal(kx, (batch, hw, hw, ch))
   x1 = x0 + 0.1 * jax.random.normal(kn, x0.shape)  # the next frame: a small change
   variants = {  # name -> (recipe, phase)
-      "float": (float_recipe(), "key"),
-      "FQ W8A8": (fq_recipe(8, 8), "key"),
-      "ResQ key phase (W8A8)": (resq_recipe((8, 8), (4, 4)), "key"),
+    "float": (float_recipe(), "key"),
+    "FQ W8A8": (fq_recipe(8, 8), "key"),
+    "ResQ key phase (W8A8)": (resq_recipe((8, 8), (4, 4)), "key"),
   }
   if extras:
     variants["ResQ residual phase (W4A4)"] = (resq_recipe((8, 8), (4, 4)), "residual")
@@ -183,26 +196,56 @@ def bench_layer(rounds: int, budget_s: float, key, extras: bool) -> str:
     fwd[name] = lambda f=f, p=params, x=x, s=state: f(p, x, s)
     fwd_bwd[name] = lambda g=g, p=params, x=x, s=state: g(p, x, s)
 
-  lines = ["## 1. One QConv layer: 3x3, 32->32, 64x64, batch of 8 frames", "",
-           f"- {_load()} (before)"]
+  lines = [
+    "## 1. One QConv layer: 3x3, 32->32, 64x64, batch of 8 frames",
+    "",
+    f"- {_load()} (before)",
+  ]
   _log("layer: forward")
   res_f = time_interleaved(fwd, rounds, "float", budget_s)
   _log("layer: forward+backward")
   res_b = time_interleaved(fwd_bwd, rounds, "float", budget_s)
   lines.append(f"- {_load()} (after)")
-  lines.append(f"- timed rounds: {res_f['float']['rounds']} (fwd), {res_b['float']['rounds']} "
-               "(fwd+bwd)")
+  lines.append(
+    f"- timed rounds: {res_f['float']['rounds']} (fwd), {res_b['float']['rounds']} (fwd+bwd)"
+  )
   lines.append("")
-  rows = [[name, f"{res_f[name]['median_ms']:.1f}", f"{res_f[name]['min_ms']:.1f}",
-           _ratio(res_f[name]), f"{res_b[name]['median_ms']:.1f}",
-           f"{res_b[name]['min_ms']:.1f}", _ratio(res_b[name])] for name in variants]
-  lines.append(_table(rows, ["recipe", "fwd ms (median)", "fwd ms (min)", "fwd / float (IQR)",
-                             "fwd+bwd ms (median)", "fwd+bwd ms (min)", "fwd+bwd / float (IQR)"]))
-  lines += ["", "Gradient wrt all params of the layer (kernel, bias and, for quantized recipes, "
-            "the LSQ scales / zero points)."]
+  rows = [
+    [
+      name,
+      f"{res_f[name]['median_ms']:.1f}",
+      f"{res_f[name]['min_ms']:.1f}",
+      _ratio(res_f[name]),
+      f"{res_b[name]['median_ms']:.1f}",
+      f"{res_b[name]['min_ms']:.1f}",
+      _ratio(res_b[name]),
+    ]
+    for name in variants
+  ]
+  lines.append(
+    _table(
+      rows,
+      [
+        "recipe",
+        "fwd ms (median)",
+        "fwd ms (min)",
+        "fwd / float (IQR)",
+        "fwd+bwd ms (median)",
+        "fwd+bwd ms (min)",
+        "fwd+bwd / float (IQR)",
+      ],
+    )
+  )
+  lines += [
+    "",
+    "Gradient wrt all params of the layer (kernel, bias and, for quantized recipes, "
+    "the LSQ scales / zero points).",
+  ]
   if extras:
-    lines[-1] += (" Residual-phase rows carry a ResQ state from a keyframe one step earlier "
-                  "(state held constant).")
+    lines[-1] += (
+      " Residual-phase rows carry a ResQ state from a keyframe one step earlier "
+      "(state held constant)."
+    )
   return "\n".join(lines)
 
 
@@ -215,6 +258,7 @@ class SmallNet(nn.Module):
 
   ``[B, 64, 64, 3] -> [B, 16, 16, 8]``. Every conv is a ``QConv`` under ``recipe``.
   """
+
   recipe: LayerRecipe = float_recipe()
 
   @nn.compact
@@ -231,8 +275,9 @@ def _smooth_field(rng, n, h, w, c, amplitude):
   return amplitude * np.asarray(jax.image.resize(coarse, (n, h, w, c), "linear"))
 
 
-def moving_object_clip(seed: int, shape, size: int = 24, speed: float = 2.0,
-                       noise: float = 0.02) -> jax.Array:
+def moving_object_clip(
+  seed: int, shape, size: int = 24, speed: float = 2.0, noise: float = 0.02
+) -> jax.Array:
   """Smooth random video ``[B, T, H, W, C]``: a static smooth background, a smooth textured
   ``size x size`` object moving ``speed`` px/frame (bouncing off the borders) and per-pixel
   sensor noise of std ``noise`` on every frame."""
@@ -247,7 +292,7 @@ def moving_object_clip(seed: int, shape, size: int = 24, speed: float = 2.0,
     vel *= speed / np.linalg.norm(vel)
     for f in range(t):
       y, x = np.round(pos).astype(int)
-      clip[i, f, y:y + size, x:x + size] = patch[i]
+      clip[i, f, y : y + size, x : x + size] = patch[i]
       pos = pos + vel
       out = (pos < 0) | (pos > limits)
       vel[out] = -vel[out]
@@ -267,11 +312,11 @@ def random_walk_clip(seed: int, shape, step: float = 0.1) -> jax.Array:
 
 
 NET_RECIPES = {
-    "float": float_recipe(),
-    "FQ W8A8": fq_recipe(8, 8),
-    "FQ W4A4": fq_recipe(4, 4),
-    "static ResQ W8A8/W4A4": resq_recipe((8, 8), (4, 4), "closed"),
-    "dynamic ResQ 0/2/4/8": dynamic_recipe(DYNAMIC_POLICY),
+  "float": float_recipe(),
+  "FQ W8A8": fq_recipe(8, 8),
+  "FQ W4A4": fq_recipe(4, 4),
+  "static ResQ W8A8/W4A4": resq_recipe((8, 8), (4, 4), "closed"),
+  "dynamic ResQ 0/2/4/8": dynamic_recipe(DYNAMIC_POLICY),
 }
 
 
@@ -279,8 +324,9 @@ def _net_variables(recipe, key, calib_clip):
   model = SmallNet(recipe)
   variables = model.init(key, calib_clip[:, 0], phase="key")
   if recipe.is_quantized:
-    variables = calibrate_model(model, SmallNet(float_recipe()), variables, [calib_clip],
-                                period=PERIOD, methods=MINMAX)
+    variables = calibrate_model(
+      model, SmallNet(float_recipe()), variables, [calib_clip], period=PERIOD, methods=MINMAX
+    )
   return model, variables
 
 
@@ -301,8 +347,9 @@ def bench_net(rounds: int, budget_s: float, key, extras: bool) -> str:
     bops[name] = bops_report(result.stats, layer_costs(model, variables, clip[:, 0]))
     stats[name], outputs[name] = result.stats, np.asarray(result.outputs)
   ref = outputs["float"]
-  error = {name: float(np.sqrt(np.mean((o - ref) ** 2) / np.mean(ref ** 2)))
-           for name, o in outputs.items()}
+  error = {
+    name: float(np.sqrt(np.mean((o - ref) ** 2) / np.mean(ref**2))) for name, o in outputs.items()
+  }
   macs = bops["float"]["macs_per_frame"]
   content = _dynamic_by_content(nets, kp, shape, bops, stats)
 
@@ -314,13 +361,17 @@ def bench_net(rounds: int, budget_s: float, key, extras: bool) -> str:
     eval_rows.append(("dynamic ResQ 0/2/4/8, unroll=True", "dynamic ResQ 0/2/4/8", True))
   for label, name, unroll in eval_rows:
     model, variables = nets[name]
-    eval_fns[label] = lambda m=model, v=variables, u=unroll: run_clip(m, v, clip, period=PERIOD,
-                                                                      unroll=u)
+    eval_fns[label] = lambda m=model, v=variables, u=unroll: run_clip(
+      m, v, clip, period=PERIOD, unroll=u
+    )
 
   # Training-style forward + backward (grad of mean(outputs^2) wrt params).
-  train_rows = [("float", "float", 1), ("FQ W8A8", "FQ W8A8", 1),
-                ("static ResQ, unroll=1", "static ResQ W8A8/W4A4", 1),
-                ("static ResQ, unroll=True", "static ResQ W8A8/W4A4", True)]
+  train_rows = [
+    ("float", "float", 1),
+    ("FQ W8A8", "FQ W8A8", 1),
+    ("static ResQ, unroll=1", "static ResQ W8A8/W4A4", 1),
+    ("static ResQ, unroll=True", "static ResQ W8A8/W4A4", True),
+  ]
   train_fns = {}
   for label, name, unroll in train_rows:
     model, variables = nets[name]
@@ -333,51 +384,95 @@ def bench_net(rounds: int, budget_s: float, key, extras: bool) -> str:
     rest = {k: v for k, v in variables.items() if k != "params"}
     train_fns[label] = lambda g=g, p=variables["params"], rest=rest: g(p, rest, clip)
 
-  lines = ["## 2. Small conv net over clips [B=2, T=16, 64, 64, 3], keyframe period K=4", "",
-           f"Net: conv-BN-ReLU 3->16 s2, 16->32, 32->32 s2, 32->32, 1x1 head to 8 classes "
-           f"({macs / 1e6:.2f} M MACs per frame; BN folded into the conv for every recipe, "
-           "running statistics). Clips: smooth random video (static smooth background, a 24x24 "
-           "textured object moving 2 px/frame, sensor noise std 0.02; `moving_object_clip`). "
-           "Quantized recipes calibrated with min-max on a second clip of the same kind; "
-           "ResQ reference mode 'closed'; dynamic ResQ: `FixedStepPolicy(bits=(0, 2, 4, 8), "
-           "step=1.0)` (step in units of the layer's calibrated 8-bit residual step), W4 "
-           "residual weights.", "",
-           "### 2a. Eval forward (`run_clip`, ms per clip batch of 2 x 16 frames) and BOPs", "",
-           f"- {_load()} (before)"]
+  lines = [
+    "## 2. Small conv net over clips [B=2, T=16, 64, 64, 3], keyframe period K=4",
+    "",
+    f"Net: conv-BN-ReLU 3->16 s2, 16->32, 32->32 s2, 32->32, 1x1 head to 8 classes "
+    f"({macs / 1e6:.2f} M MACs per frame; BN folded into the conv for every recipe, "
+    "running statistics). Clips: smooth random video (static smooth background, a 24x24 "
+    "textured object moving 2 px/frame, sensor noise std 0.02; `moving_object_clip`). "
+    "Quantized recipes calibrated with min-max on a second clip of the same kind; "
+    "ResQ reference mode 'closed'; dynamic ResQ: `FixedStepPolicy(bits=(0, 2, 4, 8), "
+    "step=1.0)` (step in units of the layer's calibrated 8-bit residual step), W4 "
+    "residual weights.",
+    "",
+    "### 2a. Eval forward (`run_clip`, ms per clip batch of 2 x 16 frames) and BOPs",
+    "",
+    f"- {_load()} (before)",
+  ]
   _log("net: eval forward")
   res_e = time_interleaved(eval_fns, rounds, "float", budget_s)
   lines += [f"- {_load()} (after)", f"- timed rounds: {res_e['float']['rounds']}", ""]
   rows = []
   for label, name, _ in eval_rows:
     b = bops[name]
-    rows.append([label, f"{res_e[label]['median_ms']:.1f}", f"{res_e[label]['min_ms']:.1f}",
-                 _ratio(res_e[label]), f"{b['bops_avg'] / 1e9:.3f}",
-                 f"{b['bops_peak'] / 1e9:.3f}", f"{100 * b['ratio_w8a8_avg']:.1f}%",
-                 f"{100 * b['ratio_w8a8_peak']:.1f}%",
-                 f"{4 * b['state_elements'] / 1024:.0f}", f"{error[name]:.3f}"])
-  lines.append(_table(rows, ["recipe", "ms (median)", "ms (min)", "time / float (IQR)",
-                             "GBOPs/frame avg", "GBOPs/frame peak", "avg % of W8A8 FQ",
-                             "peak % of W8A8 FQ", "ResQ state KiB/example",
-                             "output rel. RMS error vs float"]))
-  lines += ["", "Times are of the public jitted `run_clip` (outputs, per-frame stats, final "
-            "state). BOPs per frame and example, clip average and peak over the 16 frames "
-            "(`bops_report`); float counts 32x32 bits. Times do not follow BOPs: fake "
-            "quantization runs quantize-dequantize plus a float conv. The error column "
-            "(`||y - y_float|| / ||y_float||` over the clip; random untrained weights, min-max "
-            "PTQ) is context only: it is not a tuned accuracy comparison."]
+    rows.append(
+      [
+        label,
+        f"{res_e[label]['median_ms']:.1f}",
+        f"{res_e[label]['min_ms']:.1f}",
+        _ratio(res_e[label]),
+        f"{b['bops_avg'] / 1e9:.3f}",
+        f"{b['bops_peak'] / 1e9:.3f}",
+        f"{100 * b['ratio_w8a8_avg']:.1f}%",
+        f"{100 * b['ratio_w8a8_peak']:.1f}%",
+        f"{4 * b['state_elements'] / 1024:.0f}",
+        f"{error[name]:.3f}",
+      ]
+    )
+  lines.append(
+    _table(
+      rows,
+      [
+        "recipe",
+        "ms (median)",
+        "ms (min)",
+        "time / float (IQR)",
+        "GBOPs/frame avg",
+        "GBOPs/frame peak",
+        "avg % of W8A8 FQ",
+        "peak % of W8A8 FQ",
+        "ResQ state KiB/example",
+        "output rel. RMS error vs float",
+      ],
+    )
+  )
+  lines += [
+    "",
+    "Times are of the public jitted `run_clip` (outputs, per-frame stats, final "
+    "state). BOPs per frame and example, clip average and peak over the 16 frames "
+    "(`bops_report`); float counts 32x32 bits. Times do not follow BOPs: fake "
+    "quantization runs quantize-dequantize plus a float conv. The error column "
+    "(`||y - y_float|| / ||y_float||` over the clip; random untrained weights, min-max "
+    "PTQ) is context only: it is not a tuned accuracy comparison.",
+  ]
 
-  lines += ["", "### 2b. Training-style forward+backward through `run_clip` "
-            "(grad of mean(outputs^2) wrt params, ms per clip batch)", "",
-            f"- {_load()} (before)"]
+  lines += [
+    "",
+    "### 2b. Training-style forward+backward through `run_clip` "
+    "(grad of mean(outputs^2) wrt params, ms per clip batch)",
+    "",
+    f"- {_load()} (before)",
+  ]
   _log("net: forward+backward")
   res_t = time_interleaved(train_fns, rounds, "float", budget_s)
   lines += [f"- {_load()} (after)", f"- timed rounds: {res_t['float']['rounds']}", ""]
-  rows = [[label, f"{res_t[label]['median_ms']:.1f}", f"{res_t[label]['min_ms']:.1f}",
-           _ratio(res_t[label])] for label, _, _ in train_rows]
+  rows = [
+    [
+      label,
+      f"{res_t[label]['median_ms']:.1f}",
+      f"{res_t[label]['min_ms']:.1f}",
+      _ratio(res_t[label]),
+    ]
+    for label, _, _ in train_rows
+  ]
   lines.append(_table(rows, ["recipe", "ms (median)", "ms (min)", "time / float (IQR)"]))
-  lines += ["", "Float and FQ have no temporal state: `run_clip` folds all 32 frames into one "
-            "batch (no scan, `unroll` does not apply). Static ResQ runs one keyframe step on the "
-            "4 groups and a `lax.scan` over the K-1 = 3 residual frames."]
+  lines += [
+    "",
+    "Float and FQ have no temporal state: `run_clip` folds all 32 frames into one "
+    "batch (no scan, `unroll` does not apply). Static ResQ runs one keyframe step on the "
+    "4 groups and a `lax.scan` over the K-1 = 3 residual frames.",
+  ]
   return "\n".join(lines + ["", content])
 
 
@@ -405,28 +500,50 @@ def _dynamic_by_content(nets, key, shape, bops, stats) -> str:
   walk_stats = run_clip(model, variables, walk, period=PERIOD, unroll=1).stats
   walk_bops = bops_report(walk_stats, layer_costs(model, variables, walk[:, 0]))
   rows = []
-  for label, b, st in (("smooth random video (timed clip)", bops[name], stats[name]),
-                       ("random walk, every pixel changes", walk_bops, walk_stats)):
+  for label, b, st in (
+    ("smooth random video (timed clip)", bops[name], stats[name]),
+    ("random walk, every pixel changes", walk_bops, walk_stats),
+  ):
     frac = _bit_fractions(st)
-    rows.append([label, f"{100 * b['ratio_w8a8_avg']:.1f}%"]
-                + [f"{100 * frac[k]:.1f}%" for k in (0, 2, 4, 8)])
+    rows.append(
+      [label, f"{100 * b['ratio_w8a8_avg']:.1f}%"] + [f"{100 * frac[k]:.1f}%" for k in (0, 2, 4, 8)]
+    )
   static = bops["static ResQ W8A8/W4A4"]["ratio_w8a8_avg"]
-  return "\n".join([
-      "### 2c. Dynamic ResQ bit allocation depends on the content", "",
-      _table(rows, ["clip (calibrated on a clip of the same kind)", "avg BOPs % of W8A8 FQ",
-                    "0 bits (skip)", "2 bits", "4 bits", "8 bits"]), "",
+  return "\n".join(
+    [
+      "### 2c. Dynamic ResQ bit allocation depends on the content",
+      "",
+      _table(
+        rows,
+        [
+          "clip (calibrated on a clip of the same kind)",
+          "avg BOPs % of W8A8 FQ",
+          "0 bits (skip)",
+          "2 bits",
+          "4 bits",
+          "8 bits",
+        ],
+      ),
+      "",
       "Share of the input locations at residual frames that got each bit-width, pooled over "
       "all layers (the early, high-resolution layers have the most locations). "
       f"Static ResQ W8A8/W4A4 costs {100 * static:.1f}% of W8A8 FQ on any content. Wall time "
-      "does not depend on the content: every location is computed densely."])
+      "does not depend on the content: every location is computed densely.",
+    ]
+  )
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--quick", action="store_true",
-                      help="fewer rounds and only the required variants (~1-2 min)")
-  parser.add_argument("--rounds", type=int, default=None,
-                      help="minimum timed rounds per table (default 7, 3 with --quick)")
+  parser.add_argument(
+    "--quick", action="store_true", help="fewer rounds and only the required variants (~1-2 min)"
+  )
+  parser.add_argument(
+    "--rounds",
+    type=int,
+    default=None,
+    help="minimum timed rounds per table (default 7, 3 with --quick)",
+  )
   parser.add_argument("--only", choices=("layer", "net"), default=None)
   args = parser.parse_args()
   if args.rounds is None:
@@ -438,8 +555,7 @@ def main():
   if args.only in (None, "layer"):
     print("\n" + bench_layer(args.rounds, args.budget, key, extras=not args.quick), flush=True)
   if args.only in (None, "net"):
-    net = bench_net(args.rounds, args.budget, jax.random.fold_in(key, 1),
-                    extras=not args.quick)
+    net = bench_net(args.rounds, args.budget, jax.random.fold_in(key, 1), extras=not args.quick)
     print("\n" + net, flush=True)
   print(f"\n_Total benchmark wall time: {time.perf_counter() - t0:.0f} s; {_load()} at end._")
 

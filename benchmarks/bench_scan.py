@@ -22,6 +22,7 @@ of one run of each in a fresh subprocess (``--rss``).
 
   python benchmarks/bench_scan.py [--quick] [--rounds N] [--only scan|memory] [--rss]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,8 +38,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-
 from machine import cpu_model  # benchmarks/machine.py
+
 from resq_jax.nn import SegNet, calibrate_model, run_clip, segnet_preset
 from resq_jax.nn.calibrate import CalibrationMethods
 from resq_jax.quant.recipe import resq_recipe
@@ -51,20 +52,30 @@ def _setup(frames: int = FRAMES):
   model = SegNet(CLASSES, recipe=resq_recipe((8, 8), (4, 4)), **segnet_preset("demo"))
   rng = np.random.default_rng(0)
   base = rng.normal(size=(BATCH, 1, HW, HW, 3))
-  clip = jnp.asarray(base + np.cumsum(0.05 * rng.normal(size=(BATCH, frames, HW, HW, 3)), 1),
-                     jnp.float32)
+  clip = jnp.asarray(
+    base + np.cumsum(0.05 * rng.normal(size=(BATCH, frames, HW, HW, 3)), 1), jnp.float32
+  )
   labels = jnp.asarray(rng.integers(0, CLASSES, size=(BATCH, frames, HW, HW)), jnp.int32)
   variables = model.init(jax.random.key(0), clip[:, 0], phase="key")
-  variables = calibrate_model(model, model.float_twin(), variables, [clip[:, :8]], period=4,
-                              methods=MINMAX)
+  variables = calibrate_model(
+    model, model.float_twin(), variables, [clip[:, :8]], period=4, methods=MINMAX
+  )
   return model, variables, clip, labels
 
 
 def _step(model, variables, period: int, unroll, remat: bool = False):
   def loss(params, clip, labels):
-    out = run_clip(model, dict(variables, params=params), clip, period=period, unroll=unroll,
-                   remat=remat, check=False).outputs
+    out = run_clip(
+      model,
+      dict(variables, params=params),
+      clip,
+      period=period,
+      unroll=unroll,
+      remat=remat,
+      check=False,
+    ).outputs
     return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(out, labels))
+
   return jax.jit(jax.grad(loss))
 
 
@@ -81,16 +92,20 @@ def _time(compiled, args) -> float:
 
 
 def scan_table(ks, rounds: int, trap_k: int | None) -> list[str]:
-  lines = ["| K | unrolled ms | rolled ms | rolled / unrolled (IQR) | compile unrolled s | "
-           "compile rolled s | rolled, xla convs ms |",
-           "| ---: | ---: | ---: | --- | ---: | ---: | ---: |"]
+  lines = [
+    "| K | unrolled ms | rolled ms | rolled / unrolled (IQR) | compile unrolled s | "
+    "compile rolled s | rolled, xla convs ms |",
+    "| ---: | ---: | ---: | --- | ---: | ---: | ---: |",
+  ]
   print("\n".join(lines), flush=True)
   model, variables, clip, labels = _setup()
   xla_model = model.clone(conv_impl="xla")
   args = (variables["params"], clip, labels)
   for k in ks:
-    variants = {"unrolled": _compile(_step(model, variables, k, True), *args),
-                "rolled": _compile(_step(model, variables, k, 1), *args)}
+    variants = {
+      "unrolled": _compile(_step(model, variables, k, True), *args),
+      "rolled": _compile(_step(model, variables, k, 1), *args),
+    }
     if k == trap_k:
       variants["trap"] = _compile(_step(xla_model, variables, k, 1), *args)
     for compiled, _ in variants.values():
@@ -98,23 +113,27 @@ def scan_table(ks, rounds: int, trap_k: int | None) -> list[str]:
     times = {name: [] for name in variants}
     names = list(variants)
     for r in range(rounds):
-      for name in names[r % len(names):] + names[:r % len(names)]:
+      for name in names[r % len(names) :] + names[: r % len(names)]:
         times[name].append(_time(variants[name][0], args))
     ratio = np.asarray(times["rolled"]) / np.asarray(times["unrolled"])
     q1, q3 = np.percentile(ratio, [25, 75])
     trap = f"{1e3 * np.median(times['trap']):.0f}" if "trap" in times else ""
-    lines.append(f"| {k} | {1e3 * np.median(times['unrolled']):.0f} | "
-                 f"{1e3 * np.median(times['rolled']):.0f} | {np.median(ratio):.2f} "
-                 f"({q1:.2f}-{q3:.2f}) | {variants['unrolled'][1]:.1f} | "
-                 f"{variants['rolled'][1]:.1f} | {trap} |")
+    lines.append(
+      f"| {k} | {1e3 * np.median(times['unrolled']):.0f} | "
+      f"{1e3 * np.median(times['rolled']):.0f} | {np.median(ratio):.2f} "
+      f"({q1:.2f}-{q3:.2f}) | {variants['unrolled'][1]:.1f} | "
+      f"{variants['rolled'][1]:.1f} | {trap} |"
+    )
     print(lines[-1], flush=True)
   return lines
 
 
 def _rss_of(frames: int, remat: bool) -> float:
   """Peak RSS (MiB) of a fresh process that compiles and runs one step."""
-  code = (f"import sys; sys.path.insert(0, {os.path.dirname(__file__)!r}); import bench_scan as b;"
-          f"b._one_run({frames}, {remat})")
+  code = (
+    f"import sys; sys.path.insert(0, {os.path.dirname(__file__)!r}); import bench_scan as b;"
+    f"b._one_run({frames}, {remat})"
+  )
   subprocess.run([sys.executable, "-c", code], check=True)
   return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
@@ -126,8 +145,10 @@ def _one_run(frames: int, remat: bool) -> None:
 
 
 def memory_table(lengths, rss: bool) -> list[str]:
-  lines = ["| T = K | XLA temp MiB | with remat | ratio | peak RSS MiB | with remat |",
-           "| ---: | ---: | ---: | ---: | ---: | ---: |"]
+  lines = [
+    "| T = K | XLA temp MiB | with remat | ratio | peak RSS MiB | with remat |",
+    "| ---: | ---: | ---: | ---: | ---: | ---: |",
+  ]
   print("\n".join(lines), flush=True)
   for t in lengths:
     model, variables, clip, labels = _setup(t)
@@ -139,8 +160,10 @@ def memory_table(lengths, rss: bool) -> list[str]:
     peaks = ["", ""]
     if rss:  # ru_maxrss of children is a running max: measure the larger case last
       peaks = [f"{_rss_of(t, True):.0f}", f"{_rss_of(t, False):.0f}"][::-1]
-    lines.append(f"| {t} | {temp[False]:.0f} | {temp[True]:.0f} | "
-                 f"{temp[True] / temp[False]:.2f} | {peaks[0]} | {peaks[1]} |")
+    lines.append(
+      f"| {t} | {temp[False]:.0f} | {temp[True]:.0f} | "
+      f"{temp[True] / temp[False]:.2f} | {peaks[0]} | {peaks[1]} |"
+    )
     print(lines[-1], flush=True)
   return lines
 
@@ -154,9 +177,11 @@ def main() -> None:
   p.add_argument("--rss", action="store_true")
   a = p.parse_args()
   ks, lengths, rounds = ((4, 8), (8, 16), 3) if a.quick else ((4, 8, 16, 32), (8, 16, 32), a.rounds)
-  print(f"# {datetime.date.today()} {cpu_model()}, {os.cpu_count()} cores, {platform.python_version()}"
-        f", jax {jax.__version__}, backend {jax.default_backend()}, load {os.getloadavg()}",
-        flush=True)
+  print(
+    f"# {datetime.date.today()} {cpu_model()}, {os.cpu_count()} cores, {platform.python_version()}"
+    f", jax {jax.__version__}, backend {jax.default_backend()}, load {os.getloadavg()}",
+    flush=True,
+  )
   if a.only != "memory":
     scan_table(ks, rounds, a.trap_k)  # prints its rows as they are measured
   if a.only != "scan":

@@ -1,4 +1,5 @@
 """Machine facts for benchmark headers (shared by the scripts in this folder)."""
+
 import platform
 import subprocess
 

@@ -1,9 +1,11 @@
 """Resident-set high-water mark of this process (Linux ``/proc/self/status``), resettable.
 
-``reset_peak()`` first returns freed heap to the OS (``malloc_trim``), then writes 5 to ``/proc/self/clear_refs`` (Linux >= 4.0), which sets ``VmHWM`` back
-to the current RSS, so that one phase's peak (compilation, then the steps) can be read apart
-from earlier ones. Where that is not possible it returns False and the peak stays cumulative.
+``reset_peak()`` first returns freed heap to the OS (``malloc_trim``), then writes 5 to
+``/proc/self/clear_refs`` (Linux >= 4.0), which sets ``VmHWM`` back to the current RSS, so that
+one phase's peak (compilation, then the steps) can be read apart from earlier ones. Where that is
+not possible it returns False and the peak stays cumulative.
 """
+
 from __future__ import annotations
 
 import resource
@@ -37,6 +39,7 @@ def trim() -> bool:
   phase freed (e.g. XLA's compiler) neither counts in the RSS nor hides the next phase's rise."""
   try:
     import ctypes  # pylint: disable=import-outside-toplevel
+
     return bool(ctypes.CDLL("libc.so.6").malloc_trim(0))
   except (OSError, AttributeError):
     return False

@@ -28,6 +28,7 @@ What is mirrored, operation by operation (``resq_jax/nn/layers.py``, ``quantized
 * the clip runner folds keyframe groups into the batch (one key step, then the K - 1 residual
   frames in a Python loop), float / FQ fold all frames (``run_clip``).
 """
+
 from __future__ import annotations
 
 import math
@@ -51,7 +52,8 @@ def act_fq(x, scale, zero_point, qmin, qmax):
   """Per-tensor learnable fake quant with LSQ's gradient factor (N = features per example)."""
   n = math.prod(x.shape[1:])
   return torch._fake_quantize_learnable_per_tensor_affine(  # pylint: disable=protected-access
-      x, scale, zero_point, qmin, qmax, 1.0 / math.sqrt(n * qmax))
+    x, scale, zero_point, qmin, qmax, 1.0 / math.sqrt(n * qmax)
+  )
 
 
 def weight_fq(w, scale, zero_point, bits):
@@ -59,7 +61,8 @@ def weight_fq(w, scale, zero_point, bits):
   qmax = 2 ** (bits - 1) - 1
   n = math.prod(w.shape[1:])
   return torch._fake_quantize_learnable_per_channel_affine(  # pylint: disable=protected-access
-      w, scale, zero_point, 0, -qmax, qmax, 1.0 / math.sqrt(n * qmax))
+    w, scale, zero_point, 0, -qmax, qmax, 1.0 / math.sqrt(n * qmax)
+  )
 
 
 def codes(x, scale, zero_point, qmin, qmax):
@@ -71,8 +74,18 @@ def codes(x, scale, zero_point, qmin, qmax):
 class TQConv(nn.Module):
   """A ``QConv``: conv (+ BatchNorm or bias) under 'float', 'fq' or static 'resq' (closed)."""
 
-  def __init__(self, cin, cout, k=3, stride=1, use_bn=True, use_bias=False, mode="float",
-               key_bits=(8, 8), res_bits=(4, 4)):
+  def __init__(
+    self,
+    cin,
+    cout,
+    k=3,
+    stride=1,
+    use_bn=True,
+    use_bias=False,
+    mode="float",
+    key_bits=(8, 8),
+    res_bits=(4, 4),
+  ):
     super().__init__()
     if mode not in MODES:
       raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -115,8 +128,9 @@ class TQConv(nn.Module):
     if self.mode == "float":
       if train and self.use_bn:
         y = self._conv(x, self.weight)
-        return F.batch_norm(y, self.mean, self.var, self.bn_scale, self.bn_bias, training=True,
-                            momentum=0.1, eps=1e-5)
+        return F.batch_norm(
+          y, self.mean, self.var, self.bn_scale, self.bn_bias, training=True, momentum=0.1, eps=1e-5
+        )
       return self._conv(x, *self._folded())
     w, b = self._folded()
     if self.mode == "fq" or phase == "key":
@@ -125,8 +139,13 @@ class TQConv(nn.Module):
       wh = weight_fq(w, self.key_w_scale, self.w_zero_point, wb)
       y = self._conv(xh, wh, b)
       if self.record is not None:
-        self.record.append(("key", codes(x, self.key_a_scale, self.key_a_zero_point, 0, amax),
-                            self._wcodes(w, self.key_w_scale, wb)))
+        self.record.append(
+          (
+            "key",
+            codes(x, self.key_a_scale, self.key_a_zero_point, 0, amax),
+            self._wcodes(w, self.key_w_scale, wb),
+          )
+        )
       if self.mode == "resq":
         self.ref, self.yref = xh, y
       return y
@@ -138,8 +157,13 @@ class TQConv(nn.Module):
     rh = act_fq(r, self.res_a_scale, self.res_a_zero_point, -amax, amax)
     y = self.yref + self._conv(rh, weight_fq(w, self.res_w_scale, self.w_zero_point, wb))
     if self.record is not None:
-      self.record.append(("residual", codes(r, self.res_a_scale, 0.0, -amax, amax),
-                          self._wcodes(w, self.res_w_scale, wb)))
+      self.record.append(
+        (
+          "residual",
+          codes(r, self.res_a_scale, 0.0, -amax, amax),
+          self._wcodes(w, self.res_w_scale, wb),
+        )
+      )
     self.ref, self.yref = self.ref + rh, y
     return y
 
@@ -159,20 +183,33 @@ class TSegNet(nn.Module):
   """resq_jax's ``SegNet`` (same keyword arguments as ``segnet_preset``); every conv is a
   ``TQConv`` under ``mode``, named by its Flax path ('/' written '__')."""
 
-  def __init__(self, num_classes, width=32, stem_width=None, num_branches=2, num_stages=2,
-               num_blocks=1, head_width=None, upsample="bilinear", mode="float",
-               key_bits=(8, 8), res_bits=(4, 4), in_channels=3):
+  def __init__(
+    self,
+    num_classes,
+    width=32,
+    stem_width=None,
+    num_branches=2,
+    num_stages=2,
+    num_blocks=1,
+    head_width=None,
+    upsample="bilinear",
+    mode="float",
+    key_bits=(8, 8),
+    res_bits=(4, 4),
+    in_channels=3,
+  ):
     super().__init__()
     self.num_branches, self.num_stages, self.num_blocks = num_branches, num_stages, num_blocks
     self.upsample, self.mode = upsample, mode
-    widths = [width * 2 ** i for i in range(num_branches)]
+    widths = [width * 2**i for i in range(num_branches)]
     stem_width = width if stem_width is None else stem_width
     head_width = 2 * width if head_width is None else head_width
     self.convs = nn.ModuleDict()
 
     def add(path, cin, cout, k=3, stride=1, use_bn=True, use_bias=False):
-      self.convs[path.replace("/", "__")] = TQConv(cin, cout, k, stride, use_bn, use_bias, mode,
-                                                   key_bits, res_bits)
+      self.convs[path.replace("/", "__")] = TQConv(
+        cin, cout, k, stride, use_bn, use_bias, mode, key_bits, res_bits
+      )
 
     add("stem1", in_channels, stem_width, stride=2)
     add("stem2", stem_width, widths[0], stride=2)
@@ -191,8 +228,9 @@ class TSegNet(nn.Module):
               add(f"fuse{s}/up_{j}to{i}", widths[j], widths[i], k=1)
             for k in range(i - j):
               last = k == i - j - 1
-              add(f"fuse{s}/down_{j}to{i}_{k}", widths[j], widths[i] if last else widths[j],
-                  stride=2)
+              add(
+                f"fuse{s}/down_{j}to{i}_{k}", widths[j], widths[i] if last else widths[j], stride=2
+              )
     add("head", widths[0], head_width)
     add("classifier", head_width, num_classes, k=1, use_bn=False, use_bias=True)
 
@@ -240,18 +278,26 @@ class TSegNet(nn.Module):
     for name, layer in self.convs.items():
       path = name.replace("__", "/")
       get = lambda col, leaf, path=path: torch.from_numpy(
-          np.array(flat[f"{col}/{path}/{leaf}"], np.float32))
+        np.array(flat[f"{col}/{path}/{leaf}"], np.float32)
+      )
       with torch.no_grad():
         layer.weight.copy_(get("params", "kernel").permute(3, 2, 0, 1))
         pairs = []
         if layer.use_bn:
-          pairs += [("bn_scale", "params"), ("bn_bias", "params"), ("mean", "batch_stats"),
-                    ("var", "batch_stats")]
+          pairs += [
+            ("bn_scale", "params"),
+            ("bn_bias", "params"),
+            ("mean", "batch_stats"),
+            ("var", "batch_stats"),
+          ]
         elif layer.bias is not None:
           pairs.append(("bias", "params"))
         if layer.mode != "float":
-          pairs += [("key_w_scale", "params"), ("key_a_scale", "params"),
-                    ("key_a_zero_point", "params")]
+          pairs += [
+            ("key_w_scale", "params"),
+            ("key_a_scale", "params"),
+            ("key_a_zero_point", "params"),
+          ]
         if layer.mode == "resq":
           pairs += [("res_w_scale", "params"), ("res_a_scale", "params")]
         for attr, col in pairs:
@@ -292,7 +338,7 @@ def run_clip(model: TSegNet, clip: torch.Tensor, period: int) -> torch.Tensor:
   for start, length in ((0, n_full), (n_full, t - n_full)):
     if not length:
       continue
-    groups = clip[:, start:start + length]
+    groups = clip[:, start : start + length]
     n_groups = groups.shape[1] // (period if start == 0 else length)
     k = groups.shape[1] // n_groups
     groups = groups.reshape(b * n_groups, k, *clip.shape[2:])
@@ -303,8 +349,16 @@ def run_clip(model: TSegNet, clip: torch.Tensor, period: int) -> torch.Tensor:
   return torch.cat(parts, 1) if len(parts) > 1 else parts[0]
 
 
-def make_job(job: str, model_kwargs: dict, flat: dict, clip: np.ndarray, labels: np.ndarray, *,
-             period: int, lr: float):
+def make_job(
+  job: str,
+  model_kwargs: dict,
+  flat: dict,
+  clip: np.ndarray,
+  labels: np.ndarray,
+  *,
+  period: int,
+  lr: float,
+):
   """A zero-argument callable running one step / evaluation of ``job`` (see bench_peer.py):
   'fp_train' (frames folded, BatchNorm batch statistics), 'fq_qat' / 'resq_qat' (``run_clip``,
   frozen folded BatchNorm), each forward + cross-entropy + backward + ``torch.optim.Adam``
@@ -315,9 +369,11 @@ def make_job(job: str, model_kwargs: dict, flat: dict, clip: np.ndarray, labels:
   tclip = torch.from_numpy(np.ascontiguousarray(np.asarray(clip).transpose(0, 1, 4, 2, 3)))
   tlabels = torch.from_numpy(np.asarray(labels).astype(np.int64))
   if job.endswith("eval"):
+
     def evaluate():
       with torch.inference_mode():
         return run_clip(model, tclip, period)
+
     return evaluate
   opt = torch.optim.Adam(model.parameters(), lr=lr)
   frames, flat_labels = tclip.flatten(0, 1), tlabels.flatten(0, 1)
@@ -333,6 +389,7 @@ def make_job(job: str, model_kwargs: dict, flat: dict, clip: np.ndarray, labels:
     loss.backward()
     opt.step()
     return loss.detach()
+
   return step
 
 
@@ -341,7 +398,9 @@ def _memory_worker(argv) -> dict:
   a process without JAX (bench_peer.py's memory measurement)."""
   import json  # pylint: disable=import-outside-toplevel
   import os  # pylint: disable=import-outside-toplevel
+
   import peak_rss  # pylint: disable=import-outside-toplevel
+
   job, path, kwargs, period, lr, steps = argv
   torch.set_num_threads(os.cpu_count())
   data = dict(np.load(path))
@@ -356,10 +415,10 @@ def _memory_worker(argv) -> dict:
   return out
 
 
-__all__ = ["MODES", "TQConv", "TSegNet", "run_clip", "same_pads", "act_fq", "weight_fq",
-           "make_job"]
+__all__ = ["MODES", "TQConv", "TSegNet", "run_clip", "same_pads", "act_fq", "weight_fq", "make_job"]
 
 if __name__ == "__main__":
   import json as _json
   import sys as _sys
+
   print(_json.dumps(_memory_worker(_sys.argv[1:])))

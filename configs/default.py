@@ -8,6 +8,7 @@ Every key has a rule (type, allowed range, relations to other keys) in
 resq_jax.config_lib.RULES; a bad setting or an unknown key is rejected with one line per problem
 (``key: got VALUE (allowed: ...)``) before any data is built or anything compiles.
 """
+
 import ml_collections
 
 from configs import sweeps

@@ -5,13 +5,14 @@ demo.py derives every stage from this config: FP training, then QAT for each of
 ``QAT_LR``, then the evaluation sweep (FP, PTQ of FQ / ResQ / dynamic ResQ, and the QAT
 runs). Sized for a 2-core CPU (see BENCHMARKS.md).
 """
+
 from configs import default
 
 # QAT stages of the demo: workdir name -> overrides of the `quant` section.
 QAT_STAGES = {
-    "qat_fq_w4a4": {"mode": "fq", "key_bits": (4, 4)},
-    "qat_resq": {"mode": "resq"},
-    "qat_dynamic": {"mode": "dynamic"},
+  "qat_fq_w4a4": {"mode": "fq", "key_bits": (4, 4)},
+  "qat_resq": {"mode": "resq"},
+  "qat_dynamic": {"mode": "dynamic"},
 }
 QAT_LR = 2e-4  # optim.lr of the QAT stages (the FP stage keeps the config's)
 

@@ -2,6 +2,7 @@
 QAT of each family (the stages of configs/demo.py) and the sweep, scored by PCK@0.2 on the test
 split. 300 float steps (200 already reach 92% PCK@0.2, docs/pose.md) keep it near 10 minutes on
 2 CPU cores."""
+
 from configs import default, pose_fp
 
 

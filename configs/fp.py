@@ -1,4 +1,5 @@
 """Stage 1: float training of the segmentation network on SynthRes clips."""
+
 from configs import default
 
 

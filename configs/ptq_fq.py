@@ -1,4 +1,5 @@
 """PTQ: calibrate Frame Quantization W4A4 from an FP run; no training."""
+
 from configs import default
 
 

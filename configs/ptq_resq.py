@@ -1,4 +1,5 @@
 """PTQ: calibrate static ResQ (W8A8 keyframes, W4A4 residuals, K=4) from an FP run; no training."""
+
 from configs import default
 
 

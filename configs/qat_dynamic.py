@@ -1,5 +1,6 @@
 """QAT: dynamic ResQ (W8A8 keyframes, residual weights 4 bits, fixed-step policy over
 {0, 2, 4, 8} bits, K=4) from an FP run."""
+
 from configs import default
 
 

@@ -1,4 +1,5 @@
 """QAT: Frame Quantization W4A4 fine-tuned from an FP run (set --config.init_from)."""
+
 from configs import default
 
 

@@ -1,4 +1,5 @@
 """QAT: static ResQ (W8A8 keyframes, W4A4 residuals, K=4, closed loop) from an FP run."""
+
 from configs import default
 
 

@@ -1,4 +1,5 @@
 """A seconds-long configuration for tests: tiny model, tiny dataset, a few steps."""
+
 from configs import default
 
 

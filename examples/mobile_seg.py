@@ -15,6 +15,7 @@ each calibrated on the clip, with a cost report (MACs, BOPs per layer and per fr
 
     python examples/mobile_seg.py
 """
+
 from __future__ import annotations
 
 import flax.linen as nn
@@ -22,15 +23,33 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from resq_jax.nn import (QConv, QConvTranspose, bops_report, calibrate_model, format_bops_report,
-                         layer_costs, load_float_weights, run_clip, with_recipe_rules)
-from resq_jax.quant import (FixedStepPolicy, RecipeRules, dynamic_recipe, float_recipe,
-                            fq_recipe, resq_recipe)
+from resq_jax.nn import (
+  QConv,
+  QConvTranspose,
+  bops_report,
+  calibrate_model,
+  format_bops_report,
+  layer_costs,
+  load_float_weights,
+  run_clip,
+  with_recipe_rules,
+)
+from resq_jax.quant import (
+  FixedStepPolicy,
+  RecipeRules,
+  dynamic_recipe,
+  float_recipe,
+  fq_recipe,
+  resq_recipe,
+)
 
 NUM_CLASSES = 4
 # (name, expansion channels, output channels, depthwise kernel, stride, squeeze-excite)
-BLOCKS = (("block1", 32, 16, 3, 1, True), ("block2", 48, 24, 5, 2, True),
-          ("block3", 72, 24, 3, 1, False))
+BLOCKS = (
+  ("block1", 32, 16, 3, 1, True),
+  ("block2", 48, 24, 5, 2, True),
+  ("block3", 72, 24, 3, 1, False),
+)
 HEAD_WIDTH = 32
 
 
@@ -46,15 +65,22 @@ class FloatMobileSeg(nn.Module):
   num_classes: int = NUM_CLASSES
 
   def _conv_bn(self, x, features, name, kernel=1, stride=1, groups=1, act=nn.hard_swish):
-    x = nn.Conv(features, (kernel, kernel), (stride, stride), padding="SAME", use_bias=False,
-                feature_group_count=groups, name=f"{name}_conv")(x)
+    x = nn.Conv(
+      features,
+      (kernel, kernel),
+      (stride, stride),
+      padding="SAME",
+      use_bias=False,
+      feature_group_count=groups,
+      name=f"{name}_conv",
+    )(x)
     x = nn.BatchNorm(use_running_average=True, momentum=0.9, epsilon=1e-5, name=f"{name}_bn")(x)
     return act(x) if act is not None else x
 
   @nn.compact
   def __call__(self, x):
     in_hw = x.shape[1:3]
-    x = self._conv_bn(x, 16, "stem", kernel=3, stride=2)                      # 1/2
+    x = self._conv_bn(x, 16, "stem", kernel=3, stride=2)  # 1/2
     for name, expand, out, k, stride, se in BLOCKS:
       y = self._conv_bn(x, expand, f"{name}_expand")
       y = self._conv_bn(y, expand, f"{name}_dw", kernel=k, stride=stride, groups=expand)
@@ -79,8 +105,16 @@ class QMobileSeg(nn.Module):
   recipe: object = float_recipe()
 
   def _conv_bn(self, x, features, name, phase, kernel=1, stride=1, groups=1, act=nn.hard_swish):
-    x = QConv(features, (kernel, kernel), (stride, stride), feature_group_count=groups,
-              use_bias=False, use_bn=True, recipe=self.recipe, name=name)(x, phase)
+    x = QConv(
+      features,
+      (kernel, kernel),
+      (stride, stride),
+      feature_group_count=groups,
+      use_bias=False,
+      use_bn=True,
+      recipe=self.recipe,
+      name=name,
+    )(x, phase)
     return act(x) if act is not None else x
 
   @nn.compact
@@ -93,8 +127,9 @@ class QMobileSeg(nn.Module):
       if se:
         s = jnp.mean(y, axis=(1, 2), keepdims=True)
         s = nn.relu(QConv(expand // 4, (1, 1), recipe=self.recipe, name=f"{name}_se1")(s, phase))
-        y = y * hard_sigmoid(QConv(expand, (1, 1), recipe=self.recipe,
-                                   name=f"{name}_se2")(s, phase))
+        y = y * hard_sigmoid(
+          QConv(expand, (1, 1), recipe=self.recipe, name=f"{name}_se2")(s, phase)
+        )
       y = self._conv_bn(y, out, f"{name}_project", phase, act=None)
       x = x + y if stride == 1 and x.shape[-1] == out else y
     x = QConvTranspose(HEAD_WIDTH, (2, 2), (2, 2), recipe=self.recipe, name="up")(x, phase)
@@ -105,10 +140,10 @@ class QMobileSeg(nn.Module):
 
 # Float checkpoint names -> QConv names (paths are '/'-joined, collection first).
 NAME_MAPPING = (
-    (r"params/(.*)_conv/(kernel|bias)", r"params/\1/\2"),
-    (r"params/(.*)_bn/scale", r"params/\1/bn_scale"),
-    (r"params/(.*)_bn/bias", r"params/\1/bn_bias"),
-    (r"batch_stats/(.*)_bn/(mean|var)", r"batch_stats/\1/\2"),
+  (r"params/(.*)_conv/(kernel|bias)", r"params/\1/\2"),
+  (r"params/(.*)_bn/scale", r"params/\1/bn_scale"),
+  (r"params/(.*)_bn/bias", r"params/\1/bn_bias"),
+  (r"batch_stats/(.*)_bn/(mean|var)", r"batch_stats/\1/\2"),
 )
 # Mixed precision: the first and the last layer stay at W8A8 frame quantization.
 EDGE_RULES = RecipeRules(((r"stem|classifier", fq_recipe(8, 8)),))
@@ -119,16 +154,23 @@ def pretrained_float_variables(key, frame):
   variables = FloatMobileSeg().init(key, frame)
   leaves, treedef = jax.tree.flatten(variables["batch_stats"])
   keys = jax.random.split(jax.random.fold_in(key, 1), len(leaves))
-  stats = jax.tree.unflatten(treedef, [
-      0.5 + jax.random.uniform(k, v.shape) if v.ndim and i % 2 else 0.1 * jax.random.normal(k, v.shape)
-      for i, (k, v) in enumerate(zip(keys, leaves))])
+  stats = jax.tree.unflatten(
+    treedef,
+    [
+      0.5 + jax.random.uniform(k, v.shape)
+      if v.ndim and i % 2
+      else 0.1 * jax.random.normal(k, v.shape)
+      for i, (k, v) in enumerate(zip(keys, leaves))
+    ],
+  )
   return {"params": variables["params"], "batch_stats": stats}
 
 
 def moving_clip(key, batch=1, frames=8, size=64):
   """A smooth random texture panning by one pixel per frame: ``[B, T, H, W, 3]``."""
-  field = jax.image.resize(jax.random.normal(key, (batch, size // 4, size // 4, 3)),
-                           (batch, size, size, 3), "bilinear")
+  field = jax.image.resize(
+    jax.random.normal(key, (batch, size // 4, size // 4, 3)), (batch, size, size, 3), "bilinear"
+  )
   return jnp.stack([jnp.roll(field, t, axis=2) for t in range(frames)], axis=1)
 
 
@@ -145,16 +187,22 @@ def main(size: int = 64, frames: int = 8, period: int = 4, verbose: bool = True)
   key = jax.random.key(0)
   clip = moving_clip(key, frames=frames, size=size)
   float_vars = pretrained_float_variables(key, clip[:, 0])
-  reference = jax.vmap(lambda x: FloatMobileSeg().apply(float_vars, x), in_axes=1,
-                       out_axes=1)(clip)                                  # [B, T, H, W, C]
+  reference = jax.vmap(lambda x: FloatMobileSeg().apply(float_vars, x), in_axes=1, out_axes=1)(
+    clip
+  )  # [B, T, H, W, C]
   settings = {
-      "FP": (QMobileSeg(recipe=float_recipe()), 1),
-      "FQ W8A8": (QMobileSeg(recipe=fq_recipe(8, 8)), 1),
-      "ResQ W8A8/W4A4 (edges FQ8)": (with_recipe_rules(
-          QMobileSeg(recipe=resq_recipe((8, 8), (4, 4))), EDGE_RULES), period),
-      "DynResQ (edges FQ8)": (with_recipe_rules(
-          QMobileSeg(recipe=dynamic_recipe(FixedStepPolicy(bits=(0, 2, 4, 8), step=1.0))),
-          EDGE_RULES), period),
+    "FP": (QMobileSeg(recipe=float_recipe()), 1),
+    "FQ W8A8": (QMobileSeg(recipe=fq_recipe(8, 8)), 1),
+    "ResQ W8A8/W4A4 (edges FQ8)": (
+      with_recipe_rules(QMobileSeg(recipe=resq_recipe((8, 8), (4, 4))), EDGE_RULES),
+      period,
+    ),
+    "DynResQ (edges FQ8)": (
+      with_recipe_rules(
+        QMobileSeg(recipe=dynamic_recipe(FixedStepPolicy(bits=(0, 2, 4, 8), step=1.0))), EDGE_RULES
+      ),
+      period,
+    ),
   }
   results = {}
   ref_labels = np.asarray(jnp.argmax(reference, -1))

@@ -10,4 +10,5 @@ On top: ``config_lib`` parses a config into a typed ``experiment.Experiment``;
 ``resq_jax.ops.conv2d`` (a conv with an im2col kernel-gradient VJP for XLA:CPU) is a standalone
 operation: no layer calls it yet.
 """
+
 __version__ = "0.1.0"

@@ -8,6 +8,7 @@ installed (non-editable) resq_jax validates configs without the repository.
 
 Run: python train.py --config configs/<name>.py --workdir DIR [--config.optim.lr=1e-3 ...]
 """
+
 import ml_collections
 
 # The sweep every config has: the float model alone (and any eval.qat_runs). Named sweeps of

@@ -14,6 +14,7 @@ line each: ``key: got VALUE (allowed: RANGE)``, or ``unknown config key 'optim.l
 a traceback (``errors.run_cli``; :func:`parse_flags` does the same for bad ``--config.*``
 flags, which absl parses before ``main`` runs).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -65,8 +66,18 @@ POLICIES = ("fixed_step", "ladder")
 CALIBRATION_METHODS = calibration.CALIBRATION_METHODS
 SETTING_NAME_KEY = "name"  # the one key of an eval.sweeps setting that is not a quant key
 
-__all__ = ["RULES", "ConfigError", "Rule", "check_device_count", "default_config", "parse",
-           "parse_flags", "problems", "recipe_from", "validate"]
+__all__ = [
+  "RULES",
+  "ConfigError",
+  "Rule",
+  "check_device_count",
+  "default_config",
+  "parse",
+  "parse_flags",
+  "problems",
+  "recipe_from",
+  "validate",
+]
 
 
 class ConfigError(errors.InvalidConfigError):  # a ValueError; exit code errors.EXIT_CONFIG (2)
@@ -88,6 +99,7 @@ class Rule:
   ``(allowed: ...)``) when it clashes with other keys, else None; other keys are read through
   :class:`_Context`, which hides invalid ones so that one mistake is reported once.
   """
+
   ok: Callable[[Any], bool]
   allowed: str | Callable[[], str]
   relation: Callable[[Any, _Context], str | None] | None = None
@@ -122,13 +134,14 @@ def _is_seq(v) -> bool:
 
 def _int(low: int, high: int | None = None, note: str = "", relation=None) -> Rule:
   allowed = (f"int >= {low}" if high is None else f"int in [{low}, {high}]") + note
-  return Rule(lambda v: _is_int(v) and v >= low and (high is None or v <= high), allowed,
-              relation)
+  return Rule(lambda v: _is_int(v) and v >= low and (high is None or v <= high), allowed, relation)
 
 
 def _real(low: float, *, strict: bool) -> Rule:
-  return Rule(lambda v: _is_finite(v) and (v > low if strict else v >= low),
-              f"finite number {'>' if strict else '>='} {low:g}")
+  return Rule(
+    lambda v: _is_finite(v) and (v > low if strict else v >= low),
+    f"finite number {'>' if strict else '>='} {low:g}",
+  )
 
 
 def _choice(options: Sequence[str] | Callable[[], Sequence[str]]) -> Rule:
@@ -142,21 +155,39 @@ def _bool() -> Rule:
 
 def _bits(weight_low: int, act_low: int, relation=None) -> Rule:
   def ok(v):
-    return (_is_seq(v) and len(v) == 2 and all(map(_is_int, v))
-            and weight_low <= v[0] <= MAX_BITS and act_low <= v[1] <= MAX_BITS)
-  return Rule(ok, f"(weight, activation) ints, weight in [{weight_low}, {MAX_BITS}] (1-bit "
-              f"signed weights {{-s, 0}} zero every positive weight), activation in "
-              f"[{act_low}, {MAX_BITS}]", relation)
+    return (
+      _is_seq(v)
+      and len(v) == 2
+      and all(map(_is_int, v))
+      and weight_low <= v[0] <= MAX_BITS
+      and act_low <= v[1] <= MAX_BITS
+    )
+
+  return Rule(
+    ok,
+    f"(weight, activation) ints, weight in [{weight_low}, {MAX_BITS}] (1-bit "
+    f"signed weights {{-s, 0}} zero every positive weight), activation in "
+    f"[{act_low}, {MAX_BITS}]",
+    relation,
+  )
 
 
 def _policy_bits_ok(v) -> bool:
-  return (_is_seq(v) and len(v) > 0 and all(_is_int(b) and (b == 0 or 2 <= b <= MAX_BITS)
-                                            for b in v) and list(v) == sorted(set(v)))
+  return (
+    _is_seq(v)
+    and len(v) > 0
+    and all(_is_int(b) and (b == 0 or 2 <= b <= MAX_BITS) for b in v)
+    and list(v) == sorted(set(v))
+  )
 
 
 def _thresholds_ok(v) -> bool:
-  return (_is_seq(v) and len(v) > 0 and all(_is_finite(t) and t > 0 for t in v)
-          and all(a < b for a, b in itertools.pairwise(v)))
+  return (
+    _is_seq(v)
+    and len(v) > 0
+    and all(_is_finite(t) and t > 0 for t in v)
+    and all(a < b for a, b in itertools.pairwise(v))
+  )
 
 
 def _qat_runs_ok(v) -> bool:
@@ -190,16 +221,20 @@ def _needs_init_from(v, ctx: _Context):
 
 def _divisible_by_devices(v, ctx: _Context):
   if ctx.num_devices is not None and v % ctx.num_devices:
-    return (f"{v} is not divisible by the device count {ctx.num_devices} (allowed: a multiple "
-            f"of {ctx.num_devices})")
+    return (
+      f"{v} is not divisible by the device count {ctx.num_devices} (allowed: a multiple "
+      f"of {ctx.num_devices})"
+    )
   return None
 
 
 def _train_batches(v, ctx: _Context):
   batch = ctx.get("data.batch_size")
   if batch is not None and v < batch:  # calibration reads one epoch without partial batches
-    return (f"{v} clips are fewer than one batch of data.batch_size={batch}: calibration would "
-            f"get no batch (allowed: int >= {batch})")
+    return (
+      f"{v} clips are fewer than one batch of data.batch_size={batch}: calibration would "
+      f"get no batch (allowed: int >= {batch})"
+    )
   return None
 
 
@@ -208,8 +243,10 @@ def _calibration_batches(v, ctx: _Context):
   if num_train is None or batch is None or num_train < batch:
     return None  # reported on data.num_train
   if v * batch > num_train:
-    return (f"{v} batches of data.batch_size={batch} need {v * batch} clips, data.num_train="
-            f"{num_train} holds {num_train // batch} (allowed: int in [1, {num_train // batch}])")
+    return (
+      f"{v} batches of data.batch_size={batch} need {v * batch} clips, data.num_train="
+      f"{num_train} holds {num_train // batch} (allowed: int in [1, {num_train // batch}])"
+    )
   return None
 
 
@@ -231,8 +268,10 @@ def _eval_batches(v, ctx: _Context):
   if clips is None or batch is None or clips < batch:
     return None
   if v > clips // batch:
-    return (f"{v} batches, but data.num_{split}={clips} holds {clips // batch} of "
-            f"eval.batch_size={batch} (allowed: int in [0, {clips // batch}], 0 = all)")
+    return (
+      f"{v} batches, but data.num_{split}={clips} holds {clips // batch} of "
+      f"eval.batch_size={batch} (allowed: int in [0, {clips // batch}], 0 = all)"
+    )
   return None
 
 
@@ -254,16 +293,20 @@ def _warmup(v, ctx: _Context):
 def _residual_vs_key(v, ctx: _Context):
   mode, key = ctx.get("quant.mode"), ctx.get("quant.key_bits")
   if mode in ("resq", "dynamic") and key is not None and any(r > k for r, k in zip(v, key)):
-    return (f"{tuple(v)} exceeds quant.key_bits={tuple(key)} in mode {mode!r} (allowed: each "
-            f"<= the key bits)")
+    return (
+      f"{tuple(v)} exceeds quant.key_bits={tuple(key)} in mode {mode!r} (allowed: each "
+      f"<= the key bits)"
+    )
   return None
 
 
 def _ladder_thresholds(v, ctx: _Context):
   bits = ctx.get("quant.policy_bits")
   if ctx.get("quant.policy") == "ladder" and bits is not None and len(v) != len(bits):
-    return (f"{len(v)} thresholds for {len(bits)} quant.policy_bits {tuple(bits)} (allowed: one "
-            f"per candidate under the ladder policy)")
+    return (
+      f"{len(v)} thresholds for {len(bits)} quant.policy_bits {tuple(bits)} (allowed: one "
+      f"per candidate under the ladder policy)"
+    )
   return None
 
 
@@ -295,14 +338,18 @@ def _sweep_settings(v, ctx: _Context):
       if ok:
         valid.add(key)
       else:
-        found.append(f"setting {i} of {name!r}: {key}: got {values[key]!r} (allowed: "
-                     f"{RULES[key].describe()})")
+        found.append(
+          f"setting {i} of {name!r}: {key}: got {values[key]!r} (allowed: {RULES[key].describe()})"
+        )
     sub = dataclasses.replace(ctx, values=values, valid=frozenset(valid))
     for key in quant_keys:  # relations, unless the config itself already fails them
       if key in valid and RULES[key].relation is not None:
         message = RULES[key].relation(values[key], sub)
-        if message and (key in overridden or key not in ctx.valid
-                        or message != RULES[key].relation(ctx.values[key], ctx)):
+        if message and (
+          key in overridden
+          or key not in ctx.valid
+          or message != RULES[key].relation(ctx.values[key], ctx)
+        ):
           found.append(f"setting {i} of {name!r}: {key}: {message}")
   return "; ".join(found) or None
 
@@ -312,69 +359,88 @@ _DIR = Rule(lambda v: isinstance(v, str) and v.strip() == v and v != "", "a non-
 _METHOD = _choice(CALIBRATION_METHODS)
 
 RULES: dict[str, Rule] = {
-    "seed": _int(0, 2**32 - 2, " (grain shuffles with 32-bit seeds; calibration uses seed + 1)"),
-    "stage": _choice(STAGES),
-    "init_from": Rule(_ANY_STR.ok, "the workdir of an FP run ('' for stage fp)", _needs_init_from),
-    "distributed": _bool(),
-    "task": _choice(TASK_NAMES),
-    "data.data_dir": _DIR,
-    "data.regime": _choice(REGIMES),
-    "data.height": _int(MIN_SIZE, MAX_SIZE),
-    "data.width": _int(MIN_SIZE, MAX_SIZE),
-    "data.num_frames": _int(2, note=" (a keyframe and at least one residual frame)"),
-    "data.num_train": _int(1, relation=_train_batches),
-    "data.num_validation": _int(1, relation=_validation_clips),
-    "data.num_test": _int(0, note=" (read when eval.split='test')"),
-    "data.batch_size": _int(1, relation=_divisible_by_devices),
-    "data.worker_count": _int(0, note=" (0: read in the main process)"),
-    "model.preset": _choice(PRESETS),
-    "quant.mode": _choice(MODES),
-    "quant.key_bits": _bits(2, 1),
-    "quant.residual_bits": _bits(2, 2, relation=_residual_vs_key),
-    "quant.period": _int(1),
-    "quant.ref_mode": _choice(REF_MODES),
-    "quant.policy": _choice(POLICIES),
-    "quant.policy_bits": Rule(_policy_bits_ok, f"non-empty strictly ascending ints, each 0 (skip) "
-                              f"or in [2, {MAX_BITS}]"),
-    "quant.policy_step": _real(0, strict=True),
-    "quant.thresholds": Rule(_thresholds_ok, "positive, strictly ascending finite numbers (one "
-                             "per quant.policy_bits candidate for the ladder policy)",
-                             _ladder_thresholds),
-    "quant.stop_ref_gradient": _bool(),
-    "calibration.num_batches": _int(1, relation=_calibration_batches),
-    "calibration.weight": _METHOD,
-    "calibration.key_act": _METHOD,
-    "calibration.residual_act": _METHOD,
-    "calibration.residual_weight": _METHOD,
-    "optim.lr": _real(0, strict=True),
-    "optim.quant_lr": _real(0, strict=True),
-    "optim.weight_decay": _real(0, strict=False),
-    "optim.warmup_steps": _int(0, relation=_warmup),
-    "optim.grad_clip": _real(0, strict=True),
-    # PTQ trains no step, but train_lib.make_optimizer builds the warmup + cosine schedule for
-    # every stage, and optax needs 2 steps for it.
-    "train.num_steps": _int(2, note=" (every stage: PTQ ignores it, the LR schedule needs 2)"),
-    "train.log_every": _int(1),
-    "train.checkpoint_every": _int(1),
-    "train.keep_checkpoints": _int(1),
-    "train.unroll": _bool(),
-    "train.remat": _bool(),
-    "eval.batch_size": _int(1, relation=_divisible_by_devices),
-    "eval.split": Rule(lambda v: v in ("validation", "test"), "validation | test", _eval_split),
-    "eval.num_batches": _int(0, note=" (0: the whole split)", relation=_eval_batches),
-    "eval.sweeps": Rule(_sweeps_ok, "name -> non-empty tuple of settings, each a dict of quant "
-                        "keys (and an optional 'name'); see configs/sweeps.py", _sweep_settings),
-    "eval.sweep": Rule(lambda v: isinstance(v, str) and v != "", "a name of eval.sweeps",
-                       _sweep_known),
-    "eval.qat_runs": Rule(_qat_runs_ok, "'' or comma-separated workdirs, no spaces around them"),
-    "eval.plots": _bool(),
+  "seed": _int(0, 2**32 - 2, " (grain shuffles with 32-bit seeds; calibration uses seed + 1)"),
+  "stage": _choice(STAGES),
+  "init_from": Rule(_ANY_STR.ok, "the workdir of an FP run ('' for stage fp)", _needs_init_from),
+  "distributed": _bool(),
+  "task": _choice(TASK_NAMES),
+  "data.data_dir": _DIR,
+  "data.regime": _choice(REGIMES),
+  "data.height": _int(MIN_SIZE, MAX_SIZE),
+  "data.width": _int(MIN_SIZE, MAX_SIZE),
+  "data.num_frames": _int(2, note=" (a keyframe and at least one residual frame)"),
+  "data.num_train": _int(1, relation=_train_batches),
+  "data.num_validation": _int(1, relation=_validation_clips),
+  "data.num_test": _int(0, note=" (read when eval.split='test')"),
+  "data.batch_size": _int(1, relation=_divisible_by_devices),
+  "data.worker_count": _int(0, note=" (0: read in the main process)"),
+  "model.preset": _choice(PRESETS),
+  "quant.mode": _choice(MODES),
+  "quant.key_bits": _bits(2, 1),
+  "quant.residual_bits": _bits(2, 2, relation=_residual_vs_key),
+  "quant.period": _int(1),
+  "quant.ref_mode": _choice(REF_MODES),
+  "quant.policy": _choice(POLICIES),
+  "quant.policy_bits": Rule(
+    _policy_bits_ok, f"non-empty strictly ascending ints, each 0 (skip) or in [2, {MAX_BITS}]"
+  ),
+  "quant.policy_step": _real(0, strict=True),
+  "quant.thresholds": Rule(
+    _thresholds_ok,
+    "positive, strictly ascending finite numbers (one "
+    "per quant.policy_bits candidate for the ladder policy)",
+    _ladder_thresholds,
+  ),
+  "quant.stop_ref_gradient": _bool(),
+  "calibration.num_batches": _int(1, relation=_calibration_batches),
+  "calibration.weight": _METHOD,
+  "calibration.key_act": _METHOD,
+  "calibration.residual_act": _METHOD,
+  "calibration.residual_weight": _METHOD,
+  "optim.lr": _real(0, strict=True),
+  "optim.quant_lr": _real(0, strict=True),
+  "optim.weight_decay": _real(0, strict=False),
+  "optim.warmup_steps": _int(0, relation=_warmup),
+  "optim.grad_clip": _real(0, strict=True),
+  # PTQ trains no step, but train_lib.make_optimizer builds the warmup + cosine schedule for
+  # every stage, and optax needs 2 steps for it.
+  "train.num_steps": _int(2, note=" (every stage: PTQ ignores it, the LR schedule needs 2)"),
+  "train.log_every": _int(1),
+  "train.checkpoint_every": _int(1),
+  "train.keep_checkpoints": _int(1),
+  "train.unroll": _bool(),
+  "train.remat": _bool(),
+  "eval.batch_size": _int(1, relation=_divisible_by_devices),
+  "eval.split": Rule(lambda v: v in ("validation", "test"), "validation | test", _eval_split),
+  "eval.num_batches": _int(0, note=" (0: the whole split)", relation=_eval_batches),
+  "eval.sweeps": Rule(
+    _sweeps_ok,
+    "name -> non-empty tuple of settings, each a dict of quant "
+    "keys (and an optional 'name'); see configs/sweeps.py",
+    _sweep_settings,
+  ),
+  "eval.sweep": Rule(
+    lambda v: isinstance(v, str) and v != "", "a name of eval.sweeps", _sweep_known
+  ),
+  "eval.qat_runs": Rule(_qat_runs_ok, "'' or comma-separated workdirs, no spaces around them"),
+  "eval.plots": _bool(),
 }
 SECTIONS = tuple(dict.fromkeys(k.partition(".")[0] for k in RULES if "." in k))
 # Names users reach for (optax, PyTorch, the paper) -> the key's last part here.
-_ALIASES = {"learning_rate": "lr", "quant_learning_rate": "quant_lr", "lr_quant": "quant_lr",
-            "wd": "weight_decay", "clip": "grad_clip", "warmup": "warmup_steps",
-            "steps": "num_steps", "k": "period", "keyframe_period": "period",
-            "workers": "worker_count", "num_workers": "worker_count", "frames": "num_frames"}
+_ALIASES = {
+  "learning_rate": "lr",
+  "quant_learning_rate": "quant_lr",
+  "lr_quant": "quant_lr",
+  "wd": "weight_decay",
+  "clip": "grad_clip",
+  "warmup": "warmup_steps",
+  "steps": "num_steps",
+  "k": "period",
+  "keyframe_period": "period",
+  "workers": "worker_count",
+  "num_workers": "worker_count",
+  "frames": "num_frames",
+}
 
 
 # --- Validation ----------------------------------------------------------------------------------
@@ -410,8 +476,7 @@ def _show(value) -> str:
   return repr(value.to_dict() if isinstance(value, ml_collections.ConfigDict) else value)
 
 
-def problems(config, *, num_devices: int | None = None,
-             needs_init_from: bool = False) -> list[str]:
+def problems(config, *, num_devices: int | None = None, needs_init_from: bool = False) -> list[str]:
   """Every problem of ``config``, one ``key: message (allowed: ...)`` line each."""
   found, values, broken = [], {}, set()
   for name, value in _flatten(config):
@@ -437,8 +502,9 @@ def problems(config, *, num_devices: int | None = None,
       valid.add(key)
     else:
       found.append(f"{key}: got {_show(values[key])} (allowed: {rule.describe()})")
-  if num_devices is None and not (values.get("distributed") is True
-                                  and not jax.distributed.is_initialized()):
+  if num_devices is None and not (
+    values.get("distributed") is True and not jax.distributed.is_initialized()
+  ):
     num_devices = jax.device_count()  # else unknown until jax.distributed.initialize()
   ctx = _Context(values, frozenset(valid), num_devices, needs_init_from)
   for key, rule in RULES.items():
@@ -449,8 +515,12 @@ def problems(config, *, num_devices: int | None = None,
   return found
 
 
-def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = None,
-             needs_init_from: bool = False) -> None:
+def validate(
+  config: ml_collections.ConfigDict,
+  *,
+  num_devices: int | None = None,
+  needs_init_from: bool = False,
+) -> None:
   """Raise one :class:`ConfigError` listing every problem of ``config``; None if it is valid.
 
   Pure Python over the ConfigDict (nothing is built or compiled). Batch sizes must divide over
@@ -490,8 +560,10 @@ def check_overrides(argv: Sequence[str], flag_names: Sequence[str] = ("config",)
     raise ConfigError(found)
 
 
-_BAD_VALUE = re.compile(r"flag --(?P<flag>[^.=\s]+)\.(?P<key>[^=\s]+)=(?P<value>.*?): "
-                        r"(?P<why>.*)")
+_BAD_VALUE = re.compile(
+  r"flag --(?P<flag>[^.=\s]+)\.(?P<key>[^=\s]+)=(?P<value>.*?): "
+  r"(?P<why>.*)"
+)
 
 
 def parse_flags(argv: Sequence[str], flag_values: flags.FlagValues | None = None) -> list[str]:
@@ -526,8 +598,9 @@ def _flag_error(message: str, names: Sequence[str]) -> tuple[list[str], str]:
   match = _BAD_VALUE.fullmatch(message)
   if match and match["flag"] in names and match["key"] in RULES:
     allowed = RULES[match["key"]].describe()
-    return [(f"{match['key']}: cannot parse {match['value']!r}: {match['why']} (allowed: "
-            f"{allowed})")], "config error"
+    return [
+      (f"{match['key']}: cannot parse {match['value']!r}: {match['why']} (allowed: {allowed})")
+    ], "config error"
   return [message], "flag error"
 
 
@@ -554,8 +627,9 @@ def recipe_from(q) -> LayerRecipe:
 def _setting(quant: dict, overrides, source: str | None = None, run_dir: str = "") -> Setting:
   values = {**quant, **{k: overrides[k] for k in overrides if k != SETTING_NAME_KEY}}
   recipe = recipe_from(values)
-  setting = Setting("", recipe, values["period"],
-                    source or ("fp" if recipe.mode == "float" else "ptq"), run_dir)
+  setting = Setting(
+    "", recipe, values["period"], source or ("fp" if recipe.mode == "float" else "ptq"), run_dir
+  )
   name = overrides.get(SETTING_NAME_KEY) if hasattr(overrides, "get") else None
   return dataclasses.replace(setting, name=name or default_setting_name(setting))
 
@@ -587,8 +661,12 @@ def _section(config, name: str) -> dict:
   return {k: config[name][k] for k in config[name]}
 
 
-def parse(config: ml_collections.ConfigDict, *, num_devices: int | None = None,
-          needs_init_from: bool = False) -> Experiment:
+def parse(
+  config: ml_collections.ConfigDict,
+  *,
+  num_devices: int | None = None,
+  needs_init_from: bool = False,
+) -> Experiment:
   """Validate ``config`` (:func:`validate`, same arguments) and build its :class:`Experiment`.
 
   The one place where config keys are read: ``quant`` becomes a :class:`QuantPlan` (recipe,
@@ -599,31 +677,50 @@ def parse(config: ml_collections.ConfigDict, *, num_devices: int | None = None,
   quant, cal = _section(config, "quant"), config.calibration
   eval_ = config.eval
   return Experiment(
-      seed=int(config.seed), stage=config.stage, init_from=config.init_from,
-      distributed=bool(config.distributed), task=get_task(config.task),
-      data=DataSpec(**_section(config, "data")),
-      model=ModelSpec(**_section(config, "model")),
-      quant=QuantPlan(recipe=recipe_from(quant), period=int(quant["period"]),
-                      calibration=CalibrationMethods(
-                          weight=cal.weight, key_act=cal.key_act, residual_act=cal.residual_act,
-                          residual_weight=cal.residual_weight),
-                      calibration_batches=int(cal.num_batches)),
-      optim=OptimSpec(**_section(config, "optim")),
-      train=TrainSpec(**_section(config, "train")),
-      eval=EvalSpec(batch_size=eval_.batch_size, num_batches=eval_.num_batches, split=eval_.split,
-                    sweep_name=eval_.sweep,
-                    sweep=tuple(_setting(quant, s) for s in eval_.sweeps[eval_.sweep]),
-                    qat_runs=tuple(d for d in eval_.qat_runs.split(",") if d),
-                    plots=bool(eval_.plots)),
-      config_json=config.to_json_best_effort(indent=2))
+    seed=int(config.seed),
+    stage=config.stage,
+    init_from=config.init_from,
+    distributed=bool(config.distributed),
+    task=get_task(config.task),
+    data=DataSpec(**_section(config, "data")),
+    model=ModelSpec(**_section(config, "model")),
+    quant=QuantPlan(
+      recipe=recipe_from(quant),
+      period=int(quant["period"]),
+      calibration=CalibrationMethods(
+        weight=cal.weight,
+        key_act=cal.key_act,
+        residual_act=cal.residual_act,
+        residual_weight=cal.residual_weight,
+      ),
+      calibration_batches=int(cal.num_batches),
+    ),
+    optim=OptimSpec(**_section(config, "optim")),
+    train=TrainSpec(**_section(config, "train")),
+    eval=EvalSpec(
+      batch_size=eval_.batch_size,
+      num_batches=eval_.num_batches,
+      split=eval_.split,
+      sweep_name=eval_.sweep,
+      sweep=tuple(_setting(quant, s) for s in eval_.sweeps[eval_.sweep]),
+      qat_runs=tuple(d for d in eval_.qat_runs.split(",") if d),
+      plots=bool(eval_.plots),
+    ),
+    config_json=config.to_json_best_effort(indent=2),
+  )
 
 
 def check_device_count(experiment: Experiment, num_devices: int) -> None:
   """ConfigError unless the batch sizes divide over ``num_devices`` (after
   ``jax.distributed.initialize``, when the global count is known)."""
-  found = [f"{key}: {v} is not divisible by the device count {num_devices} (allowed: a multiple "
-           f"of {num_devices})"
-           for key, v in (("data.batch_size", experiment.data.batch_size),
-                          ("eval.batch_size", experiment.eval.batch_size)) if v % num_devices]
+  found = [
+    f"{key}: {v} is not divisible by the device count {num_devices} (allowed: a multiple "
+    f"of {num_devices})"
+    for key, v in (
+      ("data.batch_size", experiment.data.batch_size),
+      ("eval.batch_size", experiment.eval.batch_size),
+    )
+    if v % num_devices
+  ]
   if found:
     raise ConfigError(found)

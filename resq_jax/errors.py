@@ -8,6 +8,7 @@ with its code. Anything else is a bug: its traceback is printed and the exit cod
 
 This module imports nothing from the project at import time (every layer may raise these).
 """
+
 from __future__ import annotations
 
 import sys
@@ -25,37 +26,44 @@ EXIT_PREEMPTED = 75  # EX_TEMPFAIL: stopped by SIGTERM after saving; rerun to re
 
 class ResqError(Exception):
   """Base of the failures that exit with their own code and a one-line message."""
+
   exit_code = EXIT_FAILURE
 
 
 class InvalidConfigError(ResqError, ValueError):
   """The config (or a flag) is invalid."""
+
   exit_code = EXIT_CONFIG
 
 
 class ConfigMismatchError(ResqError, ValueError):
   """A resumed run's config differs from the one it was started with, or ``init_from`` names a
   run of an incompatible model."""
+
   exit_code = EXIT_CONFIG
 
 
 class CheckpointError(ResqError, RuntimeError):
   """A checkpoint exists but cannot be restored (damaged, or it does not fit the template)."""
+
   exit_code = EXIT_CHECKPOINT
 
 
 class NonFiniteError(ResqError, FloatingPointError):
   """Training produced a non-finite loss, gradient norm or state; nothing of it was saved."""
+
   exit_code = EXIT_NON_FINITE
 
 
 class DataError(ResqError, RuntimeError):
   """A dataset split is missing, truncated or corrupted."""
+
   exit_code = EXIT_DATA
 
 
 class PreemptedError(ResqError):
   """Training stopped on a signal after saving a checkpoint: rerun the command to resume."""
+
   exit_code = EXIT_PREEMPTED
 
 
@@ -66,6 +74,7 @@ def exit_code_of(exc: BaseException) -> int | None:
   # Raised by lower layers that do not depend on this module; imported lazily.
   from resq_jax import config_lib  # pylint: disable=import-outside-toplevel
   from resq_jax.data.loader import SynthResDataError  # pylint: disable=import-outside-toplevel
+
   config_error = getattr(config_lib, "ConfigError", None)
   if config_error is not None and isinstance(exc, config_error):
     return EXIT_CONFIG
@@ -89,8 +98,10 @@ def run_cli(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     message = str(e).strip() or type(e).__name__
     if code == EXIT_CONFIG and not isinstance(e, ConfigMismatchError):
       lines = getattr(e, "problems", None) or [
-          line.strip().lstrip("- ") for line in message.splitlines()
-          if line.strip() and line.strip() != "invalid config:"]
+        line.strip().lstrip("- ")
+        for line in message.splitlines()
+        if line.strip() and line.strip() != "invalid config:"
+      ]
       message = "\n".join(f"config error: {line}" for line in lines)
     elif not isinstance(e, PreemptedError):
       message = f"error: {message}"
@@ -105,6 +116,7 @@ def parse_flags(argv: list[str]) -> list[str]:
   from absl import flags  # pylint: disable=import-outside-toplevel
 
   from resq_jax import config_lib  # pylint: disable=import-outside-toplevel
+
   if hasattr(config_lib, "parse_flags"):
     return config_lib.parse_flags(argv)
   try:

@@ -1,14 +1,15 @@
 """Evaluation: jit-compiled clip evaluation, the quantization sweep and its report.
 
-``evaluate_model`` scans whole clips of the evaluation split (``eval.split``) with :func:`resq_jax.nn.run_clip` and measures
-one :class:`EvalResult`: the task's metric (mIoU for segmentation, PCK for pose; the task's
-accumulator sums it over the split) and the cost (BOPs per frame, % of W8A8 frame
-quantization, ResQ state memory). ``evaluate_sweep`` evaluates the experiment's sweep
-(``Experiment.eval.sweep``: FP; FQ; static ResQ per period and reference mode; dynamic ResQ per
-policy step; PTQ from the FP checkpoint) and the QAT runs of ``eval.qat_runs``, and writes
-``results.json`` (one :class:`EvalResult` row per setting), ``results.md`` and plots into
-``<workdir>/report``.
+``evaluate_model`` scans whole clips of the evaluation split (``eval.split``) with
+:func:`resq_jax.nn.run_clip` and measures one :class:`EvalResult`: the task's metric (mIoU for
+segmentation, PCK for pose; the task's accumulator sums it over the split) and the cost (BOPs per
+frame, % of W8A8 frame quantization, ResQ state memory). ``evaluate_sweep`` evaluates the
+experiment's sweep (``Experiment.eval.sweep``: FP; FQ; static ResQ per period and reference mode;
+dynamic ResQ per policy step; PTQ from the FP checkpoint) and the QAT runs of ``eval.qat_runs``,
+and writes ``results.json`` (one :class:`EvalResult` row per setting), ``results.md`` and plots
+into ``<workdir>/report``.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -51,6 +52,7 @@ class EvalResult:
   task's accumulator returned. Costs are per frame, clip average and peak, in 1e9 BOPs;
   ``state_bytes`` is the ResQ carry of one clip (0 without state).
   """
+
   name: str
   family: str
   source: str
@@ -74,8 +76,11 @@ class EvalResult:
   def to_row(self) -> dict:
     """A flat dict: the fields, with ``metrics`` spread (so ``row['miou']`` is the mIoU)."""
     row = dataclasses.asdict(self)
-    return {**{k: v for k, v in row.items() if k != "metrics"}, **row["metrics"],
-            self.metric_name: self.metric}
+    return {
+      **{k: v for k, v in row.items() if k != "metrics"},
+      **row["metrics"],
+      self.metric_name: self.metric,
+    }
 
   @classmethod
   def from_row(cls, row: dict) -> EvalResult:
@@ -117,26 +122,35 @@ def evaluate_model(task, model, variables, batches, setting: Setting) -> EvalRes
   macs = reports[0]["macs_per_frame"]
   r = setting.recipe
   return EvalResult(
-      name=setting.name, family=setting.family, source=setting.source, period=setting.period,
-      metric_name=task.metric_name, metric=float(metrics.pop(task.metric_name)),
-      gbops_avg=float(bops.mean()) / 1e9, gbops_peak=float(bops.max()) / 1e9,
-      gbops_w8a8=w8a8_bops(macs) / 1e9, pct_w8a8=pct_of_w8a8(float(bops.mean()), macs),
-      state_bytes=int(state_bytes),
-      frames_per_s=(frames_timed / (time.perf_counter() - start) if frames_timed
-                    else float("nan")),
-      key_bits=tuple(r.key.bits) if r.is_quantized else None,
-      residual_bits=tuple(r.residual.bits) if r.has_state else None,
-      ref_mode=r.ref_mode if r.has_state else None,
-      policy=None if r.policy is None else type(r.policy).__name__,
-      policy_step=getattr(r.policy, "step", None),
-      eval_seconds=time.perf_counter() - begin, metrics=metrics)
+    name=setting.name,
+    family=setting.family,
+    source=setting.source,
+    period=setting.period,
+    metric_name=task.metric_name,
+    metric=float(metrics.pop(task.metric_name)),
+    gbops_avg=float(bops.mean()) / 1e9,
+    gbops_peak=float(bops.max()) / 1e9,
+    gbops_w8a8=w8a8_bops(macs) / 1e9,
+    pct_w8a8=pct_of_w8a8(float(bops.mean()), macs),
+    state_bytes=int(state_bytes),
+    frames_per_s=(frames_timed / (time.perf_counter() - start) if frames_timed else float("nan")),
+    key_bits=tuple(r.key.bits) if r.is_quantized else None,
+    residual_bits=tuple(r.residual.bits) if r.has_state else None,
+    ref_mode=r.ref_mode if r.has_state else None,
+    policy=None if r.policy is None else type(r.policy).__name__,
+    policy_step=getattr(r.policy, "step", None),
+    eval_seconds=time.perf_counter() - begin,
+    metrics=metrics,
+  )
 
 
 def result_line(result: EvalResult) -> str:
   """'mIoU 61.2%, 0.0431 GBOPs/frame (26.6% of W8A8 FQ)'."""
   label = {"miou": "mIoU", "pck": "PCK@0.2"}.get(result.metric_name, result.metric_name)
-  return (f"{label} {100 * result.metric:.1f}%, {result.gbops_avg:.4f} GBOPs/frame "
-          f"({result.pct_w8a8:.1f}% of W8A8 FQ)")
+  return (
+    f"{label} {100 * result.metric:.1f}%, {result.gbops_avg:.4f} GBOPs/frame "
+    f"({result.pct_w8a8:.1f}% of W8A8 FQ)"
+  )
 
 
 def _qat_settings(run_dirs) -> list[Setting]:
@@ -144,8 +158,10 @@ def _qat_settings(run_dirs) -> list[Setting]:
   for run_dir in run_dirs:
     saved = runs.read_run_config(run_dir)
     if saved is None:
-      raise errors.CheckpointError(f"QAT run {run_dir} (eval.qat_runs) has no config.json: "
-                                   "is it the workdir of a finished QAT run?")
+      raise errors.CheckpointError(
+        f"QAT run {run_dir} (eval.qat_runs) has no config.json: "
+        "is it the workdir of a finished QAT run?"
+      )
     settings.append(qat_setting(saved, run_dir, f"QAT {pathlib.Path(run_dir).name}"))
   return settings
 
@@ -155,8 +171,10 @@ def evaluate_sweep(experiment: Experiment, workdir: str) -> list[EvalResult]:
   ``experiment.init_from``; write the report into ``<workdir>/report`` and return its rows.
   ``experiment`` comes from ``config_lib.parse(config, needs_init_from=True)``."""
   if not experiment.init_from:
-    raise errors.InvalidConfigError("init_from: empty, but the evaluation sweep needs init_from "
-                                    "(allowed: the workdir of an FP run)")
+    raise errors.InvalidConfigError(
+      "init_from: empty, but the evaluation sweep needs init_from "
+      "(allowed: the workdir of an FP run)"
+    )
   data, task = experiment.data, experiment.task
   inputs.ensure_data(data)
   inputs.verify_splits(data)
@@ -165,8 +183,10 @@ def evaluate_sweep(experiment: Experiment, workdir: str) -> list[EvalResult]:
   report_dir = pathlib.Path(workdir) / "report"
   report_dir.mkdir(parents=True, exist_ok=True)
   fp_model, fp_vars = runs.load_fp(experiment, experiment.init_from)
-  calib = [task.prepare(b)[0] for b in inputs.calibration_batches(
-      data, experiment.seed, experiment.quant.calibration_batches)]
+  calib = [
+    task.prepare(b)[0]
+    for b in inputs.calibration_batches(data, experiment.seed, experiment.quant.calibration_batches)
+  ]
   observations = observe(fp_model, fp_vars, calib)
   settings = list(experiment.eval.sweep) + qat
   results, bit_map_done = [], False
@@ -178,9 +198,13 @@ def evaluate_sweep(experiment: Experiment, workdir: str) -> list[EvalResult]:
     if experiment.eval.plots and setting.family == "dynamic" and not bit_map_done:
       _plot_bit_map(experiment, model, variables, setting, report_dir / "bit_map.png")
       bit_map_done = True
-  meta = {"config": json.loads(experiment.config_json), "num_devices": jax.device_count(),
-          "backend": jax.default_backend(), "task": task.name,
-          "gbops_w8a8": results[0].gbops_w8a8}
+  meta = {
+    "config": json.loads(experiment.config_json),
+    "num_devices": jax.device_count(),
+    "backend": jax.default_backend(),
+    "task": task.name,
+    "gbops_w8a8": results[0].gbops_w8a8,
+  }
   rows = [r.to_row() for r in results]
   write_results(report_dir, rows, meta)
   if experiment.eval.plots:
@@ -192,22 +216,29 @@ def evaluate_sweep(experiment: Experiment, workdir: str) -> list[EvalResult]:
 
 
 def _eval_batches(experiment: Experiment):
-  return inputs.eval_batches(experiment.data, batch_size=experiment.eval.batch_size,
-                             num_batches=experiment.eval.num_batches,
-                             split=experiment.eval.split)
+  return inputs.eval_batches(
+    experiment.data,
+    batch_size=experiment.eval.batch_size,
+    num_batches=experiment.eval.num_batches,
+    split=experiment.eval.split,
+  )
 
 
-def _setting_variables(experiment: Experiment, setting: Setting, fp_model, fp_vars,
-                       observations):
+def _setting_variables(experiment: Experiment, setting: Setting, fp_model, fp_vars, observations):
   model = fp_model.clone(recipe=setting.recipe)
   if setting.source == "fp":
     return model, fp_vars
   if setting.source == "qat":
     return model, runs.load_run(experiment, setting.run_dir, setting.recipe)[1]
   variables = init_from_fp(model, fp_vars, experiment.data.frame_shape)
-  return model, calibrate_model(model, fp_model, variables,
-                                period=calibration_period(setting.period),
-                                methods=experiment.quant.calibration, observations=observations)
+  return model, calibrate_model(
+    model,
+    fp_model,
+    variables,
+    period=calibration_period(setting.period),
+    methods=experiment.quant.calibration,
+    observations=observations,
+  )
 
 
 def _plot_bit_map(experiment: Experiment, model, variables, setting: Setting, path):
@@ -217,8 +248,13 @@ def _plot_bit_map(experiment: Experiment, model, variables, setting: Setting, pa
   maps = [np.asarray(s["bit_map"]) for s in flatten_stats(stats).values() if "bit_map" in s]
   bit_maps = max(maps, key=lambda m: m[0, 0].size)[:, 0]  # finest layer, first clip: [T, h, w]
   keyframes = [t % setting.period == 0 for t in range(bit_maps.shape[0])]
-  plot_bit_map(np.asarray(batch["frames"][0]), bit_maps, path,
-               candidates=setting.recipe.policy.bits, keyframes=keyframes)
+  plot_bit_map(
+    np.asarray(batch["frames"][0]),
+    bit_maps,
+    path,
+    candidates=setting.recipe.policy.bits,
+    keyframes=keyframes,
+  )
 
 
 def _plot_variances(observations, order: list[Any], period: int, path):
@@ -226,6 +262,7 @@ def _plot_variances(observations, order: list[Any], period: int, path):
   names = [n for n in order if n in observations.layers]
   names += sorted(n for n in observations.layers if n not in names)
   act_var = [float(np.var(observations.layers[n]["x"])) for n in names]
-  res_var = [float(np.var(residual_samples(observations.layers[n]["x"], period, "prev")))
-             for n in names]
+  res_var = [
+    float(np.var(residual_samples(observations.layers[n]["x"], period, "prev"))) for n in names
+  ]
   plot_variance(names, np.asarray(act_var), np.asarray(res_var), path)

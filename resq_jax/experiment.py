@@ -16,6 +16,7 @@ Derived rules live here, once:
   a setting's weights come from (``source``: ``fp | ptq | qat``). ``mode`` is only ever the
   recipe's mode (float / fq / resq / dynamic).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -46,6 +47,7 @@ def family_of(recipe: LayerRecipe) -> str:
 @dataclasses.dataclass(frozen=True)
 class DataSpec:
   """Which SynthRes build to read and how to batch it (``data`` section)."""
+
   data_dir: str
   regime: str
   height: int
@@ -59,9 +61,15 @@ class DataSpec:
 
   def dataset_kwargs(self) -> dict:
     """Keyword arguments of ``build_synthres`` / ``make_loader`` that identify the dataset."""
-    return {"regime": self.regime, "height": self.height, "width": self.width,
-                "num_frames": self.num_frames, "num_train": self.num_train,
-                "num_validation": self.num_validation, "num_test": self.num_test}
+    return {
+      "regime": self.regime,
+      "height": self.height,
+      "width": self.width,
+      "num_frames": self.num_frames,
+      "num_train": self.num_train,
+      "num_validation": self.num_validation,
+      "num_test": self.num_test,
+    }
 
   @property
   def frame_shape(self) -> tuple[int, int, int, int]:
@@ -78,6 +86,7 @@ class ModelSpec:
 class QuantPlan:
   """How the model is quantized: the layer recipe, its keyframe period (normalised by
   :func:`keyframe_period` at construction) and how quantizer ranges are calibrated."""
+
   recipe: LayerRecipe
   period: int
   calibration: CalibrationMethods
@@ -115,6 +124,7 @@ class Setting:
   """One evaluated configuration: a recipe, its keyframe period (normalised at construction)
   and where its weights come from (``source``: 'fp' the float checkpoint; 'ptq' float weights
   + calibration; 'qat' the QAT run in ``run_dir``)."""
+
   name: str
   recipe: LayerRecipe
   period: int = 1
@@ -135,6 +145,7 @@ class Setting:
 class EvalSpec:
   """The evaluation: batching, the sweep (settings of ``eval.sweeps[eval.sweep]``), the QAT
   runs evaluated after it and whether plots are drawn."""
+
   batch_size: int
   num_batches: int  # 0: the whole split
   split: str  # 'validation' | 'test'
@@ -148,6 +159,7 @@ class EvalSpec:
 class Experiment:
   """A whole experiment. ``config_json`` is the ConfigDict it was parsed from, as JSON: what a
   run saves as ``config.json`` and compares on resume."""
+
   seed: int
   stage: str  # fp | ptq | qat
   init_from: str

@@ -5,6 +5,7 @@ batch size, seed, how many batches). Batches are the loader's NumPy dicts; a tas
 ``prepare`` turns them into model inputs and targets (``resq_jax.tasks``). Building the data
 is an explicit step (:func:`ensure_data`), never a side effect of opening a loader.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -34,6 +35,7 @@ def ensure_data(data: DataSpec) -> None:
     build_synthres(data.data_dir, verbose=True, **data.dataset_kwargs())
     return
   import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+
   captured = io.StringIO()
   tfds.display_progress_bar(False)  # a global switch of TFDS (its tqdm bars on stderr)
   try:
@@ -58,8 +60,16 @@ def verify_splits(data: DataSpec) -> None:
       raise errors.DataError(f"{split} split: {e}") from e
 
 
-def loader(data: DataSpec, split: str, *, batch_size: int, seed: int, shuffle: bool,
-           num_epochs: int | None = None, per_process: bool = False):
+def loader(
+  data: DataSpec,
+  split: str,
+  *,
+  batch_size: int,
+  seed: int,
+  shuffle: bool,
+  num_epochs: int | None = None,
+  per_process: bool = False,
+):
   """A grain DataLoader over a built split (``ensure_data`` first).
 
   ``per_process``: each of ``jax.process_count()`` processes reads its own shard of the split
@@ -70,30 +80,40 @@ def loader(data: DataSpec, split: str, *, batch_size: int, seed: int, shuffle: b
   if per_process:
     shard = grain.sharding.ShardByJaxProcess(drop_remainder=True)
     batch_size //= jax.process_count()
-  return make_loader(data.data_dir, split, batch_size=batch_size, seed=seed, shuffle=shuffle,
-                     num_epochs=num_epochs, worker_count=data.worker_count, shard_options=shard,
-                     **data.dataset_kwargs())
+  return make_loader(
+    data.data_dir,
+    split,
+    batch_size=batch_size,
+    seed=seed,
+    shuffle=shuffle,
+    num_epochs=num_epochs,
+    worker_count=data.worker_count,
+    shard_options=shard,
+    **data.dataset_kwargs(),
+  )
 
 
 def train_batches(data: DataSpec, seed: int) -> Iterator[dict]:
   """Shuffled training batches (``data.batch_size`` clips over all processes), repeated forever
   (a checkpointable grain iterator)."""
-  return iter(loader(data, "train", batch_size=data.batch_size, seed=seed, shuffle=True,
-                     per_process=True))
+  return iter(
+    loader(data, "train", batch_size=data.batch_size, seed=seed, shuffle=True, per_process=True)
+  )
 
 
 def calibration_batches(data: DataSpec, seed: int, num_batches: int) -> list[dict]:
   """``num_batches`` shuffled training batches, seeded apart from training (``seed + 1``); the
   same on every process, so that every process sets the same quantizer ranges."""
-  batches = loader(data, "train", batch_size=data.batch_size, seed=seed + 1, shuffle=True,
-                   num_epochs=1)
+  batches = loader(
+    data, "train", batch_size=data.batch_size, seed=seed + 1, shuffle=True, num_epochs=1
+  )
   return list(itertools.islice(iter(batches), num_batches))
 
 
-def eval_batches(data: DataSpec, *, batch_size: int, num_batches: int = 0,
-                 split: str = "validation") -> Iterable[dict]:
+def eval_batches(
+  data: DataSpec, *, batch_size: int, num_batches: int = 0, split: str = "validation"
+) -> Iterable[dict]:
   """A split (validation or test) in order, one pass (its first ``num_batches`` batches if
   > 0); every process evaluates the whole split (metrics need no cross-process reduction)."""
-  batches = iter(loader(data, split, batch_size=batch_size, seed=0, shuffle=False,
-                        num_epochs=1))
+  batches = iter(loader(data, split, batch_size=batch_size, seed=0, shuffle=False, num_epochs=1))
   return itertools.islice(batches, num_batches) if num_batches else batches

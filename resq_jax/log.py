@@ -18,14 +18,24 @@ What is silenced, at its source:
 Errors are never silenced. Library code logs; it does not print (entry points may print their
 final one-line result).
 """
+
 from __future__ import annotations
 
 import logging
 import sys
 
 ROOT = "resq_jax"
-QUIET_LOGGERS = ("absl", "jax", "jax._src.xla_bridge", "orbax", "orbax.checkpoint",
-                 "tensorflow_datasets", "grain", "etils", "tensorflow")
+QUIET_LOGGERS = (
+  "absl",
+  "jax",
+  "jax._src.xla_bridge",
+  "orbax",
+  "orbax.checkpoint",
+  "tensorflow_datasets",
+  "grain",
+  "etils",
+  "tensorflow",
+)
 _HANDLER_NAME = "resq_jax.stdout"
 _verbose = True  # until setup(): a library user sees everything, as without this module
 
@@ -72,6 +82,7 @@ def setup(verbose: bool = False) -> None:
     logging.getLogger(name).setLevel(logging.ERROR)
   try:
     from absl import logging as absl_logging  # pylint: disable=import-outside-toplevel
+
     absl_logging.set_verbosity(absl_logging.ERROR)
     absl_logging.set_stderrthreshold(absl_logging.ERROR)
   except ImportError:  # absl is a dependency; this only guards odd environments

@@ -14,6 +14,7 @@ on first use: 17-24 s for the tiny float preset in a fresh process on 2 busy CPU
 ``jax.eval_shape`` of it only traces (0.1-0.5 s). ``runs.load_fp`` on the tiny preset went
 from 18-24 s to 0.5 s.
 """
+
 from __future__ import annotations
 
 import flax
@@ -31,8 +32,12 @@ from resq_jax.training import DATA_AXIS
 def make_model(model: ModelSpec, task: Task, recipe: LayerRecipe) -> SegNet:
   """``SegNet(num_classes=task.num_outputs(), recipe=recipe)`` of the preset ``model.preset``:
   a dense head at input resolution (class logits, or joint heatmaps for pose)."""
-  return SegNet(num_classes=task.num_outputs(), recipe=recipe, bn_axis_name=DATA_AXIS,
-                **segnet_preset(model.preset))
+  return SegNet(
+    num_classes=task.num_outputs(),
+    recipe=recipe,
+    bn_axis_name=DATA_AXIS,
+    **segnet_preset(model.preset),
+  )
 
 
 def init_variables(model: SegNet, frame_shape, rng) -> dict:
@@ -44,12 +49,10 @@ def abstract_variables(model: SegNet, frame_shape, sharding=None) -> dict:
   """The ``jax.ShapeDtypeStruct`` tree of :func:`init_variables` (traced with
   ``jax.eval_shape``: nothing is computed or compiled), each leaf placed on ``sharding`` if
   given (a restore target)."""
-  shapes = jax.eval_shape(lambda rng: init_variables(model, frame_shape, rng),
-                          jax.random.key(0))
+  shapes = jax.eval_shape(lambda rng: init_variables(model, frame_shape, rng), jax.random.key(0))
   if sharding is None:
     return shapes
-  return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
-                      shapes)
+  return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes)
 
 
 def init_from_fp(model: SegNet, fp_vars: dict, frame_shape) -> dict:
@@ -67,13 +70,18 @@ def init_from_fp(model: SegNet, fp_vars: dict, frame_shape) -> dict:
     if path not in shapes:
       raise ValueError(f"FP parameter {'/'.join(path)} has no counterpart in the quantized model")
     if tuple(jnp.shape(value)) != tuple(shapes[path].shape):
-      raise ValueError(f"FP parameter {'/'.join(path)}: shape {tuple(jnp.shape(value))} != "
-                       f"{tuple(shapes[path].shape)} in the quantized model")
+      raise ValueError(
+        f"FP parameter {'/'.join(path)}: shape {tuple(jnp.shape(value))} != "
+        f"{tuple(shapes[path].shape)} in the quantized model"
+      )
   unset = sorted("/".join(p) for p in shapes if p not in fp and p[-1] not in QUANT_PARAMS)
   if unset:
-    raise ValueError(f"quantized model parameters {unset} are neither FP weights nor quantizer "
-                     "parameters: the FP run cannot initialise them")
-  params = {p: fp[p] if p in fp else jnp.full(s.shape, jnp.nan, s.dtype)
-            for p, s in shapes.items()}
-  return {"params": flax.traverse_util.unflatten_dict(params),
-          "batch_stats": fp_vars["batch_stats"]}
+    raise ValueError(
+      f"quantized model parameters {unset} are neither FP weights nor quantizer "
+      "parameters: the FP run cannot initialise them"
+    )
+  params = {p: fp[p] if p in fp else jnp.full(s.shape, jnp.nan, s.dtype) for p, s in shapes.items()}
+  return {
+    "params": flax.traverse_util.unflatten_dict(params),
+    "batch_stats": fp_vars["batch_stats"],
+  }

@@ -11,6 +11,7 @@ the base config (so that each run saves the config it was trained with) and pars
 ``config_lib.parse``; what the stages are (``QAT_STAGES``, ``QAT_LR``) is data of
 ``configs/demo.py``.
 """
+
 from __future__ import annotations
 
 import pathlib
@@ -25,9 +26,16 @@ from resq_jax.log import get_logger
 log = get_logger(__name__)
 
 
-def stage_config(base: ml_collections.ConfigDict, stage: str, init_from: str = "", *,
-                 num_steps: int | None = None, lr: float | None = None,
-                 qat_runs: str | None = None, **quant) -> ml_collections.ConfigDict:
+def stage_config(
+  base: ml_collections.ConfigDict,
+  stage: str,
+  init_from: str = "",
+  *,
+  num_steps: int | None = None,
+  lr: float | None = None,
+  qat_runs: str | None = None,
+  **quant,
+) -> ml_collections.ConfigDict:
   """A copy of ``base`` for one stage: ``stage``, ``init_from``, overrides of the ``quant``
   section, and optionally ``train.num_steps``, ``optim.lr`` and ``eval.qat_runs``."""
   config = base.copy_and_resolve_references()
@@ -46,9 +54,15 @@ def stage_config(base: ml_collections.ConfigDict, stage: str, init_from: str = "
   return config
 
 
-def run_demo(base: ml_collections.ConfigDict, workdir: str, *,
-             qat_stages: Mapping[str, Mapping], qat_lr: float, qat_steps: int = 60,
-             allow_config_change: bool = False) -> list[eval_lib.EvalResult]:
+def run_demo(
+  base: ml_collections.ConfigDict,
+  workdir: str,
+  *,
+  qat_stages: Mapping[str, Mapping],
+  qat_lr: float,
+  qat_steps: int = 60,
+  allow_config_change: bool = False,
+) -> list[eval_lib.EvalResult]:
   """Run the whole demo under ``workdir``; returns the sweep's results.
 
   ``qat_stages``: workdir name -> overrides of the ``quant`` section, one QAT run each, at
@@ -62,11 +76,14 @@ def run_demo(base: ml_collections.ConfigDict, workdir: str, *,
   fp_dir = str(workdir / "fp")
   qat_dirs = [str(workdir / name) for name in qat_stages]
   fp = config_lib.parse(stage_config(base, "fp", mode="float"))
-  qat = [config_lib.parse(stage_config(base, "qat", fp_dir, num_steps=qat_steps, lr=qat_lr,
-                                       **quant))
-         for quant in qat_stages.values()]
-  sweep = config_lib.parse(stage_config(base, "fp", fp_dir, mode="float",
-                                        qat_runs=",".join(qat_dirs)), needs_init_from=True)
+  qat = [
+    config_lib.parse(stage_config(base, "qat", fp_dir, num_steps=qat_steps, lr=qat_lr, **quant))
+    for quant in qat_stages.values()
+  ]
+  sweep = config_lib.parse(
+    stage_config(base, "fp", fp_dir, mode="float", qat_runs=",".join(qat_dirs)),
+    needs_init_from=True,
+  )
   log.info("== FP training")
   train_lib.train_and_evaluate(fp, fp_dir, allow_config_change=allow_config_change)
   for name, experiment, qat_dir in zip(qat_stages, qat, qat_dirs):

@@ -5,6 +5,7 @@ module reads them back: the float model of an FP run (``load_fp``, what PTQ / QA
 evaluation sweep start from), any run's variables for a given recipe (``load_run``), and the
 check that ``init_from`` is a run of the same model (``check_init_from``).
 """
+
 from __future__ import annotations
 
 import json
@@ -35,8 +36,9 @@ def check_init_from(experiment: Experiment, run_dir: str) -> None:
   model or task than ``experiment``'s (they decide the parameter shapes), or
   ``CheckpointError`` if it does not exist."""
   if not pathlib.Path(run_dir).exists():
-    raise errors.CheckpointError(f"init_from {run_dir!r} does not exist (the workdir of an FP "
-                                 "run is expected)")
+    raise errors.CheckpointError(
+      f"init_from {run_dir!r} does not exist (the workdir of an FP run is expected)"
+    )
   saved = read_run_config(run_dir)
   if saved is None:
     return  # an older run without config.json: the restore itself reports a mismatch
@@ -44,15 +46,19 @@ def check_init_from(experiment: Experiment, run_dir: str) -> None:
   ours["task"] = experiment.task.name
   theirs = {f"model.{k}": v for k, v in saved.get("model", {}).items()}
   theirs["task"] = saved.get("task", "segmentation")  # runs older than the task key
-  diffs = [f"{k}: {theirs.get(k)!r} in init_from run {run_dir}, {ours[k]!r} in this config"
-           for k in sorted(ours) if theirs.get(k) != ours[k]]
+  diffs = [
+    f"{k}: {theirs.get(k)!r} in init_from run {run_dir}, {ours[k]!r} in this config"
+    for k in sorted(ours)
+    if theirs.get(k) != ours[k]
+  ]
   if diffs:
     raise errors.ConfigMismatchError("init_from is a run of another model: " + "; ".join(diffs))
 
 
 def _restore(run_dir: str, variables: dict) -> dict:
-  restored = restore_fields_from(run_dir, params=variables["params"],
-                                 model_state=variables.get("batch_stats", {}))
+  restored = restore_fields_from(
+    run_dir, params=variables["params"], model_state=variables.get("batch_stats", {})
+  )
   return {"params": restored["params"], "batch_stats": restored["model_state"]}
 
 

@@ -39,6 +39,7 @@ Outputs in ``out_dir``:
   ``bit_map_frames`` frames; ``density.png`` (dynamic ResQ): density per layer over time;
 * ``summary.json``: averages and peaks, the recipe, the sizes, recompilations.
 """
+
 from __future__ import annotations
 
 import csv
@@ -79,13 +80,31 @@ from resq_jax.training import ProgressBar
 log = get_logger(__name__)
 
 RECIPES = ("run", "fp", "fq", "resq", "dynamic")
-CSV_COLUMNS = ("frame", "is_keyframe", "gbops", "pct_w8a8", "density", "agreement",
-               "rel_error", "frames_per_s")
+CSV_COLUMNS = (
+  "frame",
+  "is_keyframe",
+  "gbops",
+  "pct_w8a8",
+  "density",
+  "agreement",
+  "rel_error",
+  "frames_per_s",
+)
 # The run config keys that streaming reads (a key or a whole section): the rest need not pass
 # today's validation (see run_experiment).
-STREAM_KEYS = ("stage", "init_from", "task", "model", "quant", "calibration.weight",
-               "calibration.key_act", "calibration.residual_act", "calibration.residual_weight",
-               "data.height", "data.width")
+STREAM_KEYS = (
+  "stage",
+  "init_from",
+  "task",
+  "model",
+  "quant",
+  "calibration.weight",
+  "calibration.key_act",
+  "calibration.residual_act",
+  "calibration.residual_weight",
+  "data.height",
+  "data.width",
+)
 _SWEEP = "stream"  # the one-setting eval sweep of a streamed Experiment
 
 
@@ -93,6 +112,7 @@ _SWEEP = "stream"  # the one-setting eval sweep of a streamed Experiment
 class StreamOptions:
   """How to stream; ``None`` / 0 take the run config's value (``quant.key_bits``,
   ``quant.residual_bits``, ``quant.period``)."""
+
   recipe: str = "run"
   key_bits: tuple[int, int] | None = None
   residual_bits: tuple[int, int] | None = None
@@ -120,8 +140,9 @@ def _set(tree: dict, key: str, value) -> None:
 def _overrides(options: StreamOptions) -> dict:
   """The quant keys that ``options`` override."""
   if options.recipe not in RECIPES:
-    raise errors.InvalidConfigError(f"recipe: got {options.recipe!r} (allowed: "
-                                    f"{' | '.join(RECIPES)})")
+    raise errors.InvalidConfigError(
+      f"recipe: got {options.recipe!r} (allowed: {' | '.join(RECIPES)})"
+    )
   out = {}
   if options.recipe != "run":
     out["quant.mode"] = "float" if options.recipe == "fp" else options.recipe
@@ -171,16 +192,19 @@ def run_experiment(workdir: str, options: StreamOptions = StreamOptions()) -> Ex
   overrides = _overrides(options)
   config, unknown = _stream_config(saved, overrides, keep=lambda key: True)
   if unknown:
-    log.warning(f"{workdir}: config.json keys no longer in the schema ignored: "
-                f"{', '.join(unknown)}")
+    log.warning(
+      f"{workdir}: config.json keys no longer in the schema ignored: {', '.join(unknown)}"
+    )
   try:
     return config_lib.parse(config, num_devices=1)
   except config_lib.ConfigError as e:
     relevant = [p for p in e.problems if _is_stream_key(p.partition(":")[0])]
     if relevant:
       raise config_lib.ConfigError(relevant) from None
-    log.warning(f"{workdir}: config.json fails today's validation in keys streaming does not "
-                f"read; they take today's defaults: {'; '.join(e.problems)}")
+    log.warning(
+      f"{workdir}: config.json fails today's validation in keys streaming does not "
+      f"read; they take today's defaults: {'; '.join(e.problems)}"
+    )
   config, _ = _stream_config(saved, overrides, keep=_is_stream_key)
   return config_lib.parse(config, num_devices=1)
 
@@ -203,11 +227,12 @@ def _check_calibrated(variables: dict) -> None:
 def _float_part(float_model, frame_shape, variables: dict) -> dict:
   """``variables`` without the quantizer parameters (the float model's own tree: the float
   reference then compiles once whatever the run)."""
-  shapes = flax.traverse_util.flatten_dict(
-      abstract_variables(float_model, frame_shape)["params"])
+  shapes = flax.traverse_util.flatten_dict(abstract_variables(float_model, frame_shape)["params"])
   params = flax.traverse_util.flatten_dict(variables["params"])
-  return {"params": flax.traverse_util.unflatten_dict({p: params[p] for p in shapes}),
-          "batch_stats": variables["batch_stats"]}
+  return {
+    "params": flax.traverse_util.unflatten_dict({p: params[p] for p in shapes}),
+    "batch_stats": variables["batch_stats"],
+  }
 
 
 def load_models(experiment: Experiment, workdir: str, options: StreamOptions):
@@ -221,9 +246,10 @@ def load_models(experiment: Experiment, workdir: str, options: StreamOptions):
     return model, variables, float_model, _float_part(float_model, frame_shape, variables), False
   if experiment.stage != "fp":
     raise errors.InvalidConfigError(
-        f"recipe: --recipe={options.recipe} needs the workdir of an FP run, and {workdir} is a "
-        f"{experiment.stage} run (use --recipe=run for its own quantizers, or its init_from "
-        f"{experiment.init_from!r})")
+      f"recipe: --recipe={options.recipe} needs the workdir of an FP run, and {workdir} is a "
+      f"{experiment.stage} run (use --recipe=run for its own quantizers, or its init_from "
+      f"{experiment.init_from!r})"
+    )
   _, float_vars = _load(experiment, workdir, float_recipe())
   if not recipe.is_quantized:
     return float_model, float_vars, float_model, float_vars, False
@@ -245,8 +271,10 @@ def layer_densities(stats, costs: dict[str, LayerCost]) -> list[float]:
   one frame (batch 1) of ``stream_step`` stats; plain float ops (``float_op``: no stats) are
   dense (1)."""
   flat = flatten_stats(stats)
-  return [1.0 if c.float_op else float(np.asarray(flat[p]["density"]).reshape(-1)[0])
-          for p, c in costs.items()]
+  return [
+    1.0 if c.float_op else float(np.asarray(flat[p]["density"]).reshape(-1)[0])
+    for p, c in costs.items()
+  ]
 
 
 def frame_cost(stats, costs: dict[str, LayerCost]) -> tuple[float, float]:
@@ -296,6 +324,7 @@ def _density_plot(names, densities, keyframes, path) -> None:
 
 class _Stream(NamedTuple):
   """What the loop needs: both models with their variables, costs, sizes and the frames."""
+
   recipe: LayerRecipe
   period: int
   model: Any
@@ -319,14 +348,15 @@ def prepare(video_path: str, workdir: str, options: StreamOptions) -> _Stream:
   experiment = run_experiment(workdir, options)
   task = experiment.task.name
   if task != "segmentation":
-    raise errors.InvalidConfigError(f"task: {workdir} is a {task!r} run; stream.py draws and "
-                                    "scores segmentation runs only (allowed: segmentation)")
+    raise errors.InvalidConfigError(
+      f"task: {workdir} is a {task!r} run; stream.py draws and "
+      "scores segmentation runs only (allowed: segmentation)"
+    )
   plan = experiment.quant
   recipe, period = plan.recipe, plan.period
   model, variables, float_model, float_vars, calibrate = load_models(experiment, workdir, options)
   size = (experiment.data.height, experiment.data.width)
-  frames = video.read_video(video_path, size=size, max_frames=options.max_frames,
-                            fps=options.fps)
+  frames = video.read_video(video_path, size=size, max_frames=options.max_frames, fps=options.fps)
   head = list(itertools.islice(frames, max(1, options.calibration_frames)))
   if not head:
     raise errors.DataError(f"{video_path} has no frames")
@@ -334,22 +364,40 @@ def prepare(video_path: str, workdir: str, options: StreamOptions) -> _Stream:
     if len(head) < 2:
       raise errors.DataError(f"{video_path}: calibration needs >= 2 frames, got {len(head)}")
     clip = jnp.concatenate([normalise(f) for f in head])[None]
-    variables = calibrate_model(model, float_model, variables, [clip],
-                                period=plan.calibration_period, methods=plan.calibration)
+    variables = calibrate_model(
+      model,
+      float_model,
+      variables,
+      [clip],
+      period=plan.calibration_period,
+      methods=plan.calibration,
+    )
     _check_calibrated(variables)
   costs = layer_costs(model, variables, normalise(head[0]))
-  return _Stream(recipe, period, model, variables, float_model, float_vars, costs, size, info,
-                 itertools.chain(head, frames), len(head) if calibrate else 0)
+  return _Stream(
+    recipe,
+    period,
+    model,
+    variables,
+    float_model,
+    float_vars,
+    costs,
+    size,
+    info,
+    itertools.chain(head, frames),
+    len(head) if calibrate else 0,
+  )
 
 
 def _panels(s: _Stream, label: str, frame, y, y_ref, bit_map, finest) -> list:
-  panels = [("input", frame),
-            (label, video.overlay_classes(frame, np.asarray(y)[0].argmax(-1))),
-            ("float", video.overlay_classes(frame, np.asarray(y_ref)[0].argmax(-1)))]
+  panels = [
+    ("input", frame),
+    (label, video.overlay_classes(frame, np.asarray(y)[0].argmax(-1))),
+    ("float", video.overlay_classes(frame, np.asarray(y_ref)[0].argmax(-1))),
+  ]
   if bit_map is not None:
     levels = tuple(getattr(s.recipe.policy, "bits", ()) or ())
-    panels.append((f"bits: {finest.split('/')[-1]}", video.color_bit_map(bit_map, levels,
-                                                                         s.size)))
+    panels.append((f"bits: {finest.split('/')[-1]}", video.color_bit_map(bit_map, levels, s.size)))
   return panels
 
 
@@ -357,39 +405,56 @@ def _plots(s: _Stream, out: pathlib.Path, rows, densities, shown, maps, finest) 
   from resq_jax.evaluation.plots import plot_bit_map  # pylint: disable=import-outside-toplevel
 
   keys = [r["is_keyframe"] for r in rows]
-  plot_bit_map(np.stack(shown), np.stack(maps), out / "bit_map.png",
-               candidates=tuple(getattr(s.recipe.policy, "bits", ()) or (0,)),
-               keyframes=keys[:len(shown)],
-               title=f"Dynamic ResQ bit map of layer {finest} (first {len(shown)} frames)")
+  plot_bit_map(
+    np.stack(shown),
+    np.stack(maps),
+    out / "bit_map.png",
+    candidates=tuple(getattr(s.recipe.policy, "bits", ()) or (0,)),
+    keyframes=keys[: len(shown)],
+    title=f"Dynamic ResQ bit map of layer {finest} (first {len(shown)} frames)",
+  )
   _density_plot(list(s.costs), densities, keys, out / "density.png")
 
 
 def _summary(s: _Stream, video_path, workdir, options, rows, fps, recompiled, overlay) -> dict:
   column = lambda k: np.asarray([r[k] for r in rows], np.float64)
-  return {"video": str(video_path), "workdir": str(workdir), "recipe": options.recipe,
-          "mode": s.recipe.mode, "period": s.period, "calibrated_on_frames": s.calibrated_on,
-          "input_size": list(s.size), "source_size": [s.info.height, s.info.width],
-          "source_fps": s.info.fps, "fps": fps, "frames": len(rows),
-          "macs_per_frame": sum(c.macs for c in s.costs.values()),
-          "gbops_avg": float(column("gbops").mean()), "gbops_peak": float(column("gbops").max()),
-          "pct_w8a8_avg": float(column("pct_w8a8").mean()),
-          "density_avg": float(column("density").mean()),
-          "agreement_avg": float(column("agreement").mean()),
-          "rel_error_avg": float(column("rel_error").mean()),
-          "frames_per_s_median": float(np.median(column("frames_per_s"))),
-          "recompilations": int(recompiled), "overlay": str(overlay)}
+  return {
+    "video": str(video_path),
+    "workdir": str(workdir),
+    "recipe": options.recipe,
+    "mode": s.recipe.mode,
+    "period": s.period,
+    "calibrated_on_frames": s.calibrated_on,
+    "input_size": list(s.size),
+    "source_size": [s.info.height, s.info.width],
+    "source_fps": s.info.fps,
+    "fps": fps,
+    "frames": len(rows),
+    "macs_per_frame": sum(c.macs for c in s.costs.values()),
+    "gbops_avg": float(column("gbops").mean()),
+    "gbops_peak": float(column("gbops").max()),
+    "pct_w8a8_avg": float(column("pct_w8a8").mean()),
+    "density_avg": float(column("density").mean()),
+    "agreement_avg": float(column("agreement").mean()),
+    "rel_error_avg": float(column("rel_error").mean()),
+    "frames_per_s_median": float(np.median(column("frames_per_s"))),
+    "recompilations": int(recompiled),
+    "overlay": str(overlay),
+  }
 
 
-def stream_video(video_path: str, workdir: str, out_dir: str,
-                 options: StreamOptions = StreamOptions()) -> dict:
+def stream_video(
+  video_path: str, workdir: str, out_dir: str, options: StreamOptions = StreamOptions()
+) -> dict:
   """Stream ``video_path`` through the model of ``workdir``; write the outputs (module
   docstring) to ``out_dir`` and return the summary."""
   s = prepare(video_path, workdir, options)
   out = pathlib.Path(out_dir)
   out.mkdir(parents=True, exist_ok=True)
   macs = sum(c.macs for c in s.costs.values())
-  step = lambda m, v, state, x: stream_step(m, v, state, x, period=s.period,
-                                            reset_on_nonfinite=options.reset_on_nonfinite)
+  step = lambda m, v, state, x: stream_step(
+    m, v, state, x, period=s.period, reset_on_nonfinite=options.reset_on_nonfinite
+  )
   first = next(s.frames)
   x0 = normalise(first)
   for m, v in ((s.model, s.variables), (s.float_model, s.float_vars)):
@@ -399,15 +464,22 @@ def stream_video(video_path: str, workdir: str, out_dir: str,
     jax.block_until_ready(step(m, v, warm, x0))
   compiled = stream_step._cache_size()  # pylint: disable=protected-access
   fps = video.output_fps(s.info.fps, options.fps)
-  bar = ProgressBar(options.max_frames or max(1, round(s.info.num_frames * fps / s.info.fps)),
-                    unit="frames", enabled=options.show_progress)
-  state, float_state = (stream_init(s.model, s.variables, x0),
-                        stream_init(s.float_model, s.float_vars, x0))
+  bar = ProgressBar(
+    options.max_frames or max(1, round(s.info.num_frames * fps / s.info.fps)),
+    unit="frames",
+    enabled=options.show_progress,
+  )
+  state, float_state = (
+    stream_init(s.model, s.variables, x0),
+    stream_init(s.float_model, s.float_vars, x0),
+  )
   rows, densities, shown, maps, finest = [], [], [], [], None
   label = options.recipe if options.recipe != "run" else s.recipe.mode
   overlay = out / f"overlay.{options.video_format}"
-  with video.VideoWriter(overlay, fps) as writer, \
-      open(out / "frames.csv", "w", newline="") as csv_file:
+  with (
+    video.VideoWriter(overlay, fps) as writer,
+    open(out / "frames.csv", "w", newline="") as csv_file,
+  ):
     table = csv.DictWriter(csv_file, CSV_COLUMNS)
     table.writeheader()
     for t, frame in enumerate(itertools.chain([first], s.frames)):
@@ -420,10 +492,18 @@ def stream_video(video_path: str, workdir: str, out_dir: str,
       is_key = int(state.since_key) == 1
       bops, density = frame_cost(stats, s.costs)
       agreement, rel_error = fidelity(y, y_ref)
-      rows.append({"frame": t, "is_keyframe": int(is_key), "gbops": bops / 1e9,
-                   "pct_w8a8": 100.0 * bops / (64 * macs), "density": density,
-                   "agreement": agreement, "rel_error": rel_error,
-                   "frames_per_s": 1.0 / seconds})
+      rows.append(
+        {
+          "frame": t,
+          "is_keyframe": int(is_key),
+          "gbops": bops / 1e9,
+          "pct_w8a8": 100.0 * bops / (64 * macs),
+          "density": density,
+          "agreement": agreement,
+          "rel_error": rel_error,
+          "frames_per_s": 1.0 / seconds,
+        }
+      )
       table.writerow(rows[-1])
       bit_map = None
       if s.recipe.mode == "dynamic":
@@ -434,16 +514,25 @@ def stream_video(video_path: str, workdir: str, out_dir: str,
         if t < options.bit_map_frames:
           shown.append(frame)
           maps.append(bit_map)
-      caption = (f"t={t} {'key' if is_key else 'res'} {bops / 1e9:.3g} GBOPs "
-                 f"({rows[-1]['pct_w8a8']:.0f}% W8A8) agree {100 * agreement:.1f}%")
-      writer.write(video.compose_panels(_panels(s, label, frame, y, y_ref, bit_map, finest),
-                                        caption, video.zoom_for(s.size[0]), is_key))
+      caption = (
+        f"t={t} {'key' if is_key else 'res'} {bops / 1e9:.3g} GBOPs "
+        f"({rows[-1]['pct_w8a8']:.0f}% W8A8) agree {100 * agreement:.1f}%"
+      )
+      writer.write(
+        video.compose_panels(
+          _panels(s, label, frame, y, y_ref, bit_map, finest),
+          caption,
+          video.zoom_for(s.size[0]),
+          is_key,
+        )
+      )
       bar.update(t + 1, items=1)
   bar.close()
   recompiled = stream_step._cache_size() - compiled  # pylint: disable=protected-access
   if recompiled:
-    warnings.warn(f"stream_step compiled {recompiled} more time(s) after the first frame",
-                  stacklevel=2)
+    warnings.warn(
+      f"stream_step compiled {recompiled} more time(s) after the first frame", stacklevel=2
+    )
   if s.recipe.mode == "dynamic":
     _plots(s, out, rows, densities, shown, maps, finest)
   summary = _summary(s, video_path, workdir, options, rows, fps, recompiled, overlay)

@@ -4,9 +4,10 @@
 config (``config_lib.parse``): it prepares data, resumes from the newest checkpoint in
 ``workdir`` (or initialises: FP from scratch; PTQ / QAT from the FP run ``init_from``, which is
 only read), trains data-parallel over all devices (``jax.shard_map``) and evaluates the result
-on the evaluation split (``eval.split``, validation by default). The task (``experiment.task``) supplies the loss and the metric; the
-loop is the same for every task.
+on the evaluation split (``eval.split``, validation by default). The task
+(``experiment.task``) supplies the loss and the metric; the loop is the same for every task.
 """
+
 from __future__ import annotations
 
 import functools
@@ -53,12 +54,21 @@ def make_optimizer(optim: OptimSpec, num_steps: int) -> optax.GradientTransforma
   for quantizer parameters (:func:`is_quantizer_param`)."""
   steps = max(1, num_steps)
   schedule = optax.warmup_cosine_decay_schedule(
-      0.0, optim.lr, min(optim.warmup_steps, steps - 1) or 1, steps)
+    0.0, optim.lr, min(optim.warmup_steps, steps - 1) or 1, steps
+  )
   label = lambda params: jax.tree_util.tree_map_with_path(
-      lambda path, _: "quant" if is_quantizer_param(path) else "weights", params)
-  return optax.chain(optax.clip_by_global_norm(optim.grad_clip), optax.multi_transform(
-      {"weights": optax.adamw(schedule, weight_decay=optim.weight_decay),
-       "quant": optax.adam(optim.quant_lr)}, label))
+    lambda path, _: "quant" if is_quantizer_param(path) else "weights", params
+  )
+  return optax.chain(
+    optax.clip_by_global_norm(optim.grad_clip),
+    optax.multi_transform(
+      {
+        "weights": optax.adamw(schedule, weight_decay=optim.weight_decay),
+        "quant": optax.adam(optim.quant_lr),
+      },
+      label,
+    ),
+  )
 
 
 def make_loss_fn(experiment: Experiment, model):
@@ -71,16 +81,25 @@ def make_loss_fn(experiment: Experiment, model):
 
   def fp_loss(params, batch_stats, batch, rng):
     frames, targets = task.prepare(batch)
-    outputs, mutated = model.apply({"params": params, "batch_stats": batch_stats}, fold(frames),
-                                   train=True, mutable=["batch_stats"])
+    outputs, mutated = model.apply(
+      {"params": params, "batch_stats": batch_stats},
+      fold(frames),
+      train=True,
+      mutable=["batch_stats"],
+    )
     loss, extra = task.loss(outputs, fold(targets))
     return loss, (mutated["batch_stats"], extra)
 
   def qat_loss(params, batch_stats, batch, rng):
     frames, targets = task.prepare(batch)
-    outputs = run_clip(model, {"params": params, "batch_stats": batch_stats}, frames,
-                       period=period, unroll=unroll,
-                       remat=experiment.train.remat).outputs
+    outputs = run_clip(
+      model,
+      {"params": params, "batch_stats": batch_stats},
+      frames,
+      period=period,
+      unroll=unroll,
+      remat=experiment.train.remat,
+    ).outputs
     loss, extra = task.loss(outputs, targets)
     return loss, (batch_stats, extra)
 
@@ -97,10 +116,13 @@ def initial_variables(experiment: Experiment, model) -> dict:
   variables = init_from_fp(model, fp_vars, frame_shape)
   plan = experiment.quant
   log.info(f"calibrating quantizers on {plan.calibration_batches} batches")
-  clips = [experiment.task.prepare(b)[0] for b in inputs.calibration_batches(
-      experiment.data, experiment.seed, plan.calibration_batches)]
-  return calibrate_model(model, fp_model, variables, clips, period=plan.calibration_period,
-                         methods=plan.calibration)
+  clips = [
+    experiment.task.prepare(b)[0]
+    for b in inputs.calibration_batches(experiment.data, experiment.seed, plan.calibration_batches)
+  ]
+  return calibrate_model(
+    model, fp_model, variables, clips, period=plan.calibration_period, methods=plan.calibration
+  )
 
 
 def state_template(experiment: Experiment, model, optimizer, mesh) -> TrainState:
@@ -109,17 +131,26 @@ def state_template(experiment: Experiment, model, optimizer, mesh) -> TrainState
   traced only (a Flax init of a quantized model takes ~20 s on 2 busy cores)."""
   variables = abstract_variables(model, experiment.data.frame_shape)
   state = jax.eval_shape(
-      lambda params, batch_stats: TrainState.create(params, optimizer,
-                                                    jax.random.key(experiment.seed), batch_stats),
-      variables["params"], variables["batch_stats"])
+    lambda params, batch_stats: TrainState.create(
+      params, optimizer, jax.random.key(experiment.seed), batch_stats
+    ),
+    variables["params"],
+    variables["batch_stats"],
+  )
   sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
   return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), state)
 
 
 # Keys that may differ when a run is resumed: where the data lives and how often progress is
 # logged and saved. Every other key shapes the trained model and must match the saved config.
-RESUME_IGNORED_KEYS = ("data.data_dir", "data.worker_count", "distributed", "train.log_every",
-                       "train.checkpoint_every", "train.keep_checkpoints")
+RESUME_IGNORED_KEYS = (
+  "data.data_dir",
+  "data.worker_count",
+  "distributed",
+  "train.log_every",
+  "train.checkpoint_every",
+  "train.keep_checkpoints",
+)
 MAX_DIFF_LINES = 10
 
 
@@ -140,14 +171,16 @@ def config_changes(saved: dict, new: dict) -> list[str]:
   new, old = _flatten(new), _flatten(saved)
   ignored = lambda k: any(k == i or k.startswith(i + ".") for i in RESUME_IGNORED_KEYS)
   missing = object()
-  return [f"{k}: {old.get(k, missing)!r} -> {new.get(k, missing)!r}".replace(
-              repr(missing), "(absent)")
-          for k in sorted(set(old) | set(new))
-          if not ignored(k) and old.get(k, missing) != new.get(k, missing)]
+  return [
+    f"{k}: {old.get(k, missing)!r} -> {new.get(k, missing)!r}".replace(repr(missing), "(absent)")
+    for k in sorted(set(old) | set(new))
+    if not ignored(k) and old.get(k, missing) != new.get(k, missing)
+  ]
 
 
-def check_resume_config(experiment: Experiment, workdir: pathlib.Path, *,
-                        allow_change: bool) -> list[str]:
+def check_resume_config(
+  experiment: Experiment, workdir: pathlib.Path, *, allow_change: bool
+) -> list[str]:
   """Compare ``experiment``'s config with the ``config.json`` of the run being resumed in
   ``workdir``.
 
@@ -161,13 +194,15 @@ def check_resume_config(experiment: Experiment, workdir: pathlib.Path, *,
   if not changes:
     return []
   shown = changes[:MAX_DIFF_LINES] + (
-      [f"... and {len(changes) - MAX_DIFF_LINES} more"] if len(changes) > MAX_DIFF_LINES else [])
+    [f"... and {len(changes) - MAX_DIFF_LINES} more"] if len(changes) > MAX_DIFF_LINES else []
+  )
   diff = "\n  ".join(shown)
   if not allow_change:
     raise errors.ConfigMismatchError(
-        f"the config differs from the one the run in {workdir} was started with "
-        f"(saved -> new):\n  {diff}\nTo resume with the new values pass "
-        "--allow_config_change; to start a separate run use another --workdir.")
+      f"the config differs from the one the run in {workdir} was started with "
+      f"(saved -> new):\n  {diff}\nTo resume with the new values pass "
+      "--allow_config_change; to start a separate run use another --workdir."
+    )
   log.info(f"resuming with a changed config (--allow_config_change):\n  {diff}")
   return changes
 
@@ -180,8 +215,9 @@ def _save_config(experiment: Experiment, workdir: pathlib.Path) -> None:
     tmp.replace(path)
 
 
-def train_and_evaluate(experiment: Experiment, workdir: str, *,
-                       allow_config_change: bool = False) -> EvalResult:
+def train_and_evaluate(
+  experiment: Experiment, workdir: str, *, allow_config_change: bool = False
+) -> EvalResult:
   """Run the stage of ``experiment`` in ``workdir`` (resuming if possible) and evaluate it.
 
   Returns the evaluation (task metric, BOPs) of the trained model on ``eval.split``;
@@ -211,18 +247,25 @@ def train_and_evaluate(experiment: Experiment, workdir: str, *,
   mesh = make_data_mesh()
   optimizer = make_optimizer(experiment.optim, experiment.train.num_steps)
   train = experiment.train
-  with Checkpointer(checkpoint_dir(workdir), save_every_steps=train.checkpoint_every,
-                    max_to_keep=train.keep_checkpoints) as ckpt:
+  with Checkpointer(
+    checkpoint_dir(workdir),
+    save_every_steps=train.checkpoint_every,
+    max_to_keep=train.keep_checkpoints,
+  ) as ckpt:
     resuming = ckpt.latest_step() is not None
-    changes = (check_resume_config(experiment, workdir, allow_change=allow_config_change)
-               if resuming else [])
+    changes = (
+      check_resume_config(experiment, workdir, allow_change=allow_config_change) if resuming else []
+    )
     if resuming:  # only a template (abstract: no Flax init): the checkpoint overwrites it
       state = state_template(experiment, model, optimizer, mesh)
     else:
       variables = initial_variables(experiment, model)
-      state = replicate(TrainState.create(variables["params"], optimizer,
-                                          jax.random.key(experiment.seed),
-                                          variables["batch_stats"]), mesh)
+      state = replicate(
+        TrainState.create(
+          variables["params"], optimizer, jax.random.key(experiment.seed), variables["batch_stats"]
+        ),
+        mesh,
+      )
     data = inputs.train_batches(experiment.data, experiment.seed)
     restored = ckpt.restore_latest(state, data_iterator=data)
     if resuming and restored is None:  # not expected: latest_step() saw a step
@@ -250,8 +293,9 @@ def _first_non_finite(pending: list) -> tuple[int, dict] | None:
 
 @jax.jit
 def _all_finite(tree) -> jax.Array:
-  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
-            if jnp.issubdtype(x.dtype, jnp.inexact)]
+  leaves = [
+    jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)
+  ]
   return functools.reduce(jnp.logical_and, leaves, jnp.asarray(True))
 
 
@@ -262,14 +306,17 @@ def _check_finite(pending: list, state=None, step: int | None = None) -> None:
   if bad is not None:
     step_, values = bad
     raise errors.NonFiniteError(
-        f"non-finite training at step {step_}: loss {values['loss']}, gradient norm "
-        f"{values['grad_norm']}; stopped before saving it (check the learning rate and data)")
+      f"non-finite training at step {step_}: loss {values['loss']}, gradient norm "
+      f"{values['grad_norm']}; stopped before saving it (check the learning rate and data)"
+    )
   pending.clear()
-  if state is not None and not bool(_all_finite((state.params, state.model_state,
-                                                  state.opt_state))):
+  if state is not None and not bool(
+    _all_finite((state.params, state.model_state, state.opt_state))
+  ):
     raise errors.NonFiniteError(
-        f"non-finite train state after step {step} although loss and gradient norm were "
-        "finite (an update with a non-finite learning rate?); stopped before saving it")
+      f"non-finite train state after step {step} although loss and gradient norm were "
+      "finite (an update with a non-finite learning rate?); stopped before saving it"
+    )
 
 
 def _train_loop(experiment: Experiment, model, optimizer, mesh, state, data, ckpt, workdir):
@@ -280,8 +327,7 @@ def _train_loop(experiment: Experiment, model, optimizer, mesh, state, data, ckp
   every save, where the whole state is checked too, so no non-finite state is ever saved and
   keep-N never rotates an intact checkpoint out for one.
   """
-  step_fn = make_train_step(make_loss_fn(experiment, model), optimizer, mesh,
-                            has_model_state=True)
+  step_fn = make_train_step(make_loss_fn(experiment, model), optimizer, mesh, has_model_state=True)
   batch_size, log_every = experiment.data.batch_size, experiment.train.log_every
   writer = create_default_writer(str(workdir))
   start = int(state.step)
@@ -321,8 +367,9 @@ def _train_loop(experiment: Experiment, model, optimizer, mesh, state, data, ckp
     writer.close()
   if preempted_at is not None:
     raise errors.PreemptedError(
-        f"preempted: saved step {preempted_at} to {ckpt.directory}, evaluation skipped; "
-        "rerun the same command to resume")
+      f"preempted: saved step {preempted_at} to {ckpt.directory}, evaluation skipped; "
+      "rerun the same command to resume"
+    )
   return state
 
 
@@ -332,12 +379,16 @@ def evaluate_run(experiment: Experiment, workdir: pathlib.Path, model=None) -> E
   recipe = experiment.quant.recipe
   _, variables = runs.load_run(experiment, str(workdir), recipe)
   source = {"fp": "fp", "ptq": "ptq", "qat": "qat"}[experiment.stage]
-  setting = Setting(pathlib.Path(workdir).name, recipe, experiment.quant.period, source,
-                    str(workdir))
+  setting = Setting(
+    pathlib.Path(workdir).name, recipe, experiment.quant.period, source, str(workdir)
+  )
   model = make_model(experiment.model, experiment.task, recipe) if model is None else model
-  batches = inputs.eval_batches(experiment.data, batch_size=experiment.eval.batch_size,
-                                num_batches=experiment.eval.num_batches,
-                                split=experiment.eval.split)
+  batches = inputs.eval_batches(
+    experiment.data,
+    batch_size=experiment.eval.batch_size,
+    num_batches=experiment.eval.num_batches,
+    split=experiment.eval.split,
+  )
   result = eval_lib.evaluate_model(experiment.task, model, variables, batches, setting)
   if jax.process_index() == 0:
     (workdir / "eval_metrics.json").write_text(json.dumps(result.to_row(), indent=2))

@@ -17,6 +17,7 @@ Pillow (frames are collected until ``close``), anything else (``.mp4``, ``.mkv``
 PyAV with H.264 (``libx264``, yuv420p; odd frame sizes are padded by one black row / column),
 or MPEG-4 Part 2 when FFmpeg has no H.264 encoder.
 """
+
 from __future__ import annotations
 
 import fractions
@@ -36,6 +37,7 @@ CLASS_PALETTE = np.array(spec.CLASS_COLORS, np.uint8)  # SynthRes class colours 
 class VideoInfo(NamedTuple):
   """What the container says: frames per second, frame count (0 if unknown), size, duration
   in seconds (0 if unknown)."""
+
   fps: float
   num_frames: int
   height: int
@@ -61,11 +63,15 @@ def video_info(path: str | os.PathLike) -> VideoInfo:
       raise ValueError(f"{path!r} has no video stream")
     stream = container.streams.video[0]
     rate = float(stream.average_rate or stream.guessed_rate or 0) or 25.0
-    duration = float(stream.duration * stream.time_base) if stream.duration else (
-        container.duration / 1e6 if container.duration else 0.0)
+    duration = (
+      float(stream.duration * stream.time_base)
+      if stream.duration
+      else (container.duration / 1e6 if container.duration else 0.0)
+    )
     frames = stream.frames or (round(duration * rate) if duration else 0)
-    return VideoInfo(rate, int(frames), stream.codec_context.height,
-                     stream.codec_context.width, duration)
+    return VideoInfo(
+      rate, int(frames), stream.codec_context.height, stream.codec_context.width, duration
+    )
 
 
 def cover_crop_box(in_h: int, in_w: int, out_h: int, out_w: int) -> tuple[int, int, int, int]:
@@ -87,11 +93,16 @@ def resize_crop(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
   scaled_h, scaled_w, top, left = cover_crop_box(frame.shape[0], frame.shape[1], out_h, out_w)
   if (scaled_h, scaled_w) != frame.shape[:2]:
     frame = np.asarray(Image.fromarray(frame).resize((scaled_w, scaled_h), Image.BILINEAR))
-  return np.ascontiguousarray(frame[top:top + out_h, left:left + out_w])
+  return np.ascontiguousarray(frame[top : top + out_h, left : left + out_w])
 
 
-def read_video(path: str | os.PathLike, *, size: tuple[int, int] | None = None,
-               max_frames: int | None = None, fps: float | None = None) -> Iterator[np.ndarray]:
+def read_video(
+  path: str | os.PathLike,
+  *,
+  size: tuple[int, int] | None = None,
+  max_frames: int | None = None,
+  fps: float | None = None,
+) -> Iterator[np.ndarray]:
   """uint8 RGB frames ``[H, W, 3]`` of the first video stream of ``path``, lazily.
 
   Args:
@@ -169,17 +180,25 @@ class VideoWriter:
 
     if self._stream is None:
       self._open_stream(*frame.shape[:2])
-    pad = ((0, self._stream.height - frame.shape[0]), (0, self._stream.width - frame.shape[1]),
-           (0, 0))
+    pad = (
+      (0, self._stream.height - frame.shape[0]),
+      (0, self._stream.width - frame.shape[1]),
+      (0, 0),
+    )
     image = av.VideoFrame.from_ndarray(np.pad(frame, pad), format="rgb24")
     for packet in self._stream.encode(image):
       self._container.mux(packet)
 
   def close(self) -> str:
     if self._gif and self._frames:
-      self._frames[0].save(self.path, format="GIF", save_all=True,
-                           append_images=self._frames[1:], loop=0,
-                           duration=max(20, round(1000.0 / self.fps)))
+      self._frames[0].save(
+        self.path,
+        format="GIF",
+        save_all=True,
+        append_images=self._frames[1:],
+        loop=0,
+        duration=max(20, round(1000.0 / self.fps)),
+      )
       self._frames = []
     elif self._container is not None:
       for packet in self._stream.encode():
@@ -205,18 +224,22 @@ def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: floa
 
 # --- Overlays ------------------------------------------------------------------------------------
 
+
 def upscale(image: np.ndarray, zoom: int) -> np.ndarray:
   return np.repeat(np.repeat(image, zoom, axis=0), zoom, axis=1) if zoom > 1 else image
 
 
-def overlay_classes(frame: np.ndarray, classes: np.ndarray, alpha: float = 0.5,
-                    palette: np.ndarray = CLASS_PALETTE) -> np.ndarray:
+def overlay_classes(
+  frame: np.ndarray, classes: np.ndarray, alpha: float = 0.5, palette: np.ndarray = CLASS_PALETTE
+) -> np.ndarray:
   """uint8 ``[H, W, 3]``: ``frame`` blended with the class colours of ``classes [H, W]``."""
   colors = palette[np.asarray(classes) % len(palette)].astype(np.float32)
   return ((1 - alpha) * frame.astype(np.float32) + alpha * colors).round().astype(np.uint8)
 
 
-def color_bit_map(bit_map: np.ndarray, levels: tuple[int, ...], size: tuple[int, int]) -> np.ndarray:
+def color_bit_map(
+  bit_map: np.ndarray, levels: tuple[int, ...], size: tuple[int, int]
+) -> np.ndarray:
   """uint8 ``[H, W, 3]``: bit-widths ``[h, w]`` coloured as in ``plots.plot_bit_map`` (grey =
   skip), stretched to ``size`` by nearest neighbour."""
   from resq_jax.evaluation.plots import bit_map_colors
@@ -235,8 +258,9 @@ def _caption(width: int, text: str, height: int = 14) -> np.ndarray:
   return np.asarray(bar)
 
 
-def compose_panels(panels: list[tuple[str, np.ndarray]], caption: str = "", zoom: int = 1,
-                   keyframe: bool = False) -> np.ndarray:
+def compose_panels(
+  panels: list[tuple[str, np.ndarray]], caption: str = "", zoom: int = 1, keyframe: bool = False
+) -> np.ndarray:
   """Panels ``[H, W, 3]`` side by side, each titled, zoomed, with a caption line on top; a
   keyframe gets a white frame around the panels."""
   gap = 2

@@ -4,6 +4,7 @@ Strict dtype promotion and rank promotion catch silent upcasts and accidental br
 Eight virtual CPU devices let data-parallel tests run on a machine without accelerators; they
 must be requested before JAX initialises its backends, hence at import time of this file.
 """
+
 import os
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")

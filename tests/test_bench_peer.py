@@ -16,6 +16,7 @@ rounding of a rounding boundary: a tie or near-tie. Such a flip moves one code b
 allow 1 in 1,000 codes to flip by at most one step; with no flip the quantized network is
 piecewise the float one and must meet the float bound.
 """
+
 import os
 import sys
 
@@ -23,8 +24,9 @@ import pytest
 
 pytest.importorskip("torch")
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                "benchmarks"))
+sys.path.insert(
+  0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
+)
 import bench_peer  # noqa: E402  pylint: disable=wrong-import-position
 
 pytestmark = pytest.mark.slow
@@ -38,6 +40,7 @@ def results():
 def test_same_padding_matches_xla():
   import jax  # pylint: disable=import-outside-toplevel
   import peer_torch  # pylint: disable=import-outside-toplevel
+
   for n in (7, 8, 16, 31, 32):
     for k, s in ((3, 1), (3, 2), (1, 1), (1, 2), (5, 2)):
       (pads,) = jax.lax.padtype_to_pads((n,), (k,), (s,), "SAME")

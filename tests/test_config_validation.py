@@ -1,6 +1,7 @@
 """Config validation: a table of bad settings, each rejected up front with a one-line message
 naming its key; every key of configs/default.py has a rule; bad flags exit 2 without a traceback.
 """
+
 import importlib.util
 import json
 import math
@@ -38,105 +39,123 @@ def apply(config, overrides):
 # (overrides of configs/tiny.py, the key the message must name, a fragment of the message).
 # tiny: 32x32, 4 frames, 16/8/8 clips, batch 8 (eval 8), 4 steps, warmup 1; 8 devices.
 BAD = [
-    ({"seed": -1}, "seed", "int in [0, 4294967294]"),
-    ({"seed": 2**32}, "seed", "32-bit seeds"),
-    ({"seed": 1.5}, "seed", "got 1.5"),
-    ({"stage": "train"}, "stage", "fp | ptq | qat"),
-    ({"stage": "qat"}, "init_from", "stage 'qat' needs init_from"),
-    ({"stage": "ptq"}, "init_from", "stage 'ptq' needs init_from"),
-    ({"init_from": None}, "init_from", "got None"),
-    ({"distributed": "yes"}, "distributed", "True | False"),
-    ({"distributed": 1}, "distributed", "True | False"),
-    ({"data.data_dir": ""}, "data.data_dir", "non-empty path"),
-    ({"data.regime": "fastpan"}, "data.regime", "static_cam | slow_pan | fast_pan | flicker"),
-    ({"data.height": 16}, "data.height", "int in [32, 1024]"),
-    ({"data.width": 0}, "data.width", "int in [32, 1024]"),
-    ({"data.width": 2048}, "data.width", "int in [32, 1024]"),
-    ({"data.num_frames": 1}, "data.num_frames", "int >= 2"),
-    ({"data.num_train": 0}, "data.num_train", "int >= 1"),
-    ({"data.num_train": 4}, "data.num_train", "fewer than one batch"),
-    ({"data.num_validation": 0}, "data.num_validation", "int >= 1"),
-    ({"data.num_validation": 4}, "data.num_validation", "fewer than one eval batch"),
-    ({"data.num_validation": 12}, "data.num_validation", "the last 4 would never be evaluated"),
-    ({"data.num_test": -1}, "data.num_test", "int >= 0"),
-    ({"data.batch_size": 0}, "data.batch_size", "int >= 1"),
-    ({"data.batch_size": 12}, "data.batch_size", "not divisible by the device count 8"),
-    ({"data.batch_size": 8.0}, "data.batch_size", "got 8.0"),
-    ({"data.worker_count": -1}, "data.worker_count", "int >= 0"),
-    ({"model.preset": "small"}, "model.preset", "tiny | demo | base"),
-    ({"quant.mode": "int8"}, "quant.mode", "float | fq | resq | dynamic"),
-    ({"quant.key_bits": (1, 8)}, "quant.key_bits", "zero every positive weight"),
-    ({"quant.key_bits": (8, 17)}, "quant.key_bits", "activation in [1, 16]"),
-    ({"quant.key_bits": (8,)}, "quant.key_bits", "(weight, activation) ints"),
-    ({"quant.key_bits": (8.0, 8)}, "quant.key_bits", "got (8.0, 8)"),
-    ({"quant.residual_bits": (1, 4)}, "quant.residual_bits", "weight in [2, 16]"),
-    ({"quant.residual_bits": (4, 1)}, "quant.residual_bits", "activation in [2, 16]"),
-    ({"quant.mode": "resq", "quant.key_bits": (4, 4), "quant.residual_bits": (8, 4)},
-     "quant.residual_bits", "exceeds quant.key_bits=(4, 4) in mode 'resq'"),
-    ({"quant.mode": "dynamic", "quant.key_bits": (8, 2)}, "quant.residual_bits",
-     "exceeds quant.key_bits=(8, 2) in mode 'dynamic'"),
-    ({"quant.period": 0}, "quant.period", "int >= 1"),
-    ({"quant.period": True}, "quant.period", "got True"),
-    ({"quant.ref_mode": "open"}, "quant.ref_mode", "closed | key | prev"),
-    ({"quant.policy": "greedy"}, "quant.policy", "fixed_step | ladder"),
-    ({"quant.policy_bits": (0, 1, 4)}, "quant.policy_bits", "each 0 (skip) or in [2, 16]"),
-    ({"quant.policy_bits": (8, 4, 0, 2)}, "quant.policy_bits", "strictly ascending"),
-    ({"quant.policy_bits": ()}, "quant.policy_bits", "non-empty"),
-    ({"quant.policy_step": 0.0}, "quant.policy_step", "finite number > 0"),
-    ({"quant.policy_step": NAN}, "quant.policy_step", "got nan"),
-    ({"quant.thresholds": (1.0, 0.5, 2.0, 3.0)}, "quant.thresholds", "strictly ascending"),
-    ({"quant.policy": "ladder", "quant.thresholds": (0.5, 1.5, 7.5)}, "quant.thresholds",
-     "3 thresholds for 4 quant.policy_bits"),
-    ({"quant.stop_ref_gradient": "no"}, "quant.stop_ref_gradient", "True | False"),
-    ({"calibration.num_batches": 0}, "calibration.num_batches", "int >= 1"),
-    ({"calibration.num_batches": 3}, "calibration.num_batches", "data.num_train=16 holds 2"),
-    ({"calibration.weight": "max"}, "calibration.weight", "minmax | percentile | mse"),
-    ({"calibration.key_act": "MSE"}, "calibration.key_act", "minmax | percentile | mse"),
-    ({"calibration.residual_act": ""}, "calibration.residual_act", "got ''"),
-    ({"calibration.residual_weight": None}, "calibration.residual_weight", "got None"),
-    ({"optim.lr": -1e-3}, "optim.lr", "finite number > 0"),
-    ({"optim.lr": 0.0}, "optim.lr", "finite number > 0"),
-    ({"optim.lr": NAN}, "optim.lr", "got nan"),
-    ({"optim.lr": INF}, "optim.lr", "got inf"),
-    ({"optim.lr": "1e-3"}, "optim.lr", "got '1e-3'"),
-    ({"optim.quant_lr": -1e-3}, "optim.quant_lr", "finite number > 0"),
-    ({"optim.quant_lr": 0.0}, "optim.quant_lr", "finite number > 0"),
-    ({"optim.weight_decay": -1e-4}, "optim.weight_decay", "finite number >= 0"),
-    ({"optim.weight_decay": NAN}, "optim.weight_decay", "got nan"),
-    ({"optim.warmup_steps": -1}, "optim.warmup_steps", "int >= 0"),
-    ({"optim.warmup_steps": 4}, "optim.warmup_steps", "not below train.num_steps=4"),
-    ({"optim.grad_clip": -1.0}, "optim.grad_clip", "finite number > 0"),
-    ({"optim.grad_clip": 0.0}, "optim.grad_clip", "finite number > 0"),
-    ({"train.num_steps": 0}, "train.num_steps", "int >= 2"),
-    ({"train.num_steps": 1, "optim.warmup_steps": 0}, "train.num_steps", "int >= 2"),
-    ({"train.num_steps": 4.5}, "train.num_steps", "got 4.5"),
-    ({"train.log_every": 0}, "train.log_every", "int >= 1"),
-    ({"train.checkpoint_every": 0}, "train.checkpoint_every", "int >= 1"),
-    ({"train.keep_checkpoints": 0}, "train.keep_checkpoints", "int >= 1"),
-    ({"train.unroll": 1}, "train.unroll", "True | False"),
-    ({"train.remat": "yes"}, "train.remat", "True | False"),
-    ({"eval.batch_size": 0}, "eval.batch_size", "int >= 1"),
-    ({"eval.batch_size": 4}, "eval.batch_size", "not divisible by the device count 8"),
-    ({"eval.num_batches": -1}, "eval.num_batches", "int >= 0"),
-    ({"eval.split": "train"}, "eval.split", "validation | test"),
-    ({"eval.split": "test", "data.num_test": 4}, "eval.split", "fewer than one eval batch"),
-    ({"eval.num_batches": 2}, "eval.num_batches", "data.num_validation=8 holds 1"),
-    ({"eval.sweep": "full"}, "eval.sweep", "demo | fp | tiny, the names of eval.sweeps"),
-    ({"eval.sweeps": {"tiny": ()}}, "eval.sweeps", "non-empty tuple of settings"),
-    ({"eval.sweeps": {"tiny": ({"mode": "fq", "period": 0},)}}, "eval.sweeps",
-     "setting 0 of 'tiny': quant.period: got 0 (allowed: int >= 1)"),
-    ({"eval.sweeps": {"tiny": ({"mode": "fq", "bits": 4},)}}, "eval.sweeps",
-     "each a dict of quant keys"),
-    ({"task": "depth"}, "task", "segmentation | pose"),
-    ({"eval.qat_runs": "runs/a, runs/b"}, "eval.qat_runs", "no spaces"),
-    ({"eval.qat_runs": None}, "eval.qat_runs", "got None"),
-    ({"eval.plots": "yes"}, "eval.plots", "True | False"),
-    ({"optim.learning_rate": 1.0}, "optim.learning_rate", "(did you mean 'optim.lr'?)"),
-    ({"train.steps": 10}, "train.steps", "(did you mean 'train.num_steps'?)"),
-    ({"quant.keybits": (8, 8)}, "quant.keybits", "(did you mean 'quant.key_bits'?)"),
-    ({"optimizer": ml_collections.ConfigDict({"lr": 1.0})}, "optimizer.lr",
-     "(did you mean 'optim.lr'?)"),
-    ({"optim": 3}, "optim", "a section with keys lr, quant_lr"),
+  ({"seed": -1}, "seed", "int in [0, 4294967294]"),
+  ({"seed": 2**32}, "seed", "32-bit seeds"),
+  ({"seed": 1.5}, "seed", "got 1.5"),
+  ({"stage": "train"}, "stage", "fp | ptq | qat"),
+  ({"stage": "qat"}, "init_from", "stage 'qat' needs init_from"),
+  ({"stage": "ptq"}, "init_from", "stage 'ptq' needs init_from"),
+  ({"init_from": None}, "init_from", "got None"),
+  ({"distributed": "yes"}, "distributed", "True | False"),
+  ({"distributed": 1}, "distributed", "True | False"),
+  ({"data.data_dir": ""}, "data.data_dir", "non-empty path"),
+  ({"data.regime": "fastpan"}, "data.regime", "static_cam | slow_pan | fast_pan | flicker"),
+  ({"data.height": 16}, "data.height", "int in [32, 1024]"),
+  ({"data.width": 0}, "data.width", "int in [32, 1024]"),
+  ({"data.width": 2048}, "data.width", "int in [32, 1024]"),
+  ({"data.num_frames": 1}, "data.num_frames", "int >= 2"),
+  ({"data.num_train": 0}, "data.num_train", "int >= 1"),
+  ({"data.num_train": 4}, "data.num_train", "fewer than one batch"),
+  ({"data.num_validation": 0}, "data.num_validation", "int >= 1"),
+  ({"data.num_validation": 4}, "data.num_validation", "fewer than one eval batch"),
+  ({"data.num_validation": 12}, "data.num_validation", "the last 4 would never be evaluated"),
+  ({"data.num_test": -1}, "data.num_test", "int >= 0"),
+  ({"data.batch_size": 0}, "data.batch_size", "int >= 1"),
+  ({"data.batch_size": 12}, "data.batch_size", "not divisible by the device count 8"),
+  ({"data.batch_size": 8.0}, "data.batch_size", "got 8.0"),
+  ({"data.worker_count": -1}, "data.worker_count", "int >= 0"),
+  ({"model.preset": "small"}, "model.preset", "tiny | demo | base"),
+  ({"quant.mode": "int8"}, "quant.mode", "float | fq | resq | dynamic"),
+  ({"quant.key_bits": (1, 8)}, "quant.key_bits", "zero every positive weight"),
+  ({"quant.key_bits": (8, 17)}, "quant.key_bits", "activation in [1, 16]"),
+  ({"quant.key_bits": (8,)}, "quant.key_bits", "(weight, activation) ints"),
+  ({"quant.key_bits": (8.0, 8)}, "quant.key_bits", "got (8.0, 8)"),
+  ({"quant.residual_bits": (1, 4)}, "quant.residual_bits", "weight in [2, 16]"),
+  ({"quant.residual_bits": (4, 1)}, "quant.residual_bits", "activation in [2, 16]"),
+  (
+    {"quant.mode": "resq", "quant.key_bits": (4, 4), "quant.residual_bits": (8, 4)},
+    "quant.residual_bits",
+    "exceeds quant.key_bits=(4, 4) in mode 'resq'",
+  ),
+  (
+    {"quant.mode": "dynamic", "quant.key_bits": (8, 2)},
+    "quant.residual_bits",
+    "exceeds quant.key_bits=(8, 2) in mode 'dynamic'",
+  ),
+  ({"quant.period": 0}, "quant.period", "int >= 1"),
+  ({"quant.period": True}, "quant.period", "got True"),
+  ({"quant.ref_mode": "open"}, "quant.ref_mode", "closed | key | prev"),
+  ({"quant.policy": "greedy"}, "quant.policy", "fixed_step | ladder"),
+  ({"quant.policy_bits": (0, 1, 4)}, "quant.policy_bits", "each 0 (skip) or in [2, 16]"),
+  ({"quant.policy_bits": (8, 4, 0, 2)}, "quant.policy_bits", "strictly ascending"),
+  ({"quant.policy_bits": ()}, "quant.policy_bits", "non-empty"),
+  ({"quant.policy_step": 0.0}, "quant.policy_step", "finite number > 0"),
+  ({"quant.policy_step": NAN}, "quant.policy_step", "got nan"),
+  ({"quant.thresholds": (1.0, 0.5, 2.0, 3.0)}, "quant.thresholds", "strictly ascending"),
+  (
+    {"quant.policy": "ladder", "quant.thresholds": (0.5, 1.5, 7.5)},
+    "quant.thresholds",
+    "3 thresholds for 4 quant.policy_bits",
+  ),
+  ({"quant.stop_ref_gradient": "no"}, "quant.stop_ref_gradient", "True | False"),
+  ({"calibration.num_batches": 0}, "calibration.num_batches", "int >= 1"),
+  ({"calibration.num_batches": 3}, "calibration.num_batches", "data.num_train=16 holds 2"),
+  ({"calibration.weight": "max"}, "calibration.weight", "minmax | percentile | mse"),
+  ({"calibration.key_act": "MSE"}, "calibration.key_act", "minmax | percentile | mse"),
+  ({"calibration.residual_act": ""}, "calibration.residual_act", "got ''"),
+  ({"calibration.residual_weight": None}, "calibration.residual_weight", "got None"),
+  ({"optim.lr": -1e-3}, "optim.lr", "finite number > 0"),
+  ({"optim.lr": 0.0}, "optim.lr", "finite number > 0"),
+  ({"optim.lr": NAN}, "optim.lr", "got nan"),
+  ({"optim.lr": INF}, "optim.lr", "got inf"),
+  ({"optim.lr": "1e-3"}, "optim.lr", "got '1e-3'"),
+  ({"optim.quant_lr": -1e-3}, "optim.quant_lr", "finite number > 0"),
+  ({"optim.quant_lr": 0.0}, "optim.quant_lr", "finite number > 0"),
+  ({"optim.weight_decay": -1e-4}, "optim.weight_decay", "finite number >= 0"),
+  ({"optim.weight_decay": NAN}, "optim.weight_decay", "got nan"),
+  ({"optim.warmup_steps": -1}, "optim.warmup_steps", "int >= 0"),
+  ({"optim.warmup_steps": 4}, "optim.warmup_steps", "not below train.num_steps=4"),
+  ({"optim.grad_clip": -1.0}, "optim.grad_clip", "finite number > 0"),
+  ({"optim.grad_clip": 0.0}, "optim.grad_clip", "finite number > 0"),
+  ({"train.num_steps": 0}, "train.num_steps", "int >= 2"),
+  ({"train.num_steps": 1, "optim.warmup_steps": 0}, "train.num_steps", "int >= 2"),
+  ({"train.num_steps": 4.5}, "train.num_steps", "got 4.5"),
+  ({"train.log_every": 0}, "train.log_every", "int >= 1"),
+  ({"train.checkpoint_every": 0}, "train.checkpoint_every", "int >= 1"),
+  ({"train.keep_checkpoints": 0}, "train.keep_checkpoints", "int >= 1"),
+  ({"train.unroll": 1}, "train.unroll", "True | False"),
+  ({"train.remat": "yes"}, "train.remat", "True | False"),
+  ({"eval.batch_size": 0}, "eval.batch_size", "int >= 1"),
+  ({"eval.batch_size": 4}, "eval.batch_size", "not divisible by the device count 8"),
+  ({"eval.num_batches": -1}, "eval.num_batches", "int >= 0"),
+  ({"eval.split": "train"}, "eval.split", "validation | test"),
+  ({"eval.split": "test", "data.num_test": 4}, "eval.split", "fewer than one eval batch"),
+  ({"eval.num_batches": 2}, "eval.num_batches", "data.num_validation=8 holds 1"),
+  ({"eval.sweep": "full"}, "eval.sweep", "demo | fp | tiny, the names of eval.sweeps"),
+  ({"eval.sweeps": {"tiny": ()}}, "eval.sweeps", "non-empty tuple of settings"),
+  (
+    {"eval.sweeps": {"tiny": ({"mode": "fq", "period": 0},)}},
+    "eval.sweeps",
+    "setting 0 of 'tiny': quant.period: got 0 (allowed: int >= 1)",
+  ),
+  (
+    {"eval.sweeps": {"tiny": ({"mode": "fq", "bits": 4},)}},
+    "eval.sweeps",
+    "each a dict of quant keys",
+  ),
+  ({"task": "depth"}, "task", "segmentation | pose"),
+  ({"eval.qat_runs": "runs/a, runs/b"}, "eval.qat_runs", "no spaces"),
+  ({"eval.qat_runs": None}, "eval.qat_runs", "got None"),
+  ({"eval.plots": "yes"}, "eval.plots", "True | False"),
+  ({"optim.learning_rate": 1.0}, "optim.learning_rate", "(did you mean 'optim.lr'?)"),
+  ({"train.steps": 10}, "train.steps", "(did you mean 'train.num_steps'?)"),
+  ({"quant.keybits": (8, 8)}, "quant.keybits", "(did you mean 'quant.key_bits'?)"),
+  (
+    {"optimizer": ml_collections.ConfigDict({"lr": 1.0})},
+    "optimizer.lr",
+    "(did you mean 'optim.lr'?)",
+  ),
+  ({"optim": 3}, "optim", "a section with keys lr, quant_lr"),
 ]
 IDS = [",".join(f"{k}={v!r}" for k, v in overrides.items()) for overrides, _, _ in BAD]
 
@@ -179,8 +198,10 @@ def test_every_key_has_a_rule_and_a_bad_setting_in_the_table():
   assert set(config_lib.RULES) - tested == set()
 
 
-@pytest.mark.parametrize("name", [p.stem for p in sorted((ROOT / "configs").glob("*.py"))
-                                  if p.stem not in ("__init__", "sweeps")])
+@pytest.mark.parametrize(
+  "name",
+  [p.stem for p in sorted((ROOT / "configs").glob("*.py")) if p.stem not in ("__init__", "sweeps")],
+)
 def test_shipped_configs_and_their_json_round_trip_validate(name):
   config = load_config(name)
   if config.stage in ("ptq", "qat"):
@@ -191,7 +212,9 @@ def test_shipped_configs_and_their_json_round_trip_validate(name):
   config_lib.validate(ml_collections.ConfigDict(json.loads(config.to_json())), num_devices=8)
 
 
-@pytest.mark.parametrize("overrides", [
+@pytest.mark.parametrize(
+  "overrides",
+  [
     {"train.num_steps": 2, "optim.warmup_steps": 0},
     {"stage": "ptq", "init_from": "runs/fp", "quant.mode": "fq", "quant.key_bits": (2, 1)},
     {"quant.mode": "resq", "quant.key_bits": (4, 4), "quant.residual_bits": (4, 4)},
@@ -200,7 +223,8 @@ def test_shipped_configs_and_their_json_round_trip_validate(name):
     {"quant.policy": "ladder", "quant.policy_bits": (0, 8), "quant.thresholds": (0.5, 127.5)},
     {"quant.policy_bits": (0, 8)},  # thresholds only need one per candidate for 'ladder'
     {"optim.weight_decay": 0.0, "optim.lr": 1, "eval.qat_runs": "runs/a,runs/b"},
-])
+  ],
+)
 def test_edge_values_are_accepted(overrides):
   config_lib.validate(apply(load_config(), overrides), num_devices=8)
 
@@ -210,9 +234,10 @@ def test_every_problem_is_listed():
   with pytest.raises(config_lib.ConfigError) as info:
     config_lib.validate(config, num_devices=8)
   assert info.value.problems == (
-      "unknown config key 'optim.lrr' (did you mean 'optim.lr'?)",
-      "optim.lr: got -1.0 (allowed: finite number > 0)",
-      "train.log_every: got 0 (allowed: int >= 1)")
+    "unknown config key 'optim.lrr' (did you mean 'optim.lr'?)",
+    "optim.lr: got -1.0 (allowed: finite number > 0)",
+    "train.log_every: got 0 (allowed: int >= 1)",
+  )
 
 
 def test_missing_key_and_eval_needs_init_from():
@@ -227,6 +252,7 @@ def test_missing_key_and_eval_needs_init_from():
 def test_multi_host_config_validates_before_jax_distributed_initialize(monkeypatch):
   """distributed=True: the device count is global only after jax.distributed.initialize(),
   which fails once a backend has started, so validate must not ask for it before."""
+
   def no_backend():
     raise AssertionError("jax.device_count() before jax.distributed.initialize()")
 
@@ -256,9 +282,14 @@ def test_table_is_rejected_by_train_lib_before_data_or_compilation(monkeypatch, 
       raise AssertionError("jax.distributed initialised before validating the config")
     return False
 
-  for module, name in ((inputs, "ensure_data"), (inputs, "loader"),
-                       (model_factory, "make_model"), (model_factory, "init_variables"),
-                       (train_lib, "make_model"), (train_lib, "init_variables")):
+  for module, name in (
+    (inputs, "ensure_data"),
+    (inputs, "loader"),
+    (model_factory, "make_model"),
+    (model_factory, "init_variables"),
+    (train_lib, "make_model"),
+    (train_lib, "init_variables"),
+  ):
     monkeypatch.setattr(module, name, forbidden)
   monkeypatch.setattr(train_lib, "maybe_initialize_distributed", no_distributed)
   compiled = []
@@ -269,8 +300,9 @@ def test_table_is_rejected_by_train_lib_before_data_or_compilation(monkeypatch, 
     for i, (overrides, key, _) in enumerate(BAD):
       workdir = tmp_path / str(i)
       try:
-        train_lib.train_and_evaluate(config_lib.parse(apply(load_config(), overrides)),
-                                     str(workdir))
+        train_lib.train_and_evaluate(
+          config_lib.parse(apply(load_config(), overrides)), str(workdir)
+        )
         outcomes.append(False)
       except config_lib.ConfigError as e:
         outcomes.append(names_key(str(e), key) and not workdir.exists())
@@ -285,21 +317,33 @@ def test_table_is_rejected_by_train_lib_before_data_or_compilation(monkeypatch, 
 @pytest.fixture
 def flag_values():
   fv = flags.FlagValues()
-  config_flags.DEFINE_config_file("config", None, "Experiment config file.", flag_values=fv,
-                                  lock_config=True)
+  config_flags.DEFINE_config_file(
+    "config", None, "Experiment config file.", flag_values=fv, lock_config=True
+  )
   flags.DEFINE_string("workdir", None, "Directory.", flag_values=fv)
   flags.mark_flags_as_required(["config", "workdir"], flag_values=fv)
   return fv
 
 
-@pytest.mark.parametrize("extra, line", [
-    (["--config.optim.learning_rate=1"],
-     "config error: unknown config key 'optim.learning_rate' (did you mean 'optim.lr'?)"),
-    (["--config.optim.lr=abc"], "config error: optim.lr: cannot parse 'abc': could not convert "
-     "string to float: 'abc' (allowed: finite number > 0)"),
-    (["--config", "configs/missing.py"], "flag error: cannot load the config file of --config: "
-     "[Errno 2] No such file or directory: 'configs/missing.py'"),
-])
+@pytest.mark.parametrize(
+  "extra, line",
+  [
+    (
+      ["--config.optim.learning_rate=1"],
+      "config error: unknown config key 'optim.learning_rate' (did you mean 'optim.lr'?)",
+    ),
+    (
+      ["--config.optim.lr=abc"],
+      "config error: optim.lr: cannot parse 'abc': could not convert "
+      "string to float: 'abc' (allowed: finite number > 0)",
+    ),
+    (
+      ["--config", "configs/missing.py"],
+      "flag error: cannot load the config file of --config: "
+      "[Errno 2] No such file or directory: 'configs/missing.py'",
+    ),
+  ],
+)
 def test_parse_flags_prints_one_line_and_exits_2(flag_values, monkeypatch, capsys, extra, line):
   argv = ["train.py", "--config", str(ROOT / "configs" / "tiny.py"), "--workdir", "w", *extra]
   monkeypatch.chdir(ROOT)
@@ -311,8 +355,15 @@ def test_parse_flags_prints_one_line_and_exits_2(flag_values, monkeypatch, capsy
 
 
 def test_parse_flags_accepts_good_overrides(flag_values, monkeypatch):
-  argv = ["train.py", "--config", str(ROOT / "configs" / "tiny.py"), "--workdir", "w",
-          "--config.optim.lr=0.01", "--noconfig.train.unroll"]
+  argv = [
+    "train.py",
+    "--config",
+    str(ROOT / "configs" / "tiny.py"),
+    "--workdir",
+    "w",
+    "--config.optim.lr=0.01",
+    "--noconfig.train.unroll",
+  ]
   monkeypatch.setattr(sys, "argv", argv)
   assert config_lib.parse_flags(argv, flag_values) == ["train.py"]
   config = flag_values["config"].value

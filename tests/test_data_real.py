@@ -5,6 +5,7 @@ exactly where the official archives put them, builds with the TFDS builder into 
 directory, reads the records back through `tfds.data_source` (no TensorFlow) and compares them
 with what it wrote.
 """
+
 import os
 import sys
 
@@ -30,15 +31,19 @@ def _read(builder, data_dir):
 
 def _records(source, key):
   """split -> [(example[key] decoded, example)] in record order."""
-  return {split: [(ex[key].decode(), ex) for ex in (source[split][i] for i in
-                                                     range(len(source[split])))]
-          for split in source}
+  return {
+    split: [(ex[key].decode(), ex) for ex in (source[split][i] for i in range(len(source[split])))]
+    for split in source
+  }
 
 
 # --- Cityscapes ------------------------------------------------------------------------------
 # (split dir, city, sequence, annotated frame number)
-_CITYSCAPES = [("train", "aachen", "000000", 19), ("train", "aachen", "000001", 19),
-               ("val", "frankfurt", "000000", 294)]
+_CITYSCAPES = [
+  ("train", "aachen", "000000", 19),
+  ("train", "aachen", "000001", 19),
+  ("val", "frankfurt", "000000", 294),
+]
 _CS_H, _CS_W = 6, 8
 
 
@@ -52,8 +57,9 @@ def _fake_cityscapes(root, rng):
     # labelIds: every id 0..33 plus 255 somewhere, as an 8-bit grey PNG like the originals.
     ids = rng.permutation(np.r_[np.arange(34), [255] * (_CS_H * _CS_W - 34)]).astype(np.uint8)
     labels[city, seq, frame] = ids.reshape(_CS_H, _CS_W)
-    _png(cityscapes_video.label_path(root, split_dir, city, seq, frame),
-         labels[city, seq, frame], "L")
+    _png(
+      cityscapes_video.label_path(root, split_dir, city, seq, frame), labels[city, seq, frame], "L"
+    )
     # The other gtFine files of the frame are present in the archive and must be ignored.
     color = root / "gtFine" / split_dir / city / f"{city}_{seq}_{frame:06d}_gtFine_color.png"
     _png(color, np.zeros((_CS_H, _CS_W, 3), np.uint8))
@@ -63,8 +69,27 @@ def _fake_cityscapes(root, rng):
 def test_cityscapes_label_table_matches_cityscapesscripts():
   table = cityscapes_video.LABEL_TO_TRAIN_ID
   # labels.py: road 7 -> 0, sidewalk 8 -> 1, building 11 -> 2, ..., bicycle 33 -> 18.
-  expected = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10,
-              24: 11, 25: 12, 26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18}
+  expected = {
+    7: 0,
+    8: 1,
+    11: 2,
+    12: 3,
+    13: 4,
+    17: 5,
+    19: 6,
+    20: 7,
+    21: 8,
+    22: 9,
+    23: 10,
+    24: 11,
+    25: 12,
+    26: 13,
+    27: 14,
+    28: 15,
+    31: 16,
+    32: 17,
+    33: 18,
+  }
   for label_id in range(256):
     assert table[label_id] == expected.get(label_id, 255), label_id
   assert len(cityscapes_video.CLASS_NAMES) == 19
@@ -75,7 +100,8 @@ def test_cityscapes_video_clips_end_at_the_annotated_frame(tmp_path):
   root = tmp_path / "cityscapes"
   frames, labels = _fake_cityscapes(root, np.random.default_rng(0))
   builder = cityscapes_video.build_cityscapes_video(
-      tmp_path / "data", root, height=_CS_H, width=_CS_W, num_frames=3, verbose=False)
+    tmp_path / "data", root, height=_CS_H, width=_CS_W, num_frames=3, verbose=False
+  )
   source = _read(builder, tmp_path / "data")
   assert {k: len(v) for k, v in source.items()} == {"train": 2, "validation": 1}
   got = [source["train"][0], source["train"][1], source["validation"][0]]
@@ -86,12 +112,14 @@ def test_cityscapes_video_clips_end_at_the_annotated_frame(tmp_path):
     for t, f in enumerate(example["frame_ids"]):
       np.testing.assert_array_equal(example["frames"][t], frames[city, seq, f])
     np.testing.assert_array_equal(
-        example["semantic"], cityscapes_video.LABEL_TO_TRAIN_ID[labels[city, seq, frame]])
+      example["semantic"], cityscapes_video.LABEL_TO_TRAIN_ID[labels[city, seq, frame]]
+    )
     assert example["semantic"].dtype == np.uint8
     assert set(np.unique(example["semantic"])) == set(range(19)) | {255}
   # Idempotent: a second call finds the build.
   again = cityscapes_video.build_cityscapes_video(
-      tmp_path / "data", root, height=_CS_H, width=_CS_W, num_frames=3, verbose=False)
+    tmp_path / "data", root, height=_CS_H, width=_CS_W, num_frames=3, verbose=False
+  )
   assert again.is_prepared()
   assert "tensorflow" not in sys.modules
 
@@ -103,11 +131,14 @@ def test_cityscapes_resize_and_bad_settings(tmp_path):
   # Labels made of 2x2 blocks shrink exactly by nearest neighbour.
   split_dir, city, seq, frame = _CITYSCAPES[2]
   blocks = rng.integers(0, 34, (_CS_H // 2, _CS_W // 2)).astype(np.uint8)
-  _png(cityscapes_video.label_path(root, split_dir, city, seq, frame),
-       np.kron(blocks, np.ones((2, 2), np.uint8)), "L")
+  _png(
+    cityscapes_video.label_path(root, split_dir, city, seq, frame),
+    np.kron(blocks, np.ones((2, 2), np.uint8)),
+    "L",
+  )
   builder = cityscapes_video.build_cityscapes_video(
-      tmp_path / "data", root, height=_CS_H // 2, width=_CS_W // 2, num_frames=20,
-      verbose=False)
+    tmp_path / "data", root, height=_CS_H // 2, width=_CS_W // 2, num_frames=20, verbose=False
+  )
   example = _read(builder, tmp_path / "data")["validation"][0]
   assert example["frames"].shape == (20, _CS_H // 2, _CS_W // 2, 3)
   np.testing.assert_array_equal(example["frame_ids"], np.arange(frame - 19, frame + 1))
@@ -128,8 +159,9 @@ def _fake_jhmdb(root, rng):
   truth = {}
   for action, videos in _JHMDB.items():
     for split_number in (1, 2, 3):
-      lines = [f"{video}.avi {which if split_number == 1 else 3 - which}\n"
-               for video, _, which in videos]
+      lines = [
+        f"{video}.avi {which if split_number == 1 else 3 - which}\n" for video, _, which in videos
+      ]
       path = root / "splits" / f"{action}_test_split{split_number}.txt"
       os.makedirs(path.parent, exist_ok=True)
       path.write_text("".join(lines))
@@ -144,15 +176,21 @@ def _fake_jhmdb(root, rng):
       for f in range(n - 1):  # the last frame's mask is empty
         r0, c0 = rng.integers(0, 5), rng.integers(0, 6)
         r1, c1 = r0 + rng.integers(0, 6), c0 + rng.integers(0, 9)
-        mask[r0:r1 + 1, c0:c1 + 1, f] = rng.integers(1, 11)  # part labels, any nonzero
+        mask[r0 : r1 + 1, c0 : c1 + 1, f] = rng.integers(1, 11)  # part labels, any nonzero
         boxes[f] = (c0 - 0.5, r0 - 0.5, c1 + 0.5, r1 + 0.5)
-      for sub, name, value in (("joint_positions", "joint_positions", dict(pos_img=pos)),
-                               ("puppet_mask", "puppet_mask", dict(part_mask=mask))):
+      for sub, name, value in (
+        ("joint_positions", "joint_positions", dict(pos_img=pos)),
+        ("puppet_mask", "puppet_mask", dict(part_mask=mask)),
+      ):
         os.makedirs(root / sub / action / video, exist_ok=True)
         extra = dict(scale=np.ones((1, n)), viewpoint="E") if sub == "joint_positions" else {}
         scipy.io.savemat(root / sub / action / video / f"{name}.mat", {**value, **extra})
-      truth[f"{action}/{video}"] = dict(frames=rgb, joints=pos.transpose(2, 1, 0) - 1,
-                                        bbox=boxes, action=jhmdb.ACTIONS.index(action))
+      truth[f"{action}/{video}"] = dict(
+        frames=rgb,
+        joints=pos.transpose(2, 1, 0) - 1,
+        bbox=boxes,
+        action=jhmdb.ACTIONS.index(action),
+      )
   return truth
 
 
@@ -163,8 +201,9 @@ def test_jhmdb_whole_videos_joints_boxes_and_splits(tmp_path, monkeypatch):
   monkeypatch.setattr(shuffle, "MAX_MEM_BUFFER_SIZE", 1000)
   root = tmp_path / "jhmdb"
   truth = _fake_jhmdb(root, np.random.default_rng(2))
-  builder = jhmdb.build_jhmdb(tmp_path / "data", root, height=_JH_H, width=_JH_W,
-                              verbose=False, num_workers=2)
+  builder = jhmdb.build_jhmdb(
+    tmp_path / "data", root, height=_JH_H, width=_JH_W, verbose=False, num_workers=2
+  )
   records = _records(_read(builder, tmp_path / "data"), "video")
   videos = {split: [name for name, _ in recs] for split, recs in records.items()}
   assert videos == {"train": ["clap/vidA", "wave/vidC"], "test": ["clap/vidB"]}
@@ -182,8 +221,9 @@ def test_jhmdb_whole_videos_joints_boxes_and_splits(tmp_path, monkeypatch):
       assert visible.shape == (n, 15)
       assert not visible[0, 3] and visible.sum() == visible.size - 1
   # Split 2 swaps train and test in the fake split files.
-  split2 = jhmdb.build_jhmdb(tmp_path / "data", root, height=_JH_H, width=_JH_W,
-                             split_number=2, verbose=False)
+  split2 = jhmdb.build_jhmdb(
+    tmp_path / "data", root, height=_JH_H, width=_JH_W, split_number=2, verbose=False
+  )
   s2 = _read(split2, tmp_path / "data")
   assert [s2["train"][0]["video"], len(s2["test"])] == [b"clap/vidB", 2]
   assert "tensorflow" not in sys.modules
@@ -192,19 +232,29 @@ def test_jhmdb_whole_videos_joints_boxes_and_splits(tmp_path, monkeypatch):
 def test_jhmdb_clips_and_resize(tmp_path):
   root = tmp_path / "jhmdb"
   truth = _fake_jhmdb(root, np.random.default_rng(3))
-  builder = jhmdb.build_jhmdb(tmp_path / "data", root, height=2 * _JH_H, width=2 * _JH_W,
-                              num_frames=2, stride=2, verbose=False)
+  builder = jhmdb.build_jhmdb(
+    tmp_path / "data",
+    root,
+    height=2 * _JH_H,
+    width=2 * _JH_W,
+    num_frames=2,
+    stride=2,
+    verbose=False,
+  )
   train = _read(builder, tmp_path / "data")["train"]
   # vidA (5 frames) -> frames 0-1, 2-3; vidC (6 frames) -> 0-1, 2-3, 4-5.
-  got = [(train[i]["video"].decode(), train[i]["frame_index"].tolist())
-         for i in range(len(train))]
-  assert got == [("clap/vidA", [0, 1]), ("clap/vidA", [2, 3]), ("wave/vidC", [0, 1]),
-                 ("wave/vidC", [2, 3]), ("wave/vidC", [4, 5])]
+  got = [(train[i]["video"].decode(), train[i]["frame_index"].tolist()) for i in range(len(train))]
+  assert got == [
+    ("clap/vidA", [0, 1]),
+    ("clap/vidA", [2, 3]),
+    ("wave/vidC", [0, 1]),
+    ("wave/vidC", [2, 3]),
+    ("wave/vidC", [4, 5]),
+  ]
   example, want = train[1], truth["clap/vidA"]
   assert example["frames"].shape == (2, 2 * _JH_H, 2 * _JH_W, 3)
   # Doubling the size: u' = (u + 0.5) * 2 - 0.5 for joints and box edges alike.
-  np.testing.assert_allclose(example["joints"], (want["joints"][2:4] + 0.5) * 2 - 0.5,
-                             atol=1e-4)
+  np.testing.assert_allclose(example["joints"], (want["joints"][2:4] + 0.5) * 2 - 0.5, atol=1e-4)
   np.testing.assert_allclose(example["bbox"], (want["bbox"][2:4] + 0.5) * 2 - 0.5)
 
 
@@ -237,14 +287,13 @@ def _fake_davis(root, rng):
     path.write_text("".join(f"{s}\n" for s in names))
   for seq, (n, num_objects, _) in _DAVIS.items():
     masks = rng.integers(0, num_objects + 1, (n, _DV_H, _DV_W)).astype(np.uint8)
-    masks[0, 0, :num_objects + 1] = np.arange(num_objects + 1)  # every id in frame 0
+    masks[0, 0, : num_objects + 1] = np.arange(num_objects + 1)  # every id in frame 0
     masks[:, -1, -1] = 255  # void
     for f in range(n):
       # Constant colours survive JPEG; the colour encodes the frame number.
       rgb = np.full((_DV_H, _DV_W, 3), (20 * f + 10, 100, 200), np.uint8)
       os.makedirs(root / "JPEGImages" / "480p" / seq, exist_ok=True)
-      Image.fromarray(rgb).save(root / "JPEGImages" / "480p" / seq / f"{f:05d}.jpg",
-                                quality=95)
+      Image.fromarray(rgb).save(root / "JPEGImages" / "480p" / seq / f"{f:05d}.jpg", quality=95)
       png = Image.fromarray(masks[f], "P")
       png.putpalette(_palette())
       os.makedirs(root / "Annotations" / "480p" / seq, exist_ok=True)
@@ -258,8 +307,7 @@ def test_davis2017_masks_object_ids_and_frame_order(tmp_path):
   truth = _fake_davis(root, np.random.default_rng(4))
   # Palette PNGs store indices: reading them must give ids, not colours.
   assert Image.open(root / "Annotations" / "480p" / "bear" / "00000.png").mode == "P"
-  builder = davis.build_davis2017(tmp_path / "data", root, height=_DV_H, width=_DV_W,
-                                  verbose=False)
+  builder = davis.build_davis2017(tmp_path / "data", root, height=_DV_H, width=_DV_W, verbose=False)
   records = _records(_read(builder, tmp_path / "data"), "sequence")
   seqs = {split: [name for name, _ in recs] for split, recs in records.items()}
   assert seqs == {"train": ["bear", "camel"], "validation": ["dogs-jump"]}
@@ -272,8 +320,15 @@ def test_davis2017_masks_object_ids_and_frame_order(tmp_path):
       np.testing.assert_array_equal(example["frame_index"], np.arange(n))
       red = example["frames"][..., 0].reshape(n, -1)
       np.testing.assert_allclose(red.mean(axis=1), 20 * np.arange(n) + 10, atol=3)
-  clips = davis.build_davis2017(tmp_path / "data", root, height=_DV_H // 2, width=_DV_W // 2,
-                                num_frames=2, stride=1, verbose=False)
+  clips = davis.build_davis2017(
+    tmp_path / "data",
+    root,
+    height=_DV_H // 2,
+    width=_DV_W // 2,
+    num_frames=2,
+    stride=1,
+    verbose=False,
+  )
   val = _read(clips, tmp_path / "data")["validation"]
   assert [val[i]["frame_index"].tolist() for i in range(len(val))] == [[0, 1], [1, 2], [2, 3]]
   assert val[0]["masks"].shape == (2, _DV_H // 2, _DV_W // 2)
@@ -297,14 +352,29 @@ def test_windows_keys_and_box_helpers():
 def test_build_command(tmp_path, capsys):
   root = tmp_path / "DAVIS"
   _fake_davis(root, np.random.default_rng(5))
-  args = ["--dataset", "davis2017", "--manual_dir", str(root), "--data_dir",
-          str(tmp_path / "data"), "--height", str(_DV_H), "--width", str(_DV_W),
-          "--num_frames", "2"]
+  args = [
+    "--dataset",
+    "davis2017",
+    "--manual_dir",
+    str(root),
+    "--data_dir",
+    str(tmp_path / "data"),
+    "--height",
+    str(_DV_H),
+    "--width",
+    str(_DV_W),
+    "--num_frames",
+    "2",
+  ]
   assert build_cli.main(args) == 0
   out = capsys.readouterr().out
   assert "davis2017/480p_8x12_t2s2" in out and "'train': 2" in out
   assert "train: 2/2 items" in out  # progress
   assert build_cli.main([*args, "--split_number", "2"]) == 2
-  assert build_cli.main(["--dataset", "jhmdb", "--manual_dir", str(root), "--data_dir",
-                         str(tmp_path / "data")]) == 1
+  assert (
+    build_cli.main(
+      ["--dataset", "jhmdb", "--manual_dir", str(root), "--data_dir", str(tmp_path / "data")]
+    )
+    == 1
+  )
   assert "Rename_Images" in capsys.readouterr().err

@@ -1,6 +1,7 @@
 """train.py and eval.py as a user runs them: subprocesses with --config.* overrides, checked by
 exit codes, the files they write and a number against an oracle (FP costs 32 x 32 bits per
 MAC, i.e. 1600 % of W8A8), and the quiet default output."""
+
 import json
 import os
 import pathlib
@@ -15,15 +16,31 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 def run(script, *args, cwd):
   env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
   env.pop("XLA_FLAGS", None)  # one device: the tiny batch of 8 needs no virtual devices
-  return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=cwd, env=env,
-                        capture_output=True, text=True, timeout=600)
+  return subprocess.run(
+    [sys.executable, str(ROOT / script), *args],
+    cwd=cwd,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
 
 
 def test_train_then_eval_through_the_scripts(tmp_path):
-  common = ["--config", str(ROOT / "configs" / "tiny.py"),
-            f"--config.data.data_dir={tmp_path / 'data'}"]
-  train = run("train.py", *common, "--workdir", str(tmp_path / "fp"),
-              "--config.train.num_steps=2", "--config.optim.warmup_steps=0", cwd=tmp_path)
+  common = [
+    "--config",
+    str(ROOT / "configs" / "tiny.py"),
+    f"--config.data.data_dir={tmp_path / 'data'}",
+  ]
+  train = run(
+    "train.py",
+    *common,
+    "--workdir",
+    str(tmp_path / "fp"),
+    "--config.train.num_steps=2",
+    "--config.optim.warmup_steps=0",
+    cwd=tmp_path,
+  )
   assert train.returncode == 0, train.stderr[-2000:]
   row = json.loads((tmp_path / "fp" / "eval_metrics.json").read_text())
   assert row["source"] == "fp" and row["pct_w8a8"] == pytest.approx(1600.0)
@@ -35,16 +52,30 @@ def test_train_then_eval_through_the_scripts(tmp_path):
   assert "orbax" not in (train.stdout + train.stderr).lower()
   assert len(train.stdout.splitlines()) < 15, train.stdout
 
-  report = run("eval.py", *common, "--workdir", str(tmp_path / "eval"),
-               f"--config.init_from={tmp_path / 'fp'}", "--config.eval.sweep=fp",
-               "--config.eval.plots=False", cwd=tmp_path)
+  report = run(
+    "eval.py",
+    *common,
+    "--workdir",
+    str(tmp_path / "eval"),
+    f"--config.init_from={tmp_path / 'fp'}",
+    "--config.eval.sweep=fp",
+    "--config.eval.plots=False",
+    cwd=tmp_path,
+  )
   assert report.returncode == 0, report.stderr[-2000:]
   results = json.loads((tmp_path / "eval" / "report" / "results.json").read_text())
   (fp,) = results["rows"]
   assert fp["name"] == "FP32" and fp["miou"] == pytest.approx(row["miou"], abs=1e-6)
   assert "report written to" in report.stdout
 
-  bad = run("eval.py", *common, "--workdir", str(tmp_path / "eval"),
-            f"--config.init_from={tmp_path / 'fp'}", "--config.eval.sweep=full", cwd=tmp_path)
+  bad = run(
+    "eval.py",
+    *common,
+    "--workdir",
+    str(tmp_path / "eval"),
+    f"--config.init_from={tmp_path / 'fp'}",
+    "--config.eval.sweep=full",
+    cwd=tmp_path,
+  )
   assert bad.returncode == 2
   assert bad.stderr.strip().startswith("config error: eval.sweep: got 'full'")

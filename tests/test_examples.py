@@ -2,6 +2,7 @@
 equals the original Flax network, FQ W8A8 costs exactly 64 BOPs per MAC on every frame, and
 static ResQ with the W8A8-FQ edge rule costs 64 * MACs(edges) + 16 * MACs(rest) on residual
 frames."""
+
 import importlib.util
 import pathlib
 import sys

@@ -1,5 +1,6 @@
 """Faults through the real entry points: SIGKILL keeps the logged rows, SIGTERM saves and exits
 75 (no evaluation), known failures print one line with their exit code, the demo stops."""
+
 import glob
 import json
 import os
@@ -26,15 +27,16 @@ def _rows(workdir) -> list[dict]:
 
 def _tensorboard_steps(workdir) -> set[int]:
   from tensorboardX.proto.event_pb2 import Event  # pylint: disable=import-outside-toplevel
+
   steps = set()
   for path in glob.glob(str(pathlib.Path(workdir) / "tensorboard" / "train" / "events.*")):
     data = pathlib.Path(path).read_bytes()
     offset = 0
     while offset + 12 <= len(data):
-      length = int.from_bytes(data[offset:offset + 8], "little")
+      length = int.from_bytes(data[offset : offset + 8], "little")
       if offset + 12 + length + 4 > len(data):
         break
-      event = Event.FromString(data[offset + 12:offset + 12 + length])
+      event = Event.FromString(data[offset + 12 : offset + 12 + length])
       if event.summary.value:
         steps.add(event.step)
       offset += 12 + length + 4
@@ -45,12 +47,21 @@ def _train(workdir, data_dir):
   """train.py on configs/tiny.py for 200 steps (far more than the test lets it run)."""
   env = {**os.environ, "JAX_PLATFORMS": "cpu"}
   env.pop("XLA_FLAGS", None)
-  cmd = [sys.executable, str(ROOT / "train.py"), "--config", str(ROOT / "configs" / "tiny.py"),
-         "--workdir", str(workdir), f"--config.data.data_dir={data_dir}",
-         "--config.train.num_steps=200", "--config.train.log_every=1",
-         "--config.train.checkpoint_every=2"]
-  return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True)
+  cmd = [
+    sys.executable,
+    str(ROOT / "train.py"),
+    "--config",
+    str(ROOT / "configs" / "tiny.py"),
+    "--workdir",
+    str(workdir),
+    f"--config.data.data_dir={data_dir}",
+    "--config.train.num_steps=200",
+    "--config.train.log_every=1",
+    "--config.train.checkpoint_every=2",
+  ]
+  return subprocess.Popen(
+    cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+  )
 
 
 def _wait_for(predicate, proc, timeout=240.0):
@@ -98,18 +109,28 @@ def test_sigkill_keeps_logged_rows_and_sigterm_saves_and_exits_75(tmp_path):
   assert json.loads((workdir / "config.json").read_text())["train"]["num_steps"] == 200
 
 
-@pytest.mark.parametrize("exc, code, line", [
+@pytest.mark.parametrize(
+  "exc, code, line",
+  [
     (errors.CheckpointError("no intact checkpoint in x"), 3, "error: no intact checkpoint in x"),
-    (errors.NonFiniteError("non-finite training at step 3"), 4,
-     "error: non-finite training at step 3"),
+    (
+      errors.NonFiniteError("non-finite training at step 3"),
+      4,
+      "error: non-finite training at step 3",
+    ),
     (errors.PreemptedError("preempted: saved step 6"), 75, "preempted: saved step 6"),
     (errors.DataError("validation split: truncated"), 5, "error: validation split: truncated"),
-    (errors.InvalidConfigError("invalid config:\n  - a\n  - b"), 2,
-     "config error: a\nconfig error: b"),
-])
+    (
+      errors.InvalidConfigError("invalid config:\n  - a\n  - b"),
+      2,
+      "config error: a\nconfig error: b",
+    ),
+  ],
+)
 def test_run_cli_prints_one_line_and_exits_with_the_failure_code(exc, code, line, capsys):
   def fail():
     raise exc
+
   with pytest.raises(SystemExit) as info:
     errors.run_cli(fail)
   assert info.value.code == code

@@ -2,19 +2,40 @@
 trap, plain Flax ops in the cost report, hashable models, pretrained weights, streaming
 calibration and the stats layout. Oracles: brute-force counts, flax / lax references, identities
 (16-bit grids equal float), hand-computed BOPs and the previous in-memory calibration."""
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
-from resq_jax.nn import (QConv, QConvTranspose, float_twin, StaleQuantizerError, bops_report, calibrate_model,
-                         layer_costs, load_float_weights, model_has_state, run_clip,
-                         stack_stream_stats, stream_init, stream_step, with_recipe_rules)
-from resq_jax.nn.calibrate import CalibrationMethods, Reservoir, residual_samples, subsample
-from resq_jax.quant import (RecipeRules, calibrate, conv_macs, conv_transpose_macs, float_recipe,
-                            fq_recipe, resq_recipe)
 from tiny_nets import random_walk_clip
+
+from resq_jax.nn import (
+  QConv,
+  QConvTranspose,
+  StaleQuantizerError,
+  bops_report,
+  calibrate_model,
+  float_twin,
+  layer_costs,
+  load_float_weights,
+  model_has_state,
+  run_clip,
+  stack_stream_stats,
+  stream_init,
+  stream_step,
+  with_recipe_rules,
+)
+from resq_jax.nn.calibrate import CalibrationMethods, Reservoir, residual_samples, subsample
+from resq_jax.quant import (
+  RecipeRules,
+  calibrate,
+  conv_macs,
+  conv_transpose_macs,
+  float_recipe,
+  fq_recipe,
+  resq_recipe,
+)
 
 DN = ("NHWC", "HWIO", "NHWC")
 MINMAX = CalibrationMethods("minmax", "minmax", "minmax", "minmax")
@@ -25,9 +46,17 @@ def brute_force_products(fn, x_shape, w_shape):
   return int(jnp.sum(fn(jnp.ones(x_shape), jnp.ones(w_shape))))
 
 
-@pytest.mark.parametrize("hw,k,s,pad,groups", [
-    ((5, 4), 2, 2, "SAME", 1), ((5, 4), 3, 2, "SAME", 2), ((5, 4), 3, 2, "VALID", 1),
-    ((4, 4), 4, 2, "SAME", 1), ((3, 5), 3, 1, "SAME", 2), ((4, 3), 5, 3, ((1, 2), (0, 3)), 1)])
+@pytest.mark.parametrize(
+  "hw,k,s,pad,groups",
+  [
+    ((5, 4), 2, 2, "SAME", 1),
+    ((5, 4), 3, 2, "SAME", 2),
+    ((5, 4), 3, 2, "VALID", 1),
+    ((4, 4), 4, 2, "SAME", 1),
+    ((3, 5), 3, 1, "SAME", 2),
+    ((4, 3), 5, 3, ((1, 2), (0, 3)), 1),
+  ],
+)
 def test_conv_transpose_matches_lax_and_brute_force_macs(hw, k, s, pad, groups):
   c_in, c_out = 4, 6
   layer = QConvTranspose(c_out, (k, k), (s, s), padding=pad, feature_group_count=groups)
@@ -40,9 +69,17 @@ def test_conv_transpose_matches_lax_and_brute_force_macs(hw, k, s, pad, groups):
     ref = jax.lax.conv_transpose(x, w, (s, s), pad, dimension_numbers=DN)
     np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5)
   lin = lambda a, b: jax.lax.conv_general_dilated(
-      a, b, (1, 1), [(lo, hi) for lo, hi in __import__("resq_jax").quant.conv_transpose_padding(
-          (k, k), (s, s), pad)], lhs_dilation=(s, s), dimension_numbers=DN,
-      feature_group_count=groups)
+    a,
+    b,
+    (1, 1),
+    [
+      (lo, hi)
+      for lo, hi in __import__("resq_jax").quant.conv_transpose_padding((k, k), (s, s), pad)
+    ],
+    lhs_dilation=(s, s),
+    dimension_numbers=DN,
+    feature_group_count=groups,
+  )
   count = brute_force_products(lin, (1, *hw, c_in), (k, k, c_in // groups, c_out))
   cost = layer.apply(variables, x[:1], method=lambda m, x: m.cost(x.shape))
   assert cost.macs == count == conv_transpose_macs(hw, (k, k), c_in, c_out, (s, s), pad, groups)
@@ -62,18 +99,29 @@ def test_conv_transpose_equals_flax_and_has_per_channel_scales():
   np.testing.assert_allclose(layer.apply(v, x), ref.apply(rv, x), atol=1e-3)
 
 
-@pytest.mark.parametrize("kd,idil,pad", [((2, 2), (1, 1), "SAME"), ((3, 1), (1, 1), "VALID"),
-                                         ((1, 1), (2, 2), "SAME"), ((2, 1), (2, 3), "VALID")])
+@pytest.mark.parametrize(
+  "kd,idil,pad",
+  [
+    ((2, 2), (1, 1), "SAME"),
+    ((3, 1), (1, 1), "VALID"),
+    ((1, 1), (2, 2), "SAME"),
+    ((2, 1), (2, 3), "VALID"),
+  ],
+)
 def test_dilated_conv_matches_lax_and_macs(kd, idil, pad):
   x = jax.random.normal(jax.random.key(0), (1, 9, 8, 2))
   layer = QConv(3, (3, 3), padding=pad, kernel_dilation=kd, input_dilation=idil)
   v = layer.init(jax.random.key(1), x)
   y = layer.apply(v, x)
   from resq_jax.quant import conv_padding
+
   pads = conv_padding((9, 8), (3, 3), (1, 1), pad, idil, kd)
-  lin = lambda a, b: jax.lax.conv_general_dilated(a, b, (1, 1), pads, lhs_dilation=idil,
-                                                  rhs_dilation=kd, dimension_numbers=DN)
-  np.testing.assert_allclose(y, lin(x, v["params"]["kernel"]) + v["params"]["bias"][None, None, None], atol=1e-5)
+  lin = lambda a, b: jax.lax.conv_general_dilated(
+    a, b, (1, 1), pads, lhs_dilation=idil, rhs_dilation=kd, dimension_numbers=DN
+  )
+  np.testing.assert_allclose(
+    y, lin(x, v["params"]["kernel"]) + v["params"]["bias"][None, None, None], atol=1e-5
+  )
   cost = layer.apply(v, x, method=lambda m, x: m.cost(x.shape))
   if idil == (1, 1):  # kernel dilation: the undilated count at the same output size
     assert cost.macs == y.shape[1] * y.shape[2] * 9 * 2 * 3
@@ -84,6 +132,7 @@ def test_dilated_conv_matches_lax_and_macs(kd, idil, pad):
 
 class RuleNet(nn.Module):
   """stem conv, a transposed conv, a dilated conv, classifier: every layer one recipe."""
+
   recipe: object = float_recipe()
   recipe_rules: object = None
 
@@ -107,8 +156,9 @@ def test_recipe_rules_mixed_precision_in_execution_calibration_and_costs(clip):
   model = RuleNet(recipe_rules=RULES)
   wrapped = with_recipe_rules(RuleNet(), RULES)  # same thing, for any model
   v = model.init(jax.random.key(1), clip[:, 0])
-  assert jax.tree.map(jnp.shape, v) == jax.tree.map(jnp.shape, wrapped.init(jax.random.key(1),
-                                                                               clip[:, 0]))
+  assert jax.tree.map(jnp.shape, v) == jax.tree.map(
+    jnp.shape, wrapped.init(jax.random.key(1), clip[:, 0])
+  )
   assert "res_w_scale" not in v["params"]["stem"] and "res_w_scale" in v["params"]["body"]
   assert model_has_state(model, v, clip[:, 0])
   v = calibrate_model(model, None, v, [clip], period=3, methods=MINMAX)
@@ -130,8 +180,9 @@ def test_recipe_rules_mixed_precision_in_execution_calibration_and_costs(clip):
 def test_16_bit_rules_with_transposed_conv_equal_float(clip):
   rules16 = RecipeRules(((r"stem", fq_recipe(16, 16)), (r".*", resq_recipe((16, 16), (16, 16)))))
   model = RuleNet(recipe_rules=rules16)
-  v = calibrate_model(model, None, model.init(jax.random.key(1), clip[:, 0]), [clip], period=3,
-                      methods=MINMAX)
+  v = calibrate_model(
+    model, None, model.init(jax.random.key(1), clip[:, 0]), [clip], period=3, methods=MINMAX
+  )
   out = run_clip(model, v, clip, period=3).outputs
   ref = run_clip(RuleNet(), v, clip, period=3).outputs
   np.testing.assert_allclose(out, ref, atol=2e-3 * float(jnp.max(jnp.abs(ref))))
@@ -153,8 +204,10 @@ def test_phase_is_required_for_stateful_recipes_only(clip):
     model.apply(v, frame)
   for recipe in (float_recipe(), fq_recipe(8, 8)):
     m = RuleNet(recipe)
-    np.testing.assert_array_equal(m.apply(m.init(jax.random.key(1), frame), frame),
-                                  m.apply(m.init(jax.random.key(1), frame), frame, phase="key"))
+    np.testing.assert_array_equal(
+      m.apply(m.init(jax.random.key(1), frame), frame),
+      m.apply(m.init(jax.random.key(1), frame), frame, phase="key"),
+    )
 
 
 class MixedNet(nn.Module):
@@ -205,9 +258,12 @@ class FloatNet(nn.Module):
     return nn.Conv(3, (1, 1), name="classifier_conv")(x)
 
 
-MAPPING = ((r"params/(.*)_conv/(.*)", r"params/\1/\2"), (r"params/(.*)_bn/scale", r"params/\1/bn_scale"),
-           (r"params/(.*)_bn/bias", r"params/\1/bn_bias"),
-           (r"batch_stats/(.*)_bn/(.*)", r"batch_stats/\1/\2"))
+MAPPING = (
+  (r"params/(.*)_conv/(.*)", r"params/\1/\2"),
+  (r"params/(.*)_bn/scale", r"params/\1/bn_scale"),
+  (r"params/(.*)_bn/bias", r"params/\1/bn_bias"),
+  (r"batch_stats/(.*)_bn/(.*)", r"batch_stats/\1/\2"),
+)
 
 
 def _pretrained(frame):
@@ -247,6 +303,7 @@ def test_load_float_weights_refreshes_and_invalidates(clip):
 def _reference_calibration(model, v, clips, period, methods):
   """The previous in-memory implementation: concatenate every batch, subsample, calibrate."""
   from resq_jax.nn import observe
+
   obs = observe(RuleNet(), v, clips)
   out = {}
   for path, recipe in (("stem", fq_recipe(8, 8)), ("body", resq_recipe((8, 8), (4, 4)))):
@@ -254,8 +311,9 @@ def _reference_calibration(model, v, clips, period, methods):
     out[path] = {"key_a_scale": calibrate(subsample(x), recipe.key.act, methods.key_act)[0]}
     if recipe.has_state:
       r = residual_samples(x, period, recipe.ref_mode)
-      out[path]["res_a_scale"] = calibrate(subsample(r), recipe.residual.act,
-                                           methods.residual_act)[0]
+      out[path]["res_a_scale"] = calibrate(subsample(r), recipe.residual.act, methods.residual_act)[
+        0
+      ]
   return out
 
 
@@ -292,8 +350,9 @@ def test_reservoir_memory_is_bounded_and_min_max_exact():
 
 def test_stream_stats_feed_bops_report_through_stack(clip):
   model = RuleNet(recipe_rules=RULES)
-  v = calibrate_model(model, None, model.init(jax.random.key(1), clip[:, 0]), [clip], period=3,
-                      methods=MINMAX)
+  v = calibrate_model(
+    model, None, model.init(jax.random.key(1), clip[:, 0]), [clip], period=3, methods=MINMAX
+  )
   costs = layer_costs(model, v, clip[:, 0])
   stream, per_frame = stream_init(model, v, clip[:, 0]), []
   for t in range(clip.shape[1]):

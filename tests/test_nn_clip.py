@@ -1,4 +1,5 @@
 """Quantized layers and the clip runner against reference loops and identities."""
+
 import functools
 
 import jax
@@ -6,23 +7,23 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
+from tiny_nets import TinyNet, random_walk_clip
 
 from resq_jax.nn.calibrate import CalibrationMethods, calibrate_model
 from resq_jax.nn.clip import run_clip, stream_init, stream_step
 from resq_jax.nn.costs import bops_report, layer_costs
 from resq_jax.quant.dynamic import FixedStepPolicy, LadderPolicy
-from resq_jax.quant.recipe import (dynamic_recipe, float_recipe, fq_recipe, resq_recipe)
-from tiny_nets import TinyNet, random_walk_clip
+from resq_jax.quant.recipe import dynamic_recipe, float_recipe, fq_recipe, resq_recipe
 
 PERIOD, T = 3, 7  # T is not a multiple of the period: the tail group is exercised too
 RECIPES = {
-    "float": float_recipe(),
-    "fq": fq_recipe(4, 4),
-    "resq_closed": resq_recipe((8, 8), (4, 4), "closed"),
-    "resq_key": resq_recipe((8, 8), (4, 4), "key"),
-    "resq_prev": resq_recipe((8, 8), (4, 4), "prev"),
-    "dynamic_fixed": dynamic_recipe(FixedStepPolicy(bits=(0, 2, 4, 8), step=1.0)),
-    "dynamic_ladder": dynamic_recipe(LadderPolicy(bits=(0, 4, 8), thresholds=(1.0, 8.0, 64.0))),
+  "float": float_recipe(),
+  "fq": fq_recipe(4, 4),
+  "resq_closed": resq_recipe((8, 8), (4, 4), "closed"),
+  "resq_key": resq_recipe((8, 8), (4, 4), "key"),
+  "resq_prev": resq_recipe((8, 8), (4, 4), "prev"),
+  "dynamic_fixed": dynamic_recipe(FixedStepPolicy(bits=(0, 2, 4, 8), step=1.0)),
+  "dynamic_ladder": dynamic_recipe(LadderPolicy(bits=(0, 4, 8), thresholds=(1.0, 8.0, 64.0))),
 }
 
 
@@ -34,22 +35,22 @@ def clip():
   return random_walk_clip(jax.random.key(0), (2, T, 8, 8, 3))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _variables(name):
   model = TinyNet(RECIPES[name])
   clip = random_walk_clip(jax.random.key(0), (2, T, 8, 8, 3))
   variables = model.init(jax.random.key(1), clip[:, 0])
   if RECIPES[name].is_quantized:
-    variables = calibrate_model(model, TinyNet(), variables, [clip], period=PERIOD,
-                                methods=MINMAX)
+    variables = calibrate_model(model, TinyNet(), variables, [clip], period=PERIOD, methods=MINMAX)
   return model, variables
 
 
 def reference_loop(model, variables, clip, period):
   """The definition: frame by frame, keyframe at t % period == 0, state carried in Python."""
   state, outs, stats = {}, [], []
-  apply = jax.jit(functools.partial(model.apply, mutable=["resq_state", "resq_stats"]),
-                  static_argnames="phase")
+  apply = jax.jit(
+    functools.partial(model.apply, mutable=["resq_state", "resq_stats"]), static_argnames="phase"
+  )
   for t in range(clip.shape[1]):
     phase = "key" if t % period == 0 else "residual"
     v = dict(variables, resq_state=state) if phase == "residual" else variables
@@ -72,7 +73,7 @@ def test_run_clip_equals_reference_loop_and_stream(clip, name):
   for t in range(T):
     y, stats, stream = stream_step(model, variables, stream, clip[:, t], period=PERIOD)
     np.testing.assert_allclose(y, result.outputs[:, t], atol=1e-5, rtol=1e-5)
-    jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, b[t]), stats, result.stats)
+    jax.tree.map(lambda a, b, t=t: np.testing.assert_array_equal(a, b[t]), stats, result.stats)
   assert int(stream.t) == T
 
 
@@ -121,8 +122,12 @@ def test_layer_macs_match_shapes(clip):
   model, variables = _variables("float")
   costs = layer_costs(model, variables, clip[:, 0])
   # 8x8x3 -> conv3x3 8ch; stride-2 conv 8->8 (4x4 out); depthwise 3x3 on 4x4x8; dense 8->3.
-  assert [c.macs for c in costs.values()] == [8 * 8 * 9 * 3 * 8, 4 * 4 * 9 * 8 * 8,
-                                             4 * 4 * 9 * 8, 4 * 4 * 8 * 3]
+  assert [c.macs for c in costs.values()] == [
+    8 * 8 * 9 * 3 * 8,
+    4 * 4 * 9 * 8 * 8,
+    4 * 4 * 9 * 8,
+    4 * 4 * 8 * 3,
+  ]
 
 
 def test_dynamic_static_clip_costs_only_keyframes():
@@ -145,11 +150,14 @@ def test_bn_folding_matches_conv_then_batch_norm(clip):
   s = {"mean": s["mean"] + 0.3, "var": s["var"] * 2.0}  # non-trivial running statistics
   variables = dict(variables, batch_stats=dict(variables["batch_stats"], QConv_0=s))
   x = clip[:, 0]
-  y_conv = jax.lax.conv_general_dilated(x, p["kernel"], (1, 1), "SAME",
-                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
-  expected = ((y_conv - s["mean"].reshape(1, 1, 1, -1)) / jnp.sqrt(s["var"] + 1e-5).reshape(
-      1, 1, 1, -1) * p["bn_scale"].reshape(1, 1, 1, -1) + p["bn_bias"].reshape(1, 1, 1, -1))
+  y_conv = jax.lax.conv_general_dilated(
+    x, p["kernel"], (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+  )
+  expected = (y_conv - s["mean"].reshape(1, 1, 1, -1)) / jnp.sqrt(s["var"] + 1e-5).reshape(
+    1, 1, 1, -1
+  ) * p["bn_scale"].reshape(1, 1, 1, -1) + p["bn_bias"].reshape(1, 1, 1, -1)
   from resq_jax.nn.layers import QConv
+
   conv = QConv(8, use_bn=True)
   got = conv.apply({"params": p, "batch_stats": s}, x)
   np.testing.assert_allclose(got, expected, atol=1e-5)
@@ -157,12 +165,14 @@ def test_bn_folding_matches_conv_then_batch_norm(clip):
 
 def test_bn_training_updates_running_statistics(clip):
   from resq_jax.nn.layers import QConv
+
   conv = QConv(4, use_bn=True, bn_momentum=0.9)
   x = clip[:, 0]
   variables = conv.init(jax.random.key(0), x)
   y, mut = conv.apply(variables, x, train=True, mutable=["batch_stats"])
-  y_conv = jax.lax.conv_general_dilated(x, variables["params"]["kernel"], (1, 1), "SAME",
-                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  y_conv = jax.lax.conv_general_dilated(
+    x, variables["params"]["kernel"], (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+  )
   mu, var = y_conv.mean(axis=(0, 1, 2)), y_conv.var(axis=(0, 1, 2))
   np.testing.assert_allclose(mut["batch_stats"]["mean"], 0.1 * mu, atol=1e-5)
   np.testing.assert_allclose(mut["batch_stats"]["var"], 0.9 + 0.1 * var, atol=1e-5)
@@ -208,6 +218,7 @@ def test_scale_gradients_do_not_depend_on_how_frames_are_folded(name):
     def loss(params):
       out = run_clip(model, dict(variables, params=params), frames, period=4).outputs
       return jnp.sum(jnp.sin(out))
+
     return jax.grad(loss)(variables["params"])
 
   whole, first, second = grads(clip8), grads(clip8[:, :4]), grads(clip8[:, 4:])
@@ -224,8 +235,12 @@ def test_sharded_run_equals_single_device(clip):
   model, variables = _variables("dynamic_fixed")
   big = random_walk_clip(jax.random.key(5), (8, T, 8, 8, 3))
   mesh = jax.make_mesh((8,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
-  f = jax.shard_map(lambda v, c: run_clip(model, v, c, period=PERIOD)[:2], mesh=mesh,
-                    in_specs=(P(), P("data")), out_specs=(P("data"), P(None, "data")))
+  f = jax.shard_map(
+    lambda v, c: run_clip(model, v, c, period=PERIOD)[:2],
+    mesh=mesh,
+    in_specs=(P(), P("data")),
+    out_specs=(P("data"), P(None, "data")),
+  )
   sharded = jax.device_put(big, jax.sharding.NamedSharding(mesh, P("data")))
   out, stats = jax.jit(f)(variables, sharded)
   assert len(out.sharding.device_set) == 8
@@ -277,8 +292,9 @@ def test_nan_poisons_its_static_group_and_reset_on_nonfinite_recovers(clip):
   stream = stream_init(model, variables, clip[:, 0])
   outs = []
   for t in range(T):
-    y, _, stream = stream_step(model, variables, stream, bad[:, t], period=PERIOD,
-                               reset_on_nonfinite=True)
+    y, _, stream = stream_step(
+      model, variables, stream, bad[:, t], period=PERIOD, reset_on_nonfinite=True
+    )
     outs.append(y)
   assert bool(jnp.all(jnp.isfinite(outs[2])))
   key2, _ = model.apply(variables, bad[:, 2], phase="key", mutable=["resq_state"])
@@ -313,6 +329,7 @@ def test_calibration_on_a_constant_clip_warns():
 
 def test_conv_impl_auto_resolves_by_loop_and_backend():
   from resq_jax.nn.layers import resolve_conv_impl, rolled_loop
+
   assert resolve_conv_impl("auto") == "xla"
   with rolled_loop():
     assert resolve_conv_impl("auto") == ("im2col" if jax.default_backend() == "cpu" else "xla")
@@ -329,16 +346,18 @@ def test_rolled_im2col_and_remat_match_the_unrolled_xla_gradients(clip, remat):
   model, variables = _variables("resq_closed")
 
   def loss(params, unroll, remat):
-    out = run_clip(model, dict(variables, params=params), clip, period=PERIOD, unroll=unroll,
-                   remat=remat).outputs
+    out = run_clip(
+      model, dict(variables, params=params), clip, period=PERIOD, unroll=unroll, remat=remat
+    ).outputs
     return jnp.mean(jnp.square(out - 0.3))
 
   ref = jax.grad(loss)(variables["params"], True, False)
   got = jax.grad(loss)(variables["params"], 1, remat)
   for (path, a), b in zip(jax.tree_util.tree_flatten_with_path(got)[0], jax.tree.leaves(ref)):
     scale = float(jnp.max(jnp.abs(b))) + 1e-12
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * scale,
-                               err_msg=jax.tree_util.keystr(path))
+    np.testing.assert_allclose(
+      a, b, rtol=1e-4, atol=1e-4 * scale, err_msg=jax.tree_util.keystr(path)
+    )
 
 
 def test_dynamic_policy_comparisons_are_reported_beside_bops(clip):

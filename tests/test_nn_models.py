@@ -1,4 +1,5 @@
 """SegNet against a float64 NumPy reference of its documented architecture and ResQ identities."""
+
 import functools
 import zlib
 
@@ -43,6 +44,7 @@ def make_variables(model, x):
     else:
       value = np.ones(leaf.shape)
     return jnp.asarray(value, leaf.dtype)
+
   return jax.tree_util.tree_map_with_path(fill, shapes)
 
 
@@ -65,23 +67,30 @@ def clip():
   return random_walk_clip(0, (2, T, HW, HW, 3))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _float_variables():
   return make_variables(tiny(), jnp.zeros((1, HW, HW, 3)))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _resq16():
   """A 16-bit ResQ tiny SegNet (key and residual grids) with the float model's weights,
   min-max calibrated on the test clip."""
   model = tiny(resq_recipe((16, 16), (16, 16), "closed"))
   clip = random_walk_clip(0, (2, T, HW, HW, 3))
-  variables = calibrate_model(model, model.float_twin(), make_variables(model, clip[:, 0]),
-                              [clip], period=PERIOD, methods=MINMAX)
+  variables = calibrate_model(
+    model,
+    model.float_twin(),
+    make_variables(model, clip[:, 0]),
+    [clip],
+    period=PERIOD,
+    methods=MINMAX,
+  )
   return model, variables
 
 
 # ---- float64 NumPy reference of the tiny preset (2 branches, 1 stage, 1 block) ----
+
 
 def np_conv(x, w, stride=1):
   """'SAME' conv like lax.conv_general_dilated (padding low = total // 2)."""
@@ -93,7 +102,7 @@ def np_conv(x, w, stride=1):
   out = np.zeros((n, oh, ow, w.shape[-1]))
   for i in range(kh):
     for j in range(kw):
-      out += xp[:, i:i + stride * oh:stride, j:j + stride * ow:stride] @ w[i, j]
+      out += xp[:, i : i + stride * oh : stride, j : j + stride * ow : stride] @ w[i, j]
   return out
 
 
@@ -162,8 +171,7 @@ def test_16_bit_resq_through_run_clip_equals_float(clip):
   assert scale > 1.0
   np.testing.assert_allclose(out, ref, atol=3e-4 * scale)
   # The float clip run is the per-frame float model.
-  np.testing.assert_allclose(ref[:, 1], apply(tiny(), variables, clip[:, 1]), atol=1e-5,
-                             rtol=1e-5)
+  np.testing.assert_allclose(ref[:, 1], apply(tiny(), variables, clip[:, 1]), atol=1e-5, rtol=1e-5)
 
 
 def test_period_one_resq_equals_fq_exactly(clip):
@@ -178,16 +186,16 @@ def test_layer_macs_equal_hand_computed_sum(clip):
   variables = _float_variables()
   costs = {k: c.macs for k, c in layer_costs(tiny(), variables, clip[:, 0]).items()}
   hand = {
-      "stem1": 16 * 16 * 9 * 3 * 4,
-      "stem2": 8 * 8 * 9 * 4 * 4,
-      "transition1": 4 * 4 * 9 * 4 * 8,
-      "stage0_branch0_block0/conv1": 8 * 8 * 9 * 4 * 4,
-      "stage0_branch0_block0/conv2": 8 * 8 * 9 * 4 * 4,
-      "stage0_branch1_block0/conv1": 4 * 4 * 9 * 8 * 8,
-      "stage0_branch1_block0/conv2": 4 * 4 * 9 * 8 * 8,
-      "fuse0/up_1to0": 4 * 4 * 1 * 8 * 4,  # the 1x1 conv runs before the upsample
-      "head": 8 * 8 * 9 * 4 * 8,
-      "classifier": 8 * 8 * 1 * 8 * NUM_CLASSES,
+    "stem1": 16 * 16 * 9 * 3 * 4,
+    "stem2": 8 * 8 * 9 * 4 * 4,
+    "transition1": 4 * 4 * 9 * 4 * 8,
+    "stage0_branch0_block0/conv1": 8 * 8 * 9 * 4 * 4,
+    "stage0_branch0_block0/conv2": 8 * 8 * 9 * 4 * 4,
+    "stage0_branch1_block0/conv1": 4 * 4 * 9 * 8 * 8,
+    "stage0_branch1_block0/conv2": 4 * 4 * 9 * 8 * 8,
+    "fuse0/up_1to0": 4 * 4 * 1 * 8 * 4,  # the 1x1 conv runs before the upsample
+    "head": 8 * 8 * 9 * 4 * 8,
+    "classifier": 8 * 8 * 1 * 8 * NUM_CLASSES,
   }
   assert costs == hand
   assert network_macs(layer_costs(tiny(), variables, clip[:, 0])) == 100864
@@ -196,20 +204,29 @@ def test_layer_macs_equal_hand_computed_sum(clip):
 THREE_BRANCHES = dict(width=2, num_branches=3, num_stages=2, num_blocks=2, upsample="nearest")
 
 
-@pytest.mark.parametrize("kwargs,hw", [(segnet_preset(n), (64, 64)) for n in SEGNET_PRESETS]
-                         + [(THREE_BRANCHES, (36, 28))])
+@pytest.mark.parametrize(
+  "kwargs,hw", [(segnet_preset(n), (64, 64)) for n in SEGNET_PRESETS] + [(THREE_BRANCHES, (36, 28))]
+)
 def test_layer_macs_equal_conv_shapes(kwargs, hw):
   """Independent of layer_costs: MACs from each conv's kernel and captured output shape."""
   frame = jnp.zeros((1, *hw, 3))
   model = SegNet(NUM_CLASSES, **kwargs)
   variables = jax.eval_shape(model.init, jax.random.key(0), frame)
-  out, inter = jax.eval_shape(lambda v, x: model.apply(
-      v, x, capture_intermediates=lambda m, _: isinstance(m, QConv),
-      mutable=["intermediates"]), variables, frame)
-  kernels = {k[:-1]: v.shape for k, v in
-             flax.traverse_util.flatten_dict(variables["params"]).items() if k[-1] == "kernel"}
-  outputs = {k[:-1]: v[0].shape for k, v in
-             flax.traverse_util.flatten_dict(inter["intermediates"]).items()}
+  out, inter = jax.eval_shape(
+    lambda v, x: model.apply(
+      v, x, capture_intermediates=lambda m, _: isinstance(m, QConv), mutable=["intermediates"]
+    ),
+    variables,
+    frame,
+  )
+  kernels = {
+    k[:-1]: v.shape
+    for k, v in flax.traverse_util.flatten_dict(variables["params"]).items()
+    if k[-1] == "kernel"
+  }
+  outputs = {
+    k[:-1]: v[0].shape for k, v in flax.traverse_util.flatten_dict(inter["intermediates"]).items()
+  }
   assert kernels.keys() == outputs.keys()
   expected = sum(np.prod(outputs[k][1:3]) * np.prod(kernels[k]) for k in kernels)
   costs = layer_costs(model, variables, frame)
@@ -225,10 +242,15 @@ def test_train_mode_uses_and_updates_batch_statistics(clip):
   new, old = mutated["batch_stats"], variables["batch_stats"]
   # First layer: running stats move 10% towards the batch statistics of its conv output.
   y = np_conv(np.asarray(x, np.float64), np.asarray(variables["params"]["stem1"]["kernel"]), 2)
-  np.testing.assert_allclose(new["stem1"]["mean"], 0.9 * old["stem1"]["mean"]
-                             + 0.1 * y.mean(axis=(0, 1, 2)), atol=1e-5)
-  np.testing.assert_allclose(new["stem1"]["var"], 0.9 * old["stem1"]["var"]
-                             + 0.1 * y.var(axis=(0, 1, 2)), atol=1e-5, rtol=1e-5)
+  np.testing.assert_allclose(
+    new["stem1"]["mean"], 0.9 * old["stem1"]["mean"] + 0.1 * y.mean(axis=(0, 1, 2)), atol=1e-5
+  )
+  np.testing.assert_allclose(
+    new["stem1"]["var"],
+    0.9 * old["stem1"]["var"] + 0.1 * y.var(axis=(0, 1, 2)),
+    atol=1e-5,
+    rtol=1e-5,
+  )
   changed = jax.tree.map(lambda a, b: bool(jnp.any(a != b)), new, old)
   assert all(jax.tree.leaves(changed)) and len(jax.tree.leaves(changed)) == 18  # 9 BN layers
   assert not np.allclose(out, apply(tiny(), variables, x), atol=1e-2)  # batch, not running, stats

@@ -1,4 +1,5 @@
 """End-to-end: train.py's entry point, resume, configs, sharded steps, the evaluation report."""
+
 import importlib.util
 import json
 import math
@@ -6,7 +7,6 @@ import pathlib
 import shutil
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
@@ -90,9 +90,16 @@ def test_resume_reproduces_uninterrupted_losses(fp_run, tmp_path, monkeypatch):
 def test_qat_leaves_fp_checkpoint_untouched_and_reports_bops(fp_run, tmp_path, data_dir):
   config, fp_dir, _ = fp_run
   before = {p: p.read_bytes() for p in (fp_dir / "checkpoints").rglob("*") if p.is_file()}
-  qat = load_config("tiny", **{"data.data_dir": data_dir, "stage": "qat",
-                               "init_from": str(fp_dir), "quant.mode": "resq",
-                               "train.num_steps": 2})
+  qat = load_config(
+    "tiny",
+    **{
+      "data.data_dir": data_dir,
+      "stage": "qat",
+      "init_from": str(fp_dir),
+      "quant.mode": "resq",
+      "train.num_steps": 2,
+    },
+  )
   metrics = train(qat, str(tmp_path / "qat"))
   after = {p: p.read_bytes() for p in (fp_dir / "checkpoints").rglob("*") if p.is_file()}
   assert before == after
@@ -102,10 +109,11 @@ def test_qat_leaves_fp_checkpoint_untouched_and_reports_bops(fp_run, tmp_path, d
 
 def test_eval_sweep_writes_report(fp_run, tmp_path):
   config, fp_dir, _ = fp_run
-  config = load_config("tiny", **{"data.data_dir": config.data.data_dir,
-                                  "init_from": str(fp_dir)})
-  rows = [r.to_row() for r in eval_lib.evaluate_sweep(
-      config_lib.parse(config, needs_init_from=True), str(tmp_path))]
+  config = load_config("tiny", **{"data.data_dir": config.data.data_dir, "init_from": str(fp_dir)})
+  rows = [
+    r.to_row()
+    for r in eval_lib.evaluate_sweep(config_lib.parse(config, needs_init_from=True), str(tmp_path))
+  ]
   loaded, meta = load_results(tmp_path / "report")
   assert [r["name"] for r in loaded] == [r["name"] for r in rows]
   for row in loaded:
@@ -128,17 +136,22 @@ def test_every_config_loads_and_validates(path):
   config_lib.recipe_from(config.quant)
 
 
-@pytest.mark.parametrize("overrides, message", [
+@pytest.mark.parametrize(
+  "overrides, message",
+  [
     ({"optim.learning_rate": 1.0}, "unknown config key 'optim.learning_rate'"),
     ({"quant.key_bits": (8, 17)}, "quant.key_bits: got (8, 17)"),
     ({"quant.residual_bits": (0, 4)}, "quant.residual_bits: got (0, 4)"),
     ({"quant.period": 0}, "quant.period: got 0 (allowed: int >= 1)"),
-    ({"quant.mode": "dynamic", "quant.policy": "ladder", "quant.thresholds": (1.0, 0.5, 2.0, 3.0)},
-     "quant.thresholds: got (1.0, 0.5, 2.0, 3.0)"),
+    (
+      {"quant.mode": "dynamic", "quant.policy": "ladder", "quant.thresholds": (1.0, 0.5, 2.0, 3.0)},
+      "quant.thresholds: got (1.0, 0.5, 2.0, 3.0)",
+    ),
     ({"data.batch_size": 12}, "data.batch_size: 12 is not divisible by the device count 8"),
     ({"stage": "qat"}, "needs init_from"),
     ({"quant.ref_mode": "open"}, "quant.ref_mode: got 'open' (allowed: closed | key | prev)"),
-])
+  ],
+)
 def test_invalid_configs_are_rejected(overrides, message):
   config = load_config("tiny")
   for key, value in overrides.items():
@@ -158,24 +171,31 @@ def test_sharded_train_step_equals_single_device(data_dir):
   """One QAT step (static ResQ over clips) on 8 virtual devices equals the 1-device step. (FP
   steps agree too: BatchNorm statistics are synchronised over the data axis, see
   tests/test_training_parallel.py.)"""
-  config = load_config("tiny", **{"data.data_dir": data_dir, "stage": "qat",
-                                  "init_from": "unused", "quant.mode": "resq"})
+  config = load_config(
+    "tiny",
+    **{"data.data_dir": data_dir, "stage": "qat", "init_from": "unused", "quant.mode": "resq"},
+  )
   experiment = config_lib.parse(config, num_devices=8)
   model = make_model(experiment.model, experiment.task, experiment.quant.recipe)
   variables = init_variables(model, experiment.data.frame_shape, jax.random.key(0))
   # Plain SGD: Adam's first step divides by |g|, which amplifies round-off where g ~ 0.
   optimizer = optax.sgd(0.1)
   inputs.ensure_data(experiment.data)
-  batch = next(iter(inputs.loader(experiment.data, "train", batch_size=8, seed=0,
-                                  shuffle=False)))
+  batch = next(iter(inputs.loader(experiment.data, "train", batch_size=8, seed=0, shuffle=False)))
   results = []
   for devices in (jax.devices()[:1], jax.devices()[:8]):
-    mesh = jax.make_mesh((len(devices),), ("data",), devices=devices,
-                         axis_types=(jax.sharding.AxisType.Auto,))
-    step = make_train_step(train_lib.make_loss_fn(experiment, model), optimizer, mesh,
-                           has_model_state=True, donate=False)
-    state = replicate(TrainState.create(variables["params"], optimizer, jax.random.key(0),
-                                        variables["batch_stats"]), mesh)
+    mesh = jax.make_mesh(
+      (len(devices),), ("data",), devices=devices, axis_types=(jax.sharding.AxisType.Auto,)
+    )
+    step = make_train_step(
+      train_lib.make_loss_fn(experiment, model), optimizer, mesh, has_model_state=True, donate=False
+    )
+    state = replicate(
+      TrainState.create(
+        variables["params"], optimizer, jax.random.key(0), variables["batch_stats"]
+      ),
+      mesh,
+    )
     new_state, metrics = step(state, shard_batch(batch, mesh))
     results.append((jax.device_get(new_state.params), float(metrics["loss"])))
   (p1, l1), (p8, l8) = results
@@ -184,14 +204,16 @@ def test_sharded_train_step_equals_single_device(data_dir):
   deltas1 = jax.tree.map(lambda a, b: a - b, p1, p0)
   deltas8 = jax.tree.map(lambda a, b: a - b, p8, p0)
   scale = max(float(np.max(np.abs(d))) for d in jax.tree.leaves(deltas1))
-  for (path, d1), d8 in zip(jax.tree_util.tree_flatten_with_path(deltas1)[0],
-                            jax.tree.leaves(deltas8)):
+  for (path, d1), d8 in zip(
+    jax.tree_util.tree_flatten_with_path(deltas1)[0], jax.tree.leaves(deltas8)
+  ):
     # A quantizer scale's LSQ gradient sums round(v) - v over many elements: a 1-ulp change of
     # an activation (different conv batch sizes per device) can flip one rounding, so
     # quantizer updates get 1% of the largest update as tolerance, weights 0.01%.
     quantizer = train_lib.is_quantizer_param(path)
-    np.testing.assert_allclose(d8, d1, rtol=0, atol=(1e-2 if quantizer else 1e-4) * scale,
-                               err_msg=jax.tree_util.keystr(path))
+    np.testing.assert_allclose(
+      d8, d1, rtol=0, atol=(1e-2 if quantizer else 1e-4) * scale, err_msg=jax.tree_util.keystr(path)
+    )
 
 
 def _copy_run(fp_run, tmp_path):
@@ -214,9 +236,16 @@ def test_rerun_of_a_finished_run_returns_its_metrics_without_training(fp_run, tm
 def test_resume_with_a_changed_config_is_refused_unless_allowed(fp_run, tmp_path):
   config, copy, _ = _copy_run(fp_run, tmp_path)
   saved = (copy / "config.json").read_text()
-  changed = load_config("tiny", **{"data.data_dir": config.data.data_dir, "train.log_every": 1,
-                                   "optim.lr": 100 * config.optim.lr, "train.num_steps": 6,
-                                   "train.checkpoint_every": 3})  # not compared
+  changed = load_config(
+    "tiny",
+    **{
+      "data.data_dir": config.data.data_dir,
+      "train.log_every": 1,
+      "optim.lr": 100 * config.optim.lr,
+      "train.num_steps": 6,
+      "train.checkpoint_every": 3,
+    },
+  )  # not compared
   with pytest.raises(errors.ConfigMismatchError) as info:
     train(changed, str(copy))
   message = str(info.value)
@@ -234,12 +263,15 @@ def test_bit_flip_in_the_newest_checkpoint_resumes_from_the_intact_one(fp_run, t
   uninterrupted run's steps 3-4 (and saves an intact step 4 again)."""
   config, copy, _ = _copy_run(fp_run, tmp_path)
   ckpt_dir = copy / "checkpoints"
-  data_files = [p for p in (ckpt_dir / "4" / "state").rglob("*") if p.is_file()
-                and "ocdbt.process" in str(p) and p.parent.name == "d"]
+  data_files = [
+    p
+    for p in (ckpt_dir / "4" / "state").rglob("*")
+    if p.is_file() and "ocdbt.process" in str(p) and p.parent.name == "d"
+  ]
   target = max(data_files, key=lambda p: p.stat().st_size)
   blob = bytearray(target.read_bytes())
   middle = len(blob) // 2
-  blob[middle:middle + 16] = bytes(b ^ 0xFF for b in blob[middle:middle + 16])
+  blob[middle : middle + 16] = bytes(b ^ 0xFF for b in blob[middle : middle + 16])
   target.write_bytes(bytes(blob))
   (copy / "eval_metrics.json").unlink()  # as if it was killed before evaluating
   with caplog.at_level("WARNING"):
@@ -253,8 +285,9 @@ def test_bit_flip_in_the_newest_checkpoint_resumes_from_the_intact_one(fp_run, t
 
 
 def test_non_finite_loss_stops_before_saving_with_its_step(data_dir, tmp_path):
-  config = load_config("tiny", **{"data.data_dir": data_dir, "optim.lr": 1e30,
-                                  "train.checkpoint_every": 1})
+  config = load_config(
+    "tiny", **{"data.data_dir": data_dir, "optim.lr": 1e30, "train.checkpoint_every": 1}
+  )
   with pytest.raises(errors.NonFiniteError, match="step 3") as info:
     train(config, str(tmp_path))
   assert info.value.exit_code == errors.EXIT_NON_FINITE
@@ -266,10 +299,20 @@ def test_non_finite_loss_stops_before_saving_with_its_step(data_dir, tmp_path):
 
 def test_init_from_a_run_of_another_model_names_the_mismatch(fp_run, tmp_path, data_dir):
   _, fp_dir, _ = fp_run
-  qat = load_config("tiny", **{"data.data_dir": data_dir, "stage": "qat", "init_from": str(fp_dir),
-                               "quant.mode": "fq", "model.preset": "demo"})
-  with pytest.raises(errors.ConfigMismatchError,
-                     match="model.preset: 'tiny' in init_from run .*, 'demo' in this config"):
+  qat = load_config(
+    "tiny",
+    **{
+      "data.data_dir": data_dir,
+      "stage": "qat",
+      "init_from": str(fp_dir),
+      "quant.mode": "fq",
+      "model.preset": "demo",
+    },
+  )
+  with pytest.raises(
+    errors.ConfigMismatchError,
+    match="model.preset: 'tiny' in init_from run .*, 'demo' in this config",
+  ):
     train(qat, str(tmp_path / "qat"))
 
 

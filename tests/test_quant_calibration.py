@@ -1,4 +1,5 @@
 """Range setting (min-max, percentile, MSE, EMA) and qparams against NumPy and hand values."""
+
 import functools
 
 import hypothesis
@@ -8,15 +9,25 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from resq_jax.quant.calibration import (calibrate, lsq_init_scale, lsq_range,
-                                        minmax_range, mse_range, percentile_range,
-                                        range_to_qparams)
+from resq_jax.quant.calibration import (
+  calibrate,
+  lsq_init_scale,
+  lsq_range,
+  minmax_range,
+  mse_range,
+  percentile_range,
+  range_to_qparams,
+)
 from resq_jax.quant.spec import QuantSpec
 from resq_jax.quant.uniform import fake_quant, param_shape, scale_floor
 
 SHAPES = [(40,), (12, 5), (3, 8, 4)]
-settings = functools.partial(hypothesis.settings, deadline=None, derandomize=True,
-                             suppress_health_check=[hypothesis.HealthCheck.too_slow])
+settings = functools.partial(
+  hypothesis.settings,
+  deadline=None,
+  derandomize=True,
+  suppress_health_check=[hypothesis.HealthCheck.too_slow],
+)
 
 
 @st.composite
@@ -24,8 +35,13 @@ def specs(draw, ndim, bits=st.integers(1, 16)):
   b = draw(bits)
   signed = draw(st.booleans())
   axis = draw(st.one_of(st.none(), st.integers(-ndim, ndim - 1)))
-  return QuantSpec(bits=b, signed=signed, symmetric=draw(st.booleans()),
-                   narrow_range=signed and b >= 2 and draw(st.booleans()), channel_axis=axis)
+  return QuantSpec(
+    bits=b,
+    signed=signed,
+    symmetric=draw(st.booleans()),
+    narrow_range=signed and b >= 2 and draw(st.booleans()),
+    channel_axis=axis,
+  )
 
 
 @st.composite
@@ -67,8 +83,9 @@ def np_range_to_qparams(lo, hi, spec):
   else:
     scale = (hi - lo) / steps
   scale = max(scale, 1e-12)
-  zero_point = 0.0 if spec.symmetric else np.clip(spec.qmin - np.round(lo / scale), spec.qmin,
-                                                  spec.qmax)
+  zero_point = (
+    0.0 if spec.symmetric else np.clip(spec.qmin - np.round(lo / scale), spec.qmin, spec.qmax)
+  )
   return scale, zero_point
 
 
@@ -82,9 +99,10 @@ def np_fake_quant(x, scale, zero_point, spec):
 def sq_error(x, scale, zero_point, spec):
   """Per-channel sum of squared fake-quantization errors (float64)."""
   err = np_fake_quant(x, scale, zero_point, spec).astype(np.float64) - x
-  axes = tuple(i for i in range(x.ndim) if spec.channel_axis is None
-               or i != spec.channel_axis % x.ndim)
-  return np.sum(err ** 2, axis=axes)
+  axes = tuple(
+    i for i in range(x.ndim) if spec.channel_axis is None or i != spec.channel_axis % x.ndim
+  )
+  return np.sum(err**2, axis=axes)
 
 
 def sq_error_tol(x, spec):
@@ -127,7 +145,9 @@ def np_grid_search(x, spec, num):
   best = np.full(lo.shape, np.inf)
   for k in range(1, num + 1):
     a = np.float32(k) / np.float32(num)
-    params = [np_range_to_qparams(l, h, spec) for l, h in zip(np.ravel(a * lo), np.ravel(a * hi))]
+    params = [
+      np_range_to_qparams(lo_, hi_, spec) for lo_, hi_ in zip(np.ravel(a * lo), np.ravel(a * hi))
+    ]
     scale, zp = (np.reshape(np.array(p, np.float32), lo.shape) for p in zip(*params))
     best = np.minimum(best, sq_error(x, scale, zp, spec))
   return best
@@ -145,9 +165,13 @@ def test_mse_no_worse_than_minmax_and_numpy_grid(case):
   np.testing.assert_array_less(e_mse, np_grid_search(x, spec, 10) * (1 + 1e-5) + tol)
 
 
-@pytest.mark.parametrize("spec", [QuantSpec(bits=4, narrow_range=True),
-                                  QuantSpec(bits=4, signed=False, symmetric=False,
-                                            channel_axis=1)])
+@pytest.mark.parametrize(
+  "spec",
+  [
+    QuantSpec(bits=4, narrow_range=True),
+    QuantSpec(bits=4, signed=False, symmetric=False, channel_axis=1),
+  ],
+)
 def test_mse_clips_heavy_tails(spec):
   # Laplace samples (kurtosis 6): a 4-bit min-max range wastes levels on a few outliers.
   x = np.random.default_rng(0).laplace(size=(4000, 3)).astype(np.float32)
@@ -174,7 +198,9 @@ def test_mse_per_channel_equals_per_tensor_on_each_channel():
 # Quantization parameters
 
 
-@pytest.mark.parametrize("spec, lo, hi, scale, zero_point", [
+@pytest.mark.parametrize(
+  "spec, lo, hi, scale, zero_point",
+  [
     # Asymmetric: scale = (hi - lo) / (qmax - qmin), zp = qmin - round(lo / scale).
     (QuantSpec(8, signed=False, symmetric=False), -1.0, 3.0, 4 / 255, 64),  # round(63.75)
     (QuantSpec(8, signed=True, symmetric=False), -1.0, 3.0, 4 / 255, -64),
@@ -190,7 +216,8 @@ def test_mse_per_channel_equals_per_tensor_on_each_channel():
     (QuantSpec(8, signed=False), -2.0, 1.0, 1 / 255, 0),
     # Constant zero: the scale floor, and for asymmetric grids zero sits at qmin.
     (QuantSpec(8, symmetric=False), 0.0, 0.0, 1e-12, -128),
-])
+  ],
+)
 def test_range_to_qparams_hand_values(spec, lo, hi, scale, zero_point):
   s, z = range_to_qparams(jnp.float32(lo), jnp.float32(hi), spec)
   np.testing.assert_allclose(s, scale, rtol=1e-6)
@@ -213,27 +240,49 @@ def test_minmax_calibration_error_at_most_half_step(case):
 @hypothesis.given(cases())
 def test_per_channel_qparams_equal_numpy(case):
   x, spec = case
-  for method, rng_fn in [("minmax", lambda c: (c.min(), c.max())),
-                         ("percentile", lambda c: (np.percentile(c, 0.01), np.percentile(c, 99.99))
-                          if not (spec.signed and spec.symmetric)
-                          else (-np.percentile(np.abs(c), 99.99), np.percentile(np.abs(c), 99.99)))]:
+  for method, rng_fn in [
+    ("minmax", lambda c: (c.min(), c.max())),
+    (
+      "percentile",
+      lambda c: (
+        (np.percentile(c, 0.01), np.percentile(c, 99.99))
+        if not (spec.signed and spec.symmetric)
+        else (-np.percentile(np.abs(c), 99.99), np.percentile(np.abs(c), 99.99))
+      ),
+    ),
+  ]:
     scale, zero_point = calibrate(x, spec, method)
     assert scale.shape == zero_point.shape == param_shape(x.shape, spec)
     want = [np_range_to_qparams(*rng_fn(c), spec) for c in np_channels(x, spec)]
     np.testing.assert_allclose(np.ravel(scale), [w[0] for w in want], rtol=1e-5)
     # Zero points from the implementation's own scale: the rounding must match exactly.
-    lo = np.ravel(np.minimum(np.asarray(percentile_range(x, spec, 99.99)[0] if method ==
-                                        "percentile" else minmax_range(x, spec)[0]), 0))
-    want_z = (np.zeros_like(lo) if spec.symmetric else
-              np.clip(spec.qmin - np.round(lo / np.ravel(scale)), spec.qmin, spec.qmax))
+    lo = np.ravel(
+      np.minimum(
+        np.asarray(
+          percentile_range(x, spec, 99.99)[0]
+          if method == "percentile"
+          else minmax_range(x, spec)[0]
+        ),
+        0,
+      )
+    )
+    want_z = (
+      np.zeros_like(lo)
+      if spec.symmetric
+      else np.clip(spec.qmin - np.round(lo / np.ravel(scale)), spec.qmin, spec.qmax)
+    )
     np.testing.assert_array_equal(np.ravel(zero_point), want_z)
 
 
 @pytest.mark.parametrize("value", [0.0, 1e-30, -1e-30, 5.0, -3.0, 1e30, -1e30])
 @pytest.mark.parametrize("method", ["minmax", "percentile", "mse"])
 def test_constant_inputs_give_finite_positive_scales(value, method):
-  for spec in [QuantSpec(8), QuantSpec(4, signed=False, symmetric=False),
-               QuantSpec(2, symmetric=False, channel_axis=0), QuantSpec(1, signed=False)]:
+  for spec in [
+    QuantSpec(8),
+    QuantSpec(4, signed=False, symmetric=False),
+    QuantSpec(2, symmetric=False, channel_axis=0),
+    QuantSpec(1, signed=False),
+  ]:
     x = np.full((3, 4), value, np.float32)
     scale, zero_point = calibrate(x, spec, method)
     assert np.all(np.isfinite(scale)), (spec, scale)
@@ -245,14 +294,15 @@ def test_constant_inputs_give_finite_positive_scales(value, method):
       np.testing.assert_array_equal(x_hat, 0)
 
 
-@pytest.mark.parametrize("spec", [QuantSpec(8), QuantSpec(2, symmetric=False),
-                                  QuantSpec(1, signed=False)])
+@pytest.mark.parametrize(
+  "spec", [QuantSpec(8), QuantSpec(2, symmetric=False), QuantSpec(1, signed=False)]
+)
 def test_float32_max_sized_inputs(spec):
   # 3e38 / (qmax - qmin) exceeds the 2^126 scale ceiling for 1 and 2 bits: the scale is capped,
   # the grid top is then (qmax - z) * 2^126 and x_hat stays finite and equals the NumPy reference.
   x = np.array([3e38, -3e38, 1.0, 0.0], np.float32)
   scale, zero_point = calibrate(x, spec, "minmax")
-  assert 0 < float(scale) <= 2.0 ** 126
+  assert 0 < float(scale) <= 2.0**126
   x_hat = np.asarray(fake_quant(x, scale, zero_point, spec=spec))
   np.testing.assert_array_equal(x_hat, np_fake_quant(x, scale, zero_point, spec))
   assert np.all(np.isfinite(x_hat))
@@ -266,8 +316,9 @@ def test_lsq_init_scale_equals_numpy(case):
   x, spec = case
   want = np_per_channel(lambda c: 2 * np.mean(np.abs(c)) / np.sqrt(max(spec.qmax, 1)), x, spec)
   np.testing.assert_allclose(lsq_init_scale(x, spec), want, rtol=1e-5)
-  np.testing.assert_array_equal(lsq_init_scale(np.zeros(5, np.float32), QuantSpec()),
-                                np.float32(scale_floor(jnp.float32)))
+  np.testing.assert_array_equal(
+    lsq_init_scale(np.zeros(5, np.float32), QuantSpec()), np.float32(scale_floor(jnp.float32))
+  )
 
 
 def test_calibrate_under_jit_equals_eager():
@@ -295,9 +346,15 @@ def test_bad_arguments():
     minmax_range(jnp.ones((0, 3)), QuantSpec())
 
 
-@pytest.mark.parametrize("spec", [QuantSpec(4), QuantSpec(4, narrow_range=False),
-                                  QuantSpec(4, signed=False),
-                                  QuantSpec(4, signed=False, symmetric=False)])
+@pytest.mark.parametrize(
+  "spec",
+  [
+    QuantSpec(4),
+    QuantSpec(4, narrow_range=False),
+    QuantSpec(4, signed=False),
+    QuantSpec(4, signed=False, symmetric=False),
+  ],
+)
 def test_lsq_calibration_gives_lsq_initial_step(spec):
   # calibrate(..., 'lsq') turns the LSQ paper's initial step 2 mean|x| / sqrt(qmax) into a
   # range whose grid has exactly that step; offset grids start at min(min(x), 0).

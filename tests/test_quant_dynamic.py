@@ -5,6 +5,7 @@ reference of the per-location quantizer, the identity with the uniform narrow si
 the identity "all locations at b bits costs exactly the static step", hand-computed STE masks and
 the closed-loop DPCM error bound |x - ref| <= s / 2.
 """
+
 import functools
 
 import jax
@@ -13,9 +14,15 @@ import numpy as np
 import pytest
 
 from resq_jax.quant import cost
-from resq_jax.quant.dynamic import (BitAllocation, FixedStepPolicy, LadderPolicy,
-                                    dynamic_fake_quant, dynamic_residual_quantizer,
-                                    level_capacity, location_magnitude)
+from resq_jax.quant.dynamic import (
+  BitAllocation,
+  FixedStepPolicy,
+  LadderPolicy,
+  dynamic_fake_quant,
+  dynamic_residual_quantizer,
+  level_capacity,
+  location_magnitude,
+)
 from resq_jax.quant.spec import QuantSpec
 from resq_jax.quant.uniform import fake_quant
 
@@ -70,7 +77,8 @@ def _residual_with_magnitudes(m, scale):
 
 def test_level_capacity_and_location_magnitude_hand_values():
   np.testing.assert_array_equal(
-      np.asarray(level_capacity(jnp.asarray([0, 2, 3, 4, 8, 16]))), [0, 1, 3, 7, 127, 32767])
+    np.asarray(level_capacity(jnp.asarray([0, 2, 3, 4, 8, 16]))), [0, 1, 3, 7, 127, 32767]
+  )
   r = jnp.asarray([[[1.0, -3.0], [0.0, 0.0], [-2.5, 2.0]]], jnp.float32)  # [1, 3, 2]
   np.testing.assert_array_equal(np.asarray(location_magnitude(r)), [[3.0, 0.0, 2.5]])
 
@@ -79,10 +87,14 @@ def test_level_capacity_and_location_magnitude_hand_values():
 # all-zero residual
 
 
-@pytest.mark.parametrize("policy", [
+@pytest.mark.parametrize(
+  "policy",
+  [
     LadderPolicy(bits=(0, 2, 4, 8), thresholds=(0.5, 1.5, 7.5, 127.5)),
     FixedStepPolicy(bits=(0, 2, 4, 8), step=1.0),
-], ids=["ladder", "fixed"])
+  ],
+  ids=["ladder", "fixed"],
+)
 @pytest.mark.parametrize("unit", [1.0, 0.03])
 def test_zero_residual_is_skipped_everywhere_and_costs_nothing(policy, unit):
   r = jnp.zeros((3, 4, 5, 6), jnp.float32)
@@ -118,10 +130,8 @@ def test_ladder_bits_and_steps_follow_the_rule(unit):
   policy = LadderPolicy(bits=bits, thresholds=thresholds)
   # Magnitudes in units of `unit`: below, equal to (m <= tau -> that rung) and above each
   # threshold, and above the top threshold (-> top bits, clipping).
-  m = np.asarray([[0.25, 0.5, 0.75, 1.5, 2.0],
-                  [7.5, 8.0, 127.5, 128.0, 1000.0]], F32)
-  expected_bits = np.asarray([[0, 0, 2, 2, 4],
-                              [4, 8, 8, 8, 8]], np.int32)
+  m = np.asarray([[0.25, 0.5, 0.75, 1.5, 2.0], [7.5, 8.0, 127.5, 128.0, 1000.0]], F32)
+  expected_bits = np.asarray([[0, 0, 2, 2, 4], [4, 8, 8, 8, 8]], np.int32)
   r, _ = _residual_with_magnitudes(m, unit)
   alloc = allocate(policy, r, unit)
   np.testing.assert_array_equal(np.asarray(alloc.bits), expected_bits[None])
@@ -174,12 +184,15 @@ def test_fixed_step_bits_follow_the_rule(step, unit):
   s = F32(step) * F32(unit)
   # m / s and the expected bits: round(m / s) (half to even) = 0 -> 0 bits, 1 -> 2,
   # 2..7 -> 4, 8..127 -> 8, > 127 -> 8 (clips).
-  m = np.asarray([[0.0, 0.49, 0.5, 0.51, 1.49],
-                  [1.5, 2.5, 7.49, 7.5, 100.0],
-                  [127.4, 127.5, 128.0, 1000.0, 1.0]], F32)
-  expected = np.asarray([[0, 0, 0, 2, 2],
-                         [4, 4, 4, 8, 8],
-                         [8, 8, 8, 8, 2]], np.int32)
+  m = np.asarray(
+    [
+      [0.0, 0.49, 0.5, 0.51, 1.49],
+      [1.5, 2.5, 7.49, 7.5, 100.0],
+      [127.4, 127.5, 128.0, 1000.0, 1.0],
+    ],
+    F32,
+  )
+  expected = np.asarray([[0, 0, 0, 2, 2], [4, 4, 4, 8, 8], [8, 8, 8, 8, 2]], np.int32)
   r, _ = _residual_with_magnitudes(m, s)
   alloc = allocate(policy, r, unit)
   np.testing.assert_array_equal(np.asarray(alloc.bits), expected[None])
@@ -200,8 +213,11 @@ def test_fixed_step_without_clipping_equals_uniform_quantization_at_step_s():
   policy = FixedStepPolicy(bits=(0, 2, 3, 4, 8, 16), step=0.5)
   unit = 0.2
   rng = np.random.default_rng(2)
-  r = jnp.asarray((rng.normal(0.0, 1.0, (2, 5, 5, 3))
-                   * np.exp(2.0 * rng.normal(0.0, 1.0, (2, 5, 5, 1)))).astype(F32))
+  r = jnp.asarray(
+    (rng.normal(0.0, 1.0, (2, 5, 5, 3)) * np.exp(2.0 * rng.normal(0.0, 1.0, (2, 5, 5, 1)))).astype(
+      F32
+    )
+  )
   alloc = allocate(policy, r, unit)
   s = F32(0.5) * F32(unit)
   expected = np.round(np.asarray(r) / s) * s
@@ -268,20 +284,20 @@ def test_ste_gradient_is_one_inside_zero_outside_and_at_skipped_locations():
   # inside, -1.6 -> -2 and -3.8 / 0.5 = -7.6 -> -8 outside.
   bits = jnp.asarray([[2, 4, 0]], jnp.int32)
   step = jnp.asarray([[1.0, 0.5, 2.0]], jnp.float32)
-  r = jnp.asarray([[[0.3, 1.0, 1.2, -1.0, -1.6],
-                    [3.4, 3.5, 3.6, -3.5, -3.8],
-                    [0.1, 0.0, 5.0, -9.0, 2.0]]], jnp.float32)
-  expected = np.asarray([[[1, 1, 1, 1, 0],
-                          [1, 1, 1, 1, 0],
-                          [0, 0, 0, 0, 0]]], F32)
+  r = jnp.asarray(
+    [[[0.3, 1.0, 1.2, -1.0, -1.6], [3.4, 3.5, 3.6, -3.5, -3.8], [0.1, 0.0, 5.0, -9.0, 2.0]]],
+    jnp.float32,
+  )
+  expected = np.asarray([[[1, 1, 1, 1, 0], [1, 1, 1, 1, 0], [0, 0, 0, 0, 0]]], F32)
   # A non-uniform cotangent checks that the gradient is a mask times the cotangent.
   w = jnp.arange(1.0, 16.0, dtype=jnp.float32).reshape(1, 3, 5)
   g = quant_grad(r, BitAllocation(bits, step), w)
   np.testing.assert_array_equal(np.asarray(g), expected * np.asarray(w))
   # The forward values at those points (hand-computed).
   np.testing.assert_array_equal(
-      np.asarray(quant(r, BitAllocation(bits, step))),
-      [[[0.0, 1.0, 1.0, -1.0, -1.0], [3.5, 3.5, 3.5, -3.5, -3.5], [0, 0, 0, 0, 0]]])
+    np.asarray(quant(r, BitAllocation(bits, step))),
+    [[[0.0, 1.0, 1.0, -1.0, -1.0], [3.5, 3.5, 3.5, -3.5, -3.5], [0, 0, 0, 0, 0]]],
+  )
 
 
 def test_bound_quantizer_gradient_passes_only_at_kept_locations():
@@ -294,22 +310,27 @@ def test_bound_quantizer_gradient_passes_only_at_kept_locations():
   np.testing.assert_array_equal(np.asarray(bits), [[0, 4, 16, 0]])
   g = jax.jit(jax.grad(lambda v: jnp.sum(quantize(v)[0])))(r)
   np.testing.assert_array_equal(np.asarray(g), [[[0, 0], [1, 1], [1, 1], [0, 0]]])
-  np.testing.assert_allclose(np.asarray(r_hat), [[[0, 0], [0.3, 0], [-50.0, 2.0], [0, 0]]],
-                             rtol=1e-6)
+  np.testing.assert_allclose(
+    np.asarray(r_hat), [[[0, 0], [0.3, 0], [-50.0, 2.0], [0, 0]]], rtol=1e-6
+  )
 
 
 # ----------------------------------------------------------------------------------------------
 # cost identity and closed loop
 
 
-@pytest.mark.parametrize("in_hw,kernel,c_in,c_out,strides,padding,groups", [
+@pytest.mark.parametrize(
+  "in_hw,kernel,c_in,c_out,strides,padding,groups",
+  [
     ((8, 8), (3, 3), 4, 8, (1, 1), "SAME", 1),
     ((5, 5), (3, 3), 3, 7, (2, 2), "SAME", 1),
     ((7, 9), (3, 3), 6, 4, (2, 2), "VALID", 2),
     ((9, 6), (5, 3), 5, 5, (2, 1), ((2, 2), (1, 1)), 5),
-])
-def test_all_locations_at_b_bits_cost_exactly_the_static_step(in_hw, kernel, c_in, c_out,
-                                                              strides, padding, groups):
+  ],
+)
+def test_all_locations_at_b_bits_cost_exactly_the_static_step(
+  in_hw, kernel, c_in, c_out, strides, padding, groups
+):
   macs = cost.conv_macs(in_hw, kernel, c_in, c_out, strides, padding, groups)
   n = in_hw[0] * in_hw[1]
   if strides != (1, 1):
@@ -327,8 +348,9 @@ def test_policy_bit_map_with_one_candidate_costs_the_static_step(b):
   r = np.random.default_rng(0).normal(0.0, 1.0, (3, *in_hw, c_in)).astype(F32)
   bit_map = np.asarray(allocate(FixedStepPolicy(bits=(b,), step=1.0), r, 1.0).bits)
   act_bits = bit_map.reshape(3, -1).sum(axis=1)
-  np.testing.assert_array_equal(cost.dynamic_bops(macs, 25, 4, act_bits),
-                                np.full(3, cost.step_bops(macs, 4, b), np.float64))
+  np.testing.assert_array_equal(
+    cost.dynamic_bops(macs, 25, 4, act_bits), np.full(3, cost.step_bops(macs, 4, b), np.float64)
+  )
 
 
 def test_mixed_bit_map_costs_hand_value():
@@ -346,7 +368,8 @@ def test_closed_loop_with_policy_keeps_error_within_half_a_step():
   # Sparse random walk: each location moves (all channels) with probability 0.3, by a
   # heavy-tailed amount (occasionally a jump of tens), otherwise stays put.
   moves = rng.normal(0.0, 0.2, (t_steps,) + shape) * np.exp(
-      rng.normal(0.0, 1.5, (t_steps,) + shape[:-1] + (1,)))
+    rng.normal(0.0, 1.5, (t_steps,) + shape[:-1] + (1,))
+  )
   moving = rng.random((t_steps,) + shape[:-1] + (1,)) < 0.3
   x_all = np.cumsum(np.where(moving, moves, 0.0), axis=0).astype(F32)
   assert np.abs(x_all).max() < 1000.0  # 16 bits at step 0.05 hold +-1638: no clipping
@@ -386,12 +409,18 @@ def test_invalid_candidate_bits_raise(bits):
     FixedStepPolicy(bits=bits, step=1.0)
 
 
-@pytest.mark.parametrize("thresholds", [
-    (1.0, 2.0), (1.0, 2.0, 3.0, 4.0),  # wrong count for three candidates
-    (0.0, 1.0, 2.0), (-1.0, 1.0, 2.0),  # non-positive
-    (1.0, 3.0, 2.0), (1.0, 1.0, 2.0),  # not strictly ascending
+@pytest.mark.parametrize(
+  "thresholds",
+  [
+    (1.0, 2.0),
+    (1.0, 2.0, 3.0, 4.0),  # wrong count for three candidates
+    (0.0, 1.0, 2.0),
+    (-1.0, 1.0, 2.0),  # non-positive
+    (1.0, 3.0, 2.0),
+    (1.0, 1.0, 2.0),  # not strictly ascending
     (1.0, float("nan"), 2.0),
-])
+  ],
+)
 def test_invalid_ladder_thresholds_raise(thresholds):
   with pytest.raises(ValueError, match="thresholds"):
     LadderPolicy(bits=(0, 2, 4), thresholds=thresholds)

@@ -3,6 +3,7 @@
 Random inputs come from NumPy generators seeded by hypothesis, so that a failure is
 reproducible and shapes stay in a small set (each new shape costs XLA compilations).
 """
+
 import functools
 
 import hypothesis
@@ -15,13 +16,23 @@ from jax.test_util import check_grads
 
 from resq_jax.quant.calibration import calibrate
 from resq_jax.quant.spec import QuantSpec
-from resq_jax.quant.uniform import (dequantize, fake_quant, lsq_grad_scale,
-                                    param_shape, quantize, scale_floor)
+from resq_jax.quant.uniform import (
+  dequantize,
+  fake_quant,
+  lsq_grad_scale,
+  param_shape,
+  quantize,
+  scale_floor,
+)
 
 SHAPES = [(7,), (3, 5), (2, 3, 4), (2, 1, 3, 2)]
 FLOOR = np.float32(scale_floor(jnp.float32))
-settings = functools.partial(hypothesis.settings, deadline=None, derandomize=True,
-                             suppress_health_check=[hypothesis.HealthCheck.too_slow])
+settings = functools.partial(
+  hypothesis.settings,
+  deadline=None,
+  derandomize=True,
+  suppress_health_check=[hypothesis.HealthCheck.too_slow],
+)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -62,8 +73,9 @@ def specs(draw, bits=st.integers(1, 16), ndim=None):
   axis = None
   if ndim is not None and draw(st.booleans()):
     axis = draw(st.integers(-ndim, ndim - 1))
-  return QuantSpec(bits=b, signed=signed, symmetric=draw(st.booleans()), narrow_range=narrow,
-                   channel_axis=axis)
+  return QuantSpec(
+    bits=b, signed=signed, symmetric=draw(st.booleans()), narrow_range=narrow, channel_axis=axis
+  )
 
 
 @st.composite
@@ -127,13 +139,15 @@ def test_grid_values_round_trip_exactly(case, seed):
 def test_idempotent_and_quantize_dequantize(case):
   x, scale, zero_point, spec = case
   once = fake_quant(x, scale, zero_point, spec=spec)
-  np.testing.assert_array_equal(np.asarray(fake_quant(once, scale, zero_point, spec=spec)),
-                                np.asarray(once))
+  np.testing.assert_array_equal(
+    np.asarray(fake_quant(once, scale, zero_point, spec=spec)), np.asarray(once)
+  )
   q = quantize(x, scale, zero_point, spec=spec)
   assert q.dtype == jnp.int32
   assert spec.qmin <= int(q.min()) and int(q.max()) <= spec.qmax
-  np.testing.assert_array_equal(np.asarray(dequantize(q, scale, zero_point, spec=spec)),
-                                np.asarray(once))
+  np.testing.assert_array_equal(
+    np.asarray(dequantize(q, scale, zero_point, spec=spec)), np.asarray(once)
+  )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -159,8 +173,7 @@ def test_lsq_scale_gradient_hand_values():
   np.testing.assert_allclose(jax.grad(loss)(jnp.float32(0.5), 1.0), -0.4, rtol=1e-6)
   # Default grad_scale: 1 / sqrt(N * qmax) with N = 4 elements, qmax = 7.
   assert lsq_grad_scale(x.shape, spec) == pytest.approx(1 / np.sqrt(28))
-  np.testing.assert_allclose(jax.grad(loss)(jnp.float32(0.5), None), -0.4 / np.sqrt(28),
-                             rtol=1e-6)
+  np.testing.assert_allclose(jax.grad(loss)(jnp.float32(0.5), None), -0.4 / np.sqrt(28), rtol=1e-6)
   np.testing.assert_array_equal(np.asarray(fake_quant(x, 0.5, spec=spec)), [0.5, -1, 3.5, -4])
 
 
@@ -178,8 +191,9 @@ def test_lsq_plus_scale_and_zero_point_gradients_hand_values():
   gs = 1 / np.sqrt(4 * 15)
   _, ds, dz = jax.grad(f, argnums=(0, 1, 2))(x, jnp.float32(0.5), jnp.float32(3.0), None)
   np.testing.assert_allclose([ds, dz], [9.6 * gs, -1.0 * gs], rtol=1e-6)
-  np.testing.assert_array_equal(np.asarray(fake_quant(x, 0.5, 3.0, spec=spec)),
-                                [0.5, -1.0, 6.0, -1.5])
+  np.testing.assert_array_equal(
+    np.asarray(fake_quant(x, 0.5, 3.0, spec=spec)), [0.5, -1.0, 6.0, -1.5]
+  )
 
 
 @pytest.mark.parametrize("axis", [0, -2])
@@ -216,8 +230,11 @@ def test_lsq_gradient_is_true_derivative_where_clipped():
 
 def test_jit_matches_eager_and_does_not_retrace():
   spec = QuantSpec(bits=5, signed=False, symmetric=False, channel_axis=1)
-  x, s, z = np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32), [0.1, 0.2, 0.3], [
-      3.0, 7.0, 12.0]
+  x, s, z = (
+    np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32),
+    [0.1, 0.2, 0.3],
+    [3.0, 7.0, 12.0],
+  )
   s, z = np.asarray(s, np.float32), np.asarray(z, np.float32)
   traces = []
 
@@ -261,8 +278,10 @@ def test_inside_scan_matches_python_loop():
 
   def loss(s, z, scan):
     if scan:
+
       def body(acc, f):
         return acc + jnp.sum(fake_quant(f, s, z, spec=spec) ** 2), None
+
       return jax.lax.scan(body, jnp.float32(0), frames)[0]
     return sum(jnp.sum(fake_quant(f, s, z, spec=spec) ** 2) for f in frames)
 
@@ -293,10 +312,11 @@ def _extreme_input(kind, shape, rng):
 
 @settings(max_examples=25)
 @hypothesis.given(
-    kind=st.sampled_from(["normal", "constant", "zeros", "tiny", "huge", "mixed"]),
-    case=cases(),
-    how=st.sampled_from(["given", "minmax", "percentile", "mse"]),
-    seed=st.integers(0, 2**32 - 1))
+  kind=st.sampled_from(["normal", "constant", "zeros", "tiny", "huge", "mixed"]),
+  case=cases(),
+  how=st.sampled_from(["given", "minmax", "percentile", "mse"]),
+  seed=st.integers(0, 2**32 - 1),
+)
 def test_outputs_finite_on_grid_and_in_range(kind, case, how, seed):
   _, scale, zero_point, spec = case
   rng = np.random.default_rng(seed)
@@ -320,8 +340,9 @@ def test_outputs_finite_on_grid_and_in_range(kind, case, how, seed):
 # Bad arguments
 
 
-@pytest.mark.parametrize("bits, pattern", [(0, r"bits.*0"), (17, r"bits.*17"),
-                                           (8.0, r"bits.*8\.0"), (True, r"bits.*True")])
+@pytest.mark.parametrize(
+  "bits, pattern", [(0, r"bits.*0"), (17, r"bits.*17"), (8.0, r"bits.*8\.0"), (True, r"bits.*True")]
+)
 def test_bad_bits(bits, pattern):
   with pytest.raises(ValueError, match=pattern):
     QuantSpec(bits=bits)
@@ -332,8 +353,9 @@ def test_narrow_range_needs_signed():
     QuantSpec(bits=8, signed=False, narrow_range=True)
 
 
-@pytest.mark.parametrize("scale, pattern", [(0.0, r"scale.*0\.0"), (-0.5, r"scale.*-0\.5"),
-                                            (np.nan, r"scale.*nan")])
+@pytest.mark.parametrize(
+  "scale, pattern", [(0.0, r"scale.*0\.0"), (-0.5, r"scale.*-0\.5"), (np.nan, r"scale.*nan")]
+)
 def test_non_positive_scale(scale, pattern):
   with pytest.raises(ValueError, match=pattern):
     fake_quant(jnp.ones(3), scale, spec=QuantSpec())
@@ -373,8 +395,9 @@ def test_zero_point_is_added_after_rounding_hand_values():
 def _tie_inputs(scale):
   """Exact ties k + 0.5 and the float32 neighbours on each side, times ``scale``."""
   k = np.arange(-6, 6, dtype=np.float32) + np.float32(0.5)
-  near = np.concatenate([k, np.nextafter(k, np.float32(-np.inf)),
-                         np.nextafter(k, np.float32(np.inf))])
+  near = np.concatenate(
+    [k, np.nextafter(k, np.float32(-np.inf)), np.nextafter(k, np.float32(np.inf))]
+  )
   return (near * np.float32(scale)).astype(np.float32)
 
 
@@ -421,7 +444,7 @@ def test_lsq_gradient_scale_counts_features_per_example():
     return jax.grad(f, argnums=(0, 1))(jnp.float32(0.2), jnp.float32(5.0))
 
   whole = grads(x)
-  parts = [grads(x[i:i + 2]) for i in range(0, 6, 2)]
+  parts = [grads(x[i : i + 2]) for i in range(0, 6, 2)]
   np.testing.assert_allclose(whole, np.sum(parts, axis=0), rtol=1e-5)
   with pytest.raises(ValueError, match="batch axis"):
     lsq_grad_scale((4, 3), QuantSpec(bits=4, channel_axis=0), batch_dims=1)
@@ -435,14 +458,16 @@ def test_symmetric_spec_rejects_non_zero_zero_point():
   for f in (fake_quant, quantize):
     with pytest.raises(ValueError, match="symmetric spec has no zero point"):
       f(x, 0.5, 1.0, spec=spec)
-    np.testing.assert_array_equal(np.asarray(f(x, 0.5, 0.0, spec=spec)),
-                                  np.asarray(f(x, 0.5, spec=spec)))
+    np.testing.assert_array_equal(
+      np.asarray(f(x, 0.5, 0.0, spec=spec)), np.asarray(f(x, 0.5, spec=spec))
+    )
   with pytest.raises(ValueError, match="symmetric spec has no zero point"):
     dequantize(jnp.ones(3, jnp.int32), 0.5, 2.0, spec=spec)
 
 
 def test_one_narrow_range_convention():
   from resq_jax.quant.spec import activation_spec, residual_spec, weight_spec
+
   # Signed symmetric grids of >= 2 bits are narrow unless asked otherwise, like the helpers.
   assert QuantSpec(bits=8) == weight_spec(8, channel_axis=None) == residual_spec(8)
   assert (QuantSpec(bits=8).qmin, QuantSpec(bits=8).qmax) == (-127, 127)

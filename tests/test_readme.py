@@ -1,5 +1,6 @@
 """The README's API tour runs as written (its own asserts are the oracle: exact BOPs ratio of a
 static ResQ clip, streaming equal to run_clip)."""
+
 import pathlib
 import re
 

@@ -1,4 +1,5 @@
 """Video in and out (resq_jax.video) and online streaming of a run over a video (stream.py)."""
+
 import csv
 import importlib.util
 import json
@@ -36,15 +37,15 @@ def moving_squares(num_frames=T, height=H, width=W) -> np.ndarray:
   frames = []
   for t in range(num_frames):
     frame = np.repeat((40 + 2 * x + y)[..., None], 3, axis=-1).astype(np.uint8)
-    frame[8:20, 3 + 2 * t:15 + 2 * t] = (220, 50, 40)
-    frame[22:34, 30 - t:40 - t] = (40, 200, 60)
+    frame[8:20, 3 + 2 * t : 15 + 2 * t] = (220, 50, 40)
+    frame[22:34, 30 - t : 40 - t] = (40, 200, 60)
     frames.append(frame)
   return np.stack(frames)
 
 
 def psnr(a, b) -> float:
   mse = np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2)
-  return float(10 * np.log10(255.0 ** 2 / mse)) if mse > 0 else float("inf")
+  return float(10 * np.log10(255.0**2 / mse)) if mse > 0 else float("inf")
 
 
 @pytest.fixture(scope="module")
@@ -112,8 +113,9 @@ def test_overlay_and_bit_map_colours():
   frame = np.full((4, 4, 3), 100, np.uint8)
   classes = np.zeros((4, 4), int)
   expected = np.round(0.5 * 100 + 0.5 * video.CLASS_PALETTE[0].astype(float))
-  np.testing.assert_array_equal(video.overlay_classes(frame, classes), np.broadcast_to(
-      expected, (4, 4, 3)))
+  np.testing.assert_array_equal(
+    video.overlay_classes(frame, classes), np.broadcast_to(expected, (4, 4, 3))
+  )
   bits = np.array([[0, 8], [2, 4]])
   colored = video.color_bit_map(bits, (0, 2, 4, 8), (4, 4))
   assert colored.shape == (4, 4, 3)
@@ -122,6 +124,7 @@ def test_overlay_and_bit_map_colours():
 
 
 # --- Streaming a run -----------------------------------------------------------------------------
+
 
 def load_config(name, **overrides):
   spec = importlib.util.spec_from_file_location(f"cfg_{name}", ROOT / "configs" / f"{name}.py")
@@ -188,8 +191,9 @@ def test_stream_py_fp_end_to_end(clip_file, fp_run, tmp_path, stream_py, capsys)
   """The entry point on the FP run: float = 32 x 32 bits per MAC, equal to the float
   reference, every frame a 'keyframe' (no state); a GIF overlay of every frame."""
   workdir, macs = fp_run
-  stream_py("--video", str(clip_file), "--workdir", str(workdir), "--out", str(tmp_path),
-            "--format", "gif")
+  stream_py(
+    "--video", str(clip_file), "--workdir", str(workdir), "--out", str(tmp_path), "--format", "gif"
+  )
   stdout = capsys.readouterr().out
   assert "frames/s" in stdout and f"{T} frames" in stdout
   rows = read_rows(tmp_path)
@@ -213,8 +217,14 @@ def test_stream_quantized_recipes_cost_oracle(clip_file, fp_run, tmp_path, recip
   ResQ: 8x8 at t % K == 0, 4x4 between; dynamic ResQ: 8x8 at keyframes, at most 4 x 8 bits
   per MAC between, density 1 at keyframes."""
   workdir, macs = fp_run
-  options = stream_lib.StreamOptions(recipe=recipe, key_bits=(8, 8), residual_bits=(4, 4),
-                                     period=period, calibration_frames=8, show_progress=False)
+  options = stream_lib.StreamOptions(
+    recipe=recipe,
+    key_bits=(8, 8),
+    residual_bits=(4, 4),
+    period=period,
+    calibration_frames=8,
+    show_progress=False,
+  )
   summary = stream_lib.stream_video(str(clip_file), str(workdir), str(tmp_path), options)
   rows = read_rows(tmp_path)
   assert len(rows) == T and summary["frames"] == T and summary["recompilations"] == 0
@@ -238,8 +248,9 @@ def test_stream_quantized_recipes_cost_oracle(clip_file, fp_run, tmp_path, recip
 
 
 def save_run(workdir, config, variables):
-  state = TrainState.create(variables["params"], optax.sgd(0.1), jax.random.key(0),
-                            variables["batch_stats"])
+  state = TrainState.create(
+    variables["params"], optax.sgd(0.1), jax.random.key(0), variables["batch_stats"]
+  )
   with Checkpointer(checkpoint_dir(workdir), save_every_steps=1, async_save=False) as ckpt:
     ckpt.save(0, state)
   (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
@@ -249,22 +260,24 @@ def test_ptq_run_streams_with_its_own_quantizers(clip_file, fp_run, tmp_path):
   """A PTQ run (static ResQ, K = 3) made from the FP run: --recipe=run restores its quantizers
   (no calibration) and costs 8x8 / 4x4 bits per MAC; other recipes need the FP run."""
   fp_dir, macs = fp_run
-  config = load_config("tiny", **{"stage": "ptq", "init_from": str(fp_dir), "quant.mode": "resq",
-                                  "quant.period": 3})
+  config = load_config(
+    "tiny", **{"stage": "ptq", "init_from": str(fp_dir), "quant.mode": "resq", "quant.period": 3}
+  )
   options = stream_lib.StreamOptions(recipe="resq", period=3)
   experiment = stream_lib.run_experiment(str(fp_dir), options)
   assert experiment.quant.recipe == config_lib.parse(config, num_devices=1).quant.recipe
-  model, variables, float_model, _, needs = stream_lib.load_models(experiment, str(fp_dir),
-                                                                   options)
+  model, variables, float_model, _, needs = stream_lib.load_models(experiment, str(fp_dir), options)
   assert needs
   frames = video.read_video(clip_file, size=(32, 32), max_frames=8)
   clip = jnp.concatenate([stream_lib.normalise(f) for f in frames])[None]
-  variables = calibrate_model(model, float_model, variables, [clip], period=3,
-                              methods=experiment.quant.calibration)
+  variables = calibrate_model(
+    model, float_model, variables, [clip], period=3, methods=experiment.quant.calibration
+  )
   save_run(tmp_path / "ptq", config, variables)
   options = stream_lib.StreamOptions(max_frames=7, show_progress=False)
-  summary = stream_lib.stream_video(str(clip_file), str(tmp_path / "ptq"), str(tmp_path / "out"),
-                                    options)
+  summary = stream_lib.stream_video(
+    str(clip_file), str(tmp_path / "ptq"), str(tmp_path / "out"), options
+  )
   assert (summary["mode"], summary["period"], summary["calibrated_on_frames"]) == ("resq", 3, 0)
   rows = read_rows(tmp_path / "out")
   assert [r["is_keyframe"] for r in rows] == [1, 0, 0, 1, 0, 0, 1]
@@ -273,8 +286,12 @@ def test_ptq_run_streams_with_its_own_quantizers(clip_file, fp_run, tmp_path):
     assert r["gbops"] == pytest.approx(bits * macs / 1e9, rel=1e-9)
     assert 0 < r["rel_error"] < 1
   with pytest.raises(errors.InvalidConfigError, match="needs the workdir of an FP run"):
-    stream_lib.stream_video(str(clip_file), str(tmp_path / "ptq"), str(tmp_path / "out2"),
-                            stream_lib.StreamOptions(recipe="fq"))
+    stream_lib.stream_video(
+      str(clip_file),
+      str(tmp_path / "ptq"),
+      str(tmp_path / "out2"),
+      stream_lib.StreamOptions(recipe="fq"),
+    )
 
 
 def test_clear_errors(fp_run, clip_file, tmp_path):
@@ -306,8 +323,9 @@ def test_run_experiment_of_old_and_invalid_run_configs(tmp_path, caplog):
   an unknown one is ignored, and keys that streaming does not read may fail today's rules
   (they take today's defaults, with a warning). Keys it reads, and the options, are
   validated: one ConfigError line each."""
-  saved = json.loads(load_config("tiny", **{"quant.mode": "resq", "quant.period": 3})
-                     .to_json_best_effort())
+  saved = json.loads(
+    load_config("tiny", **{"quant.mode": "resq", "quant.period": 3}).to_json_best_effort()
+  )
   del saved["task"], saved["quant"]["stop_ref_gradient"]  # keys added after the run
   saved["quant"]["ema_decay"] = 0.9  # a key removed since
   saved["train"]["num_steps"] = 1  # fails today's rule (the LR schedule needs 2)
@@ -326,10 +344,15 @@ def test_run_experiment_of_old_and_invalid_run_configs(tmp_path, caplog):
   options = stream_lib.StreamOptions(recipe="fq", key_bits=(4, 4), period=5)
   fq = stream_lib.run_experiment(workdir, options).quant
   assert (fq.recipe.mode, fq.recipe.key.bits, fq.period, fq.calibration_period) == (
-      "fq", (4, 4), 1, 2)  # FQ has no keyframes: period 1, calibration sees K = 2
+    "fq",
+    (4, 4),
+    1,
+    2,
+  )  # FQ has no keyframes: period 1, calibration sees K = 2
   with pytest.raises(config_lib.ConfigError, match=r"quant\.residual_bits") as info:
-    stream_lib.run_experiment(workdir, stream_lib.StreamOptions(key_bits=(4, 4),
-                                                                 residual_bits=(8, 8)))
+    stream_lib.run_experiment(
+      workdir, stream_lib.StreamOptions(key_bits=(4, 4), residual_bits=(8, 8))
+    )
   assert len(info.value.problems) == 1
   saved["quant"]["period"] = 0
   saved["model"]["preset"] = "huge"
@@ -341,10 +364,13 @@ def test_run_experiment_of_old_and_invalid_run_configs(tmp_path, caplog):
 def test_frame_cost_by_hand_with_a_plain_float_op():
   """A quantized layer (8 x 4 bits over 4 locations, half of them skipped) and a plain Flax op
   (``float_op``: no stats, 32 x 32 bits, dense)."""
-  costs = {"q": LayerCost(macs=100, n_locations=4),
-           "head": LayerCost(macs=50, n_locations=4, float_op=True)}
-  stats = {"q": {"w_bits": np.array([4]), "act_bits": np.array([2 * 8]),
-                 "density": np.array([0.5])}}
+  costs = {
+    "q": LayerCost(macs=100, n_locations=4),
+    "head": LayerCost(macs=50, n_locations=4, float_op=True),
+  }
+  stats = {
+    "q": {"w_bits": np.array([4]), "act_bits": np.array([2 * 8]), "density": np.array([0.5])}
+  }
   bops, density = stream_lib.frame_cost(stats, costs)
   assert bops == 4 * 100 * 16 / 4 + 1024 * 50
   assert density == pytest.approx((100 * 0.5 + 50) / 150)
@@ -365,8 +391,9 @@ def test_frame_cost_of_streamed_model_with_a_plain_op():
   plain conv on every frame)."""
   model = ResQThenPlain()
   clip = jnp.asarray(moving_squares(4, 16, 16)[None], jnp.float32) / 255.0
-  variables = calibrate_model(model, None, model.init(jax.random.key(0), clip[:, 0]), [clip],
-                              period=2)
+  variables = calibrate_model(
+    model, None, model.init(jax.random.key(0), clip[:, 0]), [clip], period=2
+  )
   with pytest.warns(UserWarning, match="plain Flax linear op"):
     costs = layer_costs(model, variables, clip[:, 0])
   assert costs["plain"].float_op

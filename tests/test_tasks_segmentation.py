@@ -1,4 +1,5 @@
 """The segmentation task against hand-computed values (loss, prediction, mIoU)."""
+
 import math
 
 import jax.numpy as jnp
@@ -15,15 +16,16 @@ def test_registry_and_normalisation():
   with pytest.raises(ValueError, match="unknown task"):
     get_task("depth")
   frames = np.array([0, 128, 255], np.uint8)
-  np.testing.assert_allclose(normalise_frames(frames), (frames / 255.0 - 0.5) / 0.25,
-                             atol=1e-6)
+  np.testing.assert_allclose(normalise_frames(frames), (frames / 255.0 - 0.5) / 0.25, atol=1e-6)
 
 
 def test_loss_prediction_and_miou():
   task = SegmentationTask(num_classes=2)
   assert hash(task) == hash(SegmentationTask(num_classes=2)) and task.num_outputs() == 2
-  batch = {"frames": np.zeros((1, 1, 1, 3, 3), np.uint8),
-           "semantic": np.array([[[[0, 1, 255]]]], np.uint8)}
+  batch = {
+    "frames": np.zeros((1, 1, 1, 3, 3), np.uint8),
+    "semantic": np.array([[[[0, 1, 255]]]], np.uint8),
+  }
   frames, labels = task.prepare(batch)
   assert frames.dtype == jnp.float32 and labels.dtype == jnp.int32
   logits = jnp.array([[[[[2.0, 0.0], [2.0, 0.0], [0.0, 5.0]]]]])  # predicts 0, 0, 1

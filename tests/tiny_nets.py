@@ -1,4 +1,5 @@
 """Small networks shared by the nn tests (not a test module)."""
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -8,7 +9,9 @@ from resq_jax.quant.recipe import LayerRecipe, float_recipe
 
 
 class TinyNet(nn.Module):
-  """conv-BN-ReLU, strided conv-ReLU, depthwise conv, dense head: [B, H, W, 3] -> [B, H/2, W/2, 3]."""
+  """conv-BN-ReLU, strided conv-ReLU, depthwise conv, dense head:
+  [B, H, W, 3] -> [B, H/2, W/2, 3]."""
+
   recipe: LayerRecipe = float_recipe()
 
   @nn.compact

@@ -8,6 +8,7 @@ are the 19 training classes (trainIds, 255 ignore) mapped from `*_gtFine_labelId
 table of cityscapesscripts' labels.py. Splits: `train` and `validation` (the official `val`);
 the test split has no public labels and is not built.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -20,9 +21,26 @@ from etils import epath
 from resq_jax.data import manual
 
 CLASS_NAMES: tuple[str, ...] = (
-    "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
-    "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train",
-    "motorcycle", "bicycle")
+  "road",
+  "sidewalk",
+  "building",
+  "wall",
+  "fence",
+  "pole",
+  "traffic light",
+  "traffic sign",
+  "vegetation",
+  "terrain",
+  "sky",
+  "person",
+  "rider",
+  "car",
+  "truck",
+  "bus",
+  "train",
+  "motorcycle",
+  "bicycle",
+)
 NUM_CLASSES = len(CLASS_NAMES)
 IGNORE_ID = 255
 SNIPPET_LENGTH = 30
@@ -31,8 +49,27 @@ SPLIT_DIRS = {"train": "train", "validation": "val"}
 
 # labelId -> trainId, from cityscapesscripts/helpers/labels.py (ids 0-33; license plate, id -1,
 # and anything else map to 255 = ignore).
-_TRAIN_IDS = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10,
-              24: 11, 25: 12, 26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18}
+_TRAIN_IDS = {
+  7: 0,
+  8: 1,
+  11: 2,
+  12: 3,
+  13: 4,
+  17: 5,
+  19: 6,
+  20: 7,
+  21: 8,
+  22: 9,
+  23: 10,
+  24: 11,
+  25: 12,
+  26: 13,
+  27: 14,
+  28: 15,
+  31: 16,
+  32: 17,
+  33: 18,
+}
 LABEL_TO_TRAIN_ID = np.full(256, IGNORE_ID, np.uint8)
 for _label, _train in _TRAIN_IDS.items():
   LABEL_TO_TRAIN_ID[_label] = _train
@@ -47,8 +84,9 @@ def label_ids_to_train_ids(label_ids: np.ndarray) -> np.ndarray:
 
 
 def frame_path(root: epath.Path, split_dir: str, city: str, seq: str, frame: int) -> epath.Path:
-  return (root / "leftImg8bit_sequence" / split_dir / city /
-          f"{city}_{seq}_{frame:06d}_leftImg8bit.png")
+  return (
+    root / "leftImg8bit_sequence" / split_dir / city / f"{city}_{seq}_{frame:06d}_leftImg8bit.png"
+  )
 
 
 def label_path(root: epath.Path, split_dir: str, city: str, seq: str, frame: int) -> epath.Path:
@@ -66,18 +104,24 @@ def config_name(height: int, width: int, num_frames: int) -> str:
 
 def _new_config(height: int, width: int, num_frames: int) -> CityscapesVideoConfig:
   return CityscapesVideoConfig(
-      name=config_name(height, width, num_frames), height=height, width=width,
-      num_frames=num_frames, description=f"{num_frames}-frame clips at {height}x{width}")
+    name=config_name(height, width, num_frames),
+    height=height,
+    width=width,
+    num_frames=num_frames,
+    description=f"{num_frames}-frame clips at {height}x{width}",
+  )
 
 
-def make_config(*, height: int = DEFAULT_HEIGHT, width: int = DEFAULT_WIDTH,
-                num_frames: int = DEFAULT_NUM_FRAMES) -> CityscapesVideoConfig:
+def make_config(
+  *, height: int = DEFAULT_HEIGHT, width: int = DEFAULT_WIDTH, num_frames: int = DEFAULT_NUM_FRAMES
+) -> CityscapesVideoConfig:
   """Validated config; num_frames must be in [1, 20] (the frames up to the annotated one)."""
-  height, width, num_frames, _ = manual.clip_settings(height, width, num_frames,
-                                                      whole_videos=False)
+  height, width, num_frames, _ = manual.clip_settings(height, width, num_frames, whole_videos=False)
   if num_frames > ANNOTATED_INDEX + 1:
-    raise ValueError(f"num_frames must be <= {ANNOTATED_INDEX + 1} (a snippet has "
-                     f"{ANNOTATED_INDEX} frames before the annotated one), got {num_frames}")
+    raise ValueError(
+      f"num_frames must be <= {ANNOTATED_INDEX + 1} (a snippet has "
+      f"{ANNOTATED_INDEX} frames before the annotated one), got {num_frames}"
+    )
   return manual.registered_or_new(CityscapesVideo, _new_config(height, width, num_frames))
 
 
@@ -99,18 +143,20 @@ class CityscapesVideo(manual.ManualBuilder):
     t, h, w = cfg.num_frames, cfg.height, cfg.width
     tensor = manual.tensor_feature
     return {
-        "frames": tensor((t, h, w, 3), np.uint8, "RGB frames [T, H, W, 3], last = annotated"),
-        "semantic": tensor((h, w), np.uint8, "trainIds of the last frame, 255 ignore"),
-        "annotated_index": tensor((), np.int32, "index in the clip of the labelled frame"),
-        "frame_ids": tensor((t,), np.int32, "frame numbers in the snippet's file names"),
-        "id": tfds.features.Text(doc="{city}_{seq}_{frame} of the annotated frame"),
+      "frames": tensor((t, h, w, 3), np.uint8, "RGB frames [T, H, W, 3], last = annotated"),
+      "semantic": tensor((h, w), np.uint8, "trainIds of the last frame, 255 ignore"),
+      "annotated_index": tensor((), np.int32, "index in the clip of the labelled frame"),
+      "frame_ids": tensor((t,), np.int32, "frame numbers in the snippet's file names"),
+      "id": tfds.features.Text(doc="{city}_{seq}_{frame} of the annotated frame"),
     }
 
   def _description(self) -> str:
     cfg = self.builder_config
-    return (f"Cityscapes video: {cfg.num_frames} frames of leftImg8bit_sequence ending at each "
-            f"gtFine-annotated frame, resized to {cfg.height}x{cfg.width}, with the 19-class "
-            "trainId labels of the last frame.")
+    return (
+      f"Cityscapes video: {cfg.num_frames} frames of leftImg8bit_sequence ending at each "
+      f"gtFine-annotated frame, resized to {cfg.height}x{cfg.width}, with the 19-class "
+      "trainId labels of the last frame."
+    )
 
   def _metadata(self):
     return dict(class_names=CLASS_NAMES, ignore_id=IGNORE_ID)
@@ -118,8 +164,10 @@ class CityscapesVideo(manual.ManualBuilder):
   def _list_items(self, root: epath.Path) -> dict[str, list]:
     for sub in ("leftImg8bit_sequence", "gtFine"):
       if not (root / sub).is_dir():
-        raise FileNotFoundError(f"cityscapes_video: {root / sub} not found; expected layout:\n"
-                                f"{self.MANUAL_DOWNLOAD_INSTRUCTIONS}")
+        raise FileNotFoundError(
+          f"cityscapes_video: {root / sub} not found; expected layout:\n"
+          f"{self.MANUAL_DOWNLOAD_INSTRUCTIONS}"
+        )
     items = {}
     for split, split_dir in SPLIT_DIRS.items():
       found = []
@@ -136,24 +184,44 @@ class CityscapesVideo(manual.ManualBuilder):
     cfg = self.builder_config
     first = frame - cfg.num_frames + 1
     if first < 0:
-      raise ValueError(f"{city}_{seq}_{frame:06d}: a {cfg.num_frames}-frame clip would start "
-                       "before frame 0")
+      raise ValueError(
+        f"{city}_{seq}_{frame:06d}: a {cfg.num_frames}-frame clip would start before frame 0"
+      )
     ids = np.arange(first, frame + 1, dtype=np.int32)
-    frames = np.stack([
-        manual.resize_rgb(manual.read_rgb(frame_path(root, split_dir, city, seq, int(f))),
-                          cfg.height, cfg.width) for f in ids])
+    frames = np.stack(
+      [
+        manual.resize_rgb(
+          manual.read_rgb(frame_path(root, split_dir, city, seq, int(f))), cfg.height, cfg.width
+        )
+        for f in ids
+      ]
+    )
     label_ids = manual.read_index_png(label_path(root, split_dir, city, seq, frame))
     semantic = manual.resize_labels(label_ids_to_train_ids(label_ids), cfg.height, cfg.width)
-    return [dict(frames=frames, semantic=semantic,
-                 annotated_index=np.int32(cfg.num_frames - 1), frame_ids=ids,
-                 id=f"{city}_{seq}_{frame:06d}")]
+    return [
+      dict(
+        frames=frames,
+        semantic=semantic,
+        annotated_index=np.int32(cfg.num_frames - 1),
+        frame_ids=ids,
+        id=f"{city}_{seq}_{frame:06d}",
+      )
+    ]
 
 
-def build_cityscapes_video(data_dir, manual_dir, *, height: int = DEFAULT_HEIGHT,
-                           width: int = DEFAULT_WIDTH, num_frames: int = DEFAULT_NUM_FRAMES,
-                           num_workers: int = 0, verbose: bool = True) -> CityscapesVideo:
+def build_cityscapes_video(
+  data_dir,
+  manual_dir,
+  *,
+  height: int = DEFAULT_HEIGHT,
+  width: int = DEFAULT_WIDTH,
+  num_frames: int = DEFAULT_NUM_FRAMES,
+  num_workers: int = 0,
+  verbose: bool = True,
+) -> CityscapesVideo:
   """Builds (idempotent) and returns the builder; read with
   `tfds.data_source(f"cityscapes_video/{builder.builder_config.name}", data_dir=...)`."""
   cfg = make_config(height=height, width=width, num_frames=num_frames)
-  return manual.build(CityscapesVideo, cfg, data_dir, manual_dir, num_workers=num_workers,
-                      verbose=verbose)
+  return manual.build(
+    CityscapesVideo, cfg, data_dir, manual_dir, num_workers=num_workers, verbose=verbose
+  )

@@ -14,6 +14,7 @@ i.e. `pos_img - 1`; boxes are (x0, y0, x1, y1) in pixel-edge coordinates. JHMDB 
 joint of the puppet, visible or not, so `joint_visible` only says that the joint lies inside
 the frame.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -27,9 +28,28 @@ from etils import epath
 from resq_jax.data import manual, spec
 
 ACTIONS: tuple[str, ...] = (
-    "brush_hair", "catch", "clap", "climb_stairs", "golf", "jump", "kick_ball", "pick", "pour",
-    "pullup", "push", "run", "shoot_ball", "shoot_bow", "shoot_gun", "sit", "stand",
-    "swing_baseball", "throw", "walk", "wave")
+  "brush_hair",
+  "catch",
+  "clap",
+  "climb_stairs",
+  "golf",
+  "jump",
+  "kick_ball",
+  "pick",
+  "pour",
+  "pullup",
+  "push",
+  "run",
+  "shoot_ball",
+  "shoot_bow",
+  "shoot_gun",
+  "sit",
+  "stand",
+  "swing_baseball",
+  "throw",
+  "walk",
+  "wave",
+)
 JOINT_NAMES = spec.JOINT_NAMES  # JHMDB order: neck, belly, face, right_shoulder, ...
 NUM_JOINTS = spec.NUM_JOINTS
 SPLITS = {1: "train", 2: "test"}  # the number in a split file line -> split name
@@ -50,19 +70,31 @@ def config_name(height, width, num_frames, stride, split_number) -> str:
 
 def _new_config(height, width, num_frames, stride, split_number) -> JhmdbConfig:
   return JhmdbConfig(
-      name=config_name(height, width, num_frames, stride, split_number), height=height,
-      width=width, num_frames=num_frames, stride=stride, split_number=split_number,
-      description=f"JHMDB split {split_number} at {height}x{width}")
+    name=config_name(height, width, num_frames, stride, split_number),
+    height=height,
+    width=width,
+    num_frames=num_frames,
+    stride=stride,
+    split_number=split_number,
+    description=f"JHMDB split {split_number} at {height}x{width}",
+  )
 
 
-def make_config(*, height: int = DEFAULT_HEIGHT, width: int = DEFAULT_WIDTH,
-                num_frames: int = 0, stride: int = 0, split_number: int = 1) -> JhmdbConfig:
+def make_config(
+  *,
+  height: int = DEFAULT_HEIGHT,
+  width: int = DEFAULT_WIDTH,
+  num_frames: int = 0,
+  stride: int = 0,
+  split_number: int = 1,
+) -> JhmdbConfig:
   """Validated config. num_frames = 0: whole videos (15-40 frames, variable T)."""
   height, width, num_frames, stride = manual.clip_settings(height, width, num_frames, stride)
   if split_number not in (1, 2, 3):
     raise ValueError(f"split_number must be 1, 2 or 3, got {split_number!r}")
   return manual.registered_or_new(
-      Jhmdb, _new_config(height, width, num_frames, stride, int(split_number)))
+    Jhmdb, _new_config(height, width, num_frames, stride, int(split_number))
+  )
 
 
 def read_split_file(path: epath.Path) -> list[tuple[str, int]]:
@@ -110,20 +142,22 @@ class Jhmdb(manual.ManualBuilder):
     h, w, j = cfg.height, cfg.width, NUM_JOINTS
     tensor = manual.tensor_feature
     return {
-        "frames": tensor((t, h, w, 3), np.uint8, "RGB frames [T, H, W, 3]"),
-        "joints": tensor((t, j, 2), np.float32, f"(x, y) pixels of {JOINT_NAMES}"),
-        "joint_visible": tensor((t, j), np.bool_, "joint inside the frame"),
-        "bbox": tensor((t, 4), np.float32, "puppet mask box (x0, y0, x1, y1), pixel edges"),
-        "action": tensor((), np.int32, f"index into {ACTIONS}"),
-        "frame_index": tensor((t,), np.int32, "0-based frame numbers in the video"),
-        "video": tfds.features.Text(doc="{action}/{video}"),
+      "frames": tensor((t, h, w, 3), np.uint8, "RGB frames [T, H, W, 3]"),
+      "joints": tensor((t, j, 2), np.float32, f"(x, y) pixels of {JOINT_NAMES}"),
+      "joint_visible": tensor((t, j), np.bool_, "joint inside the frame"),
+      "bbox": tensor((t, 4), np.float32, "puppet mask box (x0, y0, x1, y1), pixel edges"),
+      "action": tensor((), np.int32, f"index into {ACTIONS}"),
+      "frame_index": tensor((t,), np.int32, "0-based frame numbers in the video"),
+      "video": tfds.features.Text(doc="{action}/{video}"),
     }
 
   def _description(self) -> str:
     cfg = self.builder_config
     clips = "whole videos" if cfg.num_frames == 0 else f"{cfg.num_frames}-frame clips"
-    return (f"JHMDB split {cfg.split_number}: {clips} resized to {cfg.height}x{cfg.width} "
-            "with 15 joints per frame and the person box of the puppet mask.")
+    return (
+      f"JHMDB split {cfg.split_number}: {clips} resized to {cfg.height}x{cfg.width} "
+      "with 15 joints per frame and the person box of the puppet mask."
+    )
 
   def _metadata(self):
     return dict(actions=ACTIONS, joint_names=JOINT_NAMES, skeleton=spec.SKELETON)
@@ -131,8 +165,9 @@ class Jhmdb(manual.ManualBuilder):
   def _list_items(self, root: epath.Path) -> dict[str, list]:
     for sub in ("Rename_Images", "joint_positions", "puppet_mask", "splits"):
       if not (root / sub).is_dir():
-        raise FileNotFoundError(f"jhmdb: {root / sub} not found; expected layout:\n"
-                                f"{self.MANUAL_DOWNLOAD_INSTRUCTIONS}")
+        raise FileNotFoundError(
+          f"jhmdb: {root / sub} not found; expected layout:\n{self.MANUAL_DOWNLOAD_INSTRUCTIONS}"
+        )
     n = self.builder_config.split_number
     items = {name: [] for name in SPLITS.values()}
     files = sorted((root / "splits").glob(f"*_test_split{n}.txt"))
@@ -149,21 +184,23 @@ class Jhmdb(manual.ManualBuilder):
   def _load_examples(self, root: epath.Path, item) -> list[dict]:
     action, video = item
     cfg = self.builder_config
-    pos = _load_mat_field(root / "joint_positions" / action / video / "joint_positions.mat",
-                          "pos_img").astype(np.float64)
+    pos = _load_mat_field(
+      root / "joint_positions" / action / video / "joint_positions.mat", "pos_img"
+    ).astype(np.float64)
     if pos.ndim == 2:  # MATLAB drops a trailing singleton dimension (a 1-frame video)
       pos = pos[:, :, None]
     if pos.ndim != 3 or pos.shape[:2] != (2, NUM_JOINTS):
-      raise ValueError(f"jhmdb {action}/{video}: pos_img has shape {pos.shape}, expected "
-                       f"(2, {NUM_JOINTS}, N)")
-    masks = _load_mat_field(root / "puppet_mask" / action / video / "puppet_mask.mat",
-                            "part_mask")
+      raise ValueError(
+        f"jhmdb {action}/{video}: pos_img has shape {pos.shape}, expected (2, {NUM_JOINTS}, N)"
+      )
+    masks = _load_mat_field(root / "puppet_mask" / action / video / "puppet_mask.mat", "part_mask")
     num = pos.shape[2]
     if masks.ndim == 2:  # as pos_img
       masks = masks[:, :, None]
     if masks.shape[2] < num:
-      raise ValueError(f"jhmdb {action}/{video}: part_mask has {masks.shape[2]} frames, "
-                       f"pos_img {num}")
+      raise ValueError(
+        f"jhmdb {action}/{video}: part_mask has {masks.shape[2]} frames, pos_img {num}"
+      )
     joints = pos.transpose(2, 1, 0) - 1.0  # [N, 15, (x, y)], 1-based -> pixel centres
     out = []
     for clip in manual.windows(num, cfg.num_frames, cfg.stride):
@@ -174,29 +211,47 @@ class Jhmdb(manual.ManualBuilder):
         frames.append(manual.resize_rgb(rgb, cfg.height, cfg.width))
         box = manual.mask_bbox(masks[:, :, f] > 0)
         if box.any():
-          box = manual.scale_points(box.reshape(2, 2), masks.shape[:2],
-                                    (cfg.height, cfg.width)).reshape(4)
+          box = manual.scale_points(
+            box.reshape(2, 2), masks.shape[:2], (cfg.height, cfg.width)
+          ).reshape(4)
         boxes.append(box)
-      xy = joints[clip.start:clip.stop]
+      xy = joints[clip.start : clip.stop]
       h0, w0 = src_hw
-      visible = ((xy[..., 0] >= -0.5) & (xy[..., 0] <= w0 - 0.5) &
-                 (xy[..., 1] >= -0.5) & (xy[..., 1] <= h0 - 0.5))
-      out.append(dict(
+      visible = (
+        (xy[..., 0] >= -0.5)
+        & (xy[..., 0] <= w0 - 0.5)
+        & (xy[..., 1] >= -0.5)
+        & (xy[..., 1] <= h0 - 0.5)
+      )
+      out.append(
+        dict(
           frames=np.stack(frames),
           joints=manual.scale_points(xy, src_hw, (cfg.height, cfg.width)).astype(np.float32),
-          joint_visible=visible, bbox=np.stack(boxes).astype(np.float32),
+          joint_visible=visible,
+          bbox=np.stack(boxes).astype(np.float32),
           action=np.int32(ACTIONS.index(action)),
           frame_index=np.arange(clip.start, clip.stop, dtype=np.int32),
-          video=f"{action}/{video}"))
+          video=f"{action}/{video}",
+        )
+      )
     return out
 
 
-def build_jhmdb(data_dir, manual_dir, *, height: int = DEFAULT_HEIGHT,
-                width: int = DEFAULT_WIDTH, num_frames: int = 0, stride: int = 0,
-                split_number: int = 1, num_workers: int = 0, verbose: bool = True) -> Jhmdb:
+def build_jhmdb(
+  data_dir,
+  manual_dir,
+  *,
+  height: int = DEFAULT_HEIGHT,
+  width: int = DEFAULT_WIDTH,
+  num_frames: int = 0,
+  stride: int = 0,
+  split_number: int = 1,
+  num_workers: int = 0,
+  verbose: bool = True,
+) -> Jhmdb:
   """Builds (idempotent) and returns the builder; read with
   `tfds.data_source(f"jhmdb/{builder.builder_config.name}", data_dir=...)`."""
-  cfg = make_config(height=height, width=width, num_frames=num_frames, stride=stride,
-                    split_number=split_number)
-  return manual.build(Jhmdb, cfg, data_dir, manual_dir, num_workers=num_workers,
-                      verbose=verbose)
+  cfg = make_config(
+    height=height, width=width, num_frames=num_frames, stride=stride, split_number=split_number
+  )
+  return manual.build(Jhmdb, cfg, data_dir, manual_dir, num_workers=num_workers, verbose=verbose)

@@ -19,6 +19,7 @@ RAM up to 1 GB and then spills it to temporary bucket files through `tf.io.gfile
 buckets in order (`ordered_key`), so each bucket, sorted in memory when the shards are
 written, holds only about 1/1000 of the split.
 """
+
 from __future__ import annotations
 
 import abc
@@ -75,11 +76,14 @@ def tf_free_spill():
     """Stands for tf.errors.ResourceExhaustedError, which plain file I/O never raises."""
 
   gfile = types.SimpleNamespace(
-      GFile=lambda path, mode: epath.Path(path).open(mode),
-      exists=lambda path: epath.Path(path).exists(),
-      remove=lambda path: epath.Path(path).unlink())
-  stand_in = types.SimpleNamespace(io=types.SimpleNamespace(gfile=gfile),
-                                   errors=types.SimpleNamespace(ResourceExhaustedError=_Unused))
+    GFile=lambda path, mode: epath.Path(path).open(mode),
+    exists=lambda path: epath.Path(path).exists(),
+    remove=lambda path: epath.Path(path).unlink(),
+  )
+  stand_in = types.SimpleNamespace(
+    io=types.SimpleNamespace(gfile=gfile),
+    errors=types.SimpleNamespace(ResourceExhaustedError=_Unused),
+  )
   old = shuffle.tf
   shuffle.tf = stand_in
   try:
@@ -119,8 +123,9 @@ def read_index_png(path: epath.PathLike) -> np.ndarray:
     raise FileNotFoundError(f"missing label image {path}")
   with path.open("rb") as f, Image.open(f) as img:
     if img.mode not in ("P", "L"):
-      raise ValueError(f"{path}: expected a palette or grey-level PNG of ids, got mode "
-                       f"{img.mode!r}")
+      raise ValueError(
+        f"{path}: expected a palette or grey-level PNG of ids, got mode {img.mode!r}"
+      )
     return np.asarray(img).astype(np.uint8)
 
 
@@ -185,8 +190,9 @@ def positive_int(value: Any, name: str, *, allow_zero: bool = False) -> int:
   return int(value)
 
 
-def clip_settings(height, width, num_frames, stride=0, *,
-                  whole_videos: bool = True) -> tuple[int, int, int, int]:
+def clip_settings(
+  height, width, num_frames, stride=0, *, whole_videos: bool = True
+) -> tuple[int, int, int, int]:
   """Validated (height, width, num_frames, stride); stride 0 becomes num_frames.
 
   ValueError unless height, width > 0, num_frames > 0 (or 0 = whole videos when
@@ -234,8 +240,14 @@ class ManualBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
     # As SynthRes.code_path: TFDS 4.9.x would need `importlib_resources` to find it.
     return epath.Path(sys.modules[cls.__module__].__file__)
 
-  def __init__(self, *, manual_dir: epath.PathLike | None = None, num_workers: int = 0,
-               verbose: bool = False, **kwargs):
+  def __init__(
+    self,
+    *,
+    manual_dir: epath.PathLike | None = None,
+    num_workers: int = 0,
+    verbose: bool = False,
+    **kwargs,
+  ):
     kwargs.setdefault("file_format", "array_record")
     super().__init__(**kwargs)
     self._manual_dir = None if manual_dir is None else epath.Path(manual_dir)
@@ -266,9 +278,14 @@ class ManualBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
   # TFDS interface.
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(
-        builder=self, features=tfds.features.FeaturesDict(self._features()),
-        disable_shuffling=True, description=self._description(), homepage=self.HOMEPAGE,
-        citation=self.CITATION, metadata=tfds.core.MetadataDict(self._metadata()))
+      builder=self,
+      features=tfds.features.FeaturesDict(self._features()),
+      disable_shuffling=True,
+      description=self._description(),
+      homepage=self.HOMEPAGE,
+      citation=self.CITATION,
+      metadata=tfds.core.MetadataDict(self._metadata()),
+    )
 
   def _split_generators(self, dl_manager):
     root = epath.Path(dl_manager.manual_dir)
@@ -277,10 +294,13 @@ class ManualBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
       self._log(f"{split}: {len(items)} items")
     empty = [split for split, items in splits.items() if not items]
     if len(empty) == len(splits):
-      raise FileNotFoundError(f"{self.name}: nothing to build from {root}; expected layout:\n"
-                              f"{self.MANUAL_DOWNLOAD_INSTRUCTIONS}")
-    return {split: self._generate_examples(root, split, items)
-            for split, items in splits.items() if items}
+      raise FileNotFoundError(
+        f"{self.name}: nothing to build from {root}; expected layout:\n"
+        f"{self.MANUAL_DOWNLOAD_INSTRUCTIONS}"
+      )
+    return {
+      split: self._generate_examples(root, split, items) for split, items in splits.items() if items
+    }
 
   def _generate_examples(self, root: epath.Path, split: str, items: list):
     load = lambda item: self._load_examples(root, item)  # noqa: E731 (threads only)
@@ -299,15 +319,17 @@ class ManualBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
         last = now
         rate = (i + 1) / (now - start)
         eta = (len(items) - i - 1) / rate if rate > 0 else float("nan")
-        self._log(f"{split}: {i + 1}/{len(items)} items, {count} examples, "
-                  f"{rate:.1f} items/s, ~{eta:.0f} s left")
+        self._log(
+          f"{split}: {i + 1}/{len(items)} items, {count} examples, "
+          f"{rate:.1f} items/s, ~{eta:.0f} s left"
+        )
 
   def _log(self, message: str) -> None:
     if self._verbose:
       print(f"{self.name}/{self.builder_config.name} {message}", flush=True)
 
   # Convenience.
-  def prepare(self) -> "ManualBuilder":
+  def prepare(self) -> ManualBuilder:
     """Builds from `manual_dir` unless already built (idempotent); returns self.
 
     Reads with `num_workers` threads (image decoding releases the GIL); records are in the
@@ -317,29 +339,48 @@ class ManualBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
       self._log(f"already built in {self.data_dir}")
       return self
     if self._manual_dir is None:
-      raise ValueError(f"{self.name}: pass manual_dir (the downloaded data); expected "
-                       f"layout:\n{self.MANUAL_DOWNLOAD_INSTRUCTIONS}")
+      raise ValueError(
+        f"{self.name}: pass manual_dir (the downloaded data); expected "
+        f"layout:\n{self.MANUAL_DOWNLOAD_INSTRUCTIONS}"
+      )
     if not self._manual_dir.is_dir():
       raise FileNotFoundError(f"{self.name}: manual_dir {self._manual_dir} is not a directory")
     self._log(f"building from {self._manual_dir} into {self.data_dir}")
     start = time.perf_counter()
-    pool = (concurrent.futures.ThreadPoolExecutor(self._num_workers) if self._num_workers
-            else contextlib.nullcontext())
+    pool = (
+      concurrent.futures.ThreadPoolExecutor(self._num_workers)
+      if self._num_workers
+      else contextlib.nullcontext()
+    )
     with tf_free_spill(), pool as executor:
       self._pool = executor
       try:
-        self.download_and_prepare(download_config=tfds.download.DownloadConfig(
-            manual_dir=os.fspath(self._manual_dir), try_download_gcs=False))
+        self.download_and_prepare(
+          download_config=tfds.download.DownloadConfig(
+            manual_dir=os.fspath(self._manual_dir), try_download_gcs=False
+          )
+        )
       finally:
         self._pool = None
     self._log(f"built in {time.perf_counter() - start:.1f} s")
     return self
 
 
-def build(builder_cls: type, cfg: ClipConfig, data_dir: epath.PathLike,
-          manual_dir: epath.PathLike, *, num_workers: int = 0,
-          verbose: bool = True) -> ManualBuilder:
+def build(
+  builder_cls: type,
+  cfg: ClipConfig,
+  data_dir: epath.PathLike,
+  manual_dir: epath.PathLike,
+  *,
+  num_workers: int = 0,
+  verbose: bool = True,
+) -> ManualBuilder:
   """Builds `cfg` of `builder_cls` from manual_dir into data_dir (idempotent)."""
   cfg_arg = cfg.name if cfg in builder_cls.BUILDER_CONFIGS else cfg
-  return builder_cls(data_dir=os.fspath(data_dir), config=cfg_arg, manual_dir=manual_dir,
-                     num_workers=num_workers, verbose=verbose).prepare()
+  return builder_cls(
+    data_dir=os.fspath(data_dir),
+    config=cfg_arg,
+    manual_dir=manual_dir,
+    num_workers=num_workers,
+    verbose=verbose,
+  ).prepare()

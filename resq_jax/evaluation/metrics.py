@@ -9,6 +9,7 @@ pixels cannot overflow the int32 counts that JAX produces without x64.
 PCK follows JHMDB: a visible joint is correct when its distance to the ground truth is at most
 `alpha * max(w, h)` of the person bounding box (`alpha = 0.2` for PCK@0.2).
 """
+
 from __future__ import annotations
 
 import functools
@@ -23,165 +24,174 @@ MAX_PIXELS_PER_CALL = 2**31 - 1
 
 
 @functools.partial(jax.jit, static_argnames=("num_classes", "ignore_index"))
-def confusion_matrix(pred: jax.Array, label: jax.Array, num_classes: int,
-                     ignore_index: int = 255) -> jax.Array:
-    """Counts pixels by (label, prediction): int32 `[C, C]`, rows = label, columns = prediction.
+def confusion_matrix(
+  pred: jax.Array, label: jax.Array, num_classes: int, ignore_index: int = 255
+) -> jax.Array:
+  """Counts pixels by (label, prediction): int32 `[C, C]`, rows = label, columns = prediction.
 
-    Args:
-      pred: integer class predictions, any shape (e.g. `[B, T, H, W]`), values in `[0, C)`.
-      label: integer labels of the same shape; `ignore_index` and any value outside `[0, C)`
-        mark pixels that are not counted.
-      num_classes: C (static).
-      ignore_index: label value of pixels to drop (static).
+  Args:
+    pred: integer class predictions, any shape (e.g. `[B, T, H, W]`), values in `[0, C)`.
+    label: integer labels of the same shape; `ignore_index` and any value outside `[0, C)`
+      mark pixels that are not counted.
+    num_classes: C (static).
+    ignore_index: label value of pixels to drop (static).
 
-    Pixels whose prediction lies outside `[0, C)` are dropped as well (a jitted function cannot
-    raise on values); feed argmax outputs. Counts are int32: one call may hold at most
-    `MAX_PIXELS_PER_CALL` pixels (checked from the static shape); sum calls with
-    `ConfusionAccumulator`.
+  Pixels whose prediction lies outside `[0, C)` are dropped as well (a jitted function cannot
+  raise on values); feed argmax outputs. Counts are int32: one call may hold at most
+  `MAX_PIXELS_PER_CALL` pixels (checked from the static shape); sum calls with
+  `ConfusionAccumulator`.
 
-    Raises:
-      ValueError: shapes differ, non-integer inputs, C < 1, or too many pixels for int32.
-    """
-    if pred.shape != label.shape:
-        raise ValueError(f"pred {pred.shape} and label {label.shape} must have the same shape")
-    for name, x in (("pred", pred), ("label", label)):
-        if not jnp.issubdtype(x.dtype, jnp.integer):
-            raise ValueError(f"{name} must be an integer array, got {x.dtype}")
-    if num_classes < 1:
-        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-    if pred.size > MAX_PIXELS_PER_CALL:
-        raise ValueError(f"{pred.size} pixels overflow int32 counts in one call; split the "
-                         "batch and sum with ConfusionAccumulator")
-    c = num_classes
-    # Widen before comparing: uint8 labels cannot hold C*C, and strict promotion wants one type.
-    p = pred.reshape(-1).astype(jnp.int32)
-    y = label.reshape(-1).astype(jnp.int32)
-    valid = (y != ignore_index) & (y >= 0) & (y < c) & (p >= 0) & (p < c)
-    # Dropped pixels go to an extra bin C*C, cut off below.
-    index = jnp.where(valid, y * c + p, c * c)
-    counts = jnp.bincount(index, length=c * c + 1)
-    return counts[: c * c].astype(jnp.int32).reshape(c, c)
+  Raises:
+    ValueError: shapes differ, non-integer inputs, C < 1, or too many pixels for int32.
+  """
+  if pred.shape != label.shape:
+    raise ValueError(f"pred {pred.shape} and label {label.shape} must have the same shape")
+  for name, x in (("pred", pred), ("label", label)):
+    if not jnp.issubdtype(x.dtype, jnp.integer):
+      raise ValueError(f"{name} must be an integer array, got {x.dtype}")
+  if num_classes < 1:
+    raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+  if pred.size > MAX_PIXELS_PER_CALL:
+    raise ValueError(
+      f"{pred.size} pixels overflow int32 counts in one call; split the "
+      "batch and sum with ConfusionAccumulator"
+    )
+  c = num_classes
+  # Widen before comparing: uint8 labels cannot hold C*C, and strict promotion wants one type.
+  p = pred.reshape(-1).astype(jnp.int32)
+  y = label.reshape(-1).astype(jnp.int32)
+  valid = (y != ignore_index) & (y >= 0) & (y < c) & (p >= 0) & (p < c)
+  # Dropped pixels go to an extra bin C*C, cut off below.
+  index = jnp.where(valid, y * c + p, c * c)
+  counts = jnp.bincount(index, length=c * c + 1)
+  return counts[: c * c].astype(jnp.int32).reshape(c, c)
 
 
 class ConfusionAccumulator:
-    """Host-side int64 sum of per-batch confusion matrices over a split.
+  """Host-side int64 sum of per-batch confusion matrices over a split.
 
-    `update` dispatches the jitted count and keeps the (tiny) device result; pending results are
-    fetched and added in int64 every `flush_every` updates and by `result()`, so the host does not
-    wait on the device after every batch.
-    """
+  `update` dispatches the jitted count and keeps the (tiny) device result; pending results are
+  fetched and added in int64 every `flush_every` updates and by `result()`, so the host does not
+  wait on the device after every batch.
+  """
 
-    def __init__(self, num_classes: int, ignore_index: int = 255, flush_every: int = 16):
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-        self.num_classes = int(num_classes)
-        self.ignore_index = int(ignore_index)
-        self._flush_every = max(1, int(flush_every))
-        self._total = np.zeros((self.num_classes, self.num_classes), np.int64)
-        self._pending: list[jax.Array] = []
+  def __init__(self, num_classes: int, ignore_index: int = 255, flush_every: int = 16):
+    if num_classes < 1:
+      raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    self.num_classes = int(num_classes)
+    self.ignore_index = int(ignore_index)
+    self._flush_every = max(1, int(flush_every))
+    self._total = np.zeros((self.num_classes, self.num_classes), np.int64)
+    self._pending: list[jax.Array] = []
 
-    def update(self, pred, label) -> None:
-        """Adds the counts of one batch (device or host arrays of equal shape)."""
-        self._pending.append(confusion_matrix(jnp.asarray(pred), jnp.asarray(label),
-                                              num_classes=self.num_classes,
-                                              ignore_index=self.ignore_index))
-        if len(self._pending) >= self._flush_every:
-            self._flush()
+  def update(self, pred, label) -> None:
+    """Adds the counts of one batch (device or host arrays of equal shape)."""
+    self._pending.append(
+      confusion_matrix(
+        jnp.asarray(pred),
+        jnp.asarray(label),
+        num_classes=self.num_classes,
+        ignore_index=self.ignore_index,
+      )
+    )
+    if len(self._pending) >= self._flush_every:
+      self._flush()
 
-    def add(self, confusion) -> None:
-        """Adds an already counted `[C, C]` matrix (e.g. gathered from another host)."""
-        confusion = np.asarray(confusion)
-        if confusion.shape != self._total.shape:
-            raise ValueError(f"confusion {confusion.shape} != {self._total.shape}")
-        self._total += confusion.astype(np.int64)
+  def add(self, confusion) -> None:
+    """Adds an already counted `[C, C]` matrix (e.g. gathered from another host)."""
+    confusion = np.asarray(confusion)
+    if confusion.shape != self._total.shape:
+      raise ValueError(f"confusion {confusion.shape} != {self._total.shape}")
+    self._total += confusion.astype(np.int64)
 
-    def result(self) -> np.ndarray:
-        """The int64 `[C, C]` total so far (a copy)."""
-        self._flush()
-        return self._total.copy()
+  def result(self) -> np.ndarray:
+    """The int64 `[C, C]` total so far (a copy)."""
+    self._flush()
+    return self._total.copy()
 
-    def reset(self) -> None:
-        self._pending.clear()
-        self._total[...] = 0
+  def reset(self) -> None:
+    self._pending.clear()
+    self._total[...] = 0
 
-    def _flush(self) -> None:
-        for counts in jax.device_get(self._pending):
-            self._total += np.asarray(counts).astype(np.int64)
-        self._pending.clear()
+  def _flush(self) -> None:
+    for counts in jax.device_get(self._pending):
+      self._total += np.asarray(counts).astype(np.int64)
+    self._pending.clear()
 
 
 def _check_confusion(confusion) -> np.ndarray:
-    cm = np.asarray(confusion)
-    if cm.ndim != 2 or cm.shape[0] != cm.shape[1]:
-        raise ValueError(f"confusion must be square [C, C], got {cm.shape}")
-    return cm.astype(np.float64)
+  cm = np.asarray(confusion)
+  if cm.ndim != 2 or cm.shape[0] != cm.shape[1]:
+    raise ValueError(f"confusion must be square [C, C], got {cm.shape}")
+  return cm.astype(np.float64)
 
 
 def miou(confusion) -> tuple[float, np.ndarray]:
-    """Mean IoU and per-class IoU from a `[C, C]` confusion matrix (rows = label).
+  """Mean IoU and per-class IoU from a `[C, C]` confusion matrix (rows = label).
 
-    `IoU_c = TP / (TP + FP + FN)`. A class absent from both labels and predictions has no IoU
-    (NaN) and is left out of the mean; a class only predicted (never labelled) has IoU 0 and
-    counts. The mean is NaN when no class has any pixel.
-    """
-    cm = _check_confusion(confusion)
-    tp = np.diag(cm)
-    union = cm.sum(axis=0) + cm.sum(axis=1) - tp
-    per_class = np.full(cm.shape[0], np.nan)
-    present = union > 0
-    per_class[present] = tp[present] / union[present]
-    mean = float(per_class[present].mean()) if present.any() else float("nan")
-    return mean, per_class
+  `IoU_c = TP / (TP + FP + FN)`. A class absent from both labels and predictions has no IoU
+  (NaN) and is left out of the mean; a class only predicted (never labelled) has IoU 0 and
+  counts. The mean is NaN when no class has any pixel.
+  """
+  cm = _check_confusion(confusion)
+  tp = np.diag(cm)
+  union = cm.sum(axis=0) + cm.sum(axis=1) - tp
+  per_class = np.full(cm.shape[0], np.nan)
+  present = union > 0
+  per_class[present] = tp[present] / union[present]
+  mean = float(per_class[present].mean()) if present.any() else float("nan")
+  return mean, per_class
 
 
 def pixel_accuracy(confusion) -> float:
-    """Correct pixels / counted pixels (NaN for an empty matrix)."""
-    cm = _check_confusion(confusion)
-    total = cm.sum()
-    return float(np.trace(cm) / total) if total > 0 else float("nan")
+  """Correct pixels / counted pixels (NaN for an empty matrix)."""
+  cm = _check_confusion(confusion)
+  total = cm.sum()
+  return float(np.trace(cm) / total) if total > 0 else float("nan")
 
 
 def bbox_size(bbox) -> np.ndarray:
-    """`max(w, h)` of `(x0, y0, x1, y1)` boxes `[..., 4]` (pixel edges, SynthRes convention)."""
-    bbox = np.asarray(bbox, np.float64)
-    return np.maximum(bbox[..., 2] - bbox[..., 0], bbox[..., 3] - bbox[..., 1])
+  """`max(w, h)` of `(x0, y0, x1, y1)` boxes `[..., 4]` (pixel edges, SynthRes convention)."""
+  bbox = np.asarray(bbox, np.float64)
+  return np.maximum(bbox[..., 2] - bbox[..., 0], bbox[..., 3] - bbox[..., 1])
 
 
-def pck_counts(pred_joints, gt_joints, visible, bbox,
-               alpha: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
-    """Per-joint (correct, evaluated) counts, int64 `[J]` each, for summing over a split.
+def pck_counts(
+  pred_joints, gt_joints, visible, bbox, alpha: float = 0.2
+) -> tuple[np.ndarray, np.ndarray]:
+  """Per-joint (correct, evaluated) counts, int64 `[J]` each, for summing over a split.
 
-    Args:
-      pred_joints, gt_joints: `[..., J, 2]` (x, y) in pixels.
-      visible: bool `[..., J]`; only visible joints are evaluated.
-      bbox: `[..., 4]` person box `(x0, y0, x1, y1)`; instances whose box has no extent
-        (`max(w, h) <= 0`, e.g. the person left the frame) are not evaluated.
-      alpha: threshold as a fraction of `max(w, h)`; a joint is correct when
-        `||pred - gt|| <= alpha * max(w, h)`.
-    """
-    pred = np.asarray(pred_joints, np.float64)
-    gt = np.asarray(gt_joints, np.float64)
-    vis = np.asarray(visible).astype(bool)
-    if pred.shape != gt.shape or pred.shape[-1] != 2:
-        raise ValueError(f"joints must be [..., J, 2] of equal shape: {pred.shape}, {gt.shape}")
-    if vis.shape != gt.shape[:-1]:
-        raise ValueError(f"visible {vis.shape} must be {gt.shape[:-1]}")
-    size = bbox_size(bbox)
-    if size.shape != gt.shape[:-2]:
-        raise ValueError(f"bbox {np.shape(bbox)} must be {gt.shape[:-2] + (4,)}")
-    threshold = alpha * size[..., None]  # [..., 1]
-    evaluated = vis & (threshold > 0)
-    dist = np.linalg.norm(pred - gt, axis=-1)
-    correct = evaluated & (dist <= threshold)
-    lead = tuple(range(correct.ndim - 1))
-    return correct.sum(axis=lead).astype(np.int64), evaluated.sum(axis=lead).astype(np.int64)
+  Args:
+    pred_joints, gt_joints: `[..., J, 2]` (x, y) in pixels.
+    visible: bool `[..., J]`; only visible joints are evaluated.
+    bbox: `[..., 4]` person box `(x0, y0, x1, y1)`; instances whose box has no extent
+      (`max(w, h) <= 0`, e.g. the person left the frame) are not evaluated.
+    alpha: threshold as a fraction of `max(w, h)`; a joint is correct when
+      `||pred - gt|| <= alpha * max(w, h)`.
+  """
+  pred = np.asarray(pred_joints, np.float64)
+  gt = np.asarray(gt_joints, np.float64)
+  vis = np.asarray(visible).astype(bool)
+  if pred.shape != gt.shape or pred.shape[-1] != 2:
+    raise ValueError(f"joints must be [..., J, 2] of equal shape: {pred.shape}, {gt.shape}")
+  if vis.shape != gt.shape[:-1]:
+    raise ValueError(f"visible {vis.shape} must be {gt.shape[:-1]}")
+  size = bbox_size(bbox)
+  if size.shape != gt.shape[:-2]:
+    raise ValueError(f"bbox {np.shape(bbox)} must be {gt.shape[:-2] + (4,)}")
+  threshold = alpha * size[..., None]  # [..., 1]
+  evaluated = vis & (threshold > 0)
+  dist = np.linalg.norm(pred - gt, axis=-1)
+  correct = evaluated & (dist <= threshold)
+  lead = tuple(range(correct.ndim - 1))
+  return correct.sum(axis=lead).astype(np.int64), evaluated.sum(axis=lead).astype(np.int64)
 
 
 def pck(pred_joints, gt_joints, visible, bbox, alpha: float = 0.2) -> float:
-    """PCK@alpha over all evaluated joints pooled (NaN when none); see `pck_counts`."""
-    correct, evaluated = pck_counts(pred_joints, gt_joints, visible, bbox, alpha)
-    total = evaluated.sum()
-    return float(correct.sum() / total) if total > 0 else float("nan")
+  """PCK@alpha over all evaluated joints pooled (NaN when none); see `pck_counts`."""
+  correct, evaluated = pck_counts(pred_joints, gt_joints, visible, bbox, alpha)
+  total = evaluated.sum()
+  return float(correct.sum() / total) if total > 0 else float("nan")
 
 
 # --- DAVIS J&F (video object segmentation) ------------------------------------------------------
@@ -192,138 +202,150 @@ def pck(pred_joints, gt_joints, visible, bbox, alpha: float = 0.2) -> float:
 
 
 def region_similarity(gt_mask, pred_mask, void=None) -> np.ndarray:
-    """J: IoU of boolean masks `[..., H, W]` per leading index, float64 `[...]`.
+  """J: IoU of boolean masks `[..., H, W]` per leading index, float64 `[...]`.
 
-    DAVIS convention: J = 1 when both masks are empty (outside the void pixels).
-    """
-    gt = np.asarray(gt_mask).astype(bool)
-    pred = np.asarray(pred_mask).astype(bool)
-    if gt.shape != pred.shape:
-        raise ValueError(f"masks must have the same shape: {gt.shape}, {pred.shape}")
-    keep = np.ones_like(gt) if void is None else ~np.broadcast_to(np.asarray(void, bool),
-                                                                   gt.shape)
-    inter = np.sum(gt & pred & keep, axis=(-2, -1)).astype(np.float64)
-    union = np.sum((gt | pred) & keep, axis=(-2, -1)).astype(np.float64)
-    return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+  DAVIS convention: J = 1 when both masks are empty (outside the void pixels).
+  """
+  gt = np.asarray(gt_mask).astype(bool)
+  pred = np.asarray(pred_mask).astype(bool)
+  if gt.shape != pred.shape:
+    raise ValueError(f"masks must have the same shape: {gt.shape}, {pred.shape}")
+  keep = np.ones_like(gt) if void is None else ~np.broadcast_to(np.asarray(void, bool), gt.shape)
+  inter = np.sum(gt & pred & keep, axis=(-2, -1)).astype(np.float64)
+  union = np.sum((gt | pred) & keep, axis=(-2, -1)).astype(np.float64)
+  return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
 
 
 def seg2bmap(mask) -> np.ndarray:
-    """DAVIS boundary map of a boolean `[H, W]` mask (same size).
+  """DAVIS boundary map of a boolean `[H, W]` mask (same size).
 
-    A pixel is on the boundary when it differs from its right, lower or lower-right neighbour
-    (outside the image counts as equal), i.e. every edge between a foreground and a background
-    pixel marks the pixel above / left of it; a k x k square gives 4k boundary pixels.
-    """
-    seg = np.asarray(mask).astype(bool)
-    if seg.ndim != 2:
-        raise ValueError(f"seg2bmap takes one [H, W] mask, got {seg.shape}")
-    e = np.zeros_like(seg)
-    s = np.zeros_like(seg)
-    se = np.zeros_like(seg)
-    e[:, :-1] = seg[:, 1:]
-    s[:-1, :] = seg[1:, :]
-    se[:-1, :-1] = seg[1:, 1:]
-    b = (seg ^ e) | (seg ^ s) | (seg ^ se)
-    b[-1, :] = seg[-1, :] ^ e[-1, :]
-    b[:, -1] = seg[:, -1] ^ s[:, -1]
-    b[-1, -1] = False
-    return b
+  A pixel is on the boundary when it differs from its right, lower or lower-right neighbour
+  (outside the image counts as equal), i.e. every edge between a foreground and a background
+  pixel marks the pixel above / left of it; a k x k square gives 4k boundary pixels.
+  """
+  seg = np.asarray(mask).astype(bool)
+  if seg.ndim != 2:
+    raise ValueError(f"seg2bmap takes one [H, W] mask, got {seg.shape}")
+  e = np.zeros_like(seg)
+  s = np.zeros_like(seg)
+  se = np.zeros_like(seg)
+  e[:, :-1] = seg[:, 1:]
+  s[:-1, :] = seg[1:, :]
+  se[:-1, :-1] = seg[1:, 1:]
+  b = (seg ^ e) | (seg ^ s) | (seg ^ se)
+  b[-1, :] = seg[-1, :] ^ e[-1, :]
+  b[:, -1] = seg[:, -1] ^ s[:, -1]
+  b[-1, -1] = False
+  return b
 
 
 def boundary_tolerance(shape, bound_th: float = 0.008) -> int:
-    """Matching radius in pixels: `bound_th` itself if >= 1, else ceil(bound_th * diagonal)."""
-    if bound_th >= 1:
-        return int(bound_th)
-    return int(np.ceil(bound_th * np.linalg.norm(shape[-2:])))
+  """Matching radius in pixels: `bound_th` itself if >= 1, else ceil(bound_th * diagonal)."""
+  if bound_th >= 1:
+    return int(bound_th)
+  return int(np.ceil(bound_th * np.linalg.norm(shape[-2:])))
 
 
 def boundary_f_measure(gt_mask, pred_mask, void=None, bound_th: float = 0.008) -> float:
-    """F: boundary F-measure of two boolean `[H, W]` masks (DAVIS `f_measure`).
+  """F: boundary F-measure of two boolean `[H, W]` masks (DAVIS `f_measure`).
 
-    Boundary pixels of each mask (`seg2bmap`, void pixels removed from the masks first) match
-    when a boundary pixel of the other mask lies within a disk of radius
-    `boundary_tolerance(shape, bound_th)`. Precision = matched predicted / predicted boundary
-    pixels, recall = matched ground truth / ground-truth boundary pixels. Empty boundaries:
-    both empty F = 1; only one empty F = 0.
-    """
-    from scipy import ndimage
-    from skimage.morphology import disk
+  Boundary pixels of each mask (`seg2bmap`, void pixels removed from the masks first) match
+  when a boundary pixel of the other mask lies within a disk of radius
+  `boundary_tolerance(shape, bound_th)`. Precision = matched predicted / predicted boundary
+  pixels, recall = matched ground truth / ground-truth boundary pixels. Empty boundaries:
+  both empty F = 1; only one empty F = 0.
+  """
+  from scipy import ndimage
+  from skimage.morphology import disk
 
-    gt = np.asarray(gt_mask).astype(bool)
-    pred = np.asarray(pred_mask).astype(bool)
-    if gt.shape != pred.shape or gt.ndim != 2:
-        raise ValueError(f"masks must be [H, W] of equal shape: {gt.shape}, {pred.shape}")
-    if void is not None:
-        keep = ~np.asarray(void, bool)
-        gt, pred = gt & keep, pred & keep
-    gt_b, pred_b = seg2bmap(gt), seg2bmap(pred)
-    radius = boundary_tolerance(gt.shape, bound_th)
-    footprint = disk(radius).astype(bool)
-    gt_dil = ndimage.binary_dilation(gt_b, structure=footprint)
-    pred_dil = ndimage.binary_dilation(pred_b, structure=footprint)
-    n_pred, n_gt = int(pred_b.sum()), int(gt_b.sum())
-    if n_pred == 0 and n_gt == 0:
-        return 1.0
-    if n_pred == 0 or n_gt == 0:
-        return 0.0  # DAVIS: precision 1, recall 0 (or the reverse)
-    precision = float((pred_b & gt_dil).sum()) / n_pred
-    recall = float((gt_b & pred_dil).sum()) / n_gt
-    if precision + recall == 0:
-        return 0.0
-    return 2 * precision * recall / (precision + recall)
+  gt = np.asarray(gt_mask).astype(bool)
+  pred = np.asarray(pred_mask).astype(bool)
+  if gt.shape != pred.shape or gt.ndim != 2:
+    raise ValueError(f"masks must be [H, W] of equal shape: {gt.shape}, {pred.shape}")
+  if void is not None:
+    keep = ~np.asarray(void, bool)
+    gt, pred = gt & keep, pred & keep
+  gt_b, pred_b = seg2bmap(gt), seg2bmap(pred)
+  radius = boundary_tolerance(gt.shape, bound_th)
+  footprint = disk(radius).astype(bool)
+  gt_dil = ndimage.binary_dilation(gt_b, structure=footprint)
+  pred_dil = ndimage.binary_dilation(pred_b, structure=footprint)
+  n_pred, n_gt = int(pred_b.sum()), int(gt_b.sum())
+  if n_pred == 0 and n_gt == 0:
+    return 1.0
+  if n_pred == 0 or n_gt == 0:
+    return 0.0  # DAVIS: precision 1, recall 0 (or the reverse)
+  precision = float((pred_b & gt_dil).sum()) / n_pred
+  recall = float((gt_b & pred_dil).sum()) / n_gt
+  if precision + recall == 0:
+    return 0.0
+  return 2 * precision * recall / (precision + recall)
 
 
-def davis_j_and_f(gt_ids, pred_ids, *, num_objects: int | None = None,
-                  bound_th: float = 0.008, void_id: int = 255,
-                  skip_first_last: bool = False) -> dict:
-    """J and F of one sequence from object-id maps `[T, H, W]` (0 background, 1..N objects).
+def davis_j_and_f(
+  gt_ids,
+  pred_ids,
+  *,
+  num_objects: int | None = None,
+  bound_th: float = 0.008,
+  void_id: int = 255,
+  skip_first_last: bool = False,
+) -> dict:
+  """J and F of one sequence from object-id maps `[T, H, W]` (0 background, 1..N objects).
 
-    Args:
-      gt_ids: ground-truth ids; pixels equal to `void_id` are void (ignored in J and F).
-      pred_ids: predicted ids of the same shape (ids above N are ignored, as extra objects).
-      num_objects: N; default the largest non-void id of the first ground-truth frame (the
-        DAVIS 2017 convention: the objects given in the first frame).
-      skip_first_last: drop the first and last frames, as the official semi-supervised
-        evaluation does (the first mask is given; pass True to match its numbers).
+  Args:
+    gt_ids: ground-truth ids; pixels equal to `void_id` are void (ignored in J and F).
+    pred_ids: predicted ids of the same shape (ids above N are ignored, as extra objects).
+    num_objects: N; default the largest non-void id of the first ground-truth frame (the
+      DAVIS 2017 convention: the objects given in the first frame).
+    skip_first_last: drop the first and last frames, as the official semi-supervised
+      evaluation does (the first mask is given; pass True to match its numbers).
 
-    Returns a dict: `J` / `F` float64 `[N, T']` per object and frame, `J_mean` / `F_mean`
-    `[N]` per object (mean over frames), and the sequence scores `J`, `F`, `J&F` under the keys
-    "J_seq", "F_seq", "JF_seq" (mean over objects of the per-object means; NaN if N = 0).
-    Pool sequences with `davis_summary`.
-    """
-    gt = np.asarray(gt_ids)
-    pred = np.asarray(pred_ids)
-    if gt.shape != pred.shape or gt.ndim != 3:
-        raise ValueError(f"ids must be [T, H, W] of equal shape: {gt.shape}, {pred.shape}")
-    if skip_first_last:
-        if gt.shape[0] < 3:
-            raise ValueError("skip_first_last needs at least 3 frames")
-        gt, pred = gt[1:-1], pred[1:-1]
-        first = np.asarray(gt_ids)[0]
-    else:
-        first = gt[0]
-    void = gt == void_id
-    if num_objects is None:
-        num_objects = int(first[first != void_id].max(initial=0))
-    j = np.zeros((num_objects, gt.shape[0]))
-    f = np.zeros((num_objects, gt.shape[0]))
-    for k in range(num_objects):
-        gt_k, pred_k = (gt == k + 1) & ~void, pred == k + 1
-        j[k] = region_similarity(gt_k, pred_k, void)
-        for t in range(gt.shape[0]):
-            f[k, t] = boundary_f_measure(gt_k[t], pred_k[t], void[t], bound_th)
-    j_mean, f_mean = j.mean(axis=1), f.mean(axis=1)
-    j_seq = float(j_mean.mean()) if num_objects else float("nan")
-    f_seq = float(f_mean.mean()) if num_objects else float("nan")
-    return {"J": j, "F": f, "J_mean": j_mean, "F_mean": f_mean, "J_seq": j_seq,
-            "F_seq": f_seq, "JF_seq": (j_seq + f_seq) / 2}
+  Returns a dict: `J` / `F` float64 `[N, T']` per object and frame, `J_mean` / `F_mean`
+  `[N]` per object (mean over frames), and the sequence scores `J`, `F`, `J&F` under the keys
+  "J_seq", "F_seq", "JF_seq" (mean over objects of the per-object means; NaN if N = 0).
+  Pool sequences with `davis_summary`.
+  """
+  gt = np.asarray(gt_ids)
+  pred = np.asarray(pred_ids)
+  if gt.shape != pred.shape or gt.ndim != 3:
+    raise ValueError(f"ids must be [T, H, W] of equal shape: {gt.shape}, {pred.shape}")
+  if skip_first_last:
+    if gt.shape[0] < 3:
+      raise ValueError("skip_first_last needs at least 3 frames")
+    gt, pred = gt[1:-1], pred[1:-1]
+    first = np.asarray(gt_ids)[0]
+  else:
+    first = gt[0]
+  void = gt == void_id
+  if num_objects is None:
+    num_objects = int(first[first != void_id].max(initial=0))
+  j = np.zeros((num_objects, gt.shape[0]))
+  f = np.zeros((num_objects, gt.shape[0]))
+  for k in range(num_objects):
+    gt_k, pred_k = (gt == k + 1) & ~void, pred == k + 1
+    j[k] = region_similarity(gt_k, pred_k, void)
+    for t in range(gt.shape[0]):
+      f[k, t] = boundary_f_measure(gt_k[t], pred_k[t], void[t], bound_th)
+  j_mean, f_mean = j.mean(axis=1), f.mean(axis=1)
+  j_seq = float(j_mean.mean()) if num_objects else float("nan")
+  f_seq = float(f_mean.mean()) if num_objects else float("nan")
+  return {
+    "J": j,
+    "F": f,
+    "J_mean": j_mean,
+    "F_mean": f_mean,
+    "J_seq": j_seq,
+    "F_seq": f_seq,
+    "JF_seq": (j_seq + f_seq) / 2,
+  }
 
 
 def davis_summary(results) -> dict[str, float]:
-    """Dataset J, F and J&F from `davis_j_and_f` results: means over all (sequence, object)
-    pairs of the per-object frame means, as the DAVIS benchmark reports them."""
-    j = np.concatenate([np.asarray(r["J_mean"], np.float64) for r in results] or [np.zeros(0)])
-    f = np.concatenate([np.asarray(r["F_mean"], np.float64) for r in results] or [np.zeros(0)])
-    if j.size == 0:
-        return {"J": float("nan"), "F": float("nan"), "J&F": float("nan")}
-    return {"J": float(j.mean()), "F": float(f.mean()), "J&F": float((j.mean() + f.mean()) / 2)}
+  """Dataset J, F and J&F from `davis_j_and_f` results: means over all (sequence, object)
+  pairs of the per-object frame means, as the DAVIS benchmark reports them."""
+  j = np.concatenate([np.asarray(r["J_mean"], np.float64) for r in results] or [np.zeros(0)])
+  f = np.concatenate([np.asarray(r["F_mean"], np.float64) for r in results] or [np.zeros(0)])
+  if j.size == 0:
+    return {"J": float("nan"), "F": float("nan"), "J&F": float("nan")}
+  return {"J": float(j.mean()), "F": float(f.mean()), "J&F": float((j.mean() + f.mean()) / 2)}

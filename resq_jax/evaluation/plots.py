@@ -4,11 +4,13 @@ Rendering uses matplotlib's Agg canvas (no display) through the object-oriented 
 are `matplotlib.figure.Figure` objects attached to a `FigureCanvasAgg`, never registered with
 pyplot, so plotting neither needs nor changes the global backend and leaks no open figures.
 """
+
 from __future__ import annotations
 
 import math
 import os
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import matplotlib
 import numpy as np
@@ -18,26 +20,32 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from resq_jax.evaluation.pareto import pareto_front
-from resq_jax.evaluation.report import (FAMILY_TITLES, METRIC_LABELS, finite_float, setting_name,
-                                        short_name, w8a8_reference_gbops)
+from resq_jax.evaluation.report import (
+  FAMILY_TITLES,
+  METRIC_LABELS,
+  finite_float,
+  setting_name,
+  short_name,
+  w8a8_reference_gbops,
+)
 
 # One marker and colour per family (colour-blind-safe Okabe-Ito colours).
 FAMILY_STYLE = {
-    "fp": dict(marker="*", color="#000000", s=140),
-    "fq": dict(marker="s", color="#0072B2", s=60),
-    "resq": dict(marker="^", color="#E69F00", s=70),
-    "dynamic": dict(marker="D", color="#009E73", s=55),
+  "fp": dict(marker="*", color="#000000", s=140),
+  "fq": dict(marker="s", color="#0072B2", s=60),
+  "resq": dict(marker="^", color="#E69F00", s=70),
+  "dynamic": dict(marker="D", color="#009E73", s=55),
 }
 _OTHER_STYLE = dict(marker="o", color="#CC79A7", s=55)
 DPI = 130
 
 
 def _save(fig: Figure, path: str | os.PathLike) -> str:
-    path = os.fspath(path)
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    FigureCanvasAgg(fig)  # render with Agg whatever pyplot's backend is
-    fig.savefig(path, dpi=DPI, bbox_inches="tight")
-    return path
+  path = os.fspath(path)
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  FigureCanvasAgg(fig)  # render with Agg whatever pyplot's backend is
+  fig.savefig(path, dpi=DPI, bbox_inches="tight")
+  return path
 
 
 # --- Pareto ----------------------------------------------------------------------------------
@@ -46,328 +54,422 @@ def _save(fig: Figure, path: str | os.PathLike) -> str:
 # whose text box overlaps no marker, whisker or earlier label is used (else the first).
 _NEAR = ((5, 3), (5, -3), (-5, 3), (-5, -3), (6, 0), (-6, 0), (0, 8), (0, -8))
 # Farther rings (with a leader line) for clusters: 8 directions at growing distances.
-_FAR = tuple((int(round(rad * np.cos(a))), int(round(rad * np.sin(a))))
-             for rad in (16, 26, 38, 52) for a in np.deg2rad([30, -30, 150, -150, 90, -90, 0, 180]))
-_LABEL_OFFSETS = tuple((dx, dy, "left" if dx > 0 else "right" if dx < 0 else "center",
-                        "bottom" if dy > 0 else "top" if dy < 0 else "center")
-                       for dx, dy in _NEAR + _FAR)
+_FAR = tuple(
+  (int(round(rad * np.cos(a))), int(round(rad * np.sin(a))))
+  for rad in (16, 26, 38, 52)
+  for a in np.deg2rad([30, -30, 150, -150, 90, -90, 0, 180])
+)
+_LABEL_OFFSETS = tuple(
+  (
+    dx,
+    dy,
+    "left" if dx > 0 else "right" if dx < 0 else "center",
+    "bottom" if dy > 0 else "top" if dy < 0 else "center",
+  )
+  for dx, dy in _NEAR + _FAR
+)
 
 
 def _overlaps(box, boxes, margin: float = 1.5) -> bool:
-    x0, y0, x1, y1 = box
-    return any(x0 < b[2] + margin and b[0] - margin < x1 and y0 < b[3] + margin
-               and b[1] - margin < y1 for b in boxes)
+  x0, y0, x1, y1 = box
+  return any(
+    x0 < b[2] + margin and b[0] - margin < x1 and y0 < b[3] + margin and b[1] - margin < y1
+    for b in boxes
+  )
 
 
-def _place_labels(ax, fig: Figure, xy: np.ndarray, labels: Sequence[str],
-                  obstacles: Sequence[tuple[float, float, float, float]] = (),
-                  legend=None, fontsize: float = 7) -> None:
-    """Annotates points, choosing per label the first offset whose rendered text box overlaps
-    no marker, no obstacle (data-space boxes `(x0, y0, x1, y1)`), not the legend and no earlier
-    label."""
-    renderer = FigureCanvasAgg(fig).get_renderer()
-    px_per_pt = fig.dpi / 72.0
-    disp = ax.transData.transform(xy) if len(xy) else np.zeros((0, 2))
-    r = 4 * px_per_pt  # marker half-size
-    taken = [(x - r, y - r, x + r, y + r) for x, y in disp]
-    area = ax.get_window_extent(renderer)
-    if legend is not None:
-        ext = legend.get_window_extent(renderer)
-        taken.append((ext.x0, ext.y0, ext.x1, ext.y1))
-    for x0, y0, x1, y1 in obstacles:
-        (a, b), (c, d) = ax.transData.transform([(x0, y0), (x1, y1)])
-        taken.append((min(a, c), min(b, d) - 1, max(a, c), max(b, d) + 1))
-    def text_box(text, x, y, offset):
-        dx, dy, ha, va = offset
-        probe = ax.annotate(text, (x, y), xytext=(dx, dy), textcoords="offset points",
-                            ha=ha, va=va, fontsize=fontsize)
-        ext = probe.get_window_extent(renderer)  # text only: the probe has no leader line
-        probe.remove()
-        return (ext.x0, ext.y0, ext.x1, ext.y1)
+def _place_labels(
+  ax,
+  fig: Figure,
+  xy: np.ndarray,
+  labels: Sequence[str],
+  obstacles: Sequence[tuple[float, float, float, float]] = (),
+  legend=None,
+  fontsize: float = 7,
+) -> None:
+  """Annotates points, choosing per label the first offset whose rendered text box overlaps
+  no marker, no obstacle (data-space boxes `(x0, y0, x1, y1)`), not the legend and no earlier
+  label."""
+  renderer = FigureCanvasAgg(fig).get_renderer()
+  px_per_pt = fig.dpi / 72.0
+  disp = ax.transData.transform(xy) if len(xy) else np.zeros((0, 2))
+  r = 4 * px_per_pt  # marker half-size
+  taken = [(x - r, y - r, x + r, y + r) for x, y in disp]
+  area = ax.get_window_extent(renderer)
+  if legend is not None:
+    ext = legend.get_window_extent(renderer)
+    taken.append((ext.x0, ext.y0, ext.x1, ext.y1))
+  for x0, y0, x1, y1 in obstacles:
+    (a, b), (c, d) = ax.transData.transform([(x0, y0), (x1, y1)])
+    taken.append((min(a, c), min(b, d) - 1, max(a, c), max(b, d) + 1))
 
-    def is_free(box):
-        inside = (area.x0 <= box[0] and box[2] <= area.x1 and area.y0 <= box[1]
-                  and box[3] <= area.y1)
-        return inside and not _overlaps(box, taken)
+  def text_box(text, x, y, offset):
+    dx, dy, ha, va = offset
+    probe = ax.annotate(
+      text, (x, y), xytext=(dx, dy), textcoords="offset points", ha=ha, va=va, fontsize=fontsize
+    )
+    ext = probe.get_window_extent(renderer)  # text only: the probe has no leader line
+    probe.remove()
+    return (ext.x0, ext.y0, ext.x1, ext.y1)
 
-    for (x, y), _, text in sorted(zip(xy, disp, labels), key=lambda e: -e[1][1]):
-        offset, box = _LABEL_OFFSETS[0], None
-        for candidate in _LABEL_OFFSETS:
-            candidate_box = text_box(text, x, y, candidate)
-            if is_free(candidate_box):
-                offset, box = candidate, candidate_box
-                break
-        if box is None:  # nowhere free: overlap next to the point
-            box = text_box(text, x, y, offset)
-        taken.append(box)
-        dx, dy, ha, va = offset
-        ax.annotate(text, (x, y), xytext=(dx, dy), textcoords="offset points", ha=ha, va=va,
-                    fontsize=fontsize, color="0.15",
-                    arrowprops=dict(arrowstyle="-", color="0.6", lw=0.5, shrinkA=1, shrinkB=4)
-                    if abs(dx) + abs(dy) > 14 else None)
+  def is_free(box):
+    inside = area.x0 <= box[0] and box[2] <= area.x1 and area.y0 <= box[1] and box[3] <= area.y1
+    return inside and not _overlaps(box, taken)
+
+  for (x, y), _, text in sorted(zip(xy, disp, labels), key=lambda e: -e[1][1]):
+    offset, box = _LABEL_OFFSETS[0], None
+    for candidate in _LABEL_OFFSETS:
+      candidate_box = text_box(text, x, y, candidate)
+      if is_free(candidate_box):
+        offset, box = candidate, candidate_box
+        break
+    if box is None:  # nowhere free: overlap next to the point
+      box = text_box(text, x, y, offset)
+    taken.append(box)
+    dx, dy, ha, va = offset
+    ax.annotate(
+      text,
+      (x, y),
+      xytext=(dx, dy),
+      textcoords="offset points",
+      ha=ha,
+      va=va,
+      fontsize=fontsize,
+      color="0.15",
+      arrowprops=dict(arrowstyle="-", color="0.6", lw=0.5, shrinkA=1, shrinkB=4)
+      if abs(dx) + abs(dy) > 14
+      else None,
+    )
 
 
 def _auto_floor(y: np.ndarray) -> float:
-    """Lower y limit that keeps collapsed settings (e.g. W2A2) from squashing the rest.
+  """Lower y limit that keeps collapsed settings (e.g. W2A2) from squashing the rest.
 
-    Points more than 4 interquartile-like spans (best - 25th percentile, at least 1 point of
-    mIoU) below the best are drawn at the floor instead, with their value in the label.
-    """
-    if len(y) < 4:
-        return float(y.min())
-    best = float(y.max())
-    floor = best - 4.0 * max(best - float(np.percentile(y, 25)), 1.0)
-    return float(y.min()) if y.min() >= floor else floor
+  Points more than 4 interquartile-like spans (best - 25th percentile, at least 1 point of
+  mIoU) below the best are drawn at the floor instead, with their value in the label.
+  """
+  if len(y) < 4:
+    return float(y.min())
+  best = float(y.max())
+  floor = best - 4.0 * max(best - float(np.percentile(y, 25)), 1.0)
+  return float(y.min()) if y.min() >= floor else floor
 
 
 def point_labels(rows: Sequence[Mapping[str, Any]]) -> list[str]:
-    """`short_name` per row; rows whose short names collide get their full `setting_name`."""
-    short = [short_name(r) for r in rows]
-    counts = {s: short.count(s) for s in short}
-    return [s if counts[s] == 1 else setting_name(r) for s, r in zip(short, rows)]
+  """`short_name` per row; rows whose short names collide get their full `setting_name`."""
+  short = [short_name(r) for r in rows]
+  counts = {s: short.count(s) for s in short}
+  return [s if counts[s] == 1 else setting_name(r) for s, r in zip(short, rows)]
 
 
-def plot_pareto(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike, *,
-                title: str | None = None, metric: str = "miou",
-                label_points: bool = True, w8a8_gbops: float | None = None,
-                min_miou: float | None = None) -> str:
-    """The task metric (%; `metric`: 'miou' or 'pck') against average GBOPs per frame (log x),
-    one marker and colour per family.
+def plot_pareto(
+  rows: Sequence[Mapping[str, Any]],
+  path: str | os.PathLike,
+  *,
+  title: str | None = None,
+  metric: str = "miou",
+  label_points: bool = True,
+  w8a8_gbops: float | None = None,
+  min_miou: float | None = None,
+) -> str:
+  """The task metric (%; `metric`: 'miou' or 'pck') against average GBOPs per frame (log x),
+  one marker and colour per family.
 
-    Rows are `results.json` rows (see `report`); rows without a finite positive `gbops_avg` or
-    a finite `row[metric]` are skipped. Points are labelled by `point_labels`. A dotted whisker
-    runs from each point's average to its peak cost (`gbops_peak`: the keyframe for ResQ,
-    hollow marker). The Pareto front (best mIoU reachable at a given average cost) is a step
-    line; a dashed vertical line marks the cost of W8A8 FQ (`w8a8_gbops`, else the first FQ
-    W8A8 row). Settings with mIoU below `min_miou` (%; default `_auto_floor`: far below the
-    rest, e.g. a collapsed W2A2) sit on the lower edge as down-pointing markers with their
-    value in the label, so that they do not squash the interesting range.
-    """
-    label = METRIC_LABELS.get(metric, metric)
-    title = title or f"{label} vs. cost per frame"
-    pts, kept = [], []
-    for row in rows:
-        cost, q = finite_float(row.get("gbops_avg")), finite_float(row.get(metric))
-        if cost is not None and cost > 0 and q is not None:
-            pts.append((cost, 100.0 * q))
-            kept.append(row)
-    pts_arr = np.asarray(pts, np.float64).reshape(-1, 2)
-    floor = (min_miou if min_miou is not None else
-             _auto_floor(pts_arr[:, 1]) if len(pts_arr) else 0.0)
-    below = pts_arr[:, 1] < floor
-    shown = pts_arr.copy()
-    fig = Figure(figsize=(9.0, 5.8))
-    ax = fig.add_subplot()
-    ax.set_xscale("log")
-    if not kept:
-        ax.text(0.5, 0.5, f"no rows with {label} and GBOPs", ha="center", va="center",
-                transform=ax.transAxes)
+  Rows are `results.json` rows (see `report`); rows without a finite positive `gbops_avg` or
+  a finite `row[metric]` are skipped. Points are labelled by `point_labels`. A dotted whisker
+  runs from each point's average to its peak cost (`gbops_peak`: the keyframe for ResQ,
+  hollow marker). The Pareto front (best mIoU reachable at a given average cost) is a step
+  line; a dashed vertical line marks the cost of W8A8 FQ (`w8a8_gbops`, else the first FQ
+  W8A8 row). Settings with mIoU below `min_miou` (%; default `_auto_floor`: far below the
+  rest, e.g. a collapsed W2A2) sit on the lower edge as down-pointing markers with their
+  value in the label, so that they do not squash the interesting range.
+  """
+  label = METRIC_LABELS.get(metric, metric)
+  title = title or f"{label} vs. cost per frame"
+  pts, kept = [], []
+  for row in rows:
+    cost, q = finite_float(row.get("gbops_avg")), finite_float(row.get(metric))
+    if cost is not None and cost > 0 and q is not None:
+      pts.append((cost, 100.0 * q))
+      kept.append(row)
+  pts_arr = np.asarray(pts, np.float64).reshape(-1, 2)
+  floor = min_miou if min_miou is not None else _auto_floor(pts_arr[:, 1]) if len(pts_arr) else 0.0
+  below = pts_arr[:, 1] < floor
+  shown = pts_arr.copy()
+  fig = Figure(figsize=(9.0, 5.8))
+  ax = fig.add_subplot()
+  ax.set_xscale("log")
+  if not kept:
+    ax.text(
+      0.5, 0.5, f"no rows with {label} and GBOPs", ha="center", va="center", transform=ax.transAxes
+    )
 
-    families: list[Any] = []
-    for row in kept:
-        if row.get("family") not in families:
-            families.append(row.get("family"))
-    for fam in families:
-        idx = [i for i, r in enumerate(kept) if r.get("family") == fam]
-        style = FAMILY_STYLE.get(fam, _OTHER_STYLE)
-        inside = [i for i in idx if not below[i]]
-        ax.scatter(pts_arr[inside, 0], pts_arr[inside, 1], marker=style["marker"], s=style["s"],
-                   color=style["color"], edgecolor="white", linewidth=0.6, zorder=4,
-                   label=FAMILY_TITLES.get(fam, str(fam)))
-    if below.any():  # collapsed settings: a down-pointing marker on the floor
-        shown[below, 1] = floor
-        for i in np.flatnonzero(below):
-            color = FAMILY_STYLE.get(kept[i].get("family"), _OTHER_STYLE)["color"]
-            ax.scatter([pts_arr[i, 0]], [floor], marker="v", s=50, color=color, zorder=4,
-                       clip_on=False)
-    has_peak, whiskers = False, []
-    for (cost, q), row in zip(shown, kept):
-        peak = finite_float(row.get("gbops_peak"))
-        if peak is not None and peak > cost * 1.001:
-            has_peak = True
-            whiskers.append((cost, q, peak, q))
-            color = FAMILY_STYLE.get(row.get("family"), _OTHER_STYLE)["color"]
-            ax.plot([cost, peak], [q, q], color=color, ls=":", lw=1.2, alpha=0.8, zorder=2)
-            ax.scatter([peak], [q], marker="o", s=18, facecolor="white", edgecolor=color,
-                       linewidth=1.0, zorder=3)
+  families: list[Any] = []
+  for row in kept:
+    if row.get("family") not in families:
+      families.append(row.get("family"))
+  for fam in families:
+    idx = [i for i, r in enumerate(kept) if r.get("family") == fam]
+    style = FAMILY_STYLE.get(fam, _OTHER_STYLE)
+    inside = [i for i in idx if not below[i]]
+    ax.scatter(
+      pts_arr[inside, 0],
+      pts_arr[inside, 1],
+      marker=style["marker"],
+      s=style["s"],
+      color=style["color"],
+      edgecolor="white",
+      linewidth=0.6,
+      zorder=4,
+      label=FAMILY_TITLES.get(fam, str(fam)),
+    )
+  if below.any():  # collapsed settings: a down-pointing marker on the floor
+    shown[below, 1] = floor
+    for i in np.flatnonzero(below):
+      color = FAMILY_STYLE.get(kept[i].get("family"), _OTHER_STYLE)["color"]
+      ax.scatter([pts_arr[i, 0]], [floor], marker="v", s=50, color=color, zorder=4, clip_on=False)
+  has_peak, whiskers = False, []
+  for (cost, q), row in zip(shown, kept):
+    peak = finite_float(row.get("gbops_peak"))
+    if peak is not None and peak > cost * 1.001:
+      has_peak = True
+      whiskers.append((cost, q, peak, q))
+      color = FAMILY_STYLE.get(row.get("family"), _OTHER_STYLE)["color"]
+      ax.plot([cost, peak], [q, q], color=color, ls=":", lw=1.2, alpha=0.8, zorder=2)
+      ax.scatter(
+        [peak], [q], marker="o", s=18, facecolor="white", edgecolor=color, linewidth=1.0, zorder=3
+      )
 
-    front = pareto_front(pts_arr)
-    if len(front):
-        fx, fy = pts_arr[front, 0], pts_arr[front, 1]
-        ax.step(np.append(fx, fx[-1] * 1.6), np.append(fy, fy[-1]), where="post", color="0.2",
-                lw=2.0, alpha=0.35, zorder=1, label=f"Pareto front (best {label} at ≤ cost)")
-    reference = w8a8_gbops if w8a8_gbops is not None else w8a8_reference_gbops(rows)
-    if reference is not None and reference > 0:
-        ax.axvline(reference, color="#0072B2", ls="--", lw=1.0, alpha=0.8, zorder=0,
-                   label=f"W8A8 FQ cost ({reference:.3g} GBOPs/frame)")
-    if len(pts_arr):
-        lo, hi = pts_arr[:, 0].min(), max(pts_arr[:, 0].max(), reference or 0)
-        ax.set_xlim(lo / 1.8, hi * 2.5)  # room on both sides for point labels
-        ylo, yhi = shown[:, 1].min(), shown[:, 1].max()
-        pad = max(1.0, 0.06 * (yhi - ylo))
-        ax.set_ylim(ylo - (0 if below.any() else pad), yhi + pad)
-    ax.set_xlabel("GBOPs per frame, clip average (log scale)")
-    ax.set_ylabel(f"{label} (%)")
-    ax.set_title(title)
-    ax.grid(True, which="major", alpha=0.3)
-    ax.grid(True, which="minor", alpha=0.1)
-    handles, labels = ax.get_legend_handles_labels()
-    if has_peak:
-        handles.append(Line2D([], [], color="0.4", ls=":", lw=1.2, marker="o", ms=4,
-                              markerfacecolor="white", markevery=[1]))
-        labels.append("avg → peak GBOPs/frame")
-    if below.any():
-        handles.append(Line2D([], [], ls="", marker="v", color="0.4", ms=6))
-        labels.append(f"{label} below {floor:.1f}% (value in label)")
-    legend = ax.legend(handles, labels, loc="best", fontsize=8, framealpha=0.9) if handles else None
-    if label_points and kept:
-        texts = [f"{t} ({q:.1f}%)" if b else t
-                 for t, q, b in zip(point_labels(kept), pts_arr[:, 1], below)]
-        _place_labels(ax, fig, shown, texts, obstacles=whiskers, legend=legend)
-    return _save(fig, path)
+  front = pareto_front(pts_arr)
+  if len(front):
+    fx, fy = pts_arr[front, 0], pts_arr[front, 1]
+    ax.step(
+      np.append(fx, fx[-1] * 1.6),
+      np.append(fy, fy[-1]),
+      where="post",
+      color="0.2",
+      lw=2.0,
+      alpha=0.35,
+      zorder=1,
+      label=f"Pareto front (best {label} at ≤ cost)",
+    )
+  reference = w8a8_gbops if w8a8_gbops is not None else w8a8_reference_gbops(rows)
+  if reference is not None and reference > 0:
+    ax.axvline(
+      reference,
+      color="#0072B2",
+      ls="--",
+      lw=1.0,
+      alpha=0.8,
+      zorder=0,
+      label=f"W8A8 FQ cost ({reference:.3g} GBOPs/frame)",
+    )
+  if len(pts_arr):
+    lo, hi = pts_arr[:, 0].min(), max(pts_arr[:, 0].max(), reference or 0)
+    ax.set_xlim(lo / 1.8, hi * 2.5)  # room on both sides for point labels
+    ylo, yhi = shown[:, 1].min(), shown[:, 1].max()
+    pad = max(1.0, 0.06 * (yhi - ylo))
+    ax.set_ylim(ylo - (0 if below.any() else pad), yhi + pad)
+  ax.set_xlabel("GBOPs per frame, clip average (log scale)")
+  ax.set_ylabel(f"{label} (%)")
+  ax.set_title(title)
+  ax.grid(True, which="major", alpha=0.3)
+  ax.grid(True, which="minor", alpha=0.1)
+  handles, labels = ax.get_legend_handles_labels()
+  if has_peak:
+    handles.append(
+      Line2D(
+        [],
+        [],
+        color="0.4",
+        ls=":",
+        lw=1.2,
+        marker="o",
+        ms=4,
+        markerfacecolor="white",
+        markevery=[1],
+      )
+    )
+    labels.append("avg → peak GBOPs/frame")
+  if below.any():
+    handles.append(Line2D([], [], ls="", marker="v", color="0.4", ms=6))
+    labels.append(f"{label} below {floor:.1f}% (value in label)")
+  legend = ax.legend(handles, labels, loc="best", fontsize=8, framealpha=0.9) if handles else None
+  if label_points and kept:
+    texts = [
+      f"{t} ({q:.1f}%)" if b else t for t, q, b in zip(point_labels(kept), pts_arr[:, 1], below)
+    ]
+    _place_labels(ax, fig, shown, texts, obstacles=whiskers, legend=legend)
+  return _save(fig, path)
 
 
 # --- Residual variance -----------------------------------------------------------------------
 
+
 def variance_ratio_pct(act_var, res_var) -> np.ndarray:
-    """`100 * res_var / act_var` per layer; NaN where the activation variance is 0."""
-    act = np.asarray(act_var, np.float64)
-    res = np.asarray(res_var, np.float64)
-    if act.shape != res.shape or act.ndim != 1:
-        raise ValueError(f"act_var {act.shape} and res_var {res.shape} must be equal 1-D")
-    out = np.full(act.shape, np.nan)
-    np.divide(100.0 * res, act, out=out, where=act > 0)
-    return out
+  """`100 * res_var / act_var` per layer; NaN where the activation variance is 0."""
+  act = np.asarray(act_var, np.float64)
+  res = np.asarray(res_var, np.float64)
+  if act.shape != res.shape or act.ndim != 1:
+    raise ValueError(f"act_var {act.shape} and res_var {res.shape} must be equal 1-D")
+  out = np.full(act.shape, np.nan)
+  np.divide(100.0 * res, act, out=out, where=act > 0)
+  return out
 
 
-def plot_variance(layer_names: Sequence[str], act_var, res_var, path: str | os.PathLike, *,
-                  title: str = "Residual variance relative to activation variance") -> str:
-    """Bar per layer of `Var(residual) / Var(activation)` in %, with the mean ratio annotated.
+def plot_variance(
+  layer_names: Sequence[str],
+  act_var,
+  res_var,
+  path: str | os.PathLike,
+  *,
+  title: str = "Residual variance relative to activation variance",
+) -> str:
+  """Bar per layer of `Var(residual) / Var(activation)` in %, with the mean ratio annotated.
 
-    The mean is the unweighted mean of the per-layer ratios (layers with zero activation
-    variance are left out and shown as 'n/a').
-    """
-    ratio = variance_ratio_pct(act_var, res_var)
-    names = [str(n) for n in layer_names]
-    if len(names) != len(ratio):
-        raise ValueError(f"{len(names)} layer names for {len(ratio)} variances")
-    fig = Figure(figsize=(max(5.5, 0.55 * len(names) + 2.0), 4.2))
-    ax = fig.add_subplot()
-    x = np.arange(len(names))
-    ax.bar(x, np.nan_to_num(ratio), color="#E69F00", edgecolor="0.3", lw=0.5, width=0.7)
-    top = float(np.nanmax(ratio)) if np.isfinite(ratio).any() else 1.0
-    for xi, r in zip(x, ratio):
-        ax.text(xi, (r if np.isfinite(r) else 0) + 0.01 * top,
-                f"{r:.1f}" if np.isfinite(r) else "n/a", ha="center", va="bottom", fontsize=7)
-    if np.isfinite(ratio).any():
-        mean = float(np.nanmean(ratio))
-        ax.axhline(mean, color="#0072B2", ls="--", lw=1.2, label=f"mean over layers: {mean:.1f}%")
-        ax.legend(loc="upper left", fontsize=8)
-    ax.set_xticks(x)
-    ax.set_xticklabels(names, rotation=45 if len(names) > 4 else 0, ha="right"
-                       if len(names) > 4 else "center", fontsize=8)
-    ax.set_ylim(0, top * 1.18)
-    ax.set_xlabel("layer (input of the quantized linear layer)")
-    ax.set_ylabel("Var(residual) / Var(activation) (%)")
-    ax.set_title(title)
-    ax.grid(True, axis="y", alpha=0.3)
-    ax.set_axisbelow(True)
-    return _save(fig, path)
+  The mean is the unweighted mean of the per-layer ratios (layers with zero activation
+  variance are left out and shown as 'n/a').
+  """
+  ratio = variance_ratio_pct(act_var, res_var)
+  names = [str(n) for n in layer_names]
+  if len(names) != len(ratio):
+    raise ValueError(f"{len(names)} layer names for {len(ratio)} variances")
+  fig = Figure(figsize=(max(5.5, 0.55 * len(names) + 2.0), 4.2))
+  ax = fig.add_subplot()
+  x = np.arange(len(names))
+  ax.bar(x, np.nan_to_num(ratio), color="#E69F00", edgecolor="0.3", lw=0.5, width=0.7)
+  top = float(np.nanmax(ratio)) if np.isfinite(ratio).any() else 1.0
+  for xi, r in zip(x, ratio):
+    ax.text(
+      xi,
+      (r if np.isfinite(r) else 0) + 0.01 * top,
+      f"{r:.1f}" if np.isfinite(r) else "n/a",
+      ha="center",
+      va="bottom",
+      fontsize=7,
+    )
+  if np.isfinite(ratio).any():
+    mean = float(np.nanmean(ratio))
+    ax.axhline(mean, color="#0072B2", ls="--", lw=1.2, label=f"mean over layers: {mean:.1f}%")
+    ax.legend(loc="upper left", fontsize=8)
+  ax.set_xticks(x)
+  ax.set_xticklabels(
+    names,
+    rotation=45 if len(names) > 4 else 0,
+    ha="right" if len(names) > 4 else "center",
+    fontsize=8,
+  )
+  ax.set_ylim(0, top * 1.18)
+  ax.set_xlabel("layer (input of the quantized linear layer)")
+  ax.set_ylabel("Var(residual) / Var(activation) (%)")
+  ax.set_title(title)
+  ax.grid(True, axis="y", alpha=0.3)
+  ax.set_axisbelow(True)
+  return _save(fig, path)
 
 
 # --- Dynamic bit maps ------------------------------------------------------------------------
 
+
 def _levels(bit_maps: np.ndarray, candidates: Sequence[int]) -> list[int]:
-    """Candidate bit-widths plus any other value found in the maps (e.g. key bits), sorted."""
-    return sorted({int(c) for c in candidates} | {int(v) for v in np.unique(bit_maps)})
+  """Candidate bit-widths plus any other value found in the maps (e.g. key bits), sorted."""
+  return sorted({int(c) for c in candidates} | {int(v) for v in np.unique(bit_maps)})
 
 
 def bit_map_colors(levels: Sequence[int]) -> mcolors.ListedColormap:
-    """Light grey for 0 bits (skip), a sequential ramp for the others."""
-    nonzero = [b for b in levels if b != 0]
-    ramp = matplotlib.colormaps["plasma"](np.linspace(0.05, 0.9, max(1, len(nonzero))))
-    cols, k = [], 0
-    for b in levels:
-        if b == 0:
-            cols.append((0.88, 0.88, 0.88, 1.0))
-        else:
-            cols.append(tuple(ramp[k]))
-            k += 1
-    return mcolors.ListedColormap(cols)
+  """Light grey for 0 bits (skip), a sequential ramp for the others."""
+  nonzero = [b for b in levels if b != 0]
+  ramp = matplotlib.colormaps["plasma"](np.linspace(0.05, 0.9, max(1, len(nonzero))))
+  cols, k = [], 0
+  for b in levels:
+    if b == 0:
+      cols.append((0.88, 0.88, 0.88, 1.0))
+    else:
+      cols.append(tuple(ramp[k]))
+      k += 1
+  return mcolors.ListedColormap(cols)
 
 
 def is_keyframe_map(bit_map) -> bool:
-    """A frame whose bit map is one non-zero value everywhere (the keyframe precision)."""
-    m = np.asarray(bit_map)
-    return m.size > 0 and bool((m == m.flat[0]).all()) and int(m.flat[0]) != 0
+  """A frame whose bit map is one non-zero value everywhere (the keyframe precision)."""
+  m = np.asarray(bit_map)
+  return m.size > 0 and bool((m == m.flat[0]).all()) and int(m.flat[0]) != 0
 
 
-def plot_bit_map(frames, bit_maps, path: str | os.PathLike, candidates=(0, 2, 4, 8), *,
-                 keyframes=None, max_cols: int = 8,
-                 title: str = "Dynamic ResQ: residual bit-width per location") -> str:
-    """Frames (top) and their per-location bit-width maps (below), column by column.
+def plot_bit_map(
+  frames,
+  bit_maps,
+  path: str | os.PathLike,
+  candidates=(0, 2, 4, 8),
+  *,
+  keyframes=None,
+  max_cols: int = 8,
+  title: str = "Dynamic ResQ: residual bit-width per location",
+) -> str:
+  """Frames (top) and their per-location bit-width maps (below), column by column.
 
-    Args:
-      frames: uint8 `[T, H, W, 3]`.
-      bit_maps: int `[T, h, w]` (a layer's resolution; drawn stretched over the frame).
-      candidates: bit-widths of the policy; 0 = skip. Values in the maps outside this set
-        (e.g. the keyframe's 8 or 16 bits) are added to the colour scale.
-      keyframes: bool `[T]` marking keyframes; by default a frame whose map is one non-zero
-        value everywhere (`is_keyframe_map`) is taken as a keyframe and titled 'key'.
-      max_cols: frames per row pair; longer clips wrap.
-    Each column is titled with the frame index, the mean bits per location and the % skipped.
-    """
-    frames = np.asarray(frames)
-    maps = np.asarray(bit_maps)
-    if frames.ndim != 4 or frames.shape[-1] != 3:
-        raise ValueError(f"frames must be [T, H, W, 3], got {frames.shape}")
-    if maps.ndim != 3 or maps.shape[0] != frames.shape[0]:
-        raise ValueError(f"bit_maps must be [T, h, w] with T={frames.shape[0]}, got {maps.shape}")
-    t_len, height, width = frames.shape[:3]
-    if keyframes is None:
-        keyframes = [is_keyframe_map(m) for m in maps]
-    keyframes = np.asarray(keyframes, bool).reshape(t_len)
-    levels = _levels(maps, candidates)
-    cmap = bit_map_colors(levels)
-    norm = mcolors.BoundaryNorm(np.arange(len(levels) + 1) - 0.5, len(levels))
-    index_maps = np.searchsorted(levels, maps)  # bit-width -> colour index
+  Args:
+    frames: uint8 `[T, H, W, 3]`.
+    bit_maps: int `[T, h, w]` (a layer's resolution; drawn stretched over the frame).
+    candidates: bit-widths of the policy; 0 = skip. Values in the maps outside this set
+      (e.g. the keyframe's 8 or 16 bits) are added to the colour scale.
+    keyframes: bool `[T]` marking keyframes; by default a frame whose map is one non-zero
+      value everywhere (`is_keyframe_map`) is taken as a keyframe and titled 'key'.
+    max_cols: frames per row pair; longer clips wrap.
+  Each column is titled with the frame index, the mean bits per location and the % skipped.
+  """
+  frames = np.asarray(frames)
+  maps = np.asarray(bit_maps)
+  if frames.ndim != 4 or frames.shape[-1] != 3:
+    raise ValueError(f"frames must be [T, H, W, 3], got {frames.shape}")
+  if maps.ndim != 3 or maps.shape[0] != frames.shape[0]:
+    raise ValueError(f"bit_maps must be [T, h, w] with T={frames.shape[0]}, got {maps.shape}")
+  t_len, height, width = frames.shape[:3]
+  if keyframes is None:
+    keyframes = [is_keyframe_map(m) for m in maps]
+  keyframes = np.asarray(keyframes, bool).reshape(t_len)
+  levels = _levels(maps, candidates)
+  cmap = bit_map_colors(levels)
+  norm = mcolors.BoundaryNorm(np.arange(len(levels) + 1) - 0.5, len(levels))
+  index_maps = np.searchsorted(levels, maps)  # bit-width -> colour index
 
-    cols = max(1, min(t_len, max_cols))
-    n_pairs = math.ceil(t_len / cols)
-    panel = 1.9
-    fig = Figure(figsize=(panel * cols + 1.2, 2 * panel * n_pairs * height / width + 0.9),
-                 layout="compressed")
-    axes = fig.subplots(2 * n_pairs, cols, squeeze=False)
-    extent = (-0.5, width - 0.5, height - 0.5, -0.5)  # bit map stretched over the frame
-    image = None
-    for t in range(n_pairs * cols):
-        pair, col = divmod(t, cols)
-        ax_f, ax_b = axes[2 * pair, col], axes[2 * pair + 1, col]
-        for ax in (ax_f, ax_b):
-            ax.set_xticks([])
-            ax.set_yticks([])
-        if t >= t_len:
-            ax_f.set_axis_off()
-            ax_b.set_axis_off()
-            continue
-        ax_f.imshow(frames[t], interpolation="nearest")
-        image = ax_b.imshow(index_maps[t], cmap=cmap, norm=norm, interpolation="nearest",
-                            extent=extent)
-        mean_bits = float(maps[t].mean())
-        skipped = 100.0 * float((maps[t] == 0).mean())
-        if keyframes[t]:
-            ax_f.set_title(f"t={t} key", fontsize=8, fontweight="bold")
-            ax_b.set_title(f"key: {mean_bits:.3g} b", fontsize=8)
-        else:
-            ax_f.set_title(f"t={t}", fontsize=8)
-            ax_b.set_title(f"{mean_bits:.2f} b, {skipped:.0f}% skip", fontsize=8)
-        if col == 0:
-            ax_f.set_ylabel("frame", fontsize=8)
-            ax_b.set_ylabel("bits / location", fontsize=8)
-    if image is not None:
-        bar = fig.colorbar(image, ax=axes.ravel().tolist(), ticks=np.arange(len(levels)),
-                           shrink=0.8, aspect=25, pad=0.02)
-        bar.ax.set_yticklabels([f"{b} (skip)" if b == 0 else str(b) for b in levels], fontsize=8)
-        bar.set_label("bit-width per location (bits)", fontsize=8)
-    fig.suptitle(title, fontsize=10)
-    return _save(fig, path)
+  cols = max(1, min(t_len, max_cols))
+  n_pairs = math.ceil(t_len / cols)
+  panel = 1.9
+  fig = Figure(
+    figsize=(panel * cols + 1.2, 2 * panel * n_pairs * height / width + 0.9), layout="compressed"
+  )
+  axes = fig.subplots(2 * n_pairs, cols, squeeze=False)
+  extent = (-0.5, width - 0.5, height - 0.5, -0.5)  # bit map stretched over the frame
+  image = None
+  for t in range(n_pairs * cols):
+    pair, col = divmod(t, cols)
+    ax_f, ax_b = axes[2 * pair, col], axes[2 * pair + 1, col]
+    for ax in (ax_f, ax_b):
+      ax.set_xticks([])
+      ax.set_yticks([])
+    if t >= t_len:
+      ax_f.set_axis_off()
+      ax_b.set_axis_off()
+      continue
+    ax_f.imshow(frames[t], interpolation="nearest")
+    image = ax_b.imshow(index_maps[t], cmap=cmap, norm=norm, interpolation="nearest", extent=extent)
+    mean_bits = float(maps[t].mean())
+    skipped = 100.0 * float((maps[t] == 0).mean())
+    if keyframes[t]:
+      ax_f.set_title(f"t={t} key", fontsize=8, fontweight="bold")
+      ax_b.set_title(f"key: {mean_bits:.3g} b", fontsize=8)
+    else:
+      ax_f.set_title(f"t={t}", fontsize=8)
+      ax_b.set_title(f"{mean_bits:.2f} b, {skipped:.0f}% skip", fontsize=8)
+    if col == 0:
+      ax_f.set_ylabel("frame", fontsize=8)
+      ax_b.set_ylabel("bits / location", fontsize=8)
+  if image is not None:
+    bar = fig.colorbar(
+      image, ax=axes.ravel().tolist(), ticks=np.arange(len(levels)), shrink=0.8, aspect=25, pad=0.02
+    )
+    bar.ax.set_yticklabels([f"{b} (skip)" if b == 0 else str(b) for b in levels], fontsize=8)
+    bar.set_label("bit-width per location (bits)", fontsize=8)
+  fig.suptitle(title, fontsize=10)
+  return _save(fig, path)

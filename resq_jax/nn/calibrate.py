@@ -13,13 +13,15 @@ Clip batches stream through one at a time; per quantizer a running min / max and
 uniform sample (:class:`Reservoir`) are kept, so memory does not grow with the number of
 batches. Each layer uses the recipe it executes (per-layer ``RecipeRules`` applied).
 """
+
 from __future__ import annotations
 
 import dataclasses
 import functools
 import itertools
 import warnings
-from typing import Iterable, NamedTuple
+from collections.abc import Iterable
+from typing import NamedTuple
 
 import flax
 import jax
@@ -36,6 +38,7 @@ from resq_jax.quant.recipe import LayerRecipe
 @dataclasses.dataclass(frozen=True)
 class CalibrationMethods:
   """Range-setting method per quantizer kind ('minmax', 'percentile' or 'mse')."""
+
   weight: str = "minmax"
   key_act: str = "mse"
   residual_act: str = "mse"
@@ -112,8 +115,9 @@ class Reservoir:
       return
     keep_new = int(self._rng.hypergeometric(n_new, n_old, self.capacity))
     new = rows[np.sort(self._rng.choice(n_new, keep_new, replace=False))]
-    old = self.rows[np.sort(self._rng.choice(self.rows.shape[0], self.capacity - keep_new,
-                                             replace=False))]
+    old = self.rows[
+      np.sort(self._rng.choice(self.rows.shape[0], self.capacity - keep_new, replace=False))
+    ]
     self.rows = np.concatenate([old, new])
 
 
@@ -154,9 +158,12 @@ def _warn_if_constant(path: str, what: str, acc: _Accumulator) -> None:
   """A zero range gives a degenerate grid (the scale floor): say so instead of calibrating on."""
   r = acc.reservoir
   if r is not None and float(np.max(r.hi)) == float(np.min(r.lo)):
-    warnings.warn(f"calibration of layer {path!r}: every {what} value equals "
-                  f"{float(np.min(r.lo)):g} (zero range); its quantizer range is "
-                  "degenerate. Calibrate on representative, moving clips.", stacklevel=4)
+    warnings.warn(
+      f"calibration of layer {path!r}: every {what} value equals "
+      f"{float(np.min(r.lo)):g} (zero range); its quantizer range is "
+      "degenerate. Calibrate on representative, moving clips.",
+      stacklevel=4,
+    )
 
 
 class _LayerData:
@@ -198,6 +205,7 @@ def _qparams(path: str, data: _LayerData, methods: CalibrationMethods) -> dict:
 class Observations(NamedTuple):
   """What the float model's layers saw: ``layers[path] = {'x': [N, T, ...], 'w': ...}`` and
   the shape of one input frame batch ``[B, H, W, C]``."""
+
   layers: dict
   frame_shape: tuple
 
@@ -211,8 +219,10 @@ def observe(float_model, variables, clips: Iterable[jax.Array]) -> Observations:
     raise ValueError("clips must hold at least one clip batch")
   variables = model_variables(variables)
   parts = [_observe(float_model, variables, c) for c in clips]
-  layers = {path: {"x": np.concatenate([p[path]["x"] for p in parts]),
-                   "w": parts[0][path]["w"]} for path in parts[0]}
+  layers = {
+    path: {"x": np.concatenate([p[path]["x"] for p in parts]), "w": parts[0][path]["w"]}
+    for path in parts[0]
+  }
   return Observations(layers, (clips[0].shape[0], *clips[0].shape[2:]))
 
 
@@ -241,9 +251,16 @@ def _first_frame(clips, observations):
   return first[:, 0], itertools.chain([first], iterator)
 
 
-def calibrate_model(model, float_model=None, variables=None, clips: Iterable[jax.Array] = (), *,
-                    period: int, methods: CalibrationMethods = CalibrationMethods(),
-                    observations: Observations | None = None) -> dict:
+def calibrate_model(
+  model,
+  float_model=None,
+  variables=None,
+  clips: Iterable[jax.Array] = (),
+  *,
+  period: int,
+  methods: CalibrationMethods = CalibrationMethods(),
+  observations: Observations | None = None,
+) -> dict:
   """Variables of ``model`` with every quantizer's scale / zero point set from ``clips``.
 
   Clip batches are observed one at a time (an iterator or generator is consumed lazily): each
@@ -269,8 +286,9 @@ def calibrate_model(model, float_model=None, variables=None, clips: Iterable[jax
   variables = model_variables(variables)
   frame, clips = _first_frame(clips, observations)
   recipes = visit_layers(model, variables, frame, lambda layer, _: layer.active_recipe)
-  data = {path: _LayerData(recipe, period) for path, recipe in recipes.items()
-          if recipe.is_quantized}
+  data = {
+    path: _LayerData(recipe, period) for path, recipe in recipes.items() if recipe.is_quantized
+  }
   for batch in _observed_batches(float_model, variables, clips, observations):
     for path, layer in data.items():
       layer.add(batch[path])
@@ -279,8 +297,9 @@ def calibrate_model(model, float_model=None, variables=None, clips: Iterable[jax
     for name, value in _qparams(path, layer, methods).items():
       key = f"{path}/{name}" if path else name
       if key not in params:
-        raise ValueError(f"variables have no parameter {key!r}: were they initialised with "
-                         "this quantized model?")
+        raise ValueError(
+          f"variables have no parameter {key!r}: were they initialised with this quantized model?"
+        )
       params[key] = jnp.asarray(value, params[key].dtype).reshape(params[key].shape)
   new_params = flax.traverse_util.unflatten_dict(params, sep="/")
   return dict(variables, params=new_params)

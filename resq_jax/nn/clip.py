@@ -23,6 +23,7 @@ the reference keeps the NaN. ``stream_step(..., reset_on_nonfinite=True)`` force
 whenever the incoming frame or the carried state is not finite, so a stream recovers at the
 first finite frame.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -41,6 +42,7 @@ COLLECTIONS = ("resq_state", "resq_stats")
 class ClipResult(NamedTuple):
   """``outputs``: the model's outputs with a time axis, ``[B, T, ...]``; ``stats``: per layer,
   per frame ``{path: {name: [T, B, ...]}}``; ``state``: the ResQ state after the last frame."""
+
   outputs: Any
   stats: Any
   state: Any
@@ -50,6 +52,7 @@ class StreamState(NamedTuple):
   """Online state: ``t`` the index of the next frame, ``since_key`` the frames processed since
   the last keyframe (the next frame is a keyframe when ``since_key % period == 0``), and the
   per-layer ResQ state."""
+
   t: Array
   since_key: Array
   resq: Any
@@ -62,8 +65,10 @@ def _check_frames(x: Array, what: str, time_axis: bool) -> None:
   if x.ndim < rank:
     raise ValueError(f"{what} must be {layout}, got shape {x.shape}")
   if not jnp.issubdtype(x.dtype, jnp.floating):
-    raise TypeError(f"{what} must be floating point, got dtype {x.dtype}: convert and "
-                    "normalise integer video first (e.g. (frames / 255 - mean) / std)")
+    raise TypeError(
+      f"{what} must be floating point, got dtype {x.dtype}: convert and "
+      "normalise integer video first (e.g. (frames / 255 - mean) / std)"
+    )
   sizes = {"B": x.shape[0]} | ({"T": x.shape[1]} if time_axis else {})
   empty = [f"{k}={v}" for k, v in sizes.items() if v < 1]
   if empty:
@@ -87,8 +92,9 @@ def _apply(model, variables, frames, phase, state):
 
 
 def _has_state(model, variables, frame) -> bool:
-  _, state, _ = jax.eval_shape(functools.partial(_apply, model, phase="key", state=None),
-                               variables, frame)
+  _, state, _ = jax.eval_shape(
+    functools.partial(_apply, model, phase="key", state=None), variables, frame
+  )
   return bool(jax.tree_util.tree_leaves(state))
 
 
@@ -135,8 +141,11 @@ def _run_groups(model, variables, clip, period, unroll, remat):
     return jnp.moveaxis(outputs(first, rest), 1, 0)
 
   last_group = lambda s: s.reshape(batch, n_groups, *s.shape[1:])[:, -1]
-  return (jax.tree.map(outputs, y0, ys), jax.tree.map(stats, s0, ss),
-          jax.tree.map(last_group, state))
+  return (
+    jax.tree.map(outputs, y0, ys),
+    jax.tree.map(stats, s0, ss),
+    jax.tree.map(last_group, state),
+  )
 
 
 def check_hashable(model, where: str) -> None:
@@ -153,16 +162,19 @@ def check_hashable(model, where: str) -> None:
       hash(getattr(model, field.name, None))
     except TypeError:
       bad.append(f"{field.name}={type(getattr(model, field.name)).__name__}")
-  raise TypeError(f"{where}: the model {type(model).__name__} is not hashable"
-                  f"{' (attributes ' + ', '.join(bad) + ')' if bad else ''}. Models are static "
-                  "arguments of jit (run_clip, stream_step, calibrate_model): give them "
-                  "hashable attributes (tuples instead of lists, tuples of pairs or frozen "
-                  "dataclasses instead of dicts, no arrays).")
+  raise TypeError(
+    f"{where}: the model {type(model).__name__} is not hashable"
+    f"{' (attributes ' + ', '.join(bad) + ')' if bad else ''}. Models are static "
+    "arguments of jit (run_clip, stream_step, calibrate_model): give them "
+    "hashable attributes (tuples instead of lists, tuples of pairs or frozen "
+    "dataclasses instead of dicts, no arrays)."
+  )
 
 
 def _check_variables(model, variables, frame, check: bool) -> None:
   if check:
     from resq_jax.nn.weights import check_quantizers  # weights imports layers and costs
+
     check_quantizers(model, model_variables(variables), frame)
 
 
@@ -172,8 +184,16 @@ def model_has_state(model, variables, frame) -> bool:
   return _has_state(model, model_variables(variables), frame)
 
 
-def run_clip(model, variables, clip: Array, *, period: int, unroll: int | bool = 1,
-             remat: bool = False, check: bool = True) -> ClipResult:
+def run_clip(
+  model,
+  variables,
+  clip: Array,
+  *,
+  period: int,
+  unroll: int | bool = 1,
+  remat: bool = False,
+  check: bool = True,
+) -> ClipResult:
   """Run ``model`` over a clip ``[B, T, H, W, C]`` with keyframes at ``t % period == 0``.
 
   Args:
@@ -207,8 +227,9 @@ def run_clip(model, variables, clip: Array, *, period: int, unroll: int | bool =
 
 
 @functools.partial(jax.jit, static_argnames=("model", "period", "unroll", "remat"))
-def _run_clip(model, variables, clip: Array, *, period: int, unroll: int | bool = 1,
-              remat: bool = False) -> ClipResult:
+def _run_clip(
+  model, variables, clip: Array, *, period: int, unroll: int | bool = 1, remat: bool = False
+) -> ClipResult:
   """Run ``model`` over a clip ``[B, T, H, W, C]`` with keyframes at ``t % period == 0``.
 
   Args:
@@ -229,8 +250,9 @@ def _run_clip(model, variables, clip: Array, *, period: int, unroll: int | bool 
   if not _has_state(model, variables, clip[:, 0]):
     y, _, s = _apply(model, variables, _merge_time(clip), "key", None)
     split = lambda v: v.reshape(batch, length, *v.shape[1:])
-    return ClipResult(jax.tree.map(split, y),
-                      jax.tree.map(lambda v: jnp.moveaxis(split(v), 1, 0), s), {})
+    return ClipResult(
+      jax.tree.map(split, y), jax.tree.map(lambda v: jnp.moveaxis(split(v), 1, 0), s), {}
+    )
   n_full = (length // period) * period
   parts = []
   if n_full:
@@ -247,8 +269,9 @@ def stream_init(model, variables, frame: Array) -> StreamState:
   step is a keyframe)."""
   check_hashable(model, "stream_init")
   _check_frames(frame, "frame", time_axis=False)
-  _, state, _ = jax.eval_shape(functools.partial(_apply, model, phase="key", state=None),
-                               model_variables(variables), frame)
+  _, state, _ = jax.eval_shape(
+    functools.partial(_apply, model, phase="key", state=None), model_variables(variables), frame
+  )
   zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), state)
   return StreamState(t=jnp.zeros((), jnp.int32), since_key=jnp.zeros((), jnp.int32), resq=zeros)
 
@@ -258,8 +281,16 @@ def _all_finite(tree) -> Array:
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in leaves]))
 
 
-def stream_step(model, variables, stream: StreamState, frame: Array, *, period: int,
-                reset_on_nonfinite: bool = False, check: bool = True):
+def stream_step(
+  model,
+  variables,
+  stream: StreamState,
+  frame: Array,
+  *,
+  period: int,
+  reset_on_nonfinite: bool = False,
+  check: bool = True,
+):
   """One online step: ``(stream, frame [B, H, W, C]) -> (output, stats, new_stream)``.
 
   Equal to the corresponding frame of :func:`run_clip` over the same frames. Keyframe and
@@ -276,13 +307,21 @@ def stream_step(model, variables, stream: StreamState, frame: Array, *, period: 
   _check_period(period)
   _check_frames(frame, "frame", time_axis=False)
   _check_variables(model, variables, frame, check)
-  return _stream_step(model, variables, stream, frame, period=period,
-                      reset_on_nonfinite=reset_on_nonfinite)
+  return _stream_step(
+    model, variables, stream, frame, period=period, reset_on_nonfinite=reset_on_nonfinite
+  )
 
 
 @functools.partial(jax.jit, static_argnames=("model", "period", "reset_on_nonfinite"))
-def _stream_step(model, variables, stream: StreamState, frame: Array, *, period: int,
-                 reset_on_nonfinite: bool = False):
+def _stream_step(
+  model,
+  variables,
+  stream: StreamState,
+  frame: Array,
+  *,
+  period: int,
+  reset_on_nonfinite: bool = False,
+):
   _check_period(period)
   _check_frames(frame, "frame", time_axis=False)
   variables = model_variables(variables)

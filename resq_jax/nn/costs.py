@@ -12,13 +12,14 @@ one :func:`stream_step` returns ``[B, ...]``: :func:`stack_stream_stats` stacks 
 into the ``[T, B, ...]`` layout that ``clip_bops`` / ``bops_report`` take (they refuse anything
 else).
 """
+
 from __future__ import annotations
 
 import functools
 import math
 import re
 import warnings
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
@@ -26,8 +27,14 @@ import numpy as np
 
 from resq_jax.nn.clip import model_variables
 from resq_jax.nn.layers import QuantLayer
-from resq_jax.quant.cost import (FP32_BITS, LayerCost, clip_summary, conv_transpose_macs,
-                                 dynamic_bops, step_bops)
+from resq_jax.quant.cost import (
+  FP32_BITS,
+  LayerCost,
+  clip_summary,
+  conv_transpose_macs,
+  dynamic_bops,
+  step_bops,
+)
 
 PLAIN_LINEAR_OPS = (nn.Conv, nn.ConvTranspose, nn.Dense, nn.DenseGeneral, nn.Einsum)
 
@@ -76,15 +83,18 @@ def plain_op_macs(module: nn.Module, x_shape: tuple, out_shape: tuple) -> int:
     k = _tuple(module.kernel_size, len(x_shape) - 2)
     strides = _tuple(module.strides or 1, len(k))
     padding = module.padding
-    if (len(k) == 2 and module.kernel_dilation in (None, 1, (1, 1))
-        and padding in ("SAME", "VALID")):
-      return conv_transpose_macs(x_shape[1:3], k, x_shape[-1], module.features, strides,
-                                 padding)
+    if len(k) == 2 and module.kernel_dilation in (None, 1, (1, 1)) and padding in ("SAME", "VALID"):
+      return conv_transpose_macs(x_shape[1:3], k, x_shape[-1], module.features, strides, padding)
     return math.prod(x_shape[1:-1]) * math.prod(k) * x_shape[-1] * module.features
   if isinstance(module, nn.Conv):
     k = _tuple(module.kernel_size, len(x_shape) - 2)
-    return (math.prod(out_shape[1:-1]) * math.prod(k) * x_shape[-1] * module.features
-            // module.feature_group_count)
+    return (
+      math.prod(out_shape[1:-1])
+      * math.prod(k)
+      * x_shape[-1]
+      * module.features
+      // module.feature_group_count
+    )
   if isinstance(module, nn.Dense):
     return math.prod(x_shape[1:-1]) * x_shape[-1] * module.features
   if isinstance(module, nn.DenseGeneral):
@@ -98,8 +108,9 @@ def plain_op_macs(module: nn.Module, x_shape: tuple, out_shape: tuple) -> int:
   raise TypeError(f"not a plain linear op: {type(module).__name__}")
 
 
-def layer_costs(model: nn.Module, variables, frame: jax.Array, *,
-                warn: bool = True) -> dict[str, LayerCost]:
+def layer_costs(
+  model: nn.Module, variables, frame: jax.Array, *, warn: bool = True
+) -> dict[str, LayerCost]:
   """``{layer path: LayerCost}`` for one example of a frame batch ``[B, H, W, C]``.
 
   Plain Flax linear ops (``PLAIN_LINEAR_OPS``) are included as ``float_op`` entries and, with
@@ -114,16 +125,20 @@ def layer_costs(model: nn.Module, variables, frame: jax.Array, *,
     elif isinstance(module, PLAIN_LINEAR_OPS) and not isinstance(out, (tuple, list, dict)):
       x_shape = tuple(args[0].shape)
       macs = plain_op_macs(module, x_shape, tuple(out.shape))
-      found[path] = LayerCost(macs=macs, n_locations=max(1, math.prod(x_shape[1:-1])),
-                              float_op=True)
+      found[path] = LayerCost(
+        macs=macs, n_locations=max(1, math.prod(x_shape[1:-1])), float_op=True
+      )
 
   _trace(model, variables, frame, on_call)
   plain = {p: c.macs for p, c in found.items() if c.float_op}
   if plain and warn:
     listed = ", ".join(f"{p} ({m} MACs)" for p, m in plain.items())
-    warnings.warn(f"{len(plain)} plain Flax linear op(s) are not quantized and are counted as "
-                  f"float (32x32 bits) every frame: {listed}. Use QConv / QDense to quantize "
-                  "them.", stacklevel=2)
+    warnings.warn(
+      f"{len(plain)} plain Flax linear op(s) are not quantized and are counted as "
+      f"float (32x32 bits) every frame: {listed}. Use QConv / QDense to quantize "
+      "them.",
+      stacklevel=2,
+    )
   return found
 
 
@@ -148,13 +163,16 @@ def stack_stream_stats(stats_per_frame: Sequence) -> dict:
 def _time_batch_shape(flat: dict) -> tuple[int, int]:
   shapes = {path: np.shape(entry["act_bits"]) for path, entry in flat.items()}
   if not shapes:
-    raise ValueError("stats hold no quantized layer: nothing to count (run the model through "
-                     "run_clip with QConv / QDense layers)")
+    raise ValueError(
+      "stats hold no quantized layer: nothing to count (run the model through "
+      "run_clip with QConv / QDense layers)"
+    )
   if any(len(s) != 2 for s in shapes.values()):
     raise ValueError(
-        f"stats must be [T, B] per layer (as run_clip returns), got act_bits shapes "
-        f"{sorted(set(shapes.values()))}: stack the stats of stream_step calls with "
-        "stack_stream_stats(list_of_stats)")
+      f"stats must be [T, B] per layer (as run_clip returns), got act_bits shapes "
+      f"{sorted(set(shapes.values()))}: stack the stats of stream_step calls with "
+      "stack_stream_stats(list_of_stats)"
+    )
   if len(set(shapes.values())) != 1:
     raise ValueError(f"layers disagree on the [T, B] shape of their stats: {shapes}")
   return next(iter(shapes.values()))
@@ -167,16 +185,16 @@ def clip_bops(stats, costs: dict[str, LayerCost]) -> dict[str, np.ndarray]:
   flat = flatten_stats(stats)
   missing = sorted(p for p, c in costs.items() if not c.float_op and p not in flat)
   if missing:
-    raise ValueError(f"stats have no entry for layers {missing}: were they produced by this "
-                     "model?")
+    raise ValueError(f"stats have no entry for layers {missing}: were they produced by this model?")
   shape = _time_batch_shape({p: flat[p] for p, c in costs.items() if not c.float_op})
   out = {}
   for path, c in costs.items():
     if c.float_op:
       out[path] = np.full(shape, step_bops(c.macs, FP32_BITS, FP32_BITS), np.float64)
     else:
-      out[path] = dynamic_bops(c.macs, c.n_locations, np.asarray(flat[path]["w_bits"]),
-                               np.asarray(flat[path]["act_bits"]))
+      out[path] = dynamic_bops(
+        c.macs, c.n_locations, np.asarray(flat[path]["w_bits"]), np.asarray(flat[path]["act_bits"])
+      )
   return out
 
 
@@ -200,7 +218,8 @@ def bops_report(stats, costs: dict[str, LayerCost]) -> dict:
   report["float_ops"] = {p: c.macs for p, c in costs.items() if c.float_op}
   # Not bit operations: dynamic ResQ's policy cost on each residual frame, reported beside BOPs.
   report["policy_comparisons_per_residual_frame"] = sum(
-      c.policy_comparisons for c in costs.values())
+    c.policy_comparisons for c in costs.values()
+  )
   return report
 
 
@@ -212,10 +231,14 @@ def format_bops_report(report: dict, costs: dict[str, LayerCost]) -> str:
     bops = report["bops_per_layer"][path]
     tag = "  (float op)" if c.float_op else ""
     lines.append(f"{path:<32} {c.macs:>12,d} {bops:>14,.0f} {bops / max(c.macs, 1):>9.2f}{tag}")
-  lines.append(f"{'total':<32} {report['macs_per_frame']:>12,d} {report['bops_avg']:>14,.0f} "
-               f"{report['bops_avg'] / max(report['macs_per_frame'], 1):>9.2f}")
-  lines.append(f"peak {report['bops_peak']:,.0f} BOPs/frame; {100 * report['ratio_w8a8_avg']:.1f}%"
-               f" of W8A8 FQ, {100 * report['ratio_fp32_avg']:.2f}% of FP32 on average")
+  lines.append(
+    f"{'total':<32} {report['macs_per_frame']:>12,d} {report['bops_avg']:>14,.0f} "
+    f"{report['bops_avg'] / max(report['macs_per_frame'], 1):>9.2f}"
+  )
+  lines.append(
+    f"peak {report['bops_peak']:,.0f} BOPs/frame; {100 * report['ratio_w8a8_avg']:.1f}%"
+    f" of W8A8 FQ, {100 * report['ratio_fp32_avg']:.2f}% of FP32 on average"
+  )
   comparisons = report.get("policy_comparisons_per_residual_frame", 0)
   if comparisons:
     lines.append(f"dynamic policy: {comparisons:,d} comparisons per residual frame (not in BOPs)")

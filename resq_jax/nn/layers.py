@@ -9,12 +9,14 @@ clip runner (``resq_jax.nn.clip``) does that for you. Without ``phase`` a layer 
 state (ResQ) raises instead of silently running the keyframe branch on every frame; float and FQ
 layers do not need it.
 """
+
 from __future__ import annotations
 
 import contextlib
 import contextvars
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -22,9 +24,17 @@ import jax.numpy as jnp
 
 from resq_jax.nn.quantized import quantized_linear
 from resq_jax.ops import conv2d
-from resq_jax.quant.cost import (LayerCost, conv_macs, conv_output_hw, conv_padding,
-                                 conv_transpose_macs, conv_transpose_output_hw,
-                                 conv_transpose_padding, dense_macs, policy_comparisons)
+from resq_jax.quant.cost import (
+  LayerCost,
+  conv_macs,
+  conv_output_hw,
+  conv_padding,
+  conv_transpose_macs,
+  conv_transpose_output_hw,
+  conv_transpose_padding,
+  dense_macs,
+  policy_comparisons,
+)
 from resq_jax.quant.recipe import LayerRecipe, RecipeRules, float_recipe
 
 Padding = str | Sequence[tuple[int, int]]
@@ -95,6 +105,7 @@ class QuantLayer(nn.Module):
 class WithRecipeRules(nn.Module):
   """``module`` (sharing its scope: same variables and layer paths) under ``recipe_rules``.
   Build it with :func:`with_recipe_rules`."""
+
   module: nn.Module
   recipe_rules: RecipeRules
 
@@ -167,6 +178,7 @@ class QConv(QuantLayer):
   im2col inside rolled loops on CPU, see :func:`resolve_conv_impl`). Results agree to float
   round-off.
   """
+
   features: int
   kernel_size: tuple[int, int] = (3, 3)
   strides: tuple[int, int] = (1, 1)
@@ -189,10 +201,14 @@ class QConv(QuantLayer):
     linear = _conv_linear(self, x.shape[1:3])
     c_in = x.shape[-1]
     if c_in % self.feature_group_count:
-      raise ValueError(f"feature_group_count={self.feature_group_count} must divide the input "
-                       f"channels {c_in}")
-    kernel = self.param("kernel", self.kernel_init,
-                        (*self.kernel_size, c_in // self.feature_group_count, self.features))
+      raise ValueError(
+        f"feature_group_count={self.feature_group_count} must divide the input channels {c_in}"
+      )
+    kernel = self.param(
+      "kernel",
+      self.kernel_init,
+      (*self.kernel_size, c_in // self.feature_group_count, self.features),
+    )
     if not self.use_bn:
       bias = self.param("bias", nn.initializers.zeros, (self.features,)) if self.use_bias else None
       return quantized_linear(self, x, kernel, bias, linear=linear, recipe=recipe, phase=phase)
@@ -227,11 +243,17 @@ class QConv(QuantLayer):
   def cost(self, x_shape: tuple[int, ...]) -> LayerCost:
     in_hw = x_shape[1:3]
     macs, out_hw = _conv_macs(self, in_hw, x_shape[-1])
-    state = (math.prod(x_shape[1:]) + math.prod(out_hw) * self.features
-             if self.active_recipe.has_state else 0)
-    return LayerCost(macs=macs, n_locations=math.prod(in_hw), state_elements=state,
-                     policy_comparisons=_policy_cost(self.active_recipe, math.prod(in_hw),
-                                                     x_shape[-1]))
+    state = (
+      math.prod(x_shape[1:]) + math.prod(out_hw) * self.features
+      if self.active_recipe.has_state
+      else 0
+    )
+    return LayerCost(
+      macs=macs,
+      n_locations=math.prod(in_hw),
+      state_elements=state,
+      policy_comparisons=_policy_cost(self.active_recipe, math.prod(in_hw), x_shape[-1]),
+    )
 
 
 class QConvTranspose(QConv):
@@ -248,17 +270,23 @@ class QConvTranspose(QConv):
   """
 
 
-
 # Geometry of QConv / QConvTranspose as functions, not methods (Flax would wrap methods and
 # capture_intermediates would record their non-array results).
 def _conv_pads(layer: QConv, in_hw):
   if isinstance(layer, QConvTranspose):
     if _pair(layer.input_dilation) != (1, 1):
       raise ValueError("QConvTranspose takes no input_dilation: its strides dilate the input")
-    return conv_transpose_padding(layer.kernel_size, layer.strides, layer.padding,
-                                  layer.kernel_dilation)
-  return conv_padding(in_hw, layer.kernel_size, layer.strides, layer.padding,
-                      layer.input_dilation, layer.kernel_dilation)
+    return conv_transpose_padding(
+      layer.kernel_size, layer.strides, layer.padding, layer.kernel_dilation
+    )
+  return conv_padding(
+    in_hw,
+    layer.kernel_size,
+    layer.strides,
+    layer.padding,
+    layer.input_dilation,
+    layer.kernel_dilation,
+  )
 
 
 def _policy_cost(recipe: LayerRecipe, n_locations: int, channels: int) -> int:
@@ -278,33 +306,72 @@ def _conv_linear(layer: QConv, in_hw):
 
   plain = lhs_dilation == (1, 1) and _pair(layer.kernel_dilation) == (1, 1)
   if plain and resolve_conv_impl(layer.conv_impl) == "im2col":
-    return lambda x, w: conv2d(x, w, strides=strides, padding=pads,
-                               feature_group_count=layer.feature_group_count, impl="im2col")
+    return lambda x, w: conv2d(
+      x,
+      w,
+      strides=strides,
+      padding=pads,
+      feature_group_count=layer.feature_group_count,
+      impl="im2col",
+    )
 
   def linear(x, w):
     return jax.lax.conv_general_dilated(
-        x, w, strides, pads, lhs_dilation=lhs_dilation, rhs_dilation=_pair(layer.kernel_dilation),
-        dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=layer.feature_group_count)
+      x,
+      w,
+      strides,
+      pads,
+      lhs_dilation=lhs_dilation,
+      rhs_dilation=_pair(layer.kernel_dilation),
+      dimension_numbers=("NHWC", "HWIO", "NHWC"),
+      feature_group_count=layer.feature_group_count,
+    )
+
   return linear
 
 
 def _conv_macs(layer: QConv, in_hw, c_in: int):
   """``(MACs, output size)`` for one example."""
   if isinstance(layer, QConvTranspose):
-    out_hw = conv_transpose_output_hw(in_hw, layer.kernel_size, layer.strides, layer.padding,
-                                      layer.kernel_dilation)
-    macs = conv_transpose_macs(in_hw, layer.kernel_size, c_in, layer.features, layer.strides,
-                               layer.padding, layer.feature_group_count, layer.kernel_dilation)
+    out_hw = conv_transpose_output_hw(
+      in_hw, layer.kernel_size, layer.strides, layer.padding, layer.kernel_dilation
+    )
+    macs = conv_transpose_macs(
+      in_hw,
+      layer.kernel_size,
+      c_in,
+      layer.features,
+      layer.strides,
+      layer.padding,
+      layer.feature_group_count,
+      layer.kernel_dilation,
+    )
     return macs, out_hw
-  out_hw = conv_output_hw(in_hw, layer.kernel_size, layer.strides, layer.padding,
-                          layer.input_dilation, layer.kernel_dilation)
-  macs = conv_macs(in_hw, layer.kernel_size, c_in, layer.features, layer.strides, layer.padding,
-                   layer.feature_group_count, layer.input_dilation, layer.kernel_dilation)
+  out_hw = conv_output_hw(
+    in_hw,
+    layer.kernel_size,
+    layer.strides,
+    layer.padding,
+    layer.input_dilation,
+    layer.kernel_dilation,
+  )
+  macs = conv_macs(
+    in_hw,
+    layer.kernel_size,
+    c_in,
+    layer.features,
+    layer.strides,
+    layer.padding,
+    layer.feature_group_count,
+    layer.input_dilation,
+    layer.kernel_dilation,
+  )
   return macs, out_hw
 
 
 class QDense(QuantLayer):
   """Dense layer on the last axis, ``[B, ..., C_in] -> [B, ..., features]``, under a recipe."""
+
   features: int
   use_bias: bool = True
   recipe: LayerRecipe = LayerRecipe()
@@ -318,12 +385,16 @@ class QDense(QuantLayer):
   def __call__(self, x: jax.Array, phase: str | None = None) -> jax.Array:
     kernel = self.param("kernel", self.kernel_init, (x.shape[-1], self.features))
     bias = self.param("bias", nn.initializers.zeros, (self.features,)) if self.use_bias else None
-    return quantized_linear(self, x, kernel, bias, linear=self._linear, recipe=self.active_recipe,
-                            phase=phase)
+    return quantized_linear(
+      self, x, kernel, bias, linear=self._linear, recipe=self.active_recipe, phase=phase
+    )
 
   def cost(self, x_shape: tuple[int, ...]) -> LayerCost:
     n_loc = math.prod(x_shape[1:-1])
     state = n_loc * (x_shape[-1] + self.features) if self.active_recipe.has_state else 0
-    return LayerCost(macs=dense_macs(x_shape[-1], self.features, n_loc), n_locations=n_loc,
-                     state_elements=state,
-                     policy_comparisons=_policy_cost(self.active_recipe, n_loc, x_shape[-1]))
+    return LayerCost(
+      macs=dense_macs(x_shape[-1], self.features, n_loc),
+      n_locations=n_loc,
+      state_elements=state,
+      policy_comparisons=_policy_cost(self.active_recipe, n_loc, x_shape[-1]),
+    )

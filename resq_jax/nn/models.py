@@ -26,10 +26,11 @@ practice, is one argument: ``head_recipe=fq_recipe(8, 8)`` or ``head_recipe=floa
 ``mutable=['batch_stats']``) in layers with a float recipe only; quantized layers always run
 with the running statistics folded in (frozen-BN QAT, see ``QConv``).
 """
+
 from __future__ import annotations
 
 import functools
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
@@ -40,11 +41,26 @@ from resq_jax.quant.recipe import LayerRecipe, RecipeRules, float_recipe
 UPSAMPLE_METHODS = ("bilinear", "nearest")
 
 
-def _conv_bn(features: int, recipe: LayerRecipe, name: str, kernel: int = 3,
-             stride: int = 1, bn_axis_name: str | None = None, conv_impl: str = "auto") -> QConv:
-  return QConv(features, kernel_size=(kernel, kernel), strides=(stride, stride), use_bn=True,
-               use_bias=False, recipe=recipe, bn_axis_name=bn_axis_name, conv_impl=conv_impl,
-               name=name)
+def _conv_bn(
+  features: int,
+  recipe: LayerRecipe,
+  name: str,
+  kernel: int = 3,
+  stride: int = 1,
+  bn_axis_name: str | None = None,
+  conv_impl: str = "auto",
+) -> QConv:
+  return QConv(
+    features,
+    kernel_size=(kernel, kernel),
+    strides=(stride, stride),
+    use_bn=True,
+    use_bias=False,
+    recipe=recipe,
+    bn_axis_name=bn_axis_name,
+    conv_impl=conv_impl,
+    name=name,
+  )
 
 
 def _resize(x: jax.Array, hw: Sequence[int], method: str) -> jax.Array:
@@ -54,6 +70,7 @@ def _resize(x: jax.Array, hw: Sequence[int], method: str) -> jax.Array:
 class BasicBlock(nn.Module):
   """ResNet basic block: ``relu(conv-BN(relu(conv-BN(x))) + shortcut(x))``; the shortcut is the
   identity, or a 1x1 conv-BN projection when the channels or the stride change."""
+
   features: int
   stride: int = 1
   recipe: LayerRecipe = LayerRecipe()
@@ -62,8 +79,9 @@ class BasicBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, phase: str | None = None, train: bool = False) -> jax.Array:
-    conv_bn = functools.partial(_conv_bn, self.features, self.recipe,
-                                bn_axis_name=self.bn_axis_name, conv_impl=self.conv_impl)
+    conv_bn = functools.partial(
+      _conv_bn, self.features, self.recipe, bn_axis_name=self.bn_axis_name, conv_impl=self.conv_impl
+    )
     y = nn.relu(conv_bn("conv1", stride=self.stride)(x, phase, train))
     y = conv_bn("conv2")(y, phase, train)
     if self.stride != 1 or x.shape[-1] != self.features:
@@ -76,6 +94,7 @@ class Fusion(nn.Module):
   ``relu(x_i + sum_{j>i} up(conv1x1-BN(x_j)) + sum_{j<i} down_{j->i}(x_j))``, where
   ``down_{j->i}`` is ``i - j`` strided conv3x3-BN (ReLU between them; the intermediate ones keep
   branch j's width). Only the first ``num_outputs`` outputs are computed (None: all)."""
+
   widths: tuple[int, ...]
   upsample: str = "bilinear"
   recipe: LayerRecipe = LayerRecipe()
@@ -84,12 +103,14 @@ class Fusion(nn.Module):
   conv_impl: str = "auto"
 
   @nn.compact
-  def __call__(self, xs: Sequence[jax.Array], phase: str | None = None,
-               train: bool = False) -> list[jax.Array]:
-    conv_bn = functools.partial(_conv_bn, recipe=self.recipe, bn_axis_name=self.bn_axis_name,
-                                conv_impl=self.conv_impl)
+  def __call__(
+    self, xs: Sequence[jax.Array], phase: str | None = None, train: bool = False
+  ) -> list[jax.Array]:
+    conv_bn = functools.partial(
+      _conv_bn, recipe=self.recipe, bn_axis_name=self.bn_axis_name, conv_impl=self.conv_impl
+    )
     outs = []
-    for i, target in enumerate(xs[:self.num_outputs]):
+    for i, target in enumerate(xs[: self.num_outputs]):
       total = target
       for j, source in enumerate(xs):
         if j > i:
@@ -129,6 +150,7 @@ class SegNet(nn.Module):
       (synchronised BatchNorm, see ``QConv``); None: per-device statistics.
     conv_impl: every conv's implementation ('auto', 'xla', 'im2col'; see ``QConv``).
   """
+
   num_classes: int
   width: int = 32
   stem_width: int | None = None
@@ -147,7 +169,7 @@ class SegNet(nn.Module):
   def branch_widths(self) -> tuple[int, ...]:
     return tuple(self.width * 2**i for i in range(self.num_branches))
 
-  def float_twin(self) -> "SegNet":
+  def float_twin(self) -> SegNet:
     """The same architecture with float recipes (e.g. for ``calibrate_model``)."""
     return self.clone(recipe=float_recipe(), head_recipe=None, recipe_rules=None)
 
@@ -171,8 +193,7 @@ class SegNet(nn.Module):
     head_width = 2 * self.width if self.head_width is None else self.head_width
     in_hw = x.shape[1:3]
 
-    conv_bn = functools.partial(_conv_bn, bn_axis_name=self.bn_axis_name,
-                                conv_impl=self.conv_impl)
+    conv_bn = functools.partial(_conv_bn, bn_axis_name=self.bn_axis_name, conv_impl=self.conv_impl)
     y = nn.relu(conv_bn(stem_width, edge, "stem1", stride=2)(x, phase, train))
     y = nn.relu(conv_bn(widths[0], self.recipe, "stem2", stride=2)(y, phase, train))
     branches = [y]
@@ -182,32 +203,42 @@ class SegNet(nn.Module):
     for s in range(self.num_stages):
       for i, width in enumerate(widths):
         for k in range(self.num_blocks):
-          block = BasicBlock(width, recipe=self.recipe, bn_axis_name=self.bn_axis_name,
-                             conv_impl=self.conv_impl,
-                             name=f"stage{s}_branch{i}_block{k}")
+          block = BasicBlock(
+            width,
+            recipe=self.recipe,
+            bn_axis_name=self.bn_axis_name,
+            conv_impl=self.conv_impl,
+            name=f"stage{s}_branch{i}_block{k}",
+          )
           branches[i] = block(branches[i], phase, train)
       if self.num_branches > 1:
         # The head reads branch 0 only: the last fusion computes nothing else.
         last = s == self.num_stages - 1
-        fusion = Fusion(widths, upsample=self.upsample, recipe=self.recipe,
-                        num_outputs=1 if last else None, bn_axis_name=self.bn_axis_name,
-                        conv_impl=self.conv_impl,
-                        name=f"fuse{s}")
+        fusion = Fusion(
+          widths,
+          upsample=self.upsample,
+          recipe=self.recipe,
+          num_outputs=1 if last else None,
+          bn_axis_name=self.bn_axis_name,
+          conv_impl=self.conv_impl,
+          name=f"fuse{s}",
+        )
         branches = fusion(branches, phase, train)
     y = nn.relu(conv_bn(head_width, self.recipe, "head")(branches[0], phase, train))
-    classifier = QConv(self.num_classes, kernel_size=(1, 1), recipe=edge,
-                       conv_impl=self.conv_impl, name="classifier")
+    classifier = QConv(
+      self.num_classes, kernel_size=(1, 1), recipe=edge, conv_impl=self.conv_impl, name="classifier"
+    )
     logits = classifier(y, phase)
     return _resize(logits, in_hw, "bilinear")
 
 
 _PRESETS = {
-    # Tests: 2.5k parameters, 0.1 MMACs per 32x32 frame.
-    "tiny": dict(width=4, num_branches=2, num_stages=1, num_blocks=1, head_width=8),
-    # CPU demo (64x64 frames): see docs/model.md for MACs and measured throughput.
-    "demo": dict(width=24, num_branches=2, num_stages=2, num_blocks=1, head_width=48),
-    # GPUs: three branches, deeper stages.
-    "base": dict(width=48, num_branches=3, num_stages=3, num_blocks=2, head_width=96),
+  # Tests: 2.5k parameters, 0.1 MMACs per 32x32 frame.
+  "tiny": dict(width=4, num_branches=2, num_stages=1, num_blocks=1, head_width=8),
+  # CPU demo (64x64 frames): see docs/model.md for MACs and measured throughput.
+  "demo": dict(width=24, num_branches=2, num_stages=2, num_blocks=1, head_width=48),
+  # GPUs: three branches, deeper stages.
+  "base": dict(width=48, num_branches=3, num_stages=3, num_blocks=2, head_width=96),
 }
 SEGNET_PRESETS = tuple(_PRESETS)
 
@@ -220,5 +251,4 @@ def segnet_preset(name: str) -> dict:
   return dict(_PRESETS[name])
 
 
-__all__ = ["BasicBlock", "Fusion", "SegNet", "SEGNET_PRESETS", "segnet_preset",
-           "UPSAMPLE_METHODS"]
+__all__ = ["BasicBlock", "Fusion", "SegNet", "SEGNET_PRESETS", "segnet_preset", "UPSAMPLE_METHODS"]

@@ -9,6 +9,7 @@ Collections a quantized layer uses:
     of locations not skipped), and ``bit_map`` ``[B, ...]`` (int8) for dynamic layers.
 BOPs follow from ``act_bits`` and the layer's static MACs (``resq_jax.nn.costs``).
 """
+
 from __future__ import annotations
 
 import math
@@ -80,8 +81,16 @@ def _record(module, batch: int, n_loc: int, a_bits, w_bits: int, bit_map=None) -
   module.put_variable("resq_stats", "density", density)
 
 
-def quantized_linear(module, x: jax.Array, w: jax.Array, b: jax.Array | None, *, linear,
-                     recipe: LayerRecipe, phase: str | None) -> jax.Array:
+def quantized_linear(
+  module,
+  x: jax.Array,
+  w: jax.Array,
+  b: jax.Array | None,
+  *,
+  linear,
+  recipe: LayerRecipe,
+  phase: str | None,
+) -> jax.Array:
   """Run ``y = L(x; W) + b`` under ``recipe`` inside ``module`` (a compact Flax method).
 
   Args:
@@ -95,9 +104,10 @@ def quantized_linear(module, x: jax.Array, w: jax.Array, b: jax.Array | None, *,
   if phase is None:
     if recipe.has_state and not module.is_initializing():
       raise ValueError(
-          f"layer {'/'.join(module.path)!r} runs a {recipe.mode!r} recipe, which carries state "
-          "across frames: call it with phase='key' or phase='residual' (run_clip and "
-          "stream_step do), or run the model through run_clip / stream_step")
+        f"layer {'/'.join(module.path)!r} runs a {recipe.mode!r} recipe, which carries state "
+        "across frames: call it with phase='key' or phase='residual' (run_clip and "
+        "stream_step do), or run the model through run_clip / stream_step"
+      )
     phase = "key"
   if phase not in PHASES:
     raise ValueError(f"phase must be one of {PHASES}, got phase={phase!r}")
@@ -120,8 +130,9 @@ def quantized_linear(module, x: jax.Array, w: jax.Array, b: jax.Array | None, *,
   quant_rw = _weight_quantizer(module, "res_w", w, recipe.residual.weight)
   quant_ra, res_scale = _act_quantizer(module, "res_a", recipe.residual.act, RESIDUAL_INIT_RANGE)
   if phase == "key":
-    y, new_state = resq.key_forward(x, w, b, linear=linear, quant_x=quant_ka, quant_w=quant_kw,
-                                    ref_mode=recipe.ref_mode)
+    y, new_state = resq.key_forward(
+      x, w, b, linear=linear, quant_x=quant_ka, quant_w=quant_kw, ref_mode=recipe.ref_mode
+    )
     key_map = None
     if recipe.mode == "dynamic":
       key_map = jnp.full(x.shape[:-1], key_bits[1], jnp.int32)
@@ -133,8 +144,15 @@ def quantized_linear(module, x: jax.Array, w: jax.Array, b: jax.Array | None, *,
     else:
       quant_r = resq.static_residual_quantizer(quant_ra)
     y, new_state, bit_map = resq.residual_forward(
-        x, w, state, linear=linear, quant_r=quant_r, quant_w=quant_rw, ref_mode=recipe.ref_mode,
-        stop_ref_gradient=recipe.stop_ref_gradient)
+      x,
+      w,
+      state,
+      linear=linear,
+      quant_r=quant_r,
+      quant_w=quant_rw,
+      ref_mode=recipe.ref_mode,
+      stop_ref_gradient=recipe.stop_ref_gradient,
+    )
     _record(module, batch, n_loc, recipe.residual.act.bits, recipe.residual.weight.bits, bit_map)
   _write_state(module, new_state)
   return y
@@ -144,8 +162,10 @@ def _state(module) -> resq.ResQState:
   ref = module.get_variable("resq_state", "ref")
   yref = module.get_variable("resq_state", "yref")
   if ref is None or yref is None:
-    raise ValueError(f"layer {module.name!r} has no ResQ state: run a keyframe ('key' phase) "
-                     "before a residual frame")
+    raise ValueError(
+      f"layer {module.name!r} has no ResQ state: run a keyframe ('key' phase) "
+      "before a residual frame"
+    )
   return resq.ResQState(ref=ref, yref=yref)
 
 

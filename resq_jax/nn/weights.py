@@ -9,11 +9,12 @@ them (same paths, or through a name mapping), re-fits every weight scale to the 
 refuses variables whose quantizer parameters are invalidated or whose weight scales cannot
 belong to their weights; ``run_clip`` and ``stream_step`` call it on concrete variables.
 """
+
 from __future__ import annotations
 
 import collections
 import re
-from typing import Callable, Sequence
+from collections.abc import Callable
 
 import flax
 import jax
@@ -48,14 +49,16 @@ def layer_facts(model, variables, frame) -> dict:
   """``{path: (recipe, bn_epsilon or None)}`` of the quantized layers (abstract trace, cached
   per model and frame shape)."""
   from resq_jax.nn.costs import visit_layers  # costs imports clip, which imports this module
+
   key = (model, tuple(frame.shape), jnp.dtype(frame.dtype))
   if key not in _FACTS:
     eps = lambda layer: layer.bn_epsilon if isinstance(layer, QConv) and layer.use_bn else None
     frame = jax.ShapeDtypeStruct(tuple(frame.shape), frame.dtype)
     if len(_FACTS) > 64:
       _FACTS.clear()
-    _FACTS[key] = visit_layers(model, variables, frame,
-                               lambda layer, _: (layer.active_recipe, eps(layer)))
+    _FACTS[key] = visit_layers(
+      model, variables, frame, lambda layer, _: (layer.active_recipe, eps(layer))
+    )
   return _FACTS[key]
 
 
@@ -68,16 +71,25 @@ def effective_weights(params: dict, batch_stats: dict, path: str, bn_epsilon) ->
   kernel = params[_key(path, "kernel")]
   if bn_epsilon is None:
     return kernel
-  return fold_bn(kernel, params[_key(path, "bn_scale")], params[_key(path, "bn_bias")],
-                 batch_stats[_key(path, "mean")], batch_stats[_key(path, "var")], bn_epsilon)[0]
+  return fold_bn(
+    kernel,
+    params[_key(path, "bn_scale")],
+    params[_key(path, "bn_bias")],
+    batch_stats[_key(path, "mean")],
+    batch_stats[_key(path, "var")],
+    bn_epsilon,
+  )[0]
 
 
 def _channel_max(w, spec) -> np.ndarray:
   w = np.abs(np.asarray(w, np.float64))
   if spec.channel_axis is None:
     return np.asarray(w.max())
-  return np.moveaxis(w, spec.channel_axis % w.ndim, -1).reshape(-1, w.shape[spec.channel_axis]
-                                                                ).max(axis=0)
+  return (
+    np.moveaxis(w, spec.channel_axis % w.ndim, -1)
+    .reshape(-1, w.shape[spec.channel_axis])
+    .max(axis=0)
+  )
 
 
 def _weight_specs(recipe: LayerRecipe) -> dict:
@@ -93,13 +105,13 @@ def refresh_weight_scales(model, variables, frame) -> dict:
   """``variables`` with every weight quantizer's scale re-fitted (min-max per channel, as
   ``init``) to the weights each layer runs now (BatchNorm folded)."""
   from resq_jax.nn.quantized import weight_scale_init
+
   params, stats = _flat(variables["params"]), _flat(variables.get("batch_stats", {}))
   for path, (recipe, eps) in layer_facts(model, variables, frame).items():
     w = effective_weights(params, stats, path, eps)
     for name, spec in _weight_specs(recipe).items():
       key = _key(path, f"{name}_scale")
-      params[key] = weight_scale_init(w, spec).astype(params[key].dtype).reshape(
-          params[key].shape)
+      params[key] = weight_scale_init(w, spec).astype(params[key].dtype).reshape(params[key].shape)
   return dict(variables, params=_unflat(params))
 
 
@@ -126,11 +138,13 @@ def _mapper(mapping) -> Callable[[str], str | None]:
       if m:
         return m.expand(replacement) if replacement is not None else None
     return path
+
   return apply
 
 
-def load_float_weights(model, variables, source, *, frame, mapping=None,
-                       strict: bool = True) -> dict:
+def load_float_weights(
+  model, variables, source, *, frame, mapping=None, strict: bool = True
+) -> dict:
   """Float weights into the variables of quantized ``model``; every derived quantizer
   parameter refreshed (weight scales) or invalidated (activation ranges: run
   ``calibrate_model`` next).
@@ -153,8 +167,9 @@ def load_float_weights(model, variables, source, *, frame, mapping=None,
     source = {"params": source}
   # Only weights: init's other collections (calibration records, stats) are not checkpoints.
   source = {c: source[c] for c in ("params", "batch_stats") if c in source}
-  dest = {f"{c}/{k}": v for c in ("params", "batch_stats")
-          for k, v in _flat(variables.get(c, {})).items()}
+  dest = {
+    f"{c}/{k}": v for c in ("params", "batch_stats") for k, v in _flat(variables.get(c, {})).items()
+  }
   to_path = _mapper(mapping)
   loaded, problems = set(), []
   for src, value in _flat(source).items():
@@ -178,7 +193,7 @@ def load_float_weights(model, variables, source, *, frame, mapping=None,
   out = dict(variables)
   for c in ("params", "batch_stats"):
     if c in variables:
-      out[c] = _unflat({k[len(c) + 1:]: v for k, v in dest.items() if k.startswith(c + "/")})
+      out[c] = _unflat({k[len(c) + 1 :]: v for k, v in dest.items() if k.startswith(c + "/")})
   out = refresh_weight_scales(model, out, frame)
   return invalidate_act_quantizers(out)
 
@@ -188,8 +203,9 @@ def load_float_weights(model, variables, source, *, frame, mapping=None,
 _CHECKED = collections.OrderedDict()
 
 
-def check_quantizers(model, variables, frame, *, max_clip: float = 16.0,
-                     max_slack: float = 2.0) -> None:
+def check_quantizers(
+  model, variables, frame, *, max_clip: float = 16.0, max_slack: float = 2.0
+) -> None:
   """Refuse (:class:`StaleQuantizerError`) quantizer parameters that cannot belong to the
   weights: NaN (invalidated by :func:`load_float_weights`, not calibrated yet), or a weight
   scale ``s`` whose grid ``[-s * qmax, s * qmax]`` clips a channel's largest weight ``m`` by more
@@ -205,12 +221,17 @@ def check_quantizers(model, variables, frame, *, max_clip: float = 16.0,
     return
   params, stats = _flat(variables["params"]), _flat(variables.get("batch_stats", {}))
   problems = []
-  nan = sorted(k for k, v in params.items()
-               if k.rsplit("/", 1)[-1] in QUANT_PARAMS and not np.all(np.isfinite(np.asarray(v))))
+  nan = sorted(
+    k
+    for k, v in params.items()
+    if k.rsplit("/", 1)[-1] in QUANT_PARAMS and not np.all(np.isfinite(np.asarray(v)))
+  )
   if nan:
-    problems.append(f"{len(nan)} quantizer parameter(s) are not finite (invalidated by "
-                    f"load_float_weights?): {', '.join(nan[:6])}{' ...' if len(nan) > 6 else ''}"
-                    "; run calibrate_model first")
+    problems.append(
+      f"{len(nan)} quantizer parameter(s) are not finite (invalidated by "
+      f"load_float_weights?): {', '.join(nan[:6])}{' ...' if len(nan) > 6 else ''}"
+      "; run calibrate_model first"
+    )
   for path, (recipe, eps) in layer_facts(model, variables, frame).items():
     specs = _weight_specs(recipe)
     if not specs:
@@ -227,10 +248,12 @@ def check_quantizers(model, variables, frame, *, max_clip: float = 16.0,
       bad = alive & np.isfinite(grid) & ((m > max_clip * grid) | (grid > max_slack * m))
       if np.any(bad):
         ratio = np.max(np.where(alive, m / np.maximum(grid, 1e-30), 1.0))
-        problems.append(f"{key_s}: does not fit the weights of {path!r} ({int(bad.sum())} of "
-                        f"{bad.size} channels; largest |w| / grid max = {ratio:.3g}): load "
-                        "float weights with load_float_weights, or refresh_weight_scales / "
-                        "calibrate_model after changing weights")
+        problems.append(
+          f"{key_s}: does not fit the weights of {path!r} ({int(bad.sum())} of "
+          f"{bad.size} channels; largest |w| / grid max = {ratio:.3g}): load "
+          "float weights with load_float_weights, or refresh_weight_scales / "
+          "calibrate_model after changing weights"
+        )
   if problems:
     raise StaleQuantizerError("quantizers do not match the weights:\n  " + "\n  ".join(problems))
   _CHECKED[key] = leaves

@@ -32,18 +32,18 @@ elementwise ops and reductions whose eager dispatch is cached per shape, whereas
 ``(shape, spec)`` would compile again for every layer's bit-width. Inside a caller's jit all
 of them trace inline.
 """
+
 from __future__ import annotations
 
 import functools
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 
 from resq_jax.quant.spec import QuantSpec
-from resq_jax.quant.uniform import (_channel_axis, _expand, _scale_ceiling, fake_quant,
-                                    scale_floor)
+from resq_jax.quant.uniform import _channel_axis, _expand, _scale_ceiling, fake_quant, scale_floor
 
 Array = jax.Array
 Range = tuple[Array, Array]
@@ -107,13 +107,17 @@ def percentile_range(x: Array, spec: QuantSpec, percentile: float = 99.99) -> Ra
   Returns:
     ``(lo, hi)`` of shape ``param_shape(x.shape, spec)``.
   """
-  if isinstance(percentile, bool) or not isinstance(percentile, (int, float)) or not (
-      0 < percentile <= 100):
+  if (
+    isinstance(percentile, bool)
+    or not isinstance(percentile, (int, float))
+    or not (0 < percentile <= 100)
+  ):
     raise ValueError(f"percentile must be a number in (0, 100], got percentile={percentile!r}")
   x = _as_float(x)
   # Only the axis and the |x| switch reach the jit key: other bit-widths reuse the compilation.
-  return _percentile_range(x, _channel_axis(spec, x.ndim), spec.signed and spec.symmetric,
-                           float(percentile))
+  return _percentile_range(
+    x, _channel_axis(spec, x.ndim), spec.signed and spec.symmetric, float(percentile)
+  )
 
 
 @functools.partial(jax.jit, static_argnames=("axis", "of_abs", "percentile"))
@@ -145,7 +149,9 @@ def mse_range(x: Array, spec: QuantSpec, num_candidates: int = 100) -> Range:
     ``(lo, hi)`` of shape ``param_shape(x.shape, spec)``.
   """
   if isinstance(num_candidates, bool) or not isinstance(num_candidates, int) or num_candidates < 1:
-    raise ValueError(f"num_candidates must be a positive int, got num_candidates={num_candidates!r}")
+    raise ValueError(
+      f"num_candidates must be a positive int, got num_candidates={num_candidates!r}"
+    )
   return _mse_range(x, spec, num_candidates)
 
 
@@ -248,10 +254,10 @@ def lsq_range(x: Array, spec: QuantSpec) -> Range:
 
 
 _RANGE_METHODS: dict[str, Callable[..., Range]] = {
-    "minmax": minmax_range,
-    "percentile": percentile_range,
-    "mse": mse_range,
-    "lsq": lsq_range,
+  "minmax": minmax_range,
+  "percentile": percentile_range,
+  "mse": mse_range,
+  "lsq": lsq_range,
 }
 CALIBRATION_METHODS = tuple(_RANGE_METHODS)
 
@@ -274,6 +280,12 @@ def calibrate(x: Array, spec: QuantSpec, method: str = "minmax", **kwargs) -> tu
 
 
 __all__ = [
-    "CALIBRATION_METHODS", "calibrate", "lsq_init_scale", "lsq_range", "minmax_range",
-    "mse_range", "percentile_range", "range_to_qparams",
+  "CALIBRATION_METHODS",
+  "calibrate",
+  "lsq_init_scale",
+  "lsq_range",
+  "minmax_range",
+  "mse_range",
+  "percentile_range",
+  "range_to_qparams",
 ]

@@ -6,12 +6,13 @@ one form that covers every case: ``BOPs = b_w * MACs * act_bits / N`` where ``ac
 over input locations of the activation bit-width used (``N * b_a`` for a static step). Counts are
 per example; host-side functions use float64 NumPy (integers below 2^53 are exact).
 """
+
 from __future__ import annotations
 
 import dataclasses
 import math
 import numbers
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import numpy as np
@@ -40,8 +41,14 @@ def dilate_size(size: int, dilation: int) -> int:
   return 0 if size == 0 else (size - 1) * dilation + 1
 
 
-def conv_padding(in_hw: Sequence[int], kernel_hw: Sequence[int], strides: Sequence[int],
-                 padding, input_dilation=(1, 1), kernel_dilation=(1, 1)) -> tuple:
+def conv_padding(
+  in_hw: Sequence[int],
+  kernel_hw: Sequence[int],
+  strides: Sequence[int],
+  padding,
+  input_dilation=(1, 1),
+  kernel_dilation=(1, 1),
+) -> tuple:
   """Explicit ``((lo, hi), (lo, hi))`` padding of a conv (as ``lax.conv_general_dilated``).
 
   'SAME' / 'VALID' are resolved on the input after input dilation and with the dilated kernel
@@ -52,8 +59,9 @@ def conv_padding(in_hw: Sequence[int], kernel_hw: Sequence[int], strides: Sequen
   if padding not in ("SAME", "VALID"):
     raise ValueError(f"padding must be 'SAME', 'VALID' or explicit pairs, got {padding!r}")
   pads = []
-  for size, k, s, di, dk in zip(in_hw, kernel_hw, _pair(strides), _pair(input_dilation),
-                                _pair(kernel_dilation)):
+  for size, k, s, di, dk in zip(
+    in_hw, kernel_hw, _pair(strides), _pair(input_dilation), _pair(kernel_dilation)
+  ):
     if padding == "VALID":
       pads.append((0, 0))
       continue
@@ -63,8 +71,9 @@ def conv_padding(in_hw: Sequence[int], kernel_hw: Sequence[int], strides: Sequen
   return tuple(pads)
 
 
-def conv_transpose_padding(kernel_hw: Sequence[int], strides: Sequence[int], padding,
-                           kernel_dilation=(1, 1)) -> tuple:
+def conv_transpose_padding(
+  kernel_hw: Sequence[int], strides: Sequence[int], padding, kernel_dilation=(1, 1)
+) -> tuple:
   """Explicit padding of a transposed conv with ``lax.conv_transpose`` semantics: 'SAME' gives
   ``H_out = H_in * stride``, 'VALID' ``H_out = (H_in - 1) * stride + k`` (no cropping), explicit
   pairs pad the stride-dilated input directly."""
@@ -83,8 +92,15 @@ def conv_transpose_padding(kernel_hw: Sequence[int], strides: Sequence[int], pad
   return tuple(pads)
 
 
-def conv_taps(size: int, kernel: int, stride: int, pads: tuple[int, int], input_dilation: int = 1,
-              kernel_dilation: int = 1, count_padding: bool | None = None) -> tuple[int, int]:
+def conv_taps(
+  size: int,
+  kernel: int,
+  stride: int,
+  pads: tuple[int, int],
+  input_dilation: int = 1,
+  kernel_dilation: int = 1,
+  count_padding: bool | None = None,
+) -> tuple[int, int]:
   """``(output size, taps)`` along one spatial axis: ``taps`` counts the (output position, kernel
   tap) pairs that multiply an input element. ``count_padding`` (default: ``input_dilation ==
   1``) counts the taps on padding too (the usual convention for convs, ``H_out * k``);
@@ -96,22 +112,32 @@ def conv_taps(size: int, kernel: int, stride: int, pads: tuple[int, int], input_
     count_padding = input_dilation == 1
   if count_padding:
     return out, out * kernel
-  pos = (np.arange(out)[:, None] * stride + np.arange(kernel)[None, :] * kernel_dilation
-         - pads[0])
+  pos = np.arange(out)[:, None] * stride + np.arange(kernel)[None, :] * kernel_dilation - pads[0]
   real = (pos >= 0) & (pos < dilated) & (pos % input_dilation == 0)
   return out, int(real.sum())
 
 
-def conv_output_hw(in_hw: Sequence[int], kernel_hw: Sequence[int], strides: Sequence[int],
-                   padding, input_dilation=(1, 1), kernel_dilation=(1, 1)) -> tuple[int, int]:
+def conv_output_hw(
+  in_hw: Sequence[int],
+  kernel_hw: Sequence[int],
+  strides: Sequence[int],
+  padding,
+  input_dilation=(1, 1),
+  kernel_dilation=(1, 1),
+) -> tuple[int, int]:
   """Output spatial size of a conv. ``padding``: 'SAME', 'VALID' or ((pt, pb), (pl, pr))."""
   if tuple(_pair(input_dilation)) == (1, 1) and tuple(_pair(kernel_dilation)) == (1, 1):
     pads = [padding, padding] if isinstance(padding, str) else list(padding)
-    return tuple(_conv_out_size(s, k, st, p) for s, k, st, p in zip(in_hw, kernel_hw, strides,
-                                                                      pads))
+    return tuple(
+      _conv_out_size(s, k, st, p) for s, k, st, p in zip(in_hw, kernel_hw, strides, pads)
+    )
   pads = conv_padding(in_hw, kernel_hw, strides, padding, input_dilation, kernel_dilation)
-  return tuple(conv_taps(s, k, st, p, di, dk)[0] for s, k, st, p, di, dk in zip(
-      in_hw, kernel_hw, _pair(strides), pads, _pair(input_dilation), _pair(kernel_dilation)))
+  return tuple(
+    conv_taps(s, k, st, p, di, dk)[0]
+    for s, k, st, p, di, dk in zip(
+      in_hw, kernel_hw, _pair(strides), pads, _pair(input_dilation), _pair(kernel_dilation)
+    )
+  )
 
 
 def _check_groups(c_in: int, c_out: int, groups) -> None:
@@ -121,9 +147,17 @@ def _check_groups(c_in: int, c_out: int, groups) -> None:
     raise ValueError(f"groups={groups} must divide c_in={c_in} and c_out={c_out}")
 
 
-def conv_macs(in_hw: Sequence[int], kernel_hw: Sequence[int], c_in: int, c_out: int,
-              strides: Sequence[int] = (1, 1), padding="SAME", groups: int = 1,
-              input_dilation=(1, 1), kernel_dilation=(1, 1)) -> int:
+def conv_macs(
+  in_hw: Sequence[int],
+  kernel_hw: Sequence[int],
+  c_in: int,
+  c_out: int,
+  strides: Sequence[int] = (1, 1),
+  padding="SAME",
+  groups: int = 1,
+  input_dilation=(1, 1),
+  kernel_dilation=(1, 1),
+) -> int:
   """``H_out * W_out * k_h * k_w * C_in * C_out / groups`` for one example.
 
   Kernel dilation spreads the same ``k_h * k_w`` taps (same count at the same output size).
@@ -134,14 +168,25 @@ def conv_macs(in_hw: Sequence[int], kernel_hw: Sequence[int], c_in: int, c_out: 
     h, w = conv_output_hw(in_hw, kernel_hw, strides, padding, kernel_dilation=kernel_dilation)
     return h * w * kernel_hw[0] * kernel_hw[1] * c_in * c_out // groups
   pads = conv_padding(in_hw, kernel_hw, strides, padding, input_dilation, kernel_dilation)
-  taps = [conv_taps(s, k, st, p, di, dk)[1] for s, k, st, p, di, dk in zip(
-      in_hw, kernel_hw, _pair(strides), pads, _pair(input_dilation), _pair(kernel_dilation))]
+  taps = [
+    conv_taps(s, k, st, p, di, dk)[1]
+    for s, k, st, p, di, dk in zip(
+      in_hw, kernel_hw, _pair(strides), pads, _pair(input_dilation), _pair(kernel_dilation)
+    )
+  ]
   return taps[0] * taps[1] * c_in * c_out // groups
 
 
-def conv_transpose_macs(in_hw: Sequence[int], kernel_hw: Sequence[int], c_in: int, c_out: int,
-                        strides: Sequence[int] = (1, 1), padding="SAME", groups: int = 1,
-                        kernel_dilation=(1, 1)) -> int:
+def conv_transpose_macs(
+  in_hw: Sequence[int],
+  kernel_hw: Sequence[int],
+  c_in: int,
+  c_out: int,
+  strides: Sequence[int] = (1, 1),
+  padding="SAME",
+  groups: int = 1,
+  kernel_dilation=(1, 1),
+) -> int:
   """MACs of a transposed conv for one example: the multiply-adds that meet a real input
   element. Every input location multiplies its ``C_in`` values by a ``k_h x k_w x C_out``
   kernel, ``H_in * W_in * k_h * k_w * C_in * C_out / groups``, less the products whose output
@@ -149,17 +194,25 @@ def conv_transpose_macs(in_hw: Sequence[int], kernel_hw: Sequence[int], c_in: in
   of a conv over the zero-inserted input."""
   _check_groups(c_in, c_out, groups)
   pads = conv_transpose_padding(kernel_hw, strides, padding, kernel_dilation)
-  taps = [conv_taps(s, k, 1, p, st, dk, count_padding=False)[1] for s, k, st, p, dk in zip(
-      in_hw, kernel_hw, _pair(strides), pads, _pair(kernel_dilation))]
+  taps = [
+    conv_taps(s, k, 1, p, st, dk, count_padding=False)[1]
+    for s, k, st, p, dk in zip(in_hw, kernel_hw, _pair(strides), pads, _pair(kernel_dilation))
+  ]
   return taps[0] * taps[1] * c_in * c_out // groups
 
 
-def conv_transpose_output_hw(in_hw: Sequence[int], kernel_hw: Sequence[int],
-                             strides: Sequence[int], padding,
-                             kernel_dilation=(1, 1)) -> tuple[int, int]:
+def conv_transpose_output_hw(
+  in_hw: Sequence[int],
+  kernel_hw: Sequence[int],
+  strides: Sequence[int],
+  padding,
+  kernel_dilation=(1, 1),
+) -> tuple[int, int]:
   pads = conv_transpose_padding(kernel_hw, strides, padding, kernel_dilation)
-  return tuple(conv_taps(s, k, 1, p, st, dk)[0] for s, k, st, p, dk in zip(
-      in_hw, kernel_hw, _pair(strides), pads, _pair(kernel_dilation)))
+  return tuple(
+    conv_taps(s, k, 1, p, st, dk)[0]
+    for s, k, st, p, dk in zip(in_hw, kernel_hw, _pair(strides), pads, _pair(kernel_dilation))
+  )
 
 
 def dense_macs(c_in: int, c_out: int, n_locations: int = 1) -> int:
@@ -170,6 +223,7 @@ def dense_macs(c_in: int, c_out: int, n_locations: int = 1) -> int:
 @dataclasses.dataclass(frozen=True)
 class LayerCost:
   """Static cost facts of one layer for one example."""
+
   macs: int
   n_locations: int  # input locations N (spatial positions; channels excluded)
   state_elements: int = 0  # elements of the ResQ carry (ref + yref), 0 without state
@@ -206,14 +260,22 @@ def clip_summary(bops_per_frame, macs_per_frame: int) -> dict:
   avg, peak = float(bops.mean()), float(bops.max())
   fp32 = step_bops(macs_per_frame, FP32_BITS, FP32_BITS)
   w8a8 = w8a8_bops(macs_per_frame)
-  return {"bops_avg": avg, "bops_peak": peak, "ratio_fp32_avg": avg / fp32,
-          "ratio_w8a8_avg": avg / w8a8, "ratio_w8a8_peak": peak / w8a8}
+  return {
+    "bops_avg": avg,
+    "bops_peak": peak,
+    "ratio_fp32_avg": avg / fp32,
+    "ratio_w8a8_avg": avg / w8a8,
+    "ratio_w8a8_peak": peak / w8a8,
+  }
 
 
 def state_memory_bytes(state) -> int:
   """Bytes held by a ResQ state pytree (all leaves)."""
-  return int(sum(math.prod(np.shape(x)) * np.dtype(x.dtype).itemsize
-                 for x in jax.tree_util.tree_leaves(state)))
+  return int(
+    sum(
+      math.prod(np.shape(x)) * np.dtype(x.dtype).itemsize for x in jax.tree_util.tree_leaves(state)
+    )
+  )
 
 
 def w8a8_bops(macs: int) -> int:

@@ -9,6 +9,7 @@ values). Bit-width 0 means skip: that location's residual is dropped.
 Grids are signed, symmetric and narrow: b bits hold the integers ``[-(2^(b-1)-1), 2^(b-1)-1]``,
 so a candidate bit-width must be 0 or at least 2.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -25,6 +26,7 @@ Array = jax.Array
 
 class BitAllocation(NamedTuple):
   """Per-location bit-widths and quantization steps, both ``[B, ...]`` (r without channels)."""
+
   bits: Array  # int32
   step: Array  # float, same dtype as r
 
@@ -34,8 +36,9 @@ def _check_candidates(bits: tuple[int, ...]) -> None:
     raise ValueError("bits (the candidate set) must not be empty")
   for b in bits:
     if isinstance(b, bool) or not isinstance(b, int) or not (b == 0 or 2 <= b <= MAX_BITS):
-      raise ValueError(f"every candidate bit-width must be 0 (skip) or in [2, {MAX_BITS}], "
-                       f"got bits={bits}")
+      raise ValueError(
+        f"every candidate bit-width must be 0 (skip) or in [2, {MAX_BITS}], got bits={bits}"
+      )
   if list(bits) != sorted(set(bits)):
     raise ValueError(f"candidate bits must be strictly ascending, got bits={bits}")
 
@@ -84,6 +87,7 @@ class LadderPolicy:
   that gets ``bits[i]`` is quantized with step ``tau_i / (2^(b_i-1) - 1)`` without clipping; the
   top candidate clips at its threshold.
   """
+
   bits: tuple[int, ...] = (0, 2, 4, 8)
   thresholds: tuple[float, ...] = (0.5, 1.5, 7.5, 127.5)
 
@@ -93,8 +97,10 @@ class LadderPolicy:
     object.__setattr__(self, "thresholds", tuple(self.thresholds))
     _check_candidates(self.bits)
     if len(self.thresholds) != len(self.bits):
-      raise ValueError(f"thresholds needs one entry per candidate bit-width: got "
-                       f"thresholds={self.thresholds} for bits={self.bits}")
+      raise ValueError(
+        f"thresholds needs one entry per candidate bit-width: got "
+        f"thresholds={self.thresholds} for bits={self.bits}"
+      )
     _check_positive_ascending("thresholds", self.thresholds)
 
   def __call__(self, r: Array, unit: Array | float = 1.0) -> BitAllocation:
@@ -111,6 +117,7 @@ class FixedStepPolicy:
   """One residual step ``s = step * unit`` everywhere; ``b_p`` is the fewest candidate bits whose
   grid holds ``round(m_p / s)`` without clipping (0 when ``m_p < s / 2``); the largest candidate
   (clipping) if none does."""
+
   bits: tuple[int, ...] = (0, 2, 4, 8)
   step: float = 1.0
 
@@ -153,7 +160,9 @@ def dynamic_fake_quant(r: Array, alloc: BitAllocation) -> Array:
 
 def dynamic_residual_quantizer(policy, unit: Array | float):
   """Bind a policy into ``r -> (r_hat, bits [B, ...])`` for :func:`resq.residual_forward`."""
+
   def quantize(r: Array):
     alloc = policy(jax.lax.stop_gradient(r), unit)
     return dynamic_fake_quant(r, alloc), alloc.bits
+
   return quantize

@@ -4,6 +4,7 @@ A recipe is data, not a subclass (DESIGN.md section 1): the same layer runs in f
 Quantization (FQ), static ResQ or dynamic ResQ depending on the recipe it is given. Recipes are
 hashable so that they can be static arguments of jitted functions and Flax module attributes.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -19,6 +20,7 @@ MODES = ("float", "fq", "resq", "dynamic")
 @dataclasses.dataclass(frozen=True)
 class QuantPair:
   """The weight and input-activation grids of one branch (key or residual)."""
+
   weight: QuantSpec
   act: QuantSpec
 
@@ -53,6 +55,7 @@ class LayerRecipe:
       own hashable callable); required for 'dynamic'. ``unit`` is the layer's residual step.
     stop_ref_gradient: truncate back-propagation through time at the carried reference.
   """
+
   mode: str = "float"
   key: QuantPair = dataclasses.field(default_factory=key_pair)
   residual: QuantPair = dataclasses.field(default_factory=residual_pair)
@@ -81,7 +84,7 @@ class LayerRecipe:
     """Whether the layer carries a ResQ state ``(ref, yref)`` across frames."""
     return self.mode in ("resq", "dynamic")
 
-  def replace(self, **changes) -> "LayerRecipe":
+  def replace(self, **changes) -> LayerRecipe:
     return dataclasses.replace(self, **changes)
 
 
@@ -93,23 +96,42 @@ def fq_recipe(w_bits: int = 8, a_bits: int = 8) -> LayerRecipe:
   return LayerRecipe(mode="fq", key=key_pair(w_bits, a_bits))
 
 
-def resq_recipe(key_bits: tuple[int, int] = (8, 8), residual_bits: tuple[int, int] = (4, 4),
-                ref_mode: str = "closed", stop_ref_gradient: bool = False) -> LayerRecipe:
-  return LayerRecipe(mode="resq", key=key_pair(*key_bits), residual=residual_pair(*residual_bits),
-                     ref_mode=ref_mode, stop_ref_gradient=stop_ref_gradient)
+def resq_recipe(
+  key_bits: tuple[int, int] = (8, 8),
+  residual_bits: tuple[int, int] = (4, 4),
+  ref_mode: str = "closed",
+  stop_ref_gradient: bool = False,
+) -> LayerRecipe:
+  return LayerRecipe(
+    mode="resq",
+    key=key_pair(*key_bits),
+    residual=residual_pair(*residual_bits),
+    ref_mode=ref_mode,
+    stop_ref_gradient=stop_ref_gradient,
+  )
 
 
-def dynamic_recipe(policy=None, key_bits: tuple[int, int] = (8, 8),
-                   residual_bits: tuple[int, int] = (4, 4), ref_mode: str = "closed",
-                   stop_ref_gradient: bool = False) -> LayerRecipe:
+def dynamic_recipe(
+  policy=None,
+  key_bits: tuple[int, int] = (8, 8),
+  residual_bits: tuple[int, int] = (4, 4),
+  ref_mode: str = "closed",
+  stop_ref_gradient: bool = False,
+) -> LayerRecipe:
   """Dynamic ResQ. ``residual_bits = (w, a)``: residual weights get w bits; the a-bit residual
   activation grid is calibrated / learned as in static ResQ and its step is the policy's
   ``unit``, so that ``FixedStepPolicy(step=1.0)`` keeps the resolution of static W{w}A{a} ResQ
   while it skips near-zero locations and adds bits where a residual would clip. The default
   policy is exactly that."""
   policy = FixedStepPolicy() if policy is None else policy
-  return LayerRecipe(mode="dynamic", key=key_pair(*key_bits), residual=residual_pair(*residual_bits),
-                     ref_mode=ref_mode, policy=policy, stop_ref_gradient=stop_ref_gradient)
+  return LayerRecipe(
+    mode="dynamic",
+    key=key_pair(*key_bits),
+    residual=residual_pair(*residual_bits),
+    ref_mode=ref_mode,
+    policy=policy,
+    stop_ref_gradient=stop_ref_gradient,
+  )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,6 +145,7 @@ class RecipeRules:
   first and last layers at W8A8 FQ and runs every other layer under static ResQ. Tuples only:
   rules are hashable, so that a model holding them stays a valid static argument of jit.
   """
+
   rules: tuple = ()
 
   def __post_init__(self):
@@ -148,6 +171,18 @@ class RecipeRules:
     return default if found is None else found
 
 
-__all__ = ["MODES", "REF_MODES", "QuantPair", "LayerRecipe", "key_pair", "residual_pair",
-           "RecipeRules", "float_recipe", "fq_recipe", "resq_recipe", "dynamic_recipe", "LadderPolicy",
-           "FixedStepPolicy"]
+__all__ = [
+  "MODES",
+  "REF_MODES",
+  "QuantPair",
+  "LayerRecipe",
+  "key_pair",
+  "residual_pair",
+  "RecipeRules",
+  "float_recipe",
+  "fq_recipe",
+  "resq_recipe",
+  "dynamic_recipe",
+  "LadderPolicy",
+  "FixedStepPolicy",
+]

@@ -14,13 +14,14 @@ key        xh_key (unchanged)              y_key
 prev       x_t (float input)               y_t
 =========  ==============================  =============
 """
+
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-
 
 Array = jax.Array
 Linear = Callable[[Array, Array], Array]
@@ -38,6 +39,7 @@ def check_ref_mode(ref_mode: str) -> None:
 
 class ResQState(NamedTuple):
   """Per-layer temporal state: ``ref`` has the input's shape, ``yref`` the output's."""
+
   ref: Array
   yref: Array
 
@@ -47,14 +49,23 @@ def add_bias(y: Array, b: Array | None) -> Array:
   return y if b is None else y + jnp.reshape(b, (1,) * (y.ndim - jnp.ndim(b)) + jnp.shape(b))
 
 
-def fq_forward(x: Array, w: Array, b: Array | None, *, linear: Linear, quant_x: Quantizer,
-               quant_w: Quantizer) -> Array:
+def fq_forward(
+  x: Array, w: Array, b: Array | None, *, linear: Linear, quant_x: Quantizer, quant_w: Quantizer
+) -> Array:
   """Frame Quantization: ``y = L(Q_a(x); Q_w(W)) + b`` on every frame."""
   return add_bias(linear(quant_x(x), quant_w(w)), b)
 
 
-def key_forward(x: Array, w: Array, b: Array | None, *, linear: Linear, quant_x: Quantizer,
-                quant_w: Quantizer, ref_mode: str = "closed") -> tuple[Array, ResQState]:
+def key_forward(
+  x: Array,
+  w: Array,
+  b: Array | None,
+  *,
+  linear: Linear,
+  quant_x: Quantizer,
+  quant_w: Quantizer,
+  ref_mode: str = "closed",
+) -> tuple[Array, ResQState]:
   """Keyframe: ``y = L(Qk_a(x); Qk_w(W)) + b``; starts a new reference."""
   check_ref_mode(ref_mode)
   xh = quant_x(x)
@@ -63,10 +74,17 @@ def key_forward(x: Array, w: Array, b: Array | None, *, linear: Linear, quant_x:
   return y, ResQState(ref=ref, yref=y)
 
 
-def residual_forward(x: Array, w: Array, state: ResQState, *, linear: Linear,
-                     quant_r: Callable[[Array], tuple[Array, Array | None]], quant_w: Quantizer,
-                     ref_mode: str = "closed", stop_ref_gradient: bool = False
-                     ) -> tuple[Array, ResQState, Array | None]:
+def residual_forward(
+  x: Array,
+  w: Array,
+  state: ResQState,
+  *,
+  linear: Linear,
+  quant_r: Callable[[Array], tuple[Array, Array | None]],
+  quant_w: Quantizer,
+  ref_mode: str = "closed",
+  stop_ref_gradient: bool = False,
+) -> tuple[Array, ResQState, Array | None]:
   """Residual frame: ``r = x - ref``, ``y = yref + L(Qr_a(r); Qr_w(W))`` (no bias).
 
   Args:
@@ -84,8 +102,10 @@ def residual_forward(x: Array, w: Array, state: ResQState, *, linear: Linear,
   out = quant_r(x - ref)
   if not (isinstance(out, tuple) and len(out) == 2):
     # A plain quantizer returns an array, which would unpack along its first axis.
-    raise TypeError("quant_r must return (r_hat, aux); wrap a plain quantizer with "
-                    "static_residual_quantizer(quant)")
+    raise TypeError(
+      "quant_r must return (r_hat, aux); wrap a plain quantizer with "
+      "static_residual_quantizer(quant)"
+    )
   rh, aux = out
   y = yref + linear(rh, quant_w(w))
   if ref_mode == "closed":

@@ -3,6 +3,7 @@
 Convention (PyTorch/ONNX, DESIGN.md section 2): ``q = clamp(round(x / s) + z, qmin, qmax)`` and
 ``x_hat = (q - z) * s`` with round half to even.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -44,13 +45,17 @@ class QuantSpec:
     if not MIN_BITS <= self.bits <= MAX_BITS:
       raise ValueError(f"bits must be in [{MIN_BITS}, {MAX_BITS}], got bits={self.bits}")
     if self.narrow_range and not self.signed:
-      raise ValueError("narrow_range=True needs signed=True (an unsigned grid has no "
-                       "negative level to drop)")
+      raise ValueError(
+        "narrow_range=True needs signed=True (an unsigned grid has no negative level to drop)"
+      )
     if self.narrow_range and self.bits < 2:
       raise ValueError(f"narrow_range=True needs bits >= 2, got bits={self.bits}")
-    if self.channel_axis is not None and (isinstance(self.channel_axis, bool)
-                                          or not isinstance(self.channel_axis, int)):
-      raise ValueError(f"channel_axis must be None or an int, got channel_axis={self.channel_axis!r}")
+    if self.channel_axis is not None and (
+      isinstance(self.channel_axis, bool) or not isinstance(self.channel_axis, int)
+    ):
+      raise ValueError(
+        f"channel_axis must be None or an int, got channel_axis={self.channel_axis!r}"
+      )
 
   @property
   def qmin(self) -> int:
@@ -60,13 +65,13 @@ class QuantSpec:
 
   @property
   def qmax(self) -> int:
-    return 2 ** (self.bits - 1) - 1 if self.signed else 2 ** self.bits - 1
+    return 2 ** (self.bits - 1) - 1 if self.signed else 2**self.bits - 1
 
   @property
   def per_channel(self) -> bool:
     return self.channel_axis is not None
 
-  def replace(self, **changes) -> "QuantSpec":
+  def replace(self, **changes) -> QuantSpec:
     return dataclasses.replace(self, **changes)
 
 

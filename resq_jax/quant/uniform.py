@@ -24,6 +24,7 @@ Gradients (DESIGN.md section 2), with the unclamped code ``c = round(u) + z``:
 Symmetric specs have no zero point: pass ``zero_point=None`` (or zeros); a non-zero concrete
 zero point with a symmetric spec is a ValueError (a traced one cannot be checked and is ignored).
 """
+
 from __future__ import annotations
 
 import functools
@@ -56,7 +57,9 @@ def _channel_axis(spec: QuantSpec, ndim: int) -> int | None:
   if spec.channel_axis is None:
     return None
   if not -ndim <= spec.channel_axis < ndim:
-    raise ValueError(f"channel_axis={spec.channel_axis} is out of range for an input of rank {ndim}")
+    raise ValueError(
+      f"channel_axis={spec.channel_axis} is out of range for an input of rank {ndim}"
+    )
   return spec.channel_axis % ndim
 
 
@@ -71,8 +74,10 @@ def _check_param(name: str, p, x, spec: QuantSpec) -> None:
   shape = tuple(np.shape(p))
   ok = shape == expected or (expected == () and shape == (1,))
   if not ok:
-    raise ValueError(f"{name} has shape {shape}, expected {expected} for an input of shape "
-                     f"{tuple(x.shape)} with channel_axis={spec.channel_axis}")
+    raise ValueError(
+      f"{name} has shape {shape}, expected {expected} for an input of shape "
+      f"{tuple(x.shape)} with channel_axis={spec.channel_axis}"
+    )
   if name == "scale" and not isinstance(p, jax.core.Tracer):
     values = np.asarray(p)
     if not np.all(values > 0):
@@ -104,13 +109,18 @@ def lsq_grad_scale(x_shape: tuple[int, ...], spec: QuantSpec, batch_dims: int = 
     batch_dims: number of leading axes of ``x_shape`` that index examples (1 for activations
       ``[B, ...]``, 0 for weights). They do not count towards N.
   """
-  if isinstance(batch_dims, bool) or not isinstance(batch_dims, int) or not (
-      0 <= batch_dims <= len(x_shape)):
+  if (
+    isinstance(batch_dims, bool)
+    or not isinstance(batch_dims, int)
+    or not (0 <= batch_dims <= len(x_shape))
+  ):
     raise ValueError(f"batch_dims must be an int in [0, {len(x_shape)}], got {batch_dims!r}")
   axis = _channel_axis(spec, len(x_shape))
   if axis is not None and axis < batch_dims:
-    raise ValueError(f"channel_axis={spec.channel_axis} is a batch axis (batch_dims="
-                     f"{batch_dims}): a scale per example is not a quantizer parameter")
+    raise ValueError(
+      f"channel_axis={spec.channel_axis} is a batch axis (batch_dims="
+      f"{batch_dims}): a scale per example is not a quantizer parameter"
+    )
   features = x_shape[batch_dims:]
   per_channel = 1 if axis is None else x_shape[axis]
   n = math.prod(features) // per_channel
@@ -118,8 +128,9 @@ def lsq_grad_scale(x_shape: tuple[int, ...], spec: QuantSpec, batch_dims: int = 
 
 
 def _prepare(x, scale, zero_point, spec):
-  s = jnp.clip(_expand(scale, x, spec).astype(x.dtype), scale_floor(x.dtype),
-               _scale_ceiling(x.dtype))
+  s = jnp.clip(
+    _expand(scale, x, spec).astype(x.dtype), scale_floor(x.dtype), _scale_ceiling(x.dtype)
+  )
   if spec.symmetric:
     z = jnp.zeros_like(s)
   else:
@@ -164,25 +175,39 @@ _fake_quant.defvjp(_fake_quant_fwd, _fake_quant_bwd)
 
 
 def _check_symmetric_zero_point(zero_point, spec: QuantSpec) -> None:
-  if (spec.symmetric and zero_point is not None and not isinstance(zero_point, jax.core.Tracer)
-      and np.any(np.asarray(zero_point) != 0)):
-    raise ValueError("a symmetric spec has no zero point, got a non-zero zero_point; use "
-                     "symmetric=False for an offset grid, or zero_point=None")
+  if (
+    spec.symmetric
+    and zero_point is not None
+    and not isinstance(zero_point, jax.core.Tracer)
+    and np.any(np.asarray(zero_point) != 0)
+  ):
+    raise ValueError(
+      "a symmetric spec has no zero point, got a non-zero zero_point; use "
+      "symmetric=False for an offset grid, or zero_point=None"
+    )
 
 
 def _params(x, scale, zero_point, spec: QuantSpec):
   """Validated ``(scale, zero_point)`` arrays for ``x`` (zero_point None -> zeros)."""
   _check_symmetric_zero_point(zero_point, spec)
   scale = jnp.asarray(scale, dtype=jnp.result_type(float))
-  zero_point = jnp.zeros_like(scale) if zero_point is None else jnp.asarray(
-      zero_point, dtype=scale.dtype)
+  zero_point = (
+    jnp.zeros_like(scale) if zero_point is None else jnp.asarray(zero_point, dtype=scale.dtype)
+  )
   _check_param("scale", scale, x, spec)
   _check_param("zero_point", zero_point, x, spec)
   return scale, zero_point
 
 
-def fake_quant(x: Array, scale: Array, zero_point: Array | None = None, *, spec: QuantSpec,
-               grad_scale: float | None = None, batch_dims: int = 0) -> Array:
+def fake_quant(
+  x: Array,
+  scale: Array,
+  zero_point: Array | None = None,
+  *,
+  spec: QuantSpec,
+  grad_scale: float | None = None,
+  batch_dims: int = 0,
+) -> Array:
   """Quantize-dequantize ``x`` on the grid of ``spec``; differentiable in x, scale, zero_point.
 
   Args:
@@ -206,8 +231,7 @@ def fake_quant(x: Array, scale: Array, zero_point: Array | None = None, *, spec:
   return _fake_quant(x, scale, zero_point, spec, float(grad_scale))
 
 
-def quantize(x: Array, scale: Array, zero_point: Array | None = None, *,
-             spec: QuantSpec) -> Array:
+def quantize(x: Array, scale: Array, zero_point: Array | None = None, *, spec: QuantSpec) -> Array:
   """Integer codes ``clamp(round(x / s) + z, qmin, qmax)`` as int32 (not differentiable)."""
   x = jnp.asarray(x)
   scale, zero_point = _params(x, scale, zero_point, spec)
@@ -215,8 +239,9 @@ def quantize(x: Array, scale: Array, zero_point: Array | None = None, *,
   return _codes(x, s, z, spec)[2].astype(jnp.int32)
 
 
-def dequantize(q: Array, scale: Array, zero_point: Array | None = None, *, spec: QuantSpec,
-               dtype=jnp.float32) -> Array:
+def dequantize(
+  q: Array, scale: Array, zero_point: Array | None = None, *, spec: QuantSpec, dtype=jnp.float32
+) -> Array:
   """``(q - z) * s`` for integer codes ``q`` produced by :func:`quantize`."""
   ref = jnp.zeros(q.shape, dtype)
   # Same validation as quantize: a wrong shape is a ValueError, not a reshape TypeError.

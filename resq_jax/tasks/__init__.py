@@ -5,6 +5,7 @@ Each task is a module holding a frozen dataclass that implements
 name of ``TASK_NAMES`` (the values of the config key ``task``) to that instance;
 :func:`get_task` looks one up. The train and evaluation loops only talk to this interface.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -41,5 +42,13 @@ class _Registry(Mapping):
 
 TASKS: Mapping[str, Task] = _Registry()
 
-__all__ = ["NORMALISE", "TASKS", "TASK_NAMES", "Accumulator", "SegmentationTask", "Task",
-           "get_task", "normalise_frames"]
+__all__ = [
+  "NORMALISE",
+  "TASKS",
+  "TASK_NAMES",
+  "Accumulator",
+  "SegmentationTask",
+  "Task",
+  "get_task",
+  "normalise_frames",
+]

@@ -22,6 +22,7 @@ Conventions shared by every task:
   ``result()``: a dict holding ``metric_name`` (higher is better, the report's column) and any
   extra values, JSON-compatible).
 """
+
 from __future__ import annotations
 
 from typing import Any, Protocol

@@ -5,6 +5,7 @@ Labels are SynthRes ``semantic`` maps (``NUM_CLASSES`` classes); pixels labelled
 comes from one confusion matrix over the whole split (``resq_jax.evaluation.miou``), not from
 averaging per-batch scores.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -20,8 +21,9 @@ from resq_jax.tasks.base import normalise_frames
 IGNORE = 255
 
 
-def segmentation_loss(logits: jax.Array, labels: jax.Array,
-                      ignore_index: int = IGNORE) -> tuple[jax.Array, jax.Array]:
+def segmentation_loss(
+  logits: jax.Array, labels: jax.Array, ignore_index: int = IGNORE
+) -> tuple[jax.Array, jax.Array]:
   """(mean softmax cross-entropy over labelled pixels, pixel accuracy); ``logits [..., C]``,
   ``labels [...]`` int."""
   mask = labels != ignore_index
@@ -44,13 +46,17 @@ class MiouAccumulator:
   def result(self) -> dict:
     confusion = self._confusion.result()
     mean, per_class = miou(confusion)
-    return {"miou": float(mean), "per_class_iou": [float(v) for v in per_class],
-            "pixel_accuracy": float(pixel_accuracy(confusion))}
+    return {
+      "miou": float(mean),
+      "per_class_iou": [float(v) for v in per_class],
+      "pixel_accuracy": float(pixel_accuracy(confusion)),
+    }
 
 
 @dataclasses.dataclass(frozen=True)
 class SegmentationTask:
   """Semantic segmentation on SynthRes (or any dataset with a ``semantic`` label map)."""
+
   num_classes: int = NUM_CLASSES
   ignore_index: int = IGNORE
   name: str = "segmentation"

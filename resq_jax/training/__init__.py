@@ -2,44 +2,51 @@
 
 Nothing here knows about models or quantization: `train_lib` plugs in a loss function.
 """
-from resq_jax.training.checkpoint import CheckpointError
-from resq_jax.training.checkpoint import Checkpointer
-from resq_jax.training.checkpoint import checkpoint_dir
-from resq_jax.training.checkpoint import damage_of
-from resq_jax.training.checkpoint import restore_fields_from
-from resq_jax.training.checkpoint import restore_params_from
-from resq_jax.training.metrics import JsonlWriter
-from resq_jax.training.metrics import MetricWriter
-from resq_jax.training.metrics import MultiWriter
-from resq_jax.training.metrics import TensorBoardWriter
-from resq_jax.training.metrics import create_default_writer
-from resq_jax.training.parallel import DATA_AXIS
-from resq_jax.training.parallel import TrainState
-from resq_jax.training.parallel import make_data_mesh
-from resq_jax.training.parallel import make_train_step
-from resq_jax.training.parallel import maybe_initialize_distributed
-from resq_jax.training.parallel import replicate
-from resq_jax.training.parallel import shard_batch
+
+from resq_jax.training.checkpoint import (
+  Checkpointer,
+  CheckpointError,
+  checkpoint_dir,
+  damage_of,
+  restore_fields_from,
+  restore_params_from,
+)
+from resq_jax.training.metrics import (
+  JsonlWriter,
+  MetricWriter,
+  MultiWriter,
+  TensorBoardWriter,
+  create_default_writer,
+)
+from resq_jax.training.parallel import (
+  DATA_AXIS,
+  TrainState,
+  make_data_mesh,
+  make_train_step,
+  maybe_initialize_distributed,
+  replicate,
+  shard_batch,
+)
 from resq_jax.training.progress import ProgressBar
 
 __all__ = [
-    "CheckpointError",
-    "Checkpointer",
-    "checkpoint_dir",
-    "damage_of",
-    "restore_fields_from",
-    "restore_params_from",
-    "JsonlWriter",
-    "MetricWriter",
-    "MultiWriter",
-    "TensorBoardWriter",
-    "create_default_writer",
-    "DATA_AXIS",
-    "TrainState",
-    "make_data_mesh",
-    "make_train_step",
-    "maybe_initialize_distributed",
-    "replicate",
-    "shard_batch",
-    "ProgressBar",
+  "CheckpointError",
+  "Checkpointer",
+  "checkpoint_dir",
+  "damage_of",
+  "restore_fields_from",
+  "restore_params_from",
+  "JsonlWriter",
+  "MetricWriter",
+  "MultiWriter",
+  "TensorBoardWriter",
+  "create_default_writer",
+  "DATA_AXIS",
+  "TrainState",
+  "make_data_mesh",
+  "make_train_step",
+  "maybe_initialize_distributed",
+  "replicate",
+  "shard_batch",
+  "ProgressBar",
 ]
