@@ -22,8 +22,8 @@ import jax
 import jax.numpy as jnp
 
 from resq_jax.experiment import ModelSpec
+from resq_jax.nn import QUANT_PARAMS
 from resq_jax.nn.models import SegNet, segnet_preset
-from resq_jax.nn.weights import QUANT_PARAMS
 from resq_jax.quant.recipe import LayerRecipe
 from resq_jax.tasks.base import Task
 from resq_jax.training import DATA_AXIS
@@ -58,7 +58,7 @@ def abstract_variables(model: SegNet, frame_shape, sharding=None) -> dict:
 def init_from_fp(model: SegNet, fp_vars: dict, frame_shape) -> dict:
   """Variables of quantized ``model`` whose weights and BN statistics are the FP run's.
 
-  Its quantizer parameters (``resq_jax.nn.weights.QUANT_PARAMS``) are NaN placeholders until
+  Its quantizer parameters (``resq_jax.nn.QUANT_PARAMS``) are NaN placeholders until
   ``calibrate_model`` sets them (every caller calibrates next; ``run_clip`` / ``stream_step``
   refuse NaN quantizers). Only the shapes of the quantized model are traced: no Flax init runs.
   Raises ValueError if an FP parameter has no counterpart of the same shape in ``model``, or

@@ -25,8 +25,7 @@ from resq_jax.eval_lib import EvalResult
 from resq_jax.experiment import Experiment, OptimSpec, Setting
 from resq_jax.log import get_logger
 from resq_jax.model_factory import abstract_variables, init_from_fp, init_variables, make_model
-from resq_jax.nn import calibrate_model, run_clip
-from resq_jax.nn.weights import QUANT_PARAMS
+from resq_jax.nn import calibrate_model, is_quantizer_param, run_clip
 from resq_jax.training import (
   Checkpointer,
   ProgressBar,
@@ -41,12 +40,6 @@ from resq_jax.training import (
 )
 
 log = get_logger(__name__)
-
-
-def is_quantizer_param(path) -> bool:
-  """Whether a parameter path (a ``tree_map_with_path`` key path) is a quantizer's scale or
-  zero point: the layers' own names for them (``resq_jax.nn.weights.QUANT_PARAMS``)."""
-  return str(getattr(path[-1], "key", path[-1])) in QUANT_PARAMS
 
 
 def make_optimizer(optim: OptimSpec, num_steps: int) -> optax.GradientTransformation:

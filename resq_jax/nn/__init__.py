@@ -45,7 +45,7 @@ from resq_jax.nn.layers import (
   with_recipe_rules,
 )
 from resq_jax.nn.models import SEGNET_PRESETS, BasicBlock, Fusion, SegNet, segnet_preset
-from resq_jax.nn.quantized import PHASES, quantized_linear
+from resq_jax.nn.quantized import PHASES, QUANT_PARAMS, is_quantizer_param, quantized_linear
 from resq_jax.nn.weights import (
   StaleQuantizerError,
   check_quantizers,
@@ -92,6 +92,8 @@ __all__ = [
   "resolve_conv_impl",
   "rolled_loop",
   "PHASES",
+  "QUANT_PARAMS",
+  "is_quantizer_param",
   "quantized_linear",
   "SEGNET_PRESETS",
   "BasicBlock",

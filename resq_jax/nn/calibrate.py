@@ -31,6 +31,7 @@ import numpy as np
 from resq_jax.nn.clip import check_hashable, model_variables
 from resq_jax.nn.costs import flatten_stats, visit_layers
 from resq_jax.nn.layers import float_twin
+from resq_jax.nn.quantized import KEY_A, KEY_W, RES_A, RES_W, scale_name, zero_point_name
 from resq_jax.quant.calibration import calibrate
 from resq_jax.quant.recipe import LayerRecipe
 
@@ -187,18 +188,18 @@ class _LayerData:
 def _qparams(path: str, data: _LayerData, methods: CalibrationMethods) -> dict:
   recipe, w = data.recipe, data.w
   _warn_if_constant(path, "input", data.key)
-  out = {"key_w_scale": calibrate(w, recipe.key.weight, methods.weight)[0]}
+  out = {scale_name(KEY_W): calibrate(w, recipe.key.weight, methods.weight)[0]}
   s, z = data.key.calibrate(methods.key_act)
-  out["key_a_scale"] = s
+  out[scale_name(KEY_A)] = s
   if not recipe.key.act.symmetric:
-    out["key_a_zero_point"] = z
+    out[zero_point_name(KEY_A)] = z
   if recipe.has_state:
-    out["res_w_scale"] = calibrate(w, recipe.residual.weight, methods.residual_weight)[0]
+    out[scale_name(RES_W)] = calibrate(w, recipe.residual.weight, methods.residual_weight)[0]
     _warn_if_constant(path, "residual", data.residual)
     s, z = data.residual.calibrate(methods.residual_act)
-    out["res_a_scale"] = s
+    out[scale_name(RES_A)] = s
     if not recipe.residual.act.symmetric:
-      out["res_a_zero_point"] = z
+      out[zero_point_name(RES_A)] = z
   return out
 
 

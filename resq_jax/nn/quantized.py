@@ -48,17 +48,44 @@ def act_qparams_init(lo: float, hi: float, spec: QuantSpec) -> tuple[float, floa
   return scale, float(np.clip(spec.qmin - round(lo / scale), spec.qmin, spec.qmax))
 
 
+# The quantizers of a layer and the names of their parameters: the one place that defines them
+# (calibration, weight loading and the optimizer partition all find quantizer parameters here).
+KEY_W, KEY_A, RES_W, RES_A = "key_w", "key_a", "res_w", "res_a"
+WEIGHT_QUANTIZERS = (KEY_W, RES_W)
+ACT_QUANTIZERS = (KEY_A, RES_A)
+
+
+def scale_name(quantizer: str) -> str:
+  return f"{quantizer}_scale"
+
+
+def zero_point_name(quantizer: str) -> str:
+  return f"{quantizer}_zero_point"
+
+
+QUANT_PARAMS = tuple(scale_name(q) for q in WEIGHT_QUANTIZERS + ACT_QUANTIZERS) + tuple(
+  zero_point_name(q) for q in ACT_QUANTIZERS
+)
+
+
+def is_quantizer_param(path) -> bool:
+  """Whether a parameter path (a ``jax.tree_util`` key path, a tuple of names or a '/'-joined
+  string) ends in a quantizer's scale or zero point."""
+  last = path.rsplit("/", 1)[-1] if isinstance(path, str) else path[-1]
+  return str(getattr(last, "key", last)) in QUANT_PARAMS
+
+
 def _weight_quantizer(module, name: str, w: jax.Array, spec: QuantSpec):
-  scale = module.param(f"{name}_scale", lambda _: weight_scale_init(w, spec))
+  scale = module.param(scale_name(name), lambda _: weight_scale_init(w, spec))
   return lambda v: fake_quant(v, scale, spec=spec)
 
 
 def _act_quantizer(module, name: str, spec: QuantSpec, init_range: tuple[float, float]):
   s0, z0 = act_qparams_init(*init_range, spec)
-  scale = module.param(f"{name}_scale", lambda _: jnp.asarray(s0, jnp.float32))
+  scale = module.param(scale_name(name), lambda _: jnp.asarray(s0, jnp.float32))
   zero_point = None
   if not spec.symmetric:
-    zero_point = module.param(f"{name}_zero_point", lambda _: jnp.asarray(z0, jnp.float32))
+    zero_point = module.param(zero_point_name(name), lambda _: jnp.asarray(z0, jnp.float32))
   # batch_dims=1: LSQ's N counts features per example, so folding frames or keyframe groups
   # into the batch leaves the scale gradient a plain sum over examples.
   return (lambda v: fake_quant(v, scale, zero_point, spec=spec, batch_dims=1)), scale
@@ -120,15 +147,15 @@ def quantized_linear(
   if recipe.mode == "float":
     _record(module, batch, n_loc, FP32_BITS, FP32_BITS)
     return resq.add_bias(linear(x, w), b)
-  quant_kw = _weight_quantizer(module, "key_w", w, recipe.key.weight)
-  quant_ka, _ = _act_quantizer(module, "key_a", recipe.key.act, KEY_INIT_RANGE)
+  quant_kw = _weight_quantizer(module, KEY_W, w, recipe.key.weight)
+  quant_ka, _ = _act_quantizer(module, KEY_A, recipe.key.act, KEY_INIT_RANGE)
   key_bits = recipe.key.bits
   if recipe.mode == "fq":
     _record(module, batch, n_loc, key_bits[1], key_bits[0])
     return resq.fq_forward(x, w, b, linear=linear, quant_x=quant_ka, quant_w=quant_kw)
   # ResQ: both branches' parameters exist whatever the phase, so that init creates them all.
-  quant_rw = _weight_quantizer(module, "res_w", w, recipe.residual.weight)
-  quant_ra, res_scale = _act_quantizer(module, "res_a", recipe.residual.act, RESIDUAL_INIT_RANGE)
+  quant_rw = _weight_quantizer(module, RES_W, w, recipe.residual.weight)
+  quant_ra, res_scale = _act_quantizer(module, RES_A, recipe.residual.act, RESIDUAL_INIT_RANGE)
   if phase == "key":
     y, new_state = resq.key_forward(
       x, w, b, linear=linear, quant_x=quant_ka, quant_w=quant_kw, ref_mode=recipe.ref_mode

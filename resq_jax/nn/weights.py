@@ -22,12 +22,18 @@ import jax.numpy as jnp
 import numpy as np
 
 from resq_jax.nn.layers import QConv, fold_bn
+from resq_jax.nn.quantized import (
+  ACT_QUANTIZERS,
+  KEY_W,
+  QUANT_PARAMS,
+  RES_W,
+  scale_name,
+  zero_point_name,
+)
 from resq_jax.quant.recipe import LayerRecipe
 from resq_jax.quant.uniform import scale_floor
 
-WEIGHT_QUANTIZERS = ("key_w", "res_w")
-ACT_PARAMS = ("key_a_scale", "key_a_zero_point", "res_a_scale", "res_a_zero_point")
-QUANT_PARAMS = tuple(f"{q}_scale" for q in WEIGHT_QUANTIZERS) + ACT_PARAMS
+ACT_PARAMS = tuple(f(q) for q in ACT_QUANTIZERS for f in (scale_name, zero_point_name))
 
 
 class StaleQuantizerError(ValueError):
@@ -95,9 +101,9 @@ def _channel_max(w, spec) -> np.ndarray:
 def _weight_specs(recipe: LayerRecipe) -> dict:
   if not recipe.is_quantized:
     return {}
-  specs = {"key_w": recipe.key.weight}
+  specs = {KEY_W: recipe.key.weight}
   if recipe.has_state:
-    specs["res_w"] = recipe.residual.weight
+    specs[RES_W] = recipe.residual.weight
   return specs
 
 
