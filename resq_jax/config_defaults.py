@@ -27,7 +27,12 @@ def default_config() -> ml_collections.ConfigDict:
   c.task = "segmentation"  # segmentation | pose (resq_jax.tasks)
 
   c.data = ml_collections.ConfigDict()
-  c.data.data_dir = "runs/data"  # where SynthRes is built (offline, on first use)
+  # synth_res | cityscapes_video | jhmdb | davis2017. SynthRes is built on first use; a real
+  # dataset is built beforehand, once, by `python -m resq_jax.data.build` (README, "Real
+  # datasets") at data.height x data.width with data.num_frames-frame clips, and the SynthRes
+  # keys (regime, num_train, num_validation, num_test) are then unused.
+  c.data.dataset = "synth_res"
+  c.data.data_dir = "runs/data"  # where SynthRes is built (offline, on first use) or read
   c.data.regime = "slow_pan"  # static_cam | slow_pan | fast_pan | flicker
   c.data.height = 64
   c.data.width = 64
@@ -73,9 +78,10 @@ def default_config() -> ml_collections.ConfigDict:
   c.train.log_every = 10
   c.train.checkpoint_every = 100
   c.train.keep_checkpoints = 2
-  # QAT's residual scan: unrolled (compile time grows with K) or rolled (QConv's conv_impl='auto'
-  # then uses the im2col conv VJP on CPU, which avoids XLA:CPU's scan trap; BENCHMARKS.md).
-  c.train.unroll = True
+  # QAT's residual scan: rolled (False) or unrolled (True). Rolled compiles in a time
+  # independent of K, and QConv's conv_impl='auto' then uses the im2col conv VJP on CPU, which
+  # avoids XLA:CPU's scan trap: 0.24-0.94x the unrolled step for K = 32..4 (BENCHMARKS.md).
+  c.train.unroll = False
   c.train.remat = False  # rematerialise the residual scan in the backward pass (less memory)
 
   c.eval = ml_collections.ConfigDict()
