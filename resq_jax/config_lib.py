@@ -34,6 +34,7 @@ from ml_collections.config_flags.config_flags import is_config_flag
 
 from resq_jax import errors
 from resq_jax.config_defaults import default_config
+from resq_jax.data.loader import DATASETS, REAL_DATASETS
 from resq_jax.data.spec import MAX_SIZE, MIN_SIZE, REGIMES
 from resq_jax.experiment import (
   DataSpec,
@@ -59,7 +60,7 @@ from resq_jax.quant.recipe import (
   resq_recipe,
 )
 from resq_jax.quant.spec import MAX_BITS
-from resq_jax.tasks import TASK_NAMES, get_task
+from resq_jax.tasks import TASK_NAMES, Task, get_task
 
 STAGES = ("fp", "ptq", "qat")
 POLICIES = ("fixed_step", "ladder")
@@ -228,8 +229,43 @@ def _divisible_by_devices(v, ctx: _Context):
   return None
 
 
+def _real_dataset(ctx: _Context) -> bool:
+  """A real dataset: the SynthRes clip counts (data.num_*) are unused, so unchecked."""
+  return ctx.get("data.dataset") in REAL_DATASETS
+
+
+def _dataset_fits(v, ctx: _Context):
+  """A real dataset must be read by the configured task, have eval.split and hold clips of
+  data.num_frames."""
+  if v not in REAL_DATASETS:
+    return None
+  info = REAL_DATASETS[v]
+  readable = " | ".join(["synth_res", *(n for n, d in REAL_DATASETS.items() if d.task)])
+  if info.task is None:
+    return (
+      f"no task reads {v} yet (it needs a video object segmentation task scored by J&F) "
+      f"(allowed: {readable})"
+    )
+  task, split, frames = ctx.get("task"), ctx.get("eval.split"), ctx.get("data.num_frames")
+  if task is not None and task != info.task:
+    return f"{v} is read by task {info.task!r}, not {task!r} (allowed: task={info.task!r})"
+  if split is not None and split not in info.splits:
+    return (
+      f"{v} has no {split!r} split for eval.split (allowed: eval.split in "
+      f"{' | '.join(s for s in info.splits if s != 'train')})"
+    )
+  if frames is not None and info.max_frames is not None and frames > info.max_frames:
+    return (
+      f"{v} clips hold at most {info.max_frames} frames, data.num_frames={frames} (allowed: "
+      f"data.num_frames <= {info.max_frames})"
+    )
+  return None
+
+
 def _train_batches(v, ctx: _Context):
   batch = ctx.get("data.batch_size")
+  if _real_dataset(ctx):
+    return None
   if batch is not None and v < batch:  # calibration reads one epoch without partial batches
     return (
       f"{v} clips are fewer than one batch of data.batch_size={batch}: calibration would "
@@ -240,6 +276,8 @@ def _train_batches(v, ctx: _Context):
 
 def _calibration_batches(v, ctx: _Context):
   num_train, batch = ctx.get("data.num_train"), ctx.get("data.batch_size")
+  if _real_dataset(ctx):
+    return None
   if num_train is None or batch is None or num_train < batch:
     return None  # reported on data.num_train
   if v * batch > num_train:
@@ -252,7 +290,7 @@ def _calibration_batches(v, ctx: _Context):
 
 def _validation_clips(v, ctx: _Context):
   batch = ctx.get("eval.batch_size")
-  if batch is None:
+  if batch is None or _real_dataset(ctx):
     return None
   allowed = f"(allowed: a positive multiple of eval.batch_size={batch})"
   if v < batch:
@@ -265,6 +303,8 @@ def _validation_clips(v, ctx: _Context):
 def _eval_batches(v, ctx: _Context):
   split = ctx.get("eval.split") or "validation"
   clips, batch = ctx.get(f"data.num_{split}"), ctx.get("eval.batch_size")
+  if _real_dataset(ctx):
+    return None
   if clips is None or batch is None or clips < batch:
     return None
   if v > clips // batch:
@@ -276,7 +316,7 @@ def _eval_batches(v, ctx: _Context):
 
 
 def _eval_split(v, ctx: _Context):
-  if v != "test":
+  if v != "test" or _real_dataset(ctx):
     return None
   clips = ctx.get("data.num_test")
   problem = None if clips is None else _validation_clips(clips, ctx)
@@ -364,6 +404,11 @@ RULES: dict[str, Rule] = {
   "init_from": Rule(_ANY_STR.ok, "the workdir of an FP run ('' for stage fp)", _needs_init_from),
   "distributed": _bool(),
   "task": _choice(TASK_NAMES),
+  "data.dataset": Rule(
+    _choice(DATASETS).ok,
+    " | ".join(DATASETS) + " (a real one built by python -m resq_jax.data.build)",
+    _dataset_fits,
+  ),
   "data.data_dir": _DIR,
   "data.regime": _choice(REGIMES),
   "data.height": _int(MIN_SIZE, MAX_SIZE),
@@ -657,6 +702,16 @@ def qat_setting(run_config: Mapping, run_dir: str, name: str) -> Setting:
   return _setting(dict(run_config["quant"]), {SETTING_NAME_KEY: name}, "qat", run_dir)
 
 
+def task_for(name: str, dataset: str) -> Task:
+  """The task ``name`` set up for ``dataset``: the segmentation task gets the dataset's class
+  count (Cityscapes: 19 trainIds); SynthRes keeps the task's defaults."""
+  task = get_task(name)
+  info = REAL_DATASETS.get(dataset)
+  if info is not None and info.num_classes is not None:
+    task = dataclasses.replace(task, num_classes=info.num_classes)
+  return task
+
+
 def _section(config, name: str) -> dict:
   return {k: config[name][k] for k in config[name]}
 
@@ -671,7 +726,7 @@ def parse(
 
   The one place where config keys are read: ``quant`` becomes a :class:`QuantPlan` (recipe,
   normalised period, calibration), ``eval.sweeps[eval.sweep]`` a tuple of
-  :class:`Setting`, ``task`` a :class:`resq_jax.tasks.Task`.
+  :class:`Setting`, ``task`` a :class:`resq_jax.tasks.Task` (:func:`task_for` the dataset).
   """
   validate(config, num_devices=num_devices, needs_init_from=needs_init_from)
   quant, cal = _section(config, "quant"), config.calibration
@@ -681,7 +736,7 @@ def parse(
     stage=config.stage,
     init_from=config.init_from,
     distributed=bool(config.distributed),
-    task=get_task(config.task),
+    task=task_for(config.task, config.data.dataset),
     data=DataSpec(**_section(config, "data")),
     model=ModelSpec(**_section(config, "model")),
     quant=QuantPlan(

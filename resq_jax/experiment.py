@@ -46,7 +46,12 @@ def family_of(recipe: LayerRecipe) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class DataSpec:
-  """Which SynthRes build to read and how to batch it (``data`` section)."""
+  """Which dataset build to read and how to batch it (``data`` section).
+
+  ``dataset``: ``synth_res`` (built on first use from ``regime`` ... ``num_test``) or a real
+  dataset built beforehand by ``python -m resq_jax.data.build`` into ``data_dir`` at
+  ``height`` x ``width`` with ``num_frames``-frame clips (``regime`` and the clip counts are
+  then unused; ``resq_jax.inputs``)."""
 
   data_dir: str
   regime: str
@@ -58,9 +63,16 @@ class DataSpec:
   num_test: int
   batch_size: int
   worker_count: int
+  dataset: str = "synth_res"
+
+  @property
+  def is_real(self) -> bool:
+    """A real dataset (read from a build of ``resq_jax.data.build``), not SynthRes."""
+    return self.dataset != "synth_res"
 
   def dataset_kwargs(self) -> dict:
-    """Keyword arguments of ``build_synthres`` / ``make_loader`` that identify the dataset."""
+    """Keyword arguments of ``build_synthres`` / ``make_loader`` that identify the SynthRes
+    dataset."""
     return {
       "regime": self.regime,
       "height": self.height,

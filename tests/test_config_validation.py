@@ -48,6 +48,15 @@ BAD = [
   ({"init_from": None}, "init_from", "got None"),
   ({"distributed": "yes"}, "distributed", "True | False"),
   ({"distributed": 1}, "distributed", "True | False"),
+  ({"data.dataset": "kitti"}, "data.dataset", "synth_res | cityscapes_video | jhmdb | davis2017"),
+  ({"data.dataset": "davis2017"}, "data.dataset", "no task reads davis2017 yet"),
+  ({"data.dataset": "jhmdb"}, "data.dataset", "read by task 'pose', not 'segmentation'"),
+  (
+    {"data.dataset": "cityscapes_video", "eval.split": "test"},
+    "data.dataset",
+    "no 'test' split for eval.split (allowed: eval.split in validation)",
+  ),
+  ({"data.dataset": "cityscapes_video", "data.num_frames": 21}, "data.dataset", "at most 20"),
   ({"data.data_dir": ""}, "data.data_dir", "non-empty path"),
   ({"data.regime": "fastpan"}, "data.regime", "static_cam | slow_pan | fast_pan | flicker"),
   ({"data.height": 16}, "data.height", "int in [32, 1024]"),
@@ -220,6 +229,9 @@ def test_shipped_configs_and_their_json_round_trip_validate(name):
     {"quant.mode": "resq", "quant.key_bits": (4, 4), "quant.residual_bits": (4, 4)},
     {"quant.mode": "float", "quant.key_bits": (4, 4)},  # residual bits unused by float / fq
     {"data.num_test": 0, "eval.num_batches": 1, "calibration.num_batches": 2},
+    # A real dataset: the SynthRes clip counts are unused (the build decides them).
+    {"data.dataset": "cityscapes_video", "data.num_train": 1, "data.num_validation": 3},
+    {"data.dataset": "jhmdb", "task": "pose", "eval.split": "test", "data.num_test": 0},
     {"quant.policy": "ladder", "quant.policy_bits": (0, 8), "quant.thresholds": (0.5, 127.5)},
     {"quant.policy_bits": (0, 8)},  # thresholds only need one per candidate for 'ladder'
     {"optim.weight_decay": 0.0, "optim.lr": 1, "eval.qat_runs": "runs/a,runs/b"},

@@ -11,17 +11,19 @@ import sys
 
 import numpy as np
 import pytest
-import scipy.io
 import tensorflow_datasets as tfds
+from fake_real_data import CITYSCAPES as _CITYSCAPES
+from fake_real_data import CS_H as _CS_H
+from fake_real_data import CS_W as _CS_W
+from fake_real_data import JH_H as _JH_H
+from fake_real_data import JH_W as _JH_W
+from fake_real_data import fake_cityscapes as _fake_cityscapes
+from fake_real_data import fake_jhmdb as _fake_jhmdb
+from fake_real_data import png as _png
 from PIL import Image
 
 from resq_jax.data import build as build_cli
 from resq_jax.data import cityscapes_video, davis, jhmdb, manual
-
-
-def _png(path, array, mode=None):
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  Image.fromarray(array, mode).save(path)
 
 
 def _read(builder, data_dir):
@@ -38,34 +40,6 @@ def _records(source, key):
 
 
 # --- Cityscapes ------------------------------------------------------------------------------
-# (split dir, city, sequence, annotated frame number)
-_CITYSCAPES = [
-  ("train", "aachen", "000000", 19),
-  ("train", "aachen", "000001", 19),
-  ("val", "frankfurt", "000000", 294),
-]
-_CS_H, _CS_W = 6, 8
-
-
-def _fake_cityscapes(root, rng):
-  frames, labels = {}, {}
-  for split_dir, city, seq, frame in _CITYSCAPES:
-    for f in range(frame - 19, frame + 11):  # the whole 30-frame snippet
-      rgb = rng.integers(0, 256, (_CS_H, _CS_W, 3), dtype=np.uint8)
-      frames[city, seq, f] = rgb
-      _png(cityscapes_video.frame_path(root, split_dir, city, seq, f), rgb)
-    # labelIds: every id 0..33 plus 255 somewhere, as an 8-bit grey PNG like the originals.
-    ids = rng.permutation(np.r_[np.arange(34), [255] * (_CS_H * _CS_W - 34)]).astype(np.uint8)
-    labels[city, seq, frame] = ids.reshape(_CS_H, _CS_W)
-    _png(
-      cityscapes_video.label_path(root, split_dir, city, seq, frame), labels[city, seq, frame], "L"
-    )
-    # The other gtFine files of the frame are present in the archive and must be ignored.
-    color = root / "gtFine" / split_dir / city / f"{city}_{seq}_{frame:06d}_gtFine_color.png"
-    _png(color, np.zeros((_CS_H, _CS_W, 3), np.uint8))
-  return frames, labels
-
-
 def test_cityscapes_label_table_matches_cityscapesscripts():
   table = cityscapes_video.LABEL_TO_TRAIN_ID
   # labels.py: road 7 -> 0, sidewalk 8 -> 1, building 11 -> 2, ..., bicycle 33 -> 18.
@@ -150,50 +124,6 @@ def test_cityscapes_resize_and_bad_settings(tmp_path):
 
 
 # --- JHMDB -----------------------------------------------------------------------------------
-_JH_H, _JH_W = 12, 16
-# action -> [(video, number of frames, membership in split 1)]
-_JHMDB = {"clap": [("vidA", 5, 1), ("vidB", 4, 2)], "wave": [("vidC", 6, 1)]}
-
-
-def _fake_jhmdb(root, rng):
-  truth = {}
-  for action, videos in _JHMDB.items():
-    for split_number in (1, 2, 3):
-      lines = [
-        f"{video}.avi {which if split_number == 1 else 3 - which}\n" for video, _, which in videos
-      ]
-      path = root / "splits" / f"{action}_test_split{split_number}.txt"
-      os.makedirs(path.parent, exist_ok=True)
-      path.write_text("".join(lines))
-    for video, n, _ in videos:
-      rgb = rng.integers(0, 256, (n, _JH_H, _JH_W, 3), dtype=np.uint8)
-      for f in range(n):
-        _png(root / "Rename_Images" / action / video / f"{f + 1:05d}.png", rgb[f])
-      pos = np.stack([rng.uniform(1, _JH_W, (15, n)), rng.uniform(1, _JH_H, (15, n))])
-      pos[0, 3, 0] = _JH_W + 2.0  # right shoulder off the right edge in frame 0
-      mask = np.zeros((_JH_H, _JH_W, n), np.uint8)
-      boxes = np.zeros((n, 4), np.float32)
-      for f in range(n - 1):  # the last frame's mask is empty
-        r0, c0 = rng.integers(0, 5), rng.integers(0, 6)
-        r1, c1 = r0 + rng.integers(0, 6), c0 + rng.integers(0, 9)
-        mask[r0 : r1 + 1, c0 : c1 + 1, f] = rng.integers(1, 11)  # part labels, any nonzero
-        boxes[f] = (c0 - 0.5, r0 - 0.5, c1 + 0.5, r1 + 0.5)
-      for sub, name, value in (
-        ("joint_positions", "joint_positions", dict(pos_img=pos)),
-        ("puppet_mask", "puppet_mask", dict(part_mask=mask)),
-      ):
-        os.makedirs(root / sub / action / video, exist_ok=True)
-        extra = dict(scale=np.ones((1, n)), viewpoint="E") if sub == "joint_positions" else {}
-        scipy.io.savemat(root / sub / action / video / f"{name}.mat", {**value, **extra})
-      truth[f"{action}/{video}"] = dict(
-        frames=rgb,
-        joints=pos.transpose(2, 1, 0) - 1,
-        bbox=boxes,
-        action=jhmdb.ACTIONS.index(action),
-      )
-  return truth
-
-
 def test_jhmdb_whole_videos_joints_boxes_and_splits(tmp_path, monkeypatch):
   # A tiny spill limit: the split goes through TFDS's temporary buckets (tf_free_spill).
   from tensorflow_datasets.core import shuffle

@@ -1,6 +1,8 @@
 """Semantic segmentation: per-pixel class logits, cross-entropy, mIoU over the split.
 
-Labels are SynthRes ``semantic`` maps (``NUM_CLASSES`` classes); pixels labelled
+Labels are ``semantic`` maps: SynthRes's (``NUM_CLASSES`` classes, the default) or another
+dataset's, whose class count the task then carries (``num_classes``: Cityscapes' 19 trainIds,
+set by ``config_lib.task_for`` from ``data.dataset``); pixels labelled
 ``ignore_index`` (255, the Cityscapes convention) count neither in the loss nor in mIoU. mIoU
 comes from one confusion matrix over the whole split (``resq_jax.evaluation.miou``), not from
 averaging per-batch scores.
@@ -55,7 +57,8 @@ class MiouAccumulator:
 
 @dataclasses.dataclass(frozen=True)
 class SegmentationTask:
-  """Semantic segmentation on SynthRes (or any dataset with a ``semantic`` label map)."""
+  """Semantic segmentation on SynthRes (or any dataset with a ``semantic`` label map; the model
+  gets ``num_classes`` output channels)."""
 
   num_classes: int = NUM_CLASSES
   ignore_index: int = IGNORE
