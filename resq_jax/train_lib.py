@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from resq_jax import config_lib, errors, eval_lib, inputs, runs
+from resq_jax import config_defaults, config_lib, errors, eval_lib, inputs, runs
 from resq_jax.eval_lib import EvalResult
 from resq_jax.experiment import Experiment, OptimSpec, Setting
 from resq_jax.log import get_logger
@@ -157,17 +157,20 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
   return out
 
 
-def config_changes(saved: dict, new: dict) -> list[str]:
+def config_changes(saved: dict, new: dict, defaults: dict | None = None) -> list[str]:
   """``key: saved -> new`` for every key (but ``RESUME_IGNORED_KEYS``) whose value differs
   between a run's saved ``config.json`` and ``new`` (both as JSON: tuples are lists), in key
-  order."""
+  order. A key absent from the saved config (added to the schema after that run) whose new value
+  is its default (``defaults``, flattened JSON) is not a change."""
   new, old = _flatten(new), _flatten(saved)
+  defaults = _flatten(defaults or {})
   ignored = lambda k: any(k == i or k.startswith(i + ".") for i in RESUME_IGNORED_KEYS)
   missing = object()
+  added_at_default = lambda k: k not in old and k in defaults and new.get(k) == defaults[k]
   return [
     f"{k}: {old.get(k, missing)!r} -> {new.get(k, missing)!r}".replace(repr(missing), "(absent)")
     for k in sorted(set(old) | set(new))
-    if not ignored(k) and old.get(k, missing) != new.get(k, missing)
+    if not ignored(k) and old.get(k, missing) != new.get(k, missing) and not added_at_default(k)
   ]
 
 
@@ -183,7 +186,10 @@ def check_resume_config(
   path = workdir / "config.json"
   if not path.is_file():
     return []
-  changes = config_changes(json.loads(path.read_text()), json.loads(experiment.config_json))
+  defaults = json.loads(config_defaults.default_config().to_json_best_effort())
+  changes = config_changes(
+    json.loads(path.read_text()), json.loads(experiment.config_json), defaults
+  )
   if not changes:
     return []
   shown = changes[:MAX_DIFF_LINES] + (

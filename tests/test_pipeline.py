@@ -324,3 +324,16 @@ def test_a_truncated_validation_split_fails_before_training(tmp_path):
   with pytest.raises(errors.DataError, match="validation split"):
     train(config, str(tmp_path / "run"))
   assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_keys_added_to_the_schema_at_their_default_are_not_a_change():
+  """A run saved before a key existed resumes when the key has its default; a real change of
+  it, or of any saved key, is still reported."""
+  saved = {"optim": {"lr": 0.1}, "data": {"regime": "slow_pan"}}
+  defaults = {"optim": {"lr": 0.002}, "data": {"regime": "slow_pan", "dataset": "synth_res"}}
+  new = {"optim": {"lr": 0.1}, "data": {"regime": "slow_pan", "dataset": "synth_res"}}
+  assert train_lib.config_changes(saved, new, defaults) == []
+  new["data"]["dataset"] = "jhmdb"
+  assert train_lib.config_changes(saved, new, defaults) == ["data.dataset: (absent) -> 'jhmdb'"]
+  new["data"]["dataset"], new["optim"]["lr"] = "synth_res", 0.2
+  assert train_lib.config_changes(saved, new, defaults) == ["optim.lr: 0.1 -> 0.2"]
