@@ -12,7 +12,7 @@ Measures (wall time on the default JAX backend, jitted, ``block_until_ready``):
      residual, K=4, closed) and dynamic ResQ (fixed step, bits (0, 2, 4, 8), K=4), next to each
      recipe's BOPs per frame (``bops_report`` after min-max ``calibrate_model``); and
      training-style forward+backward (loss = mean square of the outputs) for float, FQ and
-     static ResQ with ``unroll=1`` and ``unroll=True`` (DESIGN.md section 7: XLA:CPU scan
+     static ResQ with ``unroll=1`` and ``unroll=True`` (docs/design.md section 7: XLA:CPU scan
      backward trap); plus dynamic ResQ's bit allocation (BOPs) on that clip against a
      random-walk clip in which every pixel changes on every frame.
 

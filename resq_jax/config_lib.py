@@ -3,7 +3,7 @@
 
 The entry points (``train.py``, ``eval.py``, ``demo.py`` through ``pipeline``) call
 :func:`parse` before any data is built or anything compiles; everything below them takes the
-``Experiment`` (or one of its parts) and never reads a ConfigDict (DESIGN.md section 1).
+``Experiment`` (or one of its parts) and never reads a ConfigDict (docs/design.md section 1).
 
 Every key of the schema (``resq_jax.config_defaults.default_config``, re-exported by
 ``configs/default.py``) has a :class:`Rule` in :data:`RULES` (its type and range, and

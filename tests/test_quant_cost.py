@@ -1,4 +1,4 @@
-"""BOPs accounting (DESIGN.md section 4).
+"""BOPs accounting (docs/design.md section 4).
 
 Oracles: a NumPy direct convolution that counts its own multiply-accumulates (and whose values
 are checked against lax.conv_general_dilated, so that its padding / stride / groups are the real

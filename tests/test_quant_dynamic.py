@@ -1,4 +1,4 @@
-"""Dynamic ResQ (DESIGN.md section 3): per-location bit policies and the per-location quantizer.
+"""Dynamic ResQ (docs/design.md section 3): per-location bit policies and quantizer.
 
 Oracles: hand-built magnitudes on each side of every threshold / rounding boundary, a NumPy
 reference of the per-location quantizer, the identity with the uniform narrow signed quantizer,

@@ -123,7 +123,7 @@ def _generate_chunk(args: tuple[str, str, int, int, int, int, int]) -> list[dict
 
 
 class SynthRes(tfds.core.GeneratorBasedBuilder):
-  """Procedural video clips with segmentation, instance and pose labels (see DESIGN.md 5)."""
+  """Procedural video clips with segmentation, instance and pose labels (see docs/design.md 5)."""
 
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "Initial release."}

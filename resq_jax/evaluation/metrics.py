@@ -1,4 +1,4 @@
-"""Task metrics: confusion matrix / mIoU for segmentation, PCK for pose (DESIGN.md section 5).
+"""Task metrics: confusion matrix / mIoU for segmentation, PCK for pose (docs/design.md section 5).
 
 Segmentation follows the Cityscapes convention: one confusion matrix is accumulated over the
 whole split (pixels labelled `ignore_index`, 255, are dropped) and mIoU is computed from it once,

@@ -7,7 +7,7 @@ from :func:`resq_jax.quant.calibration.calibrate`:
 * key activations: all frames; weights: the folded weights;
 * residual activations: the residuals the layer would see in float execution, ``x_t - x_{t-1}``
   for 'closed' / 'prev' and ``x_t - x_key`` for 'key', at non-key frames (t % period != 0).
-  Residuals are heavy-tailed (DESIGN.md section 3): prefer 'mse' or 'percentile' over 'minmax'.
+  Residuals are heavy-tailed (docs/design.md section 3): prefer 'mse' or 'percentile' over 'minmax'.
 
 Clip batches stream through one at a time; per quantizer a running min / max and a bounded
 uniform sample (:class:`Reservoir`) are kept, so memory does not grow with the number of

@@ -230,21 +230,7 @@ def run_clip(
 def _run_clip(
   model, variables, clip: Array, *, period: int, unroll: int | bool = 1, remat: bool = False
 ) -> ClipResult:
-  """Run ``model`` over a clip ``[B, T, H, W, C]`` with keyframes at ``t % period == 0``.
-
-  Args:
-    model: a Flax module (static: hashable) taking ``(frame, phase=...)``.
-    variables: its variables (``params``, ``batch_stats``...); any stale ``resq_state`` /
-      ``resq_stats`` are ignored.
-    clip: frames ``[B, T, ...]``.
-    period: keyframe period K >= 1 (K = 1: every frame is a keyframe, i.e. FQ with key grids).
-    unroll: ``lax.scan`` unroll factor of the residual loop (True unrolls it fully; useful for
-      training on XLA:CPU, see DESIGN.md section 7).
-  Returns:
-    :class:`ClipResult`.
-  """
-  _check_period(period)
-  _check_frames(clip, "clip", time_axis=True)
+  """The jitted body of :func:`run_clip`, which checks the arguments."""
   variables = model_variables(variables)
   batch, length = clip.shape[:2]
   if not _has_state(model, variables, clip[:, 0]):
@@ -322,8 +308,7 @@ def _stream_step(
   period: int,
   reset_on_nonfinite: bool = False,
 ):
-  _check_period(period)
-  _check_frames(frame, "frame", time_axis=False)
+  """The jitted body of :func:`stream_step`, which checks the arguments."""
   variables = model_variables(variables)
   key = lambda state: _apply(model, variables, frame, "key", None)
   residual = lambda state: _apply(model, variables, frame, "residual", state)

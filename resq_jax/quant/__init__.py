@@ -1,6 +1,6 @@
 """Pure array math of resq_jax: quantizers, calibration, ResQ step math, dynamic policies, cost.
 
-Imports only jax and numpy (DESIGN.md section 1).
+Imports only jax and numpy (docs/design.md section 1).
 """
 
 from resq_jax.quant.calibration import (

@@ -1,4 +1,4 @@
-"""Bit-operation (BOPs) accounting (DESIGN.md section 4).
+"""Bit-operation (BOPs) accounting (docs/design.md section 4).
 
 ``BOPs = MACs * b_w * b_a`` per layer; FP32 counts 32 x 32. A dynamic residual frame costs
 ``b_w * (MACs / N) * sum_p b_p`` with N the number of input locations, so it is written here in

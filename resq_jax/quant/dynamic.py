@@ -1,4 +1,4 @@
-"""Dynamic ResQ: per-location bit-widths for residuals (DESIGN.md section 3).
+"""Dynamic ResQ: per-location bit-widths for residuals (docs/design.md section 3).
 
 A policy is a pure function ``(r, unit) -> BitAllocation`` where ``r`` is a residual
 ``[B, ..., C]`` (channels last; every other non-batch axis is a spatial location) and ``unit`` is
@@ -140,7 +140,7 @@ def dynamic_fake_quant(r: Array, alloc: BitAllocation) -> Array:
   """Quantize each location of ``r [B, ..., C]`` on its own narrow signed grid.
 
   Location p uses step ``alloc.step[p]`` and ``alloc.bits[p]`` bits; 0 bits gives 0. The
-  gradient wrt r is the straight-through estimator of DESIGN.md section 2: 1 where the rounded
+  gradient wrt r is the straight-through estimator of docs/design.md section 2: 1 where the rounded
   code ``|round(r * (1 / step))| <= 2^(b-1) - 1`` (the location's range, as in
   ``resq_jax.quant.uniform``), 0 outside and at skipped locations; the allocation itself is not
   differentiated.

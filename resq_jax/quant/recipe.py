@@ -1,6 +1,6 @@
 """Layer recipes: frozen, validated descriptions of how one linear layer is executed.
 
-A recipe is data, not a subclass (DESIGN.md section 1): the same layer runs in float, Frame
+A recipe is data, not a subclass (docs/design.md section 1): the same layer runs in float, Frame
 Quantization (FQ), static ResQ or dynamic ResQ depending on the recipe it is given. Recipes are
 hashable so that they can be static arguments of jitted functions and Flax module attributes.
 """
@@ -50,7 +50,7 @@ class LayerRecipe:
     key: grids of keyframes (and of every frame under 'fq').
     residual: grids of residual frames. Under 'dynamic' only ``residual.weight`` is used; the
       activation bits come from the policy.
-    ref_mode: 'closed', 'key' or 'prev' (DESIGN.md section 3).
+    ref_mode: 'closed', 'key' or 'prev' (docs/design.md section 3).
     policy: a pure ``(r, unit) -> BitAllocation`` (``LadderPolicy`` / ``FixedStepPolicy`` or your
       own hashable callable); required for 'dynamic'. ``unit`` is the layer's residual step.
     stop_ref_gradient: truncate back-propagation through time at the carried reference.

@@ -1,4 +1,4 @@
-"""ResQ step math for any layer linear in its input (DESIGN.md section 3). Pure functions.
+"""ResQ step math for any layer linear in its input (docs/design.md section 3). Pure functions.
 
 A layer is ``y = L(x; W) + b``. ``linear(x, w)`` is ``L`` without bias (a conv of any stride or
 groups, a dense layer). Quantizers are passed in as bound callables (``x -> x_hat``), so this

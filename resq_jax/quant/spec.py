@@ -1,6 +1,6 @@
 """Quantizer specifications: frozen, validated descriptions of an integer grid.
 
-Convention (PyTorch/ONNX, DESIGN.md section 2): ``q = clamp(round(x / s) + z, qmin, qmax)`` and
+Convention (PyTorch/ONNX, docs/design.md section 2): ``q = clamp(round(x / s) + z, qmin, qmax)`` and
 ``x_hat = (q - z) * s`` with round half to even.
 """
 

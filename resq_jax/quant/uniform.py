@@ -10,7 +10,7 @@ near-ties for any z != 0 (``u + z`` is rounded to float first). ``u`` is formed 
 with the reciprocal, as PyTorch does, so that eager and jitted execution agree (XLA rewrites
 ``x / s`` that way under jit).
 
-Gradients (DESIGN.md section 2), with the unclamped code ``c = round(u) + z``:
+Gradients (docs/design.md section 2), with the unclamped code ``c = round(u) + z``:
 
 * x: 1 where ``qmin <= c <= qmax`` (straight-through estimator), else 0;
 * s (LSQ): ``round(u) - u`` inside the range, ``qmin - z`` / ``qmax - z`` at the clipped ends;
