@@ -8,16 +8,42 @@ values). Bit-width 0 means skip: that location's residual is dropped.
 
 Grids are signed, symmetric and narrow: b bits hold the integers ``[-(2^(b-1)-1), 2^(b-1)-1]``,
 so a candidate bit-width must be 0 or at least 2.
+
+Policies: :class:`LadderPolicy` (magnitude thresholds per candidate), :class:`FixedStepPolicy`
+(one step, the fewest bits that hold it), :class:`GatePolicy` (skip below a threshold, else one
+bit-width) and :class:`HoldPolicy` (skip everything). Each also says what it costs to decide:
+``policy.comparisons(n_locations, channels)`` (:func:`decision_comparisons`).
+
+Peer baselines are recipes over the same layers (docs/baselines.md; constructors in
+``resq_jax.quant.recipe``), not separate code paths:
+
+- keyframe hold (no computation between keyframes): mode 'dynamic', ref_mode 'closed',
+  :class:`HoldPolicy`. Every residual is skipped, so each layer returns its keyframe output;
+  residual frames cost 0 BOPs and 0 comparisons.
+- Skip-Conv-style gating (Habibian et al. 2021, ``z_t = z_{t-1} + W * (g_t . (x_t - x_{t-1}))``):
+  mode 'dynamic', ref_mode 'prev' (the reference is the previous float input, the output is
+  accumulated), ``GatePolicy(bits=(0, 8))`` with an 8-bit residual grid (residual bits (8, 8)):
+  key precision where the gate opens; a skipped change is lost (the reference moves anyway).
+- DeltaCNN-style thresholded updates (Parger et al. 2022: skipped deltas accumulate until they
+  exceed the threshold; updates at full precision): mode 'dynamic', ref_mode 'closed' (the
+  reference only moves where an update fired, so skipped changes accumulate),
+  ``GatePolicy(bits=(0, 16), step=1/258)`` with residual bits (8, 8): 16-bit residual activations
+  covering the range of the 8-bit residual grid (``2^15 - 1 = 32767`` steps of 1/258 reach
+  127.004 steps of that grid, which ends at 127), 8-bit weights.
+- VideoIQ-style per-frame precision: not a per-location policy but a per-frame choice among FQ
+  recipes of the same network (``resq_jax.nn.frame_precision``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
+from resq_jax.quant.cost import policy_comparisons
 from resq_jax.quant.spec import MAX_BITS
 from resq_jax.quant.uniform import scale_floor
 
@@ -111,6 +137,10 @@ class LadderPolicy:
     steps = tau / jnp.maximum(capacity, 1).astype(r.dtype)
     return BitAllocation(bits=_pick(index, self.bits), step=steps[index])
 
+  def comparisons(self, n_locations: int, channels: int) -> int:
+    """The max over channels, then the ladder's thresholds (per example)."""
+    return policy_comparisons(n_locations, channels, len(self.bits))
+
 
 @dataclasses.dataclass(frozen=True)
 class FixedStepPolicy:
@@ -134,6 +164,77 @@ class FixedStepPolicy:
     capacity = level_capacity(jnp.asarray(self.bits)).astype(r.dtype)
     index = jnp.minimum(_count_above(level, capacity), len(self.bits) - 1)
     return BitAllocation(bits=_pick(index, self.bits), step=jnp.broadcast_to(s, m.shape))
+
+  def comparisons(self, n_locations: int, channels: int) -> int:
+    """The max over channels, then the capacities of the candidates (per example)."""
+    return policy_comparisons(n_locations, channels, len(self.bits))
+
+
+@dataclasses.dataclass(frozen=True)
+class GatePolicy:
+  """A gate: location p is skipped (0 bits) when ``m_p < threshold * unit``, else quantized with
+  ``bits[-1]`` bits at step ``step * unit`` (clipping at the grid's capacity ``2^(b-1) - 1``
+  steps, like the top candidate of the other policies).
+
+  ``bits`` must be ``(0, b)``. A location whose magnitude is NaN is skipped (the comparison is
+  false), as under the other policies. ``step=1.0`` keeps the layer's residual resolution;
+  ``bits=(0, 16), step=1/258`` holds the 8-bit residual range at 16 bits (DeltaCNN-style).
+  """
+
+  bits: tuple[int, ...] = (0, 8)
+  threshold: float = 1.0
+  step: float = 1.0
+
+  def __post_init__(self):
+    object.__setattr__(self, "bits", tuple(self.bits))
+    _check_candidates(self.bits)
+    if len(self.bits) != 2 or self.bits[0] != 0:
+      raise ValueError(f"a gate's bits must be (0, b) with b in [2, {MAX_BITS}], got {self.bits}")
+    for name in ("threshold", "step"):
+      value = getattr(self, name)
+      # ``not v > 0`` also rejects NaN; inf would skip (threshold) or zero (step) everything.
+      if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"{name} must be a positive finite number, got {name}={value}")
+
+  def __call__(self, r: Array, unit: Array | float = 1.0) -> BitAllocation:
+    m = location_magnitude(r)
+    u = _scalar_unit(unit, r.dtype)
+    threshold = jnp.asarray(self.threshold, r.dtype) * u
+    s = jnp.asarray(self.step, r.dtype) * u
+    bits = jnp.where(m >= threshold, jnp.int32(self.bits[-1]), jnp.int32(0))
+    return BitAllocation(bits=bits, step=jnp.broadcast_to(s, m.shape))
+
+  def comparisons(self, n_locations: int, channels: int) -> int:
+    """The max over channels, then one comparison with the threshold (per example)."""
+    return policy_comparisons(n_locations, channels, len(self.bits))
+
+
+@dataclasses.dataclass(frozen=True)
+class HoldPolicy:
+  """Skip every location: under ref_mode 'closed' each layer returns its keyframe output on
+  every residual frame ("keyframe hold": nothing is computed between keyframes, 0 BOPs and 0
+  comparisons). The step returned is ``unit`` (unused: nothing is quantized)."""
+
+  bits: tuple[int, ...] = dataclasses.field(default=(0,), init=False)
+
+  def __call__(self, r: Array, unit: Array | float = 1.0) -> BitAllocation:
+    shape = r.shape[:-1]
+    step = jnp.broadcast_to(_scalar_unit(unit, r.dtype), shape)
+    return BitAllocation(bits=jnp.zeros(shape, jnp.int32), step=step)
+
+  def comparisons(self, n_locations: int, channels: int) -> int:
+    """Nothing is decided: 0."""
+    return 0
+
+
+def decision_comparisons(policy, n_locations: int, channels: int) -> int:
+  """Comparisons ``policy`` spends per example of a residual frame: its own ``comparisons``
+  method when it has one, else the ladder count of :func:`~resq_jax.quant.cost.policy_comparisons`
+  over its ``bits`` (for user policies written before the method existed)."""
+  own = getattr(policy, "comparisons", None)
+  if callable(own):
+    return int(own(n_locations, channels))
+  return policy_comparisons(n_locations, channels, len(getattr(policy, "bits", ())))
 
 
 def dynamic_fake_quant(r: Array, alloc: BitAllocation) -> Array:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import re
 
-from resq_jax.quant.dynamic import FixedStepPolicy, LadderPolicy
+from resq_jax.quant.dynamic import FixedStepPolicy, GatePolicy, HoldPolicy, LadderPolicy
 from resq_jax.quant.resq import REF_MODES, check_ref_mode
 from resq_jax.quant.spec import QuantSpec, activation_spec, residual_spec, weight_spec
 
@@ -51,8 +51,9 @@ class LayerRecipe:
     residual: grids of residual frames. Under 'dynamic' only ``residual.weight`` is used; the
       activation bits come from the policy.
     ref_mode: 'closed', 'key' or 'prev' (docs/design.md section 3).
-    policy: a pure ``(r, unit) -> BitAllocation`` (``LadderPolicy`` / ``FixedStepPolicy`` or your
-      own hashable callable); required for 'dynamic'. ``unit`` is the layer's residual step.
+    policy: a pure ``(r, unit) -> BitAllocation`` (``LadderPolicy``, ``FixedStepPolicy``,
+      ``GatePolicy``, ``HoldPolicy`` or your own hashable callable); required for 'dynamic'.
+      ``unit`` is the layer's residual step.
     stop_ref_gradient: truncate back-propagation through time at the carried reference.
   """
 
@@ -68,7 +69,9 @@ class LayerRecipe:
       raise ValueError(f"mode must be one of {MODES}, got mode={self.mode!r}")
     check_ref_mode(self.ref_mode)
     if self.mode == "dynamic" and self.policy is None:
-      raise ValueError("mode='dynamic' needs a policy (LadderPolicy or FixedStepPolicy)")
+      raise ValueError(
+        "mode='dynamic' needs a policy (LadderPolicy, FixedStepPolicy, GatePolicy or HoldPolicy)"
+      )
     if self.policy is not None and not callable(self.policy):
       raise ValueError(f"policy must be callable, got policy={self.policy!r}")
     for name in ("key", "residual"):
@@ -134,6 +137,30 @@ def dynamic_recipe(
   )
 
 
+# Peer baselines as recipes over the same layers (docs/baselines.md, resq_jax.quant.dynamic).
+def hold_recipe(key_bits: tuple[int, int] = (8, 8)) -> LayerRecipe:
+  """Keyframe hold: keyframes at ``key_bits``; every residual skipped under the closed loop, so
+  each layer returns its keyframe output until the next keyframe (0 BOPs in between)."""
+  return dynamic_recipe(HoldPolicy(), key_bits, key_bits, "closed")
+
+
+def skip_conv_recipe(threshold: float = 1.0, key_bits: tuple[int, int] = (8, 8)) -> LayerRecipe:
+  """Skip-Conv-style gating (Habibian et al. 2021): ``z_t = z_{t-1} + W * (g_t . (x_t -
+  x_{t-1}))``. Open loop (ref_mode 'prev'); the gate opens where ``max_c |x_t - x_{t-1}| >=
+  threshold`` residual steps and the change is then quantized at key precision (residual grid
+  ``key_bits``, e.g. W8A8)."""
+  gate = GatePolicy((0, key_bits[1]), threshold, 1.0)
+  return dynamic_recipe(gate, key_bits, key_bits, "prev")
+
+
+def delta_cnn_recipe(threshold: float = 1.0, key_bits: tuple[int, int] = (8, 8)) -> LayerRecipe:
+  """DeltaCNN-style thresholded updates (Parger et al. 2022): closed loop, so a skipped change
+  accumulates in ``x_t - ref`` until it reaches ``threshold`` residual steps; updates use 16-bit
+  activations at 1/258 of the 8-bit residual step (the same range: ``2^15 - 1 = 127 * 258 + 1``)
+  and 8-bit weights."""
+  return dynamic_recipe(GatePolicy((0, 16), threshold, 1 / 258), key_bits, (8, 8), "closed")
+
+
 @dataclasses.dataclass(frozen=True)
 class RecipeRules:
   """Per-layer recipes: ``((pattern, recipe), ...)`` matched against a layer's module path
@@ -183,6 +210,11 @@ __all__ = [
   "fq_recipe",
   "resq_recipe",
   "dynamic_recipe",
+  "hold_recipe",
+  "skip_conv_recipe",
+  "delta_cnn_recipe",
   "LadderPolicy",
   "FixedStepPolicy",
+  "GatePolicy",
+  "HoldPolicy",
 ]
