@@ -2,10 +2,12 @@
 
 A *row* is one evaluated setting, a flat dict: ``resq_jax.eval_lib.EvalResult.to_row()``
 writes them. Recognised keys (all optional except that a row without its metric and
-`gbops_avg` shows dashes):
+`gbops_avg` shows dashes; rows written before a key existed load and show 'n/a' there):
 
   name          display name; derived from the fields below when absent (`setting_name`)
-  family        'fp' | 'fq' | 'resq' | 'dynamic' (sort order of the table and plot markers)
+  family        'fp' | 'fq' | 'resq' | 'dynamic' or any other string (e.g. the control
+                families 'hold', 'skipconv', ...: sorted after the known ones, plotted with
+                a marker and colour of their own)
   source        where the weights come from: 'fp' | 'ptq' | 'qat'
   key_bits, residual_bits    (w, a) pairs (or ints, or strings like 'W8A8')
   period        keyframe period K;  ref_mode  'closed' | 'key' | 'prev'
@@ -14,10 +16,23 @@ writes them. Recognised keys (all optional except that a row without its metric 
   metric_name   the task's headline metric: 'miou' | 'pck' (the Pareto column)
   miou          mean IoU as a fraction in [0, 1] (shown in %); likewise `pck`,
                 `pixel_accuracy`
+  miou_ci       its 95% bootstrap interval over clips [lo, hi] (likewise `pck_ci`; the older
+                `pck_ci95` is read too)
+  fidelity_error    the task's fidelity error key: 'rel_l2' (segmentation) | 'kp_dist' (pose)
+  agreement, kp_dist, rel_l2    fidelity to the FP model (fraction of pixels with the FP
+                argmax; mean joint distance to the FP model's joints in pixels; relative L2 of
+                the outputs), each with `<key>_ci` and the per-frame-index curve `<key>_by_t`
   gbops_avg, gbops_peak    1e9 bit operations per frame: clip average and peak
   pct_w8a8      average BOPs in % of W8A8 frame quantization (``quant.cost.pct_of_w8a8``)
   gbops_w8a8    the W8A8 reference itself (also `meta['gbops_w8a8']`)
   state_bytes   memory of the ResQ carry in bytes (shown in KiB)
+
+`write_results` adds the comparison columns to every row (`equal_cost_columns`):
+`err_fq_ratio` (err/FQ: the fidelity error over the FQ front's at equal average BOPs,
+``pareto.equal_cost_ratio``), `delta_fq_pts` (the metric minus the FQ front's at equal cost,
+points) and `pareto` (bool). Table columns: Setting, Family, Source, metric [95% CI],
+agreement or kp dist, rel L2, err/FQ, Δmetric vs FQ, GBOPs/frame avg and peak, % of W8A8 FQ,
+state (KiB), Pareto.
 
 Any other key is kept in `results.json` untouched. Non-finite floats are written as `null`
 (strict JSON), so `load_results` returns `None` where a NaN or inf was written. Both files are
@@ -37,7 +52,12 @@ from typing import Any
 
 import numpy as np
 
-from resq_jax.evaluation.pareto import pareto_front
+from resq_jax.evaluation.pareto import (
+  equal_cost_metric_delta,
+  equal_cost_ratio,
+  fq_front,
+  pareto_front,
+)
 
 RESULTS_JSON = "results.json"
 RESULTS_MD = "results.md"
@@ -45,10 +65,17 @@ FORMAT_VERSION = 1
 FAMILY_ORDER = ("fp", "fq", "resq", "dynamic")
 FAMILY_TITLES = {"fp": "FP32", "fq": "FQ", "resq": "ResQ", "dynamic": "Dynamic ResQ"}
 MISSING = "–"
+NOT_AVAILABLE = "n/a"  # a new column a row cannot fill (older rows, outside the FQ cost range)
 
-# Optional quality columns: (row key, header). mIoU is always shown; the others when present.
 METRIC_LABELS = {"miou": "mIoU", "pck": "PCK@0.2", "pixel_accuracy": "Pixel acc."}
-_QUALITY_COLUMNS = tuple((k, f"{v} (%)") for k, v in METRIC_LABELS.items())
+# Fidelity to the FP model: (header, formatter) per key, in column order; each task's error.
+FIDELITY_COLUMNS = {
+  "agreement": ("Agreement (%)", lambda x: _percent(x)),
+  "kp_dist": ("kp dist (px)", lambda x: format_quantity(x)),
+  "rel_l2": ("rel L2", lambda x: format_quantity(x)),
+}
+FIDELITY_OF_METRIC = {"miou": "agreement", "pck": "kp_dist"}  # shown beside rel_l2
+ERROR_OF_METRIC = {"miou": "rel_l2", "pck": "kp_dist"}  # tasks' fidelity_error_name
 
 
 # --- JSON ------------------------------------------------------------------------------------
@@ -97,14 +124,17 @@ def write_results(
   rows: Sequence[Mapping[str, Any]],
   meta: Mapping[str, Any] | None = None,
 ) -> tuple[str, str]:
-  """Writes `results.json` and `results.md` into `workdir`; returns their paths."""
+  """Writes `results.json` and `results.md` into `workdir`; returns their paths. Each row of
+  `results.json` gains the report's comparison columns (`equal_cost_columns`: `err_fq_ratio`,
+  `delta_fq_pts`, `pareto`), recomputed from all rows."""
   workdir = os.fspath(workdir)
   os.makedirs(workdir, exist_ok=True)
   meta = dict(meta or {})
+  plain = [to_json_compatible(dict(r)) for r in rows]
   payload = {
     "format_version": FORMAT_VERSION,
     "meta": to_json_compatible(meta),
-    "rows": [to_json_compatible(dict(r)) for r in rows],
+    "rows": [{**r, **extra} for r, extra in zip(plain, equal_cost_columns(plain))],
   }
   json_path = os.path.join(workdir, RESULTS_JSON)
   md_path = os.path.join(workdir, RESULTS_MD)
@@ -311,33 +341,88 @@ def _meta_line(meta: Mapping[str, Any]) -> str:
   return " · ".join(items)
 
 
+def primary_error(rows: Sequence[Mapping[str, Any]]) -> str | None:
+  """The fidelity error of the rows (`fidelity_error` of the first row that has one)."""
+  return next((str(r["fidelity_error"]) for r in rows if r.get("fidelity_error")), None)
+
+
+def equal_cost_columns(rows: Sequence[Mapping[str, Any]]) -> list[dict]:
+  """Per row (same order): `err_fq_ratio` (`pareto.equal_cost_ratio` of the fidelity error
+  against the PTQ FQ rows' front), `delta_fq_pts` (`pareto.equal_cost_metric_delta` of the task
+  metric, in points) and `pareto` (on the front of metric against average GBOPs: no other row
+  has a higher metric at lower or equal cost). None where not comparable."""
+  metric, error = primary_metric(rows), primary_error(rows)
+  metric_front = fq_front(rows, metric, higher_is_better=True)
+  error_front = fq_front(rows, error) if error else None
+  points = [
+    (
+      np.nan if finite_float(r.get("gbops_avg")) is None else finite_float(r.get("gbops_avg")),
+      np.nan if finite_float(r.get(metric)) is None else finite_float(r.get(metric)),
+    )
+    for r in rows
+  ]
+  front = set(pareto_front(points).tolist()) if rows else set()
+  return [
+    {
+      "err_fq_ratio": None if error_front is None else equal_cost_ratio(r, error_front),
+      "delta_fq_pts": equal_cost_metric_delta(r, metric_front),
+      "pareto": i in front,
+    }
+    for i, r in enumerate(rows)
+  ]
+
+
+def metric_interval(row: Mapping[str, Any], metric: str) -> tuple[float, float] | None:
+  """The row's 95% interval of `metric` (`<metric>_ci`, or the older `<metric>_ci95`)."""
+  for key in (f"{metric}_ci", f"{metric}_ci95"):
+    ci = row.get(key)
+    if isinstance(ci, (list, tuple)) and len(ci) == 2:
+      lo, hi = finite_float(ci[0]), finite_float(ci[1])
+      if lo is not None and hi is not None:
+        return lo, hi
+  return None
+
+
+def _with_interval(row: Mapping[str, Any], metric: str) -> str:
+  value = finite_float(row.get(metric))
+  ci = metric_interval(row, metric)
+  if value is None or ci is None:
+    return _percent(value)
+  return f"{_percent(value)} [{_percent(ci[0])}, {_percent(ci[1])}]"
+
+
+def _or_na(text: str) -> str:
+  return NOT_AVAILABLE if text == MISSING else text
+
+
+def _fidelity_columns(rows, metric: str) -> list[tuple[str, str, Any]]:
+  """(key, header, formatter): the task's fidelity columns, whatever the rows hold."""
+  keys = [k for k in FIDELITY_COLUMNS if k == "rel_l2" or FIDELITY_OF_METRIC.get(metric) == k]
+  keys += [
+    k
+    for k in FIDELITY_COLUMNS
+    if k not in keys and any(finite_float(r.get(k)) is not None for r in rows)
+  ]
+  return [(k, *FIDELITY_COLUMNS[k]) for k in FIDELITY_COLUMNS if k in keys]
+
+
 def results_markdown(
   rows: Sequence[Mapping[str, Any]], meta: Mapping[str, Any] | None = None
 ) -> str:
-  """The Markdown report: a meta line, the table (see module doc) and a note on units."""
+  """The Markdown report: a meta line, the table (see module doc) and a note on the columns."""
   meta = dict(meta or {})
   rows = sort_rows(rows)
   reference = w8a8_reference_gbops(rows, meta)
   metric = primary_metric(rows)
-  quality = [
-    (k, h)
-    for k, h in _QUALITY_COLUMNS
-    if k == metric or any(finite_float(r.get(k)) is not None for r in rows)
-  ]
-  points = [(finite_float(r.get("gbops_avg")), finite_float(r.get(metric))) for r in rows]
-  front = (
-    set(
-      pareto_front(
-        [(np.nan if c is None else c, np.nan if q is None else q) for c, q in points]
-      ).tolist()
-    )
-    if rows
-    else set()
-  )
+  label = METRIC_LABELS.get(metric, metric)
+  error = primary_error(rows) or ERROR_OF_METRIC.get(metric, "rel_l2")
+  fidelity = _fidelity_columns(rows, metric)
+  compared = equal_cost_columns(rows)
 
   header = (
-    ["Setting", "Family", "Source"]
-    + [h for _, h in quality]
+    ["Setting", "Family", "Source", f"{label} (%) [95% CI]"]
+    + [h for _, h, _ in fidelity]
+    + ["err/FQ", f"Δ{label} vs FQ (pts)"]
     + ["GBOPs/frame avg", "GBOPs/frame peak", "% of W8A8 FQ", "State (KiB)", "Pareto"]
   )
   lines = ["# Evaluation results", ""]
@@ -345,32 +430,42 @@ def results_markdown(
     lines += [_meta_line(meta), ""]
   lines.append("| " + " | ".join(header) + " |")
   lines.append("|" + "|".join([" --- "] * 3 + [" ---: "] * (len(header) - 4) + [" :-: "]) + "|")
-  for i, row in enumerate(rows):
+  for row, extra in zip(rows, compared):
     state = finite_float(row.get("state_bytes"))
     pct = finite_float(row.get("pct_w8a8"))
+    ratio, delta = extra["err_fq_ratio"], extra["delta_fq_pts"]
     cells = (
       [
         setting_name(row).replace("|", "\\|"),
         str(row.get("family") or MISSING),
         str(row.get("source") or MISSING),
+        _with_interval(row, metric),
       ]
-      + [_percent(finite_float(row.get(k))) for k, _ in quality]
+      + [_or_na(fmt(finite_float(row.get(k)))) for k, _, fmt in fidelity]
       + [
+        NOT_AVAILABLE if ratio is None else f"{ratio:.2f}",
+        NOT_AVAILABLE if delta is None else f"{delta:+.2f}",
         format_quantity(finite_float(row.get("gbops_avg"))),
         format_quantity(finite_float(row.get("gbops_peak"))),
         MISSING if pct is None else f"{pct:.1f}",
         MISSING if state is None else f"{state / 1024:.1f}",
-        "✓" if i in front else "",
+        "✓" if extra["pareto"] else "",
       ]
     )
     lines.append("| " + " | ".join(cells) + " |")
   lines += [
     "",
-    "GBOPs = 1e9 bit operations (MACs · b_w · b_a) per frame, clip average and "
-    "peak; % of W8A8 FQ compares average BOPs with 8-bit frame quantization"
+    f"err/FQ: the setting's {error} (fidelity error to FP, lower is better) over the {error} "
+    "of PTQ frame quantization at the same average GBOPs (FQ front interpolated linearly in "
+    "log GBOPs): < 1 = closer to FP than FQ at equal cost; n/a outside the FQ cost range. "
+    f"Δ{label} vs FQ: {label} minus the FQ front's at equal cost (points).",
+    "",
+    f"{label}: 95% percentile bootstrap interval over clips. GBOPs = 1e9 bit operations "
+    "(MACs · b_w · b_a) per frame, clip average and peak; % of W8A8 FQ compares average BOPs "
+    "with 8-bit frame quantization"
     + ("" if reference is None else f" ({format_quantity(reference)} GBOPs/frame)")
     + "; state = memory of the ResQ carry; Pareto ✓ = no other setting has higher "
-    f"{METRIC_LABELS.get(metric, metric)} at lower or equal average cost.",
+    f"{label} at lower or equal average cost.",
     "",
   ]
   return "\n".join(lines)
