@@ -217,3 +217,42 @@ def test_registry_and_validation():
     pose.TASK.loss(
       jnp.zeros((2, 8, 8, J)), {"joints": jnp.zeros((3, J, 2)), "visible": jnp.ones((3, J), bool)}
     )
+
+
+def test_pck_interval_is_the_shared_bootstrap_with_the_former_numbers():
+  """The interval comes from `bootstrap_ci`; the oracle is the accumulator's former inline
+  computation (one (R, N) draw of clip indices, pooled ratio per resample, 2.5 / 97.5
+  percentiles), which must give the very same numbers for the same seed."""
+  rng = np.random.default_rng(5)
+  acc = PoseTask().new_accumulator()
+  for b in (4, 3):
+    tgt = _targets(rng, b, 4)
+    acc.update(tgt["joints"] + rng.normal(0, 6, tgt["joints"].shape).astype(np.float32), tgt)
+  result = acc.result()
+  clips = np.concatenate(acc._clips)
+  picks = np.random.default_rng(0).integers(0, len(clips), size=(1000, len(clips)))
+  sums = clips[picks].sum(axis=1)
+  ok = sums[:, 1] > 0
+  expected = np.percentile(sums[ok, 0] / sums[ok, 1], [2.5, 97.5])
+  assert result["pck_ci"] == [float(v) for v in expected]
+  assert result["pck_ci95"] == result["pck_ci"]  # the older name of the same interval
+
+
+def test_fidelity_joint_distance_and_relative_l2():
+  """Log-Gaussian heatmaps decode exactly to their centres, so joints moved by (3, 4) pixels in
+  clip 0 are 5 pixels from the reference's; clip 1 is the reference itself (exactly 0)."""
+  rng = np.random.default_rng(6)
+  joints = _random_joints(rng, (2, 3), 32, 32, margin=6.0)
+  moved = joints.copy()
+  moved[0] += np.array([3.0, -4.0], np.float32)
+  ref = pose.log_heatmaps(joints, 32, 32, 2.0)  # [2, 3, 32, 32, J]
+  out = pose.log_heatmaps(moved, 32, 32, 2.0)
+  values = jax.jit(PoseTask().fidelity)(out, ref)
+  np.testing.assert_allclose(values["kp_dist"], [5.0, 0.0], atol=1e-3)
+  np.testing.assert_allclose(values["kp_dist_by_t"], [[5.0] * 3, [0.0] * 3], atol=1e-3)
+  assert float(values["kp_dist"][1]) == 0.0 and float(values["rel_l2"][1]) == 0.0
+  d, r = np.asarray(out, np.float64) - np.asarray(ref), np.asarray(ref, np.float64)
+  np.testing.assert_allclose(
+    values["rel_l2"][0], np.sqrt((d[0] ** 2).sum() / (r[0] ** 2).sum()), rtol=1e-5
+  )
+  assert PoseTask.fidelity_error_name == "kp_dist" and "kp_dist" in values

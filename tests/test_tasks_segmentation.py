@@ -40,3 +40,23 @@ def test_loss_prediction_and_miou():
   # class 0: TP 1, FP 1 -> IoU 1/2; class 1: TP 0, FN 1 -> 0.
   assert result["miou"] == pytest.approx(0.25)
   assert result["per_class_iou"] == pytest.approx([0.5, 0.0])
+
+
+def test_fidelity_agreement_and_relative_l2_hand_built():
+  """Clip 0: frame 0 equals the reference, frame 1 flips the argmax of 1 pixel of 4 (agreement
+  1 and 3/4, clip 7/8); clip 1 is the reference itself (agreement 1, rel_l2 0 exactly)."""
+  task = SegmentationTask(num_classes=2)
+  ref = np.zeros((2, 2, 2, 2, 2), np.float32)
+  ref[..., 0] = 1.0  # every pixel: class 0 with logits (1, 0)
+  out = ref.copy()
+  out[0, 1, 0, 0] = (0.0, 2.0)  # argmax 1 there; that pixel differs by (-1, 2)
+  values = task.fidelity(jnp.asarray(out), jnp.asarray(ref))
+  np.testing.assert_allclose(values["agreement_by_t"], [[1.0, 0.75], [1.0, 1.0]])
+  np.testing.assert_allclose(values["agreement"], [0.875, 1.0])
+  # ||y - y_ref||^2 = 1 + 4 over the clip, ||y_ref||^2 = 8 pixels x 1; per frame 5 / 4.
+  np.testing.assert_allclose(values["rel_l2"], [math.sqrt(5 / 8), 0.0], rtol=1e-6)
+  np.testing.assert_allclose(
+    values["rel_l2_by_t"], [[0.0, math.sqrt(5 / 4)], [0.0, 0.0]], rtol=1e-6
+  )
+  assert float(values["rel_l2"][1]) == 0.0
+  assert task.fidelity_error_name == "rel_l2"

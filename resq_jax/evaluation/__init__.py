@@ -1,31 +1,45 @@
 """Evaluation reports: task metrics, results files and figures (model-agnostic, pure functions).
 
 `metrics` counts (confusion matrix in JAX, host int64 accumulation, mIoU, pixel accuracy, PCK,
-DAVIS J&F);
+DAVIS J&F), the bootstrap over clips and fidelity to the float model;
 `report` writes and reads `results.json` / `results.md`; `plots` draws the Pareto plot, the
-residual-variance bars and dynamic bit maps as PNG files; `pareto` holds the front computation.
+residual-variance bars and dynamic bit maps as PNG files; `pareto` holds the front computation
+and the equal-cost comparison with frame quantization (err/FQ).
 The evaluation loop that produces the rows lives above this package.
 """
 
 from resq_jax.evaluation.metrics import (
   MAX_PIXELS_PER_CALL,
   ConfusionAccumulator,
+  FidelityAccumulator,
   bbox_size,
+  bootstrap_ci,
   boundary_f_measure,
   boundary_tolerance,
+  clip_confusion_matrices,
   confusion_matrix,
   davis_j_and_f,
   davis_summary,
   miou,
+  miou_of_clips,
   pck,
   pck_counts,
   pixel_accuracy,
+  pixel_accuracy_of_clips,
   region_similarity,
+  relative_l2,
   seg2bmap,
 )
-from resq_jax.evaluation.pareto import pareto_front
+from resq_jax.evaluation.pareto import (
+  Front,
+  equal_cost_metric_delta,
+  equal_cost_ratio,
+  fq_front,
+  pareto_front,
+)
 from resq_jax.evaluation.plots import (
   FAMILY_STYLE,
+  family_styles,
   is_keyframe_map,
   plot_bit_map,
   plot_pareto,
@@ -37,8 +51,11 @@ from resq_jax.evaluation.report import (
   FAMILY_ORDER,
   RESULTS_JSON,
   RESULTS_MD,
+  equal_cost_columns,
   finite_float,
   load_results,
+  metric_interval,
+  primary_error,
   results_markdown,
   setting_name,
   short_name,
@@ -50,21 +67,32 @@ from resq_jax.evaluation.report import (
 
 __all__ = [
   "ConfusionAccumulator",
+  "FidelityAccumulator",
   "MAX_PIXELS_PER_CALL",
   "bbox_size",
+  "bootstrap_ci",
+  "clip_confusion_matrices",
   "boundary_f_measure",
   "boundary_tolerance",
   "confusion_matrix",
   "davis_j_and_f",
   "davis_summary",
   "miou",
+  "miou_of_clips",
   "pck",
   "pck_counts",
   "pixel_accuracy",
+  "pixel_accuracy_of_clips",
   "region_similarity",
+  "relative_l2",
   "seg2bmap",
+  "Front",
+  "equal_cost_metric_delta",
+  "equal_cost_ratio",
+  "fq_front",
   "pareto_front",
   "FAMILY_STYLE",
+  "family_styles",
   "is_keyframe_map",
   "plot_bit_map",
   "plot_pareto",
@@ -74,8 +102,11 @@ __all__ = [
   "FAMILY_ORDER",
   "RESULTS_JSON",
   "RESULTS_MD",
+  "equal_cost_columns",
   "finite_float",
   "load_results",
+  "metric_interval",
+  "primary_error",
   "results_markdown",
   "setting_name",
   "short_name",

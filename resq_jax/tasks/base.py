@@ -19,13 +19,18 @@ Conventions shared by every task:
   ``[B, T, ...]``. The loops may fold ``B`` and ``T`` of both into one axis.
 - ``loss`` and ``predict`` are jit-safe pure functions of arrays; ``new_accumulator`` returns a
   host-side object that sums a metric over a split (``update(predictions, targets)``, then
-  ``result()``: a dict holding ``metric_name`` (higher is better, the report's column) and any
-  extra values, JSON-compatible).
+  ``result()``: a dict holding ``metric_name`` (higher is better, the report's column), its 95%
+  bootstrap interval over clips ``<metric_name>_ci`` (``[lo, hi]``) and any extra values,
+  JSON-compatible). Axis 0 of every update is the clip axis.
+- ``fidelity`` compares a setting's raw outputs with the float model's on the same clips
+  (jit-safe, a few floats per clip): per-clip values ``{name: [B]}`` and per-frame values
+  ``{name + '_by_t': [B, T]}``; ``fidelity_error_name`` names the per-clip value (lower is
+  better) that the report compares at equal cost with frame quantization (err/FQ).
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -56,6 +61,7 @@ class Task(Protocol):
 
   name: str  # e.g. 'segmentation' | 'pose'
   metric_name: str  # report column, higher is better: 'miou' | 'pck'
+  fidelity_error_name: ClassVar[str]  # a key of fidelity(), lower is better: 'rel_l2' | 'kp_dist'
 
   def num_outputs(self) -> int:
     """Channels of the model output (classes, joints)."""
@@ -72,3 +78,9 @@ class Task(Protocol):
 
   def new_accumulator(self) -> Accumulator:
     """A fresh host-side metric accumulator."""
+
+  def fidelity(self, outputs: jax.Array, reference_outputs: jax.Array) -> dict[str, jax.Array]:
+    """Fidelity of ``outputs`` to ``reference_outputs`` (the float model's), both raw model
+    outputs ``[B, T, H, W, C]``: ``{name: [B]}`` per clip and ``{name + '_by_t': [B, T]}`` per
+    frame (jit-safe). Holds ``rel_l2`` (``||y - y_fp||_2 / ||y_fp||_2`` over the clip) and
+    ``fidelity_error_name``."""

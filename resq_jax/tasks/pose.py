@@ -35,19 +35,25 @@ Decoding (``decode``):
 
 Metric: PCK@``alpha`` as in JHMDB (``resq_jax.evaluation.pck_counts``: a visible joint is
 correct within ``alpha * max(w, h)`` of the person's box), pooled over every evaluated joint of
-the split, with a 95% bootstrap confidence interval over clips.
+the split, with a 95% bootstrap confidence interval over clips
+(``resq_jax.evaluation.metrics.bootstrap_ci``).
+
+Fidelity to the float model (``fidelity``): ``kp_dist``, the mean distance in pixels between
+the joints decoded from a setting's heatmaps and from the float model's (the equal-cost error
+of the report), and ``rel_l2`` of the heatmaps.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from resq_jax.data.spec import JOINT_NAMES, NUM_JOINTS
-from resq_jax.evaluation import pck_counts
+from resq_jax.evaluation.metrics import bootstrap_ci, pck_counts, relative_l2
 from resq_jax.tasks.base import normalise_frames
 
 LOSS_TYPES = ("softmax", "mse")
@@ -157,6 +163,12 @@ def decode_soft_argmax(logits: jax.Array) -> jax.Array:
   return decode_expectation(probs)
 
 
+def _pooled_pck(clips: np.ndarray) -> float:
+  """PCK of ``[N, 2]`` (correct, evaluated) clip counts pooled (NaN when nothing evaluated)."""
+  correct, evaluated = clips.sum(axis=0)
+  return correct / evaluated if evaluated else float("nan")
+
+
 class PCKAccumulator:
   """PCK@alpha pooled over a split (``pck_counts`` summed), with per-joint PCK and a 95%
   bootstrap confidence interval over clips (axis 0 of every update is the clip axis;
@@ -200,28 +212,22 @@ class PCKAccumulator:
     )
 
   def _interval(self, clips: np.ndarray) -> list[float]:
-    if len(clips) < 2 or self.num_bootstrap < 1:
-      return [float("nan"), float("nan")]
-    rng = np.random.default_rng(self.seed)
-    picks = rng.integers(0, len(clips), size=(self.num_bootstrap, len(clips)))
-    sums = clips[picks].sum(axis=1)  # [R, 2]
-    ok = sums[:, 1] > 0
-    ratios = sums[ok, 0] / sums[ok, 1]
-    if not len(ratios):
-      return [float("nan"), float("nan")]
-    return [float(v) for v in np.percentile(ratios, [2.5, 97.5])]
+    return list(bootstrap_ci(clips, _pooled_pck, self.num_bootstrap, seed=self.seed))
 
   def result(self) -> dict:
-    """``{'pck', 'pck_ci95': [lo, hi], 'pck_per_joint': {name: value}, 'joints_evaluated',
-    'clips'}``; PCK values are fractions (NaN when nothing was evaluated)."""
+    """``{'pck', 'pck_ci': [lo, hi], 'pck_ci95' (the same interval, older name),
+    'pck_per_joint': {name: value}, 'joints_evaluated', 'clips'}``; PCK values are fractions
+    (NaN when nothing was evaluated)."""
     total = int(self._evaluated.sum())
     value = float(self._correct.sum() / total) if total else float("nan")
     with np.errstate(invalid="ignore", divide="ignore"):
       per_joint = self._correct / self._evaluated
     clips = np.concatenate(self._clips) if self._clips else np.zeros((0, 2), np.int64)
+    interval = self._interval(clips)
     return {
       "pck": value,
-      "pck_ci95": self._interval(clips),
+      "pck_ci": interval,
+      "pck_ci95": list(interval),
       "pck_per_joint": {n: float(v) for n, v in zip(self.joint_names, per_joint)},
       "joints_evaluated": total,
       "clips": int(len(clips)),
@@ -248,6 +254,7 @@ class PoseTask:
   alpha: float = 0.2
   name: str = "pose"
   metric_name: str = "pck"
+  fidelity_error_name: ClassVar[str] = "kp_dist"
 
   def __post_init__(self):
     if self.loss_type not in LOSS_TYPES:
@@ -308,6 +315,21 @@ class PoseTask:
       else tuple(f"joint{j}" for j in range(self.num_joints))
     )
     return PCKAccumulator(self.alpha, joint_names=names)
+
+  def fidelity(self, outputs: jax.Array, reference_outputs: jax.Array) -> dict[str, jax.Array]:
+    """Per clip ``[B]``: ``kp_dist`` (mean Euclidean distance in pixels between the joints
+    decoded from ``outputs`` and from ``reference_outputs``, over every joint and frame,
+    visible or not) and ``rel_l2`` (of the clip's heatmaps); per frame ``[B, T]``:
+    ``kp_dist_by_t``, ``rel_l2_by_t``. Heatmaps ``[B, T, H, W, J]``."""
+    moved = self.predict(outputs) - self.predict(reference_outputs)  # [B, T, J, 2]
+    by_t = jnp.mean(jnp.linalg.norm(moved, axis=-1), axis=-1)
+    rel, rel_by_t = relative_l2(outputs, reference_outputs)
+    return {
+      "kp_dist": jnp.mean(by_t, axis=1),
+      "kp_dist_by_t": by_t,
+      "rel_l2": rel,
+      "rel_l2_by_t": rel_by_t,
+    }
 
 
 TASK = PoseTask()
