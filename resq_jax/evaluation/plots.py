@@ -1,4 +1,5 @@
-"""Report figures as PNG files: accuracy-cost Pareto plot, residual variance, dynamic bit maps.
+"""Report figures as PNG files: the Pareto plot (metric and fidelity vs cost), residual
+variance, dynamic bit maps.
 
 Rendering uses matplotlib's Agg canvas (no display) through the object-oriented API: figures
 are `matplotlib.figure.Figure` objects attached to a `FigureCanvasAgg`, never registered with
@@ -19,11 +20,14 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from resq_jax.evaluation.pareto import pareto_front
+from resq_jax.evaluation.pareto import fq_front, pareto_front
 from resq_jax.evaluation.report import (
+  ERROR_OF_METRIC,
   FAMILY_TITLES,
   METRIC_LABELS,
   finite_float,
+  metric_interval,
+  primary_error,
   setting_name,
   short_name,
   w8a8_reference_gbops,
@@ -36,8 +40,27 @@ FAMILY_STYLE = {
   "resq": dict(marker="^", color="#E69F00", s=70),
   "dynamic": dict(marker="D", color="#009E73", s=55),
 }
-_OTHER_STYLE = dict(marker="o", color="#CC79A7", s=55)
+# Families without a style of their own (control policies: 'hold', 'skipconv', ...) take the
+# next colour and marker of these cycles (coprime lengths: 8 x 9 distinct pairs).
+_CYCLE_COLORS = (
+  "#CC79A7", "#56B4E9", "#D55E00", "#882255", "#44AA99", "#999933", "#999999", "#332288",
+)  # fmt: skip
+_CYCLE_MARKERS = ("o", "v", "P", "X", "h", "<", ">", "p", "d")
 DPI = 130
+
+
+def family_styles(families) -> dict[Any, dict]:
+  """A marker style per family: `FAMILY_STYLE` for the known ones; the others, in sorted order
+  (so a family keeps its style across figures of the same set), from the cycles."""
+  styles = {f: FAMILY_STYLE[f] for f in dict.fromkeys(families) if f in FAMILY_STYLE}
+  others = sorted({f for f in families if f not in FAMILY_STYLE}, key=str)
+  for i, fam in enumerate(others):
+    styles[fam] = dict(
+      marker=_CYCLE_MARKERS[i % len(_CYCLE_MARKERS)],
+      color=_CYCLE_COLORS[i % len(_CYCLE_COLORS)],
+      s=50,
+    )
+  return styles
 
 
 def _save(fig: Figure, path: str | os.PathLike) -> str:
@@ -86,15 +109,18 @@ def _place_labels(
   obstacles: Sequence[tuple[float, float, float, float]] = (),
   legend=None,
   fontsize: float = 7,
+  markers=None,
 ) -> None:
   """Annotates points, choosing per label the first offset whose rendered text box overlaps
-  no marker, no obstacle (data-space boxes `(x0, y0, x1, y1)`), not the legend and no earlier
-  label."""
+  no marker (of `xy` and of the unlabelled points `markers`, data `[M, 2]`), no obstacle
+  (data-space boxes `(x0, y0, x1, y1)`), not the legend and no earlier label."""
   renderer = FigureCanvasAgg(fig).get_renderer()
   px_per_pt = fig.dpi / 72.0
   disp = ax.transData.transform(xy) if len(xy) else np.zeros((0, 2))
+  others = np.asarray(markers if markers is not None else np.zeros((0, 2)), np.float64)
+  others = ax.transData.transform(others.reshape(-1, 2)) if len(others) else others
   r = 4 * px_per_pt  # marker half-size
-  taken = [(x - r, y - r, x + r, y + r) for x, y in disp]
+  taken = [(x - r, y - r, x + r, y + r) for x, y in [*disp, *others]]
   area = ax.get_window_extent(renderer)
   if legend is not None:
     ext = legend.get_window_extent(renderer)
@@ -162,144 +188,193 @@ def point_labels(rows: Sequence[Mapping[str, Any]]) -> list[str]:
   return [s if counts[s] == 1 else setting_name(r) for s, r in zip(short, rows)]
 
 
+def _cost_pct(row: Mapping[str, Any], reference: float | None) -> float | None:
+  """Average BOPs in % of W8A8 FQ: the row's `pct_w8a8`, else from `gbops_avg`."""
+  pct = finite_float(row.get("pct_w8a8"))
+  cost = finite_float(row.get("gbops_avg"))
+  if pct is None and cost is not None and reference:
+    pct = 100.0 * cost / reference
+  return pct if pct is not None and pct > 0 else None
+
+
+def _interval_bars(values: np.ndarray, intervals: Sequence) -> np.ndarray | None:
+  """`[2, N]` (below, above) error-bar lengths; 0 for rows without an interval."""
+  bars = np.zeros((2, len(values)))
+  for i, (v, ci) in enumerate(zip(values, intervals)):
+    if ci is not None:
+      bars[:, i] = max(v - ci[0], 0.0), max(ci[1] - v, 0.0)
+  return bars if bars.any() else None
+
+
+def _scatter_families(ax, xy, kept, styles, bars=None, legend=True) -> None:
+  for fam, style in styles.items():
+    idx = [i for i, r in enumerate(kept) if r.get("family") == fam]
+    if not idx:
+      continue
+    if bars is not None:
+      ax.errorbar(
+        xy[idx, 0], xy[idx, 1], yerr=bars[:, idx], fmt="none", ecolor=style["color"],
+        elinewidth=0.8, alpha=0.55, capsize=0, zorder=3,
+      )  # fmt: skip
+    ax.scatter(
+      xy[idx, 0], xy[idx, 1], marker=style["marker"], s=style["s"], color=style["color"],
+      edgecolor="white", linewidth=0.5, zorder=4,
+      label=FAMILY_TITLES.get(fam, str(fam)) if legend else None,
+    )  # fmt: skip
+
+
+def _metric_panel(ax, fig, rows, metric, styles, label_points, w8a8_line, min_miou):
+  """(a) metric (%) vs % of W8A8 BOPs, CI error bars, Pareto step line, Pareto labels."""
+  label = METRIC_LABELS.get(metric, metric)
+  kept, pts, cis = [], [], []
+  for row in rows:
+    pct, q = row.get("_pct"), finite_float(row.get(metric))
+    if pct is not None and q is not None:
+      ci = metric_interval(row, metric)
+      kept.append(row)
+      pts.append((pct, 100.0 * q))
+      cis.append(None if ci is None else (100.0 * ci[0], 100.0 * ci[1]))
+  xy = np.asarray(pts, np.float64).reshape(-1, 2)
+  ax.set_xscale("log")
+  if not kept:
+    ax.text(0.5, 0.5, f"no rows with {label} and BOPs", ha="center", transform=ax.transAxes)
+  floor = min_miou if min_miou is not None else _auto_floor(xy[:, 1]) if len(xy) else 0.0
+  below = xy[:, 1] < floor
+  shown = xy.copy()
+  shown[below, 1] = floor
+  bars = _interval_bars(xy[:, 1], cis)
+  if bars is not None:
+    bars[:, below] = 0.0
+  _scatter_families(ax, np.where(below[:, None], np.nan, xy), kept, styles, bars)
+  for i in np.flatnonzero(below):  # collapsed settings: a down-pointing marker on the floor
+    color = styles[kept[i].get("family")]["color"]
+    ax.scatter([xy[i, 0]], [floor], marker="v", s=40, color=color, zorder=4, clip_on=False)
+  front = pareto_front(xy)
+  if len(front):
+    fx, fy = xy[front, 0], xy[front, 1]
+    ax.step(
+      np.append(fx, fx[-1] * 1.6), np.append(fy, fy[-1]), where="post", color="0.2", lw=2.0,
+      alpha=0.35, zorder=1, label=f"Pareto front (best {label} at ≤ cost)",
+    )  # fmt: skip
+  if w8a8_line:
+    ax.axvline(100.0, color="#0072B2", ls="--", lw=1.0, alpha=0.8, zorder=0, label="W8A8 FQ")
+  if len(xy):
+    ax.set_xlim(xy[:, 0].min() / 1.8, max(xy[:, 0].max(), 100.0) * 2.5)
+    lo = min([shown[:, 1].min()] + [c[0] for c, b in zip(cis, below) if c and not b])
+    hi = max([shown[:, 1].max()] + [c[1] for c in cis if c is not None])
+    pad = max(1.0, 0.06 * (hi - lo))
+    ax.set_ylim(lo - (0 if below.any() else pad), hi + pad)
+  ax.set_xlabel("average BOPs per frame, % of W8A8 FQ (log scale)")
+  ax.set_ylabel(f"{label} (%), 95% CI")
+  ax.set_title(f"(a) {label} vs. cost")
+  if label_points and len(front):
+    texts = [
+      f"{point_labels(kept)[i]} ({xy[i, 1]:.1f}%)" if below[i] else point_labels(kept)[i]
+      for i in front
+    ]
+    _place_labels(ax, fig, shown[front], texts, markers=shown)
+  return below.any(), floor
+
+
+def _error_panel(ax, fig, rows, error, styles, label_points, w8a8_line, pct_per_gbops):
+  """(b) fidelity error vs % of W8A8 BOPs (log-log) with the FQ front's interpolation."""
+  kept, pts, cis = [], [], []
+  for row in rows:
+    pct, e = row.get("_pct"), finite_float(row.get(error)) if error else None
+    if pct is not None and e is not None and e > 0:  # FP itself (error 0) has no log
+      ci = row.get(f"{error}_ci")
+      ok = isinstance(ci, (list, tuple)) and len(ci) == 2 and None not in ci
+      kept.append(row)
+      pts.append((pct, e))
+      cis.append((max(float(ci[0]), e * 1e-3), float(ci[1])) if ok else None)
+  xy = np.asarray(pts, np.float64).reshape(-1, 2)
+  ax.set_xscale("log")
+  ax.set_yscale("log")
+  if not kept:
+    ax.text(
+      0.5, 0.5, "no fidelity values\n(rows evaluated without the FP reference)", ha="center",
+      va="center", transform=ax.transAxes,
+    )  # fmt: skip
+    ax.set_title("(b) fidelity error vs. cost")
+    return
+  _scatter_families(ax, xy, kept, styles, _interval_bars(xy[:, 1], cis), legend=False)
+  front = fq_front(rows, error)
+  if len(front) and pct_per_gbops:
+    # The interpolation err/FQ uses (linear in log GBOPs), sampled densely.
+    grid = np.geomspace(front.gbops[0], front.gbops[-1], 200)
+    ax.plot(
+      grid * pct_per_gbops, [front.at(g) for g in grid], color=FAMILY_STYLE["fq"]["color"],
+      lw=1.5, alpha=0.7, zorder=2, label="FQ front (err/FQ reference)",
+    )  # fmt: skip
+  if w8a8_line:
+    ax.axvline(100.0, color="#0072B2", ls="--", lw=1.0, alpha=0.8, zorder=0)
+  ax.set_xlim(xy[:, 0].min() / 1.8, max(xy[:, 0].max(), 100.0) * 2.5)
+  name = {"rel_l2": "relative L2 to FP outputs", "kp_dist": "joint distance to FP (px)"}
+  ax.set_xlabel("average BOPs per frame, % of W8A8 FQ (log scale)")
+  ax.set_ylabel(f"{name.get(error, error)} (log scale)")
+  ax.set_title(f"(b) fidelity to FP ({error}, lower is better) vs. cost")
+  best = pareto_front(np.stack([xy[:, 0], -xy[:, 1]], axis=1))
+  if label_points and len(best):
+    labels = point_labels(kept)
+    _place_labels(ax, fig, xy[best], [labels[i] for i in best], markers=xy)
+
+
 def plot_pareto(
   rows: Sequence[Mapping[str, Any]],
   path: str | os.PathLike,
   *,
   title: str | None = None,
   metric: str = "miou",
+  error: str | None = None,
   label_points: bool = True,
   w8a8_gbops: float | None = None,
   min_miou: float | None = None,
 ) -> str:
-  """The task metric (%; `metric`: 'miou' or 'pck') against average GBOPs per frame (log x),
-  one marker and colour per family.
+  """Two panels against average BOPs per frame in % of W8A8 FQ (log x), one marker and colour
+  per family (`family_styles`: unknown families get their own from a cycle):
 
-  Rows are `results.json` rows (see `report`); rows without a finite positive `gbops_avg` or
-  a finite `row[metric]` are skipped. Points are labelled by `point_labels`. A dotted whisker
-  runs from each point's average to its peak cost (`gbops_peak`: the keyframe for ResQ,
-  hollow marker). The Pareto front (best mIoU reachable at a given average cost) is a step
-  line; a dashed vertical line marks the cost of W8A8 FQ (`w8a8_gbops`, else the first FQ
-  W8A8 row). Settings with mIoU below `min_miou` (%; default `_auto_floor`: far below the
-  rest, e.g. a collapsed W2A2) sit on the lower edge as down-pointing markers with their
-  value in the label, so that they do not squash the interesting range.
+  (a) the task metric (%; `metric`: 'miou' or 'pck') with its 95% bootstrap interval as an
+  error bar (`<metric>_ci`), the Pareto front (best metric reachable at a given cost) as a step
+  line; settings with a metric below `min_miou` (%; default `_auto_floor`: far below the rest,
+  e.g. a collapsed W2A2) sit on the lower edge as down-pointing markers with their value in the
+  label, so that they do not squash the interesting range.
+  (b) the fidelity error (`error`, default the rows' `fidelity_error`: rel_l2 or kp_dist),
+  log-log, with error bars and the FQ front (PTQ FQ rows, interpolated as err/FQ is) as a
+  line; rows with error 0 (FP itself) or none are left out.
+
+  Rows are `results.json` rows (see `report`); the cost is `pct_w8a8`, else `gbops_avg` over
+  the W8A8 reference (`w8a8_gbops`, else `report.w8a8_reference_gbops`). Only each panel's
+  Pareto points are labelled (`point_labels`), so ~100 settings stay readable; a dashed
+  vertical line marks W8A8 FQ (100%).
   """
   label = METRIC_LABELS.get(metric, metric)
-  title = title or f"{label} vs. cost per frame"
-  pts, kept = [], []
-  for row in rows:
-    cost, q = finite_float(row.get("gbops_avg")), finite_float(row.get(metric))
-    if cost is not None and cost > 0 and q is not None:
-      pts.append((cost, 100.0 * q))
-      kept.append(row)
-  pts_arr = np.asarray(pts, np.float64).reshape(-1, 2)
-  floor = min_miou if min_miou is not None else _auto_floor(pts_arr[:, 1]) if len(pts_arr) else 0.0
-  below = pts_arr[:, 1] < floor
-  shown = pts_arr.copy()
-  fig = Figure(figsize=(9.0, 5.8))
-  ax = fig.add_subplot()
-  ax.set_xscale("log")
-  if not kept:
-    ax.text(
-      0.5, 0.5, f"no rows with {label} and GBOPs", ha="center", va="center", transform=ax.transAxes
-    )
-
-  families: list[Any] = []
-  for row in kept:
-    if row.get("family") not in families:
-      families.append(row.get("family"))
-  for fam in families:
-    idx = [i for i, r in enumerate(kept) if r.get("family") == fam]
-    style = FAMILY_STYLE.get(fam, _OTHER_STYLE)
-    inside = [i for i in idx if not below[i]]
-    ax.scatter(
-      pts_arr[inside, 0],
-      pts_arr[inside, 1],
-      marker=style["marker"],
-      s=style["s"],
-      color=style["color"],
-      edgecolor="white",
-      linewidth=0.6,
-      zorder=4,
-      label=FAMILY_TITLES.get(fam, str(fam)),
-    )
-  if below.any():  # collapsed settings: a down-pointing marker on the floor
-    shown[below, 1] = floor
-    for i in np.flatnonzero(below):
-      color = FAMILY_STYLE.get(kept[i].get("family"), _OTHER_STYLE)["color"]
-      ax.scatter([pts_arr[i, 0]], [floor], marker="v", s=50, color=color, zorder=4, clip_on=False)
-  has_peak, whiskers = False, []
-  for (cost, q), row in zip(shown, kept):
-    peak = finite_float(row.get("gbops_peak"))
-    if peak is not None and peak > cost * 1.001:
-      has_peak = True
-      whiskers.append((cost, q, peak, q))
-      color = FAMILY_STYLE.get(row.get("family"), _OTHER_STYLE)["color"]
-      ax.plot([cost, peak], [q, q], color=color, ls=":", lw=1.2, alpha=0.8, zorder=2)
-      ax.scatter(
-        [peak], [q], marker="o", s=18, facecolor="white", edgecolor=color, linewidth=1.0, zorder=3
-      )
-
-  front = pareto_front(pts_arr)
-  if len(front):
-    fx, fy = pts_arr[front, 0], pts_arr[front, 1]
-    ax.step(
-      np.append(fx, fx[-1] * 1.6),
-      np.append(fy, fy[-1]),
-      where="post",
-      color="0.2",
-      lw=2.0,
-      alpha=0.35,
-      zorder=1,
-      label=f"Pareto front (best {label} at ≤ cost)",
-    )
   reference = w8a8_gbops if w8a8_gbops is not None else w8a8_reference_gbops(rows)
-  if reference is not None and reference > 0:
-    ax.axvline(
-      reference,
-      color="#0072B2",
-      ls="--",
-      lw=1.0,
-      alpha=0.8,
-      zorder=0,
-      label=f"W8A8 FQ cost ({reference:.3g} GBOPs/frame)",
-    )
-  if len(pts_arr):
-    lo, hi = pts_arr[:, 0].min(), max(pts_arr[:, 0].max(), reference or 0)
-    ax.set_xlim(lo / 1.8, hi * 2.5)  # room on both sides for point labels
-    ylo, yhi = shown[:, 1].min(), shown[:, 1].max()
-    pad = max(1.0, 0.06 * (yhi - ylo))
-    ax.set_ylim(ylo - (0 if below.any() else pad), yhi + pad)
-  ax.set_xlabel("GBOPs per frame, clip average (log scale)")
-  ax.set_ylabel(f"{label} (%)")
-  ax.set_title(title)
-  ax.grid(True, which="major", alpha=0.3)
-  ax.grid(True, which="minor", alpha=0.1)
-  handles, labels = ax.get_legend_handles_labels()
-  if has_peak:
-    handles.append(
-      Line2D(
-        [],
-        [],
-        color="0.4",
-        ls=":",
-        lw=1.2,
-        marker="o",
-        ms=4,
-        markerfacecolor="white",
-        markevery=[1],
-      )
-    )
-    labels.append("avg → peak GBOPs/frame")
-  if below.any():
+  rows = [{**r, "_pct": _cost_pct(r, reference)} for r in rows]
+  error = error or primary_error(rows) or ERROR_OF_METRIC.get(metric)
+  styles = family_styles([r.get("family") for r in rows])
+  fig = Figure(figsize=(15.0, 6.4))
+  ax_a, ax_b = fig.subplots(1, 2)
+  w8a8_line = any(r["_pct"] is not None for r in rows)
+  below, floor = _metric_panel(ax_a, fig, rows, metric, styles, label_points, w8a8_line, min_miou)
+  ratios = [r["_pct"] / g for r in rows if r["_pct"] and (g := finite_float(r.get("gbops_avg")))]
+  pct_per_gbops = float(np.median(ratios)) if ratios else None  # pct is proportional to BOPs
+  _error_panel(ax_b, fig, rows, error, styles, label_points, w8a8_line, pct_per_gbops)
+  for ax in (ax_a, ax_b):
+    ax.grid(True, which="major", alpha=0.3)
+    ax.grid(True, which="minor", alpha=0.1)
+  handles, labels = [], []
+  for ax in (ax_a, ax_b):
+    for h, t in zip(*ax.get_legend_handles_labels()):
+      if t not in labels:
+        handles.append(h)
+        labels.append(t)
+  if below:
     handles.append(Line2D([], [], ls="", marker="v", color="0.4", ms=6))
     labels.append(f"{label} below {floor:.1f}% (value in label)")
-  legend = ax.legend(handles, labels, loc="best", fontsize=8, framealpha=0.9) if handles else None
-  if label_points and kept:
-    texts = [
-      f"{t} ({q:.1f}%)" if b else t for t, q, b in zip(point_labels(kept), pts_arr[:, 1], below)
-    ]
-    _place_labels(ax, fig, shown, texts, obstacles=whiskers, legend=legend)
+  if handles:
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(handles), 6), fontsize=8)
+  fig.suptitle(title or f"{label} and fidelity to FP vs. cost per frame", fontsize=11)
+  fig.subplots_adjust(bottom=0.1 + 0.035 * math.ceil(len(handles) / 6), top=0.9, wspace=0.18)
   return _save(fig, path)
 
 
