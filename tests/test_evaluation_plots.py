@@ -116,3 +116,75 @@ def test_point_labels_and_outlier_floor():
   # best 80, 25th percentile 77 -> floor 80 - 4 * 3 = 68: only the collapsed 20 % is below.
   assert plots._auto_floor(np.array([80.0, 79.5, 78.0, 77.0, 20.0])) == pytest.approx(68.0)
   assert plots._auto_floor(np.array([80.0, 79.0, 70.0])) == 70.0  # too few points: no floor
+
+
+def _hex_rgb(color):
+  return np.array([int(color[i : i + 2], 16) for i in (1, 3, 5)]) / 255
+
+
+def test_family_styles_known_and_cycled():
+  families = ["dynamic", "fq", "hold", "skipconv", "deltacnn", "videoiq", None, "fp"]
+  styles = plots.family_styles(families)
+  for fam in ("fp", "fq", "dynamic"):
+    assert styles[fam] == plots.FAMILY_STYLE[fam]
+  others = ["deltacnn", "hold", "skipconv", "videoiq", None]
+  pairs = {(styles[f]["color"], styles[f]["marker"]) for f in others}
+  assert len(pairs) == len(others)  # one colour/marker pair each
+  known = {s["color"] for s in plots.FAMILY_STYLE.values()}
+  assert not known & {styles[f]["color"] for f in others}
+  # Sorted assignment: the same family gets the same style whatever the order of the rows.
+  assert plots.family_styles(families[::-1]) == styles
+  # 72 distinct (colour, marker) pairs before the cycles repeat together.
+  many = plots.family_styles([f"control{i:02d}" for i in range(72)])
+  assert len({(s["color"], s["marker"]) for s in many.values()}) == 72
+
+
+def test_plot_pareto_two_panels_hundred_points_labels_only_pareto(tmp_path, monkeypatch):
+  rng = np.random.default_rng(0)
+  rows = [
+    dict(name=f"FQ W{b}A{b}", family="fq", source="ptq", key_bits=(b, b), gbops_avg=b * b / 64,
+         pct_w8a8=100 * b * b / 64, miou=0.7 - 0.3 / b, rel_l2=0.8 / b**2)
+    for b in (3, 4, 6, 8)
+  ]  # fmt: skip
+  families = ["resq", "dynamic", "hold", "skipconv", "deltacnn"]
+  for i in range(100):
+    cost = float(rng.uniform(0.1, 1.2))
+    miou = float(0.7 - 0.05 * rng.random() - 0.02 / cost)
+    rows.append(
+      dict(name=f"s{i}", family=families[i % 5], source="ptq", gbops_avg=cost,
+           pct_w8a8=100 * cost, miou=miou, miou_ci=[miou - 0.01, miou + 0.008],
+           rel_l2=float(rng.uniform(0.01, 0.1)), rel_l2_ci=[0.005, 0.2], fidelity_error="rel_l2")
+    )  # fmt: skip
+  rows.append(dict(name="FP32", family="fp", source="fp", gbops_avg=16.0, pct_w8a8=1600.0,
+                   miou=0.72, rel_l2=0.0))  # fmt: skip
+  labelled = []
+  place = plots._place_labels
+
+  def spy(ax, fig, xy, labels, **kwargs):
+    labelled.append(list(labels))
+    return place(ax, fig, xy, labels, **kwargs)
+
+  monkeypatch.setattr(plots, "_place_labels", spy)
+  img = _assert_not_blank(plots.plot_pareto(rows, tmp_path / "pareto.png"))
+  assert img.shape[1] > 1.8 * img.shape[0]  # two panels side by side
+  # Panel (a) labels exactly its Pareto points (metric vs cost); panel (b) those of (cost, error),
+  # where FP (error 0: no log) is absent.
+  front_a = pareto.pareto_front([(r["pct_w8a8"], 100 * r["miou"]) for r in rows])
+  names = plots.point_labels(rows)  # FQ rows as 'W4A4', the others by name
+  assert sorted(labelled[0]) == sorted(names[i] for i in front_a)
+  kept = [r for r in rows if r["rel_l2"] > 0]
+  front_b = pareto.pareto_front([(r["pct_w8a8"], -r["rel_l2"]) for r in kept])
+  names = plots.point_labels(kept)
+  assert sorted(labelled[1]) == sorted(names[i] for i in front_b)
+  assert len(labelled[0]) < 30 and len(labelled[1]) < 30
+  styles = plots.family_styles([r["family"] for r in rows])
+  for fam in ("hold", "skipconv", "deltacnn", "fq"):
+    assert _count_colour(img, _hex_rgb(styles[fam]["color"])) > 10, fam
+
+
+def test_plot_pareto_older_rows_without_fidelity(tmp_path):
+  """Rows of an older report (no CI, no fidelity, no pct_w8a8 on some): panel (b) says so."""
+  rows = [dict(r) for r in ROWS]
+  for r in rows:
+    r.pop("pct_w8a8", None)
+  _assert_not_blank(plots.plot_pareto(rows, tmp_path / "old.png", w8a8_gbops=57.6))

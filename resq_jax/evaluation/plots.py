@@ -267,12 +267,11 @@ def _metric_panel(ax, fig, rows, metric, styles, label_points, w8a8_line, min_mi
   ax.set_xlabel("average BOPs per frame, % of W8A8 FQ (log scale)")
   ax.set_ylabel(f"{label} (%), 95% CI")
   ax.set_title(f"(a) {label} vs. cost")
-  if label_points and len(front):
-    texts = [
-      f"{point_labels(kept)[i]} ({xy[i, 1]:.1f}%)" if below[i] else point_labels(kept)[i]
-      for i in front
-    ]
-    _place_labels(ax, fig, shown[front], texts, markers=shown)
+  named = sorted(set(front.tolist()) | set(np.flatnonzero(below).tolist()))
+  if label_points and named:  # the front, and collapsed settings with their value
+    labels = point_labels(kept)
+    texts = [f"{labels[i]} ({xy[i, 1]:.1f}%)" if below[i] else labels[i] for i in named]
+    _place_labels(ax, fig, shown[named], texts, markers=shown)
   return below.any(), floor
 
 
@@ -296,6 +295,7 @@ def _error_panel(ax, fig, rows, error, styles, label_points, w8a8_line, pct_per_
       va="center", transform=ax.transAxes,
     )  # fmt: skip
     ax.set_title("(b) fidelity error vs. cost")
+    ax.set_axis_off()
     return
   _scatter_families(ax, xy, kept, styles, _interval_bars(xy[:, 1], cis), legend=False)
   front = fq_front(rows, error)
@@ -344,8 +344,8 @@ def plot_pareto(
 
   Rows are `results.json` rows (see `report`); the cost is `pct_w8a8`, else `gbops_avg` over
   the W8A8 reference (`w8a8_gbops`, else `report.w8a8_reference_gbops`). Only each panel's
-  Pareto points are labelled (`point_labels`), so ~100 settings stay readable; a dashed
-  vertical line marks W8A8 FQ (100%).
+  Pareto points (and collapsed settings) are labelled (`point_labels`), so ~100 settings stay
+  readable; a dashed vertical line marks W8A8 FQ (100%).
   """
   label = METRIC_LABELS.get(metric, metric)
   reference = w8a8_gbops if w8a8_gbops is not None else w8a8_reference_gbops(rows)
