@@ -53,6 +53,7 @@ from resq_jax.nn.weights import (
   load_float_weights,
   refresh_weight_scales,
 )
+from resq_jax.quant.keyframes import KeyframeTrigger, TriggerState, trigger_ops
 
 __all__ = [
   "CalibrationMethods",
@@ -105,4 +106,7 @@ __all__ = [
   "invalidate_act_quantizers",
   "load_float_weights",
   "refresh_weight_scales",
+  "KeyframeTrigger",
+  "TriggerState",
+  "trigger_ops",
 ]
