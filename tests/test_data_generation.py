@@ -22,6 +22,7 @@ from resq_jax.data import (
   sample_scene,
   spec,
 )
+from resq_jax.data import scene as scene_lib
 
 # A few clips per regime keep the file fast (~25 ms per clip) while covering all regimes,
 # every action (walk, jumping jack, wave) and 1-3 objects.
@@ -36,7 +37,8 @@ def clips():
 def test_vocabulary_is_consistent():
   assert NUM_CLASSES == len(CLASS_NAMES) == 7
   assert NUM_JOINTS == len(JOINT_NAMES) == 15  # the JHMDB joint set
-  assert set(REGIMES) == {"static_cam", "slow_pan", "fast_pan", "flicker"}
+  assert set(REGIMES) == {"static_cam", "slow_pan", "fast_pan", "flicker", "cuts"}
+  assert REGIMES[:4] == ("static_cam", "slow_pan", "fast_pan", "flicker")  # seeds their motion
   # The skeleton is a tree spanning all joints: J - 1 edges, every joint reached.
   assert len(SKELETON) == NUM_JOINTS - 1
   assert {j for edge in SKELETON for j in edge} == set(range(NUM_JOINTS))
@@ -82,17 +84,19 @@ def test_sizes_are_configurable():
 @pytest.mark.parametrize("key", CLIPS[::3])
 def test_class_map_agrees_with_instance_map(clips, key):
   ex = clips[key]
-  scene = sample_scene(key[0], "train", key[1])
-  expected_class = {PERSON_ID: PERSON_CLASS}
-  expected_class.update({o.instance_id: o.class_id for o in scene.objects})
-  sem, inst = ex["semantic"], ex["instance"]
-  assert set(np.unique(sem)) <= set(range(NUM_CLASSES))
-  stuff = inst == 0
-  assert np.isin(sem[stuff], spec.STUFF_CLASSES).all()
-  for instance_id, class_id in expected_class.items():
-    assert (sem[inst == instance_id] == class_id).all(), (instance_id, class_id)
-  assert set(np.unique(inst)) <= {0, *expected_class}
-  assert (inst == PERSON_ID).any(axis=(1, 2)).all()  # the person appears in every frame
+  segments = scene_lib.sample_segments(key[0], "train", key[1])
+  stops = [start for start, _ in segments[1:]] + [ex["semantic"].shape[0]]
+  for (start, scene), stop in zip(segments, stops):  # one segment unless the regime cuts
+    expected_class = {PERSON_ID: PERSON_CLASS}
+    expected_class.update({o.instance_id: o.class_id for o in scene.objects})
+    sem, inst = ex["semantic"][start:stop], ex["instance"][start:stop]
+    assert set(np.unique(sem)) <= set(range(NUM_CLASSES))
+    stuff = inst == 0
+    assert np.isin(sem[stuff], spec.STUFF_CLASSES).all()
+    for instance_id, class_id in expected_class.items():
+      assert (sem[inst == instance_id] == class_id).all(), (instance_id, class_id)
+    assert set(np.unique(inst)) <= {0, *expected_class}
+    assert (inst == PERSON_ID).any(axis=(1, 2)).all()  # the person appears in every frame
 
 
 def _edge_box(mask):
@@ -211,7 +215,7 @@ def test_fast_pan_has_the_largest_frame_differences(clips):
 @pytest.mark.parametrize(
   "kwargs, match",
   [
-    (dict(regime="zoom"), "valid regimes: .*static_cam.*slow_pan.*fast_pan.*flicker"),
+    (dict(regime="zoom"), "valid regimes: .*static_cam.*slow_pan.*fast_pan.*flicker.*cuts"),
     (dict(split="dev"), "valid splits: .*train.*validation.*test"),
     (dict(index=-1), "non-negative"),
     (dict(index=1.5), "must be an int"),

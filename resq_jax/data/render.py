@@ -171,9 +171,18 @@ def generate_clip(
     joint_visible bool [T, J]         in frame and not occluded by an object
     bbox          float32 [T, 4]      (x0, y0, x1, y1) pixel-edge box of the visible person
 
+  In regimes with scene cuts ('cuts') the clip is the concatenation of independent scenes
+  (`scene.sample_segments`; cut frames from `scene.cut_frames`), and every label follows the
+  cut: the new scene's classes, its instances (ids restart at 1 for its person and 2.. for
+  its objects: instance ids are per scene) and its figure's joints.
+
   Raises ValueError (listing valid options) for an unknown regime or split, a negative index,
   non-positive sizes, or frames smaller than spec.MIN_SIZE.
   """
-  return render_scene(
-    scene_lib.sample_scene(regime, split, index, height=height, width=width, num_frames=num_frames)
+  segments = scene_lib.sample_segments(
+    regime, split, index, height=height, width=width, num_frames=num_frames
   )
+  parts = [render_scene(scene) for _, scene in segments]
+  if len(parts) == 1:
+    return parts[0]
+  return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}

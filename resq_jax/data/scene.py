@@ -5,6 +5,12 @@ its own NumPy stream seeded by (split, index, component). Content streams (what 
 scene) do not depend on the regime; motion streams (how it moves, how sharp, how noisy) do.
 So clip i of split s shows the same backdrop, objects and figure in every regime, and regimes
 can be compared on paired clips; splits use disjoint seeds.
+
+Scene cuts (regimes with ``cut_probability > 0``, e.g. 'cuts'): the cut frames come from the
+clip's own 'cuts' motion stream (:func:`cut_frames`), and the clip is a sequence of segments
+(:func:`sample_segments`), each an independent scene. Segment 0 uses the clip's seeds (so it
+shares its content with the other regimes); segment k >= 1 draws every component from streams
+that add k to the seed.
 """
 
 from __future__ import annotations
@@ -18,20 +24,42 @@ from resq_jax.data import motion, spec, textures
 
 _SEED_TAG = 0x5E5_0001  # namespaces SynthRes seeds away from other users of SeedSequence
 _CONTENT_STREAMS = ("background", "objects", "figure", "clothes", "depth")
-_MOTION_STREAMS = ("camera", "objects", "figure", "background", "noise")
+# New streams go at the end: a stream's position is part of its seed.
+_MOTION_STREAMS = ("camera", "objects", "figure", "background", "noise", "cuts")
 
 
-def component_rng(split: str, index: int, component: str, regime: str | None = None):
+def component_rng(
+  split: str, index: int, component: str, regime: str | None = None, segment: int = 0
+):
   """Returns the generator for one component of clip `index` of `split`.
 
   regime=None selects a content stream (shared across regimes), otherwise a motion stream.
+  segment k >= 1 (the scene after the k-th cut) gets streams of its own; segment 0 has the
+  clip's streams.
   """
   split_id = spec.validate_split(split)
   if regime is None:
     stream = _CONTENT_STREAMS.index(component)
   else:
     stream = 100 + 10 * spec.REGIMES.index(regime) + _MOTION_STREAMS.index(component)
-  return np.random.default_rng([_SEED_TAG, split_id, index, stream])
+  seed = [_SEED_TAG, split_id, index, stream] + ([int(segment)] if segment else [])
+  return np.random.default_rng(seed)
+
+
+def cut_frames(regime: str, split: str, index: int, num_frames: int) -> tuple[int, ...]:
+  """Frames where clip `index` cuts to a new scene (ascending, all >= 1); () for regimes
+  without cuts. Frame t >= min_cut_gap after the previous cut (or the clip start) cuts with
+  the regime's cut_probability; the cuts of a shorter clip are a prefix of a longer one's."""
+  reg = spec.validate_regime(regime)
+  if reg.cut_probability <= 0.0 or num_frames < 2:
+    return ()
+  draws = component_rng(split, index, "cuts", regime).uniform(size=num_frames)
+  cuts, last = [], 0
+  for t in range(1, num_frames):
+    if t - last >= reg.min_cut_gap and draws[t] < reg.cut_probability:
+      cuts.append(t)
+      last = t
+  return tuple(cuts)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,10 +116,10 @@ def _stuff_texture(rng, level_u: float, regime: spec.Regime, sigma: float, h: in
   return textures.colorize(textures.smooth(gray, sigma), textures.random_palette(rng))
 
 
-def _sample_background(split, index, regime: spec.Regime, height, width, extent):
+def _sample_background(split, index, regime: spec.Regime, height, width, extent, segment=0):
   """Backdrop and ground canvases of extent (Hc, Wc) plus the horizon parameters."""
-  content = component_rng(split, index, "background")
-  look = component_rng(split, index, "background", regime.name)
+  content = component_rng(split, index, "background", segment=segment)
+  look = component_rng(split, index, "background", regime.name, segment)
   sigma = look.uniform(*regime.blur_sigma) * min(height, width) / spec.REFERENCE_SIZE
   hc, wc = extent
   backdrop = _stuff_texture(content, look.uniform(), regime, sigma, hc, wc)
@@ -131,9 +159,9 @@ def _shape_pieces(rng, class_id: int, size: float):
   return bars, None, float(np.hypot(size, thick))
 
 
-def _sample_objects(split, index, regime: spec.Regime, height, width, num_frames):
-  content = component_rng(split, index, "objects")
-  moves = component_rng(split, index, "objects", regime.name)
+def _sample_objects(split, index, regime: spec.Regime, height, width, num_frames, segment=0):
+  content = component_rng(split, index, "objects", segment=segment)
+  moves = component_rng(split, index, "objects", regime.name, segment)
   scale = min(height, width) / spec.REFERENCE_SIZE
   objects = []
   for k in range(int(content.integers(1, spec.MAX_OBJECTS + 1))):
@@ -157,8 +185,8 @@ def _sample_objects(split, index, regime: spec.Regime, height, width, num_frames
   return tuple(objects)
 
 
-def _figure_textures(split, index, size: int) -> np.ndarray:
-  rng = component_rng(split, index, "clothes")
+def _figure_textures(split, index, size: int, segment: int = 0) -> np.ndarray:
+  rng = component_rng(split, index, "clothes", segment=segment)
   skin_tone = rng.uniform([0.35, 0.2, 0.1], [0.95, 0.75, 0.6])
   # Skin: a faint texture (palette from 80% to 100% of the tone); clothes: full textures.
   skin = textures.colorize(
@@ -182,16 +210,24 @@ def sample_scene(
   height: int = spec.DEFAULT_HEIGHT,
   width: int = spec.DEFAULT_WIDTH,
   num_frames: int = spec.DEFAULT_NUM_FRAMES,
+  segment: int = 0,
 ) -> Scene:
-  """Draws every parameter and trajectory of clip `index` (validating all arguments)."""
+  """Draws every parameter and trajectory of clip `index` (validating all arguments).
+
+  ``segment`` k >= 1: the independent scene after the clip's k-th cut (its streams seeded
+  apart from the clip's), over ``num_frames`` frames; :func:`sample_segments` draws them all.
+  """
   reg = spec.validate_regime(regime)
   spec.validate_split(split)
   spec.validate_index(index)
   spec.validate_size(height, width, num_frames)
+  if spec.as_int(segment, "segment") < 0:
+    raise ValueError(f"SynthRes segment must be non-negative, got {segment!r}")
   scale = min(height, width) / spec.REFERENCE_SIZE
+  k = int(segment)
 
   pan, shake = motion.camera_path(
-    component_rng(split, index, "camera", regime), reg, num_frames, scale
+    component_rng(split, index, "camera", regime, k), reg, num_frames, scale
   )
   cam = pan + shake
   # The canvas spans every position the camera visits, plus one pixel for bilinear taps.
@@ -200,20 +236,20 @@ def sample_scene(
     height + int(np.ceil(offset[:, 1].max())) + 2,
     width + int(np.ceil(offset[:, 0].max())) + 2,
   )
-  backdrop, ground, horizon = _sample_background(split, index, reg, height, width, extent)
-  objects = _sample_objects(split, index, reg, height, width, num_frames)
+  backdrop, ground, horizon = _sample_background(split, index, reg, height, width, extent, k)
+  objects = _sample_objects(split, index, reg, height, width, num_frames, k)
   fig = figure_lib.sample_figure(
-    component_rng(split, index, "figure"),
-    component_rng(split, index, "figure", regime),
+    component_rng(split, index, "figure", segment=k),
+    component_rng(split, index, "figure", regime, k),
     reg,
     height,
     width,
     num_frames,
   )
   tex_size = 2 * int(np.ceil(fig.height)) + 7
-  order_rng = component_rng(split, index, "depth")
+  order_rng = component_rng(split, index, "depth", segment=k)
   depth_order = tuple(int(i) for i in order_rng.permutation(len(objects) + 1))
-  noise_rng = component_rng(split, index, "noise", regime)
+  noise_rng = component_rng(split, index, "noise", regime, k)
   return Scene(
     regime=regime,
     height=height,
@@ -227,9 +263,34 @@ def sample_scene(
     canvas_offset=offset,
     objects=objects,
     figure=fig,
-    figure_textures=_figure_textures(split, index, tex_size),
+    figure_textures=_figure_textures(split, index, tex_size, k),
     depth_order=depth_order,
     gain=motion.flicker_gain(noise_rng, reg, num_frames),
     noise_sigma=float(noise_rng.uniform(*reg.noise_sigma)),
     noise_seed=int(noise_rng.integers(2**63)),
+  )
+
+
+def sample_segments(
+  regime: str,
+  split: str,
+  index: int,
+  *,
+  height: int = spec.DEFAULT_HEIGHT,
+  width: int = spec.DEFAULT_WIDTH,
+  num_frames: int = spec.DEFAULT_NUM_FRAMES,
+) -> tuple[tuple[int, Scene], ...]:
+  """``((start frame, Scene), ...)``: the scenes of clip `index`, one per segment between its
+  :func:`cut_frames`; one segment ``((0, sample_scene(...)),)`` for regimes without cuts."""
+  spec.validate_size(height, width, num_frames)
+  starts = (0, *cut_frames(regime, split, index, num_frames))
+  stops = (*starts[1:], num_frames)
+  return tuple(
+    (
+      start,
+      sample_scene(
+        regime, split, index, height=height, width=width, num_frames=stop - start, segment=k
+      ),
+    )
+    for k, (start, stop) in enumerate(zip(starts, stops))
   )

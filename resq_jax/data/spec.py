@@ -106,6 +106,11 @@ class Regime:
   texture_zoom: tuple[int, ...]  # texture pyramid levels: 0 = native, 2 = 4x finer detail
   flicker: tuple[float, float]  # relative amplitude of the global brightness gain
   noise_sigma: tuple[float, float]  # sensor noise, in 8-bit grey levels
+  # Hard scene cuts: each frame t >= min_cut_gap frames after the clip start or the last cut
+  # starts a new, independently drawn scene (backdrop, objects, figure, camera) with this
+  # probability. 0: one scene per clip.
+  cut_probability: float = 0.0
+  min_cut_gap: int = 4
 
 
 REGIME_SPECS: dict[str, Regime] = {
@@ -162,6 +167,23 @@ REGIME_SPECS: dict[str, Regime] = {
       texture_zoom=(0, 1),
       flicker=(0.08, 0.2),
       noise_sigma=(1.0, 2.5),
+    ),
+    # slow_pan plus hard scene cuts (about one every 12 frames, at least 4 apart): the case
+    # for adaptive keyframes (docs/drift.md). Must stay last: a regime's position in REGIMES
+    # seeds its motion streams, so the regimes before it keep their clips bit for bit.
+    Regime(
+      "cuts",
+      camera_speed=(0.2, 0.8),
+      shake=0.0,
+      object_speed=(0.3, 1.2),
+      figure_speed=(0.1, 0.6),
+      gait_frequency=(0.02, 0.05),
+      blur_sigma=(0.6, 1.6),
+      texture_zoom=(0, 1),
+      flicker=(0.0, 0.01),
+      noise_sigma=(1.0, 2.5),
+      cut_probability=1.0 / 12.0,
+      min_cut_gap=4,
     ),
   )
 }
