@@ -48,15 +48,27 @@ def default_config() -> ml_collections.ConfigDict:
 
   # The quantization recipe of every conv (resq_jax.quant.recipe.LayerRecipe).
   c.quant = ml_collections.ConfigDict()
-  c.quant.mode = "float"  # float | fq | resq | dynamic
+  # float | fq | resq | dynamic | frame_precision (VideoIQ-style: each frame runs at one of the
+  # FQ precisions quant.frame_bits, picked by quant.frame_thresholds; evaluation sweeps only,
+  # not a ptq / qat stage).
+  c.quant.mode = "float"
   c.quant.key_bits = (8, 8)  # (weight, activation) bits of keyframes (and of FQ)
   c.quant.residual_bits = (4, 4)  # (weight, activation) bits of residual frames
   c.quant.period = 4  # K: keyframe every K frames (float and fq have no keyframes: K = 1)
   c.quant.ref_mode = "closed"  # closed | key | prev
-  c.quant.policy = "fixed_step"  # dynamic ResQ policy: fixed_step | ladder
+  # Dynamic ResQ policy: fixed_step | ladder | gate | hold. gate: skip a location whose
+  # max_c |r| < gate_threshold, else policy_bits[-1] bits at policy_step (policy_bits = (0, b));
+  # hold: skip every residual (with ref_mode closed: keyframe hold). docs/baselines.md maps the
+  # peer baselines (keyframe hold, Skip-Conv, DeltaCNN, VideoIQ) onto these keys.
+  c.quant.policy = "fixed_step"
   c.quant.policy_bits = (0, 2, 4, 8)  # candidate residual bits (0 = skip)
-  c.quant.policy_step = 1.0  # fixed_step: step in units of the layer's residual step
+  c.quant.policy_step = 1.0  # fixed_step, gate: step in units of the layer's residual step
   c.quant.thresholds = (0.5, 1.5, 7.5, 127.5)  # ladder: one per candidate, same units
+  c.quant.gate_threshold = 1.0  # gate: skip threshold, same units
+  # frame_precision: candidate (weight, activation) bits, ascending, and the thresholds on a
+  # frame's mean |x_t - x_{t-1}| (normalised input units; one fewer) that pick among them.
+  c.quant.frame_bits = ((4, 4), (6, 6), (8, 8))
+  c.quant.frame_thresholds = (0.05, 0.15)
   c.quant.stop_ref_gradient = False  # truncate BPTT at the input reference
 
   c.calibration = ml_collections.ConfigDict()
@@ -83,13 +95,18 @@ def default_config() -> ml_collections.ConfigDict:
   # avoids XLA:CPU's scan trap: 0.24-0.94x the unrolled step for K = 32..4 (BENCHMARKS.md).
   c.train.unroll = False
   c.train.remat = False  # rematerialise the residual scan in the backward pass (less memory)
+  # QAT only: weight of a distillation loss from the float teacher's outputs (0: none) and
+  # the softmax temperature of teacher and student.
+  c.train.distill_weight = 0.0
+  c.train.distill_temperature = 1.0
 
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 8
   c.eval.split = "validation"  # validation | test: the split every evaluation reports
   c.eval.num_batches = 0  # 0: the whole split
   # Named sweeps: name -> tuple of settings, each a dict of `quant` keys overriding this
-  # config's `quant` section (plus an optional display "name"); configs/sweeps.py holds the
+  # config's `quant` section (plus an optional display "name" and "family", e.g. "hold",
+  # "skipconv", "deltacnn", "videoiq"); configs/sweeps.py holds the
   # repository's. The float setting {"mode": "float"} evaluates the FP run itself.
   c.eval.sweeps = ml_collections.ConfigDict({"fp": FP_SWEEP})
   c.eval.sweep = "fp"  # the key of eval.sweeps that eval.py evaluates

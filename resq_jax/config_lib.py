@@ -40,6 +40,7 @@ from resq_jax.experiment import (
   DataSpec,
   EvalSpec,
   Experiment,
+  FramePrecisionPlan,
   ModelSpec,
   OptimSpec,
   QuantPlan,
@@ -49,7 +50,7 @@ from resq_jax.experiment import (
 from resq_jax.nn.calibrate import CalibrationMethods
 from resq_jax.nn.models import SEGNET_PRESETS as PRESETS
 from resq_jax.quant import calibration
-from resq_jax.quant.dynamic import FixedStepPolicy, LadderPolicy
+from resq_jax.quant.dynamic import FixedStepPolicy, GatePolicy, HoldPolicy, LadderPolicy
 from resq_jax.quant.recipe import (
   MODES,
   REF_MODES,
@@ -63,9 +64,16 @@ from resq_jax.quant.spec import MAX_BITS
 from resq_jax.tasks import TASK_NAMES, Task, get_task
 
 STAGES = ("fp", "ptq", "qat")
-POLICIES = ("fixed_step", "ladder")
+# quant.mode: a layer recipe's mode, or per-frame precision among FQ recipes (VideoIQ-style).
+FRAME_PRECISION = "frame_precision"
+QUANT_MODES = (*MODES, FRAME_PRECISION)
+POLICIES = ("fixed_step", "ladder", "gate", "hold")
 CALIBRATION_METHODS = calibration.CALIBRATION_METHODS
-SETTING_NAME_KEY = "name"  # the one key of an eval.sweeps setting that is not a quant key
+# The keys of an eval.sweeps setting that are not quant keys: display name and family.
+SETTING_NAME_KEY = "name"
+SETTING_FAMILY_KEY = "family"
+SETTING_KEYS = (SETTING_NAME_KEY, SETTING_FAMILY_KEY)
+FAMILY_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,23}")
 
 __all__ = [
   "RULES",
@@ -73,6 +81,7 @@ __all__ = [
   "Rule",
   "check_device_count",
   "default_config",
+  "frame_precision_from",
   "parse",
   "parse_flags",
   "problems",
@@ -191,6 +200,22 @@ def _thresholds_ok(v) -> bool:
   )
 
 
+def _frame_bits_ok(v) -> bool:
+  """At least two (weight, activation) pairs; neither bit-width decreases, no pair repeats."""
+  if not (_is_seq(v) and len(v) >= 2):
+    return False
+  pairs = [tuple(p) if _is_seq(p) else None for p in v]
+  if not all(p is not None and len(p) == 2 and all(map(_is_int, p)) for p in pairs):
+    return False
+  if not all(2 <= w <= MAX_BITS and 1 <= a <= MAX_BITS for w, a in pairs):
+    return False
+  return all(b[0] >= a[0] and b[1] >= a[1] and a != b for a, b in itertools.pairwise(pairs))
+
+
+def _family_ok(v) -> bool:
+  return isinstance(v, str) and FAMILY_PATTERN.fullmatch(v) is not None
+
+
 def _qat_runs_ok(v) -> bool:
   return isinstance(v, str) and (v == "" or all(d and d == d.strip() for d in v.split(",")))
 
@@ -206,7 +231,9 @@ def _sweeps_ok(v) -> bool:
     for setting in settings:
       if not isinstance(setting, (Mapping, ml_collections.ConfigDict)):
         return False
-      if any(k != SETTING_NAME_KEY and f"quant.{k}" not in RULES for k in setting):
+      if any(k not in SETTING_KEYS and f"quant.{k}" not in RULES for k in setting):
+        return False
+      if SETTING_FAMILY_KEY in setting and not _family_ok(setting[SETTING_FAMILY_KEY]):
         return False
   return True
 
@@ -340,6 +367,35 @@ def _residual_vs_key(v, ctx: _Context):
   return None
 
 
+def _gate_bits(v, ctx: _Context):
+  if ctx.get("quant.policy") == "gate" and (len(v) != 2 or v[0] != 0):
+    return (
+      f"{tuple(v)} under the gate policy (allowed: (0, b) with b in [2, {MAX_BITS}]: skip or "
+      f"b bits)"
+    )
+  return None
+
+
+def _frame_thresholds(v, ctx: _Context):
+  bits = ctx.get("quant.frame_bits")
+  if ctx.get("quant.mode") == FRAME_PRECISION and bits is not None and len(v) != len(bits) - 1:
+    return (
+      f"{len(v)} thresholds for {len(bits)} quant.frame_bits {_pairs(bits)} (allowed: "
+      f"{len(bits) - 1}, one fewer than the candidates, under mode {FRAME_PRECISION!r})"
+    )
+  return None
+
+
+def _one_recipe_stage(v, ctx: _Context):
+  if v in ("ptq", "qat") and ctx.get("quant.mode") == FRAME_PRECISION:
+    return (
+      f"stage {v!r} calibrates or trains one recipe, but quant.mode={FRAME_PRECISION!r} picks "
+      f"one of several per frame (allowed: stage 'fp' with {FRAME_PRECISION} settings in "
+      f"eval.sweeps, or another quant.mode)"
+    )
+  return None
+
+
 def _ladder_thresholds(v, ctx: _Context):
   bits = ctx.get("quant.policy_bits")
   if ctx.get("quant.policy") == "ladder" and bits is not None and len(v) != len(bits):
@@ -366,9 +422,9 @@ def _sweep_settings(v, ctx: _Context):
   found = []
   quant_keys = [k for k in RULES if k.startswith("quant.")]
   for i, setting in enumerate(v[name]):
-    overridden = {f"quant.{k}" for k in setting.keys() if k != SETTING_NAME_KEY}
+    overridden = {f"quant.{k}" for k in setting.keys() if k not in SETTING_KEYS}
     values = dict(ctx.values)
-    values.update({f"quant.{k}": setting[k] for k in setting.keys() if k != SETTING_NAME_KEY})
+    values.update({f"quant.{k}": setting[k] for k in setting.keys() if k not in SETTING_KEYS})
     valid = set(ctx.valid) - overridden
     for key in sorted(overridden):
       try:
@@ -400,7 +456,7 @@ _METHOD = _choice(CALIBRATION_METHODS)
 
 RULES: dict[str, Rule] = {
   "seed": _int(0, 2**32 - 2, " (grain shuffles with 32-bit seeds; calibration uses seed + 1)"),
-  "stage": _choice(STAGES),
+  "stage": Rule(_choice(STAGES).ok, " | ".join(STAGES), _one_recipe_stage),
   "init_from": Rule(_ANY_STR.ok, "the workdir of an FP run ('' for stage fp)", _needs_init_from),
   "distributed": _bool(),
   "task": _choice(TASK_NAMES),
@@ -420,14 +476,17 @@ RULES: dict[str, Rule] = {
   "data.batch_size": _int(1, relation=_divisible_by_devices),
   "data.worker_count": _int(0, note=" (0: read in the main process)"),
   "model.preset": _choice(PRESETS),
-  "quant.mode": _choice(MODES),
+  "quant.mode": _choice(QUANT_MODES),
   "quant.key_bits": _bits(2, 1),
   "quant.residual_bits": _bits(2, 2, relation=_residual_vs_key),
   "quant.period": _int(1),
   "quant.ref_mode": _choice(REF_MODES),
   "quant.policy": _choice(POLICIES),
   "quant.policy_bits": Rule(
-    _policy_bits_ok, f"non-empty strictly ascending ints, each 0 (skip) or in [2, {MAX_BITS}]"
+    _policy_bits_ok,
+    f"non-empty strictly ascending ints, each 0 (skip) or in [2, {MAX_BITS}]; (0, b) for the "
+    "gate policy",
+    _gate_bits,
   ),
   "quant.policy_step": _real(0, strict=True),
   "quant.thresholds": Rule(
@@ -435,6 +494,18 @@ RULES: dict[str, Rule] = {
     "positive, strictly ascending finite numbers (one "
     "per quant.policy_bits candidate for the ladder policy)",
     _ladder_thresholds,
+  ),
+  "quant.gate_threshold": _real(0, strict=True),
+  "quant.frame_bits": Rule(
+    _frame_bits_ok,
+    f"at least 2 (weight, activation) int pairs, weight in [2, {MAX_BITS}], activation in "
+    f"[1, {MAX_BITS}], ascending (neither bit-width decreases, no pair repeated)",
+  ),
+  "quant.frame_thresholds": Rule(
+    _thresholds_ok,
+    "positive, strictly ascending finite numbers (one fewer than quant.frame_bits for mode "
+    "frame_precision)",
+    _frame_thresholds,
   ),
   "quant.stop_ref_gradient": _bool(),
   "calibration.num_batches": _int(1, relation=_calibration_batches),
@@ -455,13 +526,17 @@ RULES: dict[str, Rule] = {
   "train.keep_checkpoints": _int(1),
   "train.unroll": _bool(),
   "train.remat": _bool(),
+  "train.distill_weight": Rule(
+    _real(0, strict=False).ok, "finite number >= 0 (0: no distillation; read by QAT only)"
+  ),
+  "train.distill_temperature": _real(0, strict=True),
   "eval.batch_size": _int(1, relation=_divisible_by_devices),
   "eval.split": Rule(lambda v: v in ("validation", "test"), "validation | test", _eval_split),
   "eval.num_batches": _int(0, note=" (0: the whole split)", relation=_eval_batches),
   "eval.sweeps": Rule(
     _sweeps_ok,
-    "name -> non-empty tuple of settings, each a dict of quant "
-    "keys (and an optional 'name'); see configs/sweeps.py",
+    "name -> non-empty tuple of settings, each a dict of quant keys (and an optional display "
+    "'name' and 'family', the family an identifier [a-z][a-z0-9_]{0,23}); see configs/sweeps.py",
     _sweep_settings,
   ),
   "eval.sweep": Rule(
@@ -650,16 +725,40 @@ def _flag_error(message: str, names: Sequence[str]) -> tuple[list[str], str]:
 
 
 # --- Parsing: the typed Experiment ------------------------------------------------------------
-def policy_from(q) -> FixedStepPolicy | LadderPolicy:
+def _pairs(v) -> tuple:
+  return tuple(tuple(p) for p in v)
+
+
+def policy_from(q) -> FixedStepPolicy | LadderPolicy | GatePolicy | HoldPolicy:
   """The dynamic ResQ policy of a ``quant`` section (a ConfigDict or a plain mapping)."""
   if q["policy"] == "ladder":
     return LadderPolicy(bits=tuple(q["policy_bits"]), thresholds=tuple(q["thresholds"]))
+  if q["policy"] == "gate":
+    return GatePolicy(
+      bits=tuple(q["policy_bits"]),
+      threshold=float(q["gate_threshold"]),
+      step=float(q["policy_step"]),
+    )
+  if q["policy"] == "hold":
+    return HoldPolicy()
   return FixedStepPolicy(bits=tuple(q["policy_bits"]), step=float(q["policy_step"]))
 
 
+def frame_precision_from(q) -> FramePrecisionPlan | None:
+  """The per-frame precision plan of a ``quant`` section in mode 'frame_precision' (FQ
+  candidates from ``frame_bits``, ``frame_thresholds``), else None."""
+  if q["mode"] != FRAME_PRECISION:
+    return None
+  candidates = tuple(fq_recipe(w, a) for w, a in _pairs(q["frame_bits"]))
+  return FramePrecisionPlan(candidates, tuple(float(t) for t in q["frame_thresholds"]))
+
+
 def recipe_from(q) -> LayerRecipe:
-  """The LayerRecipe of a ``quant`` section (a ConfigDict or a plain mapping)."""
+  """The LayerRecipe of a ``quant`` section (a ConfigDict or a plain mapping); in mode
+  'frame_precision' the top candidate (:func:`frame_precision_from` gives them all)."""
   key_bits, res_bits = tuple(q["key_bits"]), tuple(q["residual_bits"])
+  if q["mode"] == FRAME_PRECISION:
+    return frame_precision_from(q).top
   if q["mode"] == "float":
     return float_recipe()
   if q["mode"] == "fq":
@@ -670,19 +769,38 @@ def recipe_from(q) -> LayerRecipe:
 
 
 def _setting(quant: dict, overrides, source: str | None = None, run_dir: str = "") -> Setting:
-  values = {**quant, **{k: overrides[k] for k in overrides if k != SETTING_NAME_KEY}}
+  values = {**quant, **{k: overrides[k] for k in overrides if k not in SETTING_KEYS}}
   recipe = recipe_from(values)
+  get = overrides.get if hasattr(overrides, "get") else lambda key: None
   setting = Setting(
-    "", recipe, values["period"], source or ("fp" if recipe.mode == "float" else "ptq"), run_dir
+    "",
+    recipe,
+    values["period"],
+    source or ("fp" if recipe.mode == "float" else "ptq"),
+    run_dir,
+    family_label=get(SETTING_FAMILY_KEY) or "",
+    frame_precision=frame_precision_from(values),
   )
-  name = overrides.get(SETTING_NAME_KEY) if hasattr(overrides, "get") else None
-  return dataclasses.replace(setting, name=name or default_setting_name(setting))
+  return dataclasses.replace(setting, name=get(SETTING_NAME_KEY) or default_setting_name(setting))
 
 
 def default_setting_name(setting: Setting) -> str:
-  """'FP32', 'FQ W4A4', 'ResQ K=4 closed W8A8/W4A4', 'DynResQ K=4 step=1' (+ ' QAT')."""
-  r = setting.recipe
-  if r.mode == "float":
+  """'FP32', 'FQ W4A4', 'ResQ K=4 closed W8A8/W4A4', 'DynResQ K=4 step=1', 'Hold K=4 W8A8',
+  'Gate K=4 prev W8A8 thr=1', 'FramePrec W4A4/W6A6/W8A8 thr=0.05/0.15' (+ ' QAT')."""
+  r, plan = setting.recipe, setting.frame_precision
+  if plan is not None:
+    bits = "/".join("W{}A{}".format(*c.key.bits) for c in plan.candidates)
+    name = f"FramePrec {bits} thr={'/'.join(f'{t:g}' for t in plan.thresholds)}"
+  elif isinstance(r.policy, HoldPolicy) and r.mode == "dynamic":
+    name = f"Hold K={setting.period} W{r.key.bits[0]}A{r.key.bits[1]}"
+  elif isinstance(r.policy, GatePolicy) and r.mode == "dynamic":
+    p = r.policy
+    step = "" if p.step == 1.0 else f" step={p.step:.3g}"
+    name = (
+      f"Gate K={setting.period} {r.ref_mode} W{r.residual.weight.bits}A{p.bits[-1]} "
+      f"thr={p.threshold:g}{step}"
+    )
+  elif r.mode == "float":
     name = "FP32"
   elif r.mode == "fq":
     name = "FQ W{}A{}".format(*r.key.bits)
@@ -699,7 +817,9 @@ def default_setting_name(setting: Setting) -> str:
 
 def qat_setting(run_config: Mapping, run_dir: str, name: str) -> Setting:
   """The evaluated setting of a finished QAT run, from its saved ``config.json`` (a dict)."""
-  return _setting(dict(run_config["quant"]), {SETTING_NAME_KEY: name}, "qat", run_dir)
+  # Keys added to the schema after the run take their defaults.
+  quant = {**_section(default_config(), "quant"), **dict(run_config["quant"])}
+  return _setting(quant, {SETTING_NAME_KEY: name}, "qat", run_dir)
 
 
 def task_for(name: str, dataset: str) -> Task:
@@ -742,6 +862,7 @@ def parse(
     quant=QuantPlan(
       recipe=recipe_from(quant),
       period=int(quant["period"]),
+      frame_precision=frame_precision_from(quant),
       calibration=CalibrationMethods(
         weight=cal.weight,
         key_act=cal.key_act,

@@ -12,9 +12,14 @@ Derived rules live here, once:
   period is 1 whatever the config says (:func:`keyframe_period`);
 - calibration sees at least one residual frame per keyframe group (:func:`calibration_period`),
   so that residual ranges are set even where the run itself has K = 1;
-- the family of a recipe in reports (``fp | fq | resq | dynamic``, :func:`family_of`) and where
-  a setting's weights come from (``source``: ``fp | ptq | qat``). ``mode`` is only ever the
-  recipe's mode (float / fq / resq / dynamic).
+- the family of a recipe in reports (``fp | fq | resq | dynamic``, :func:`family_of`; a sweep
+  setting may name its own display family, e.g. 'hold', 'skipconv', 'deltacnn', 'videoiq') and
+  where a setting's weights come from (``source``: ``fp | ptq | qat``). ``mode`` is only ever the
+  recipe's mode (float / fq / resq / dynamic);
+- VideoIQ-style per-frame precision (config ``quant.mode='frame_precision'``) is not a layer
+  recipe but a choice among FQ recipes per frame: a :class:`FramePrecisionPlan` beside the
+  recipe (``Setting.frame_precision``, ``QuantPlan.frame_precision``), whose ``recipe`` is then
+  the top candidate.
 """
 
 from __future__ import annotations
@@ -22,16 +27,22 @@ from __future__ import annotations
 import dataclasses
 
 from resq_jax.nn.calibrate import CalibrationMethods
+from resq_jax.nn.frame_precision import FramePrecisionPolicy
 from resq_jax.quant.recipe import LayerRecipe
 from resq_jax.tasks.base import Task
 
 SOURCES = ("fp", "ptq", "qat")  # where a setting's weights come from
-FAMILIES = ("fp", "fq", "resq", "dynamic")
+FAMILIES = ("fp", "fq", "resq", "dynamic", "frame_precision")
 
 
 def keyframe_period(recipe: LayerRecipe, period: int) -> int:
   """The period K that ``recipe`` runs with: ``period`` for stateful recipes, else 1."""
   return int(period) if recipe.has_state else 1
+
+
+def _check_top(recipe: LayerRecipe, plan: FramePrecisionPlan | None) -> None:
+  if plan is not None and recipe != plan.top:
+    raise ValueError("with frame_precision, recipe must be its top candidate (plan.top)")
 
 
 def calibration_period(period: int) -> int:
@@ -42,6 +53,39 @@ def calibration_period(period: int) -> int:
 def family_of(recipe: LayerRecipe) -> str:
   """``fp | fq | resq | dynamic``: the report family of a recipe."""
   return "fp" if recipe.mode == "float" else recipe.mode
+
+
+@dataclasses.dataclass(frozen=True)
+class FramePrecisionPlan:
+  """VideoIQ-style per-frame precision (``resq_jax.nn.frame_precision``): ``candidates`` are
+  stateless recipes of ascending precision (FQ recipes from ``quant.frame_bits``), each run with
+  its own calibrated variables; ``thresholds`` (``quant.frame_thresholds``, one fewer) pick a
+  frame's candidate from ``mean |x_t - x_{t-1}|``."""
+
+  candidates: tuple[LayerRecipe, ...]
+  thresholds: tuple[float, ...]
+
+  def __post_init__(self):
+    object.__setattr__(self, "candidates", tuple(self.candidates))
+    object.__setattr__(self, "thresholds", tuple(float(t) for t in self.thresholds))
+    if len(self.candidates) < 2 or len(self.thresholds) != len(self.candidates) - 1:
+      raise ValueError(
+        f"frame precision needs at least 2 candidates and one threshold fewer, got "
+        f"{len(self.candidates)} candidates and thresholds={self.thresholds}"
+      )
+    for recipe in self.candidates:
+      if not isinstance(recipe, LayerRecipe) or recipe.has_state:
+        raise ValueError(f"frame precision candidates are stateless recipes, got {recipe!r}")
+    FramePrecisionPolicy(self.thresholds)  # validates the thresholds
+
+  @property
+  def policy(self) -> FramePrecisionPolicy:
+    return FramePrecisionPolicy(self.thresholds)
+
+  @property
+  def top(self) -> LayerRecipe:
+    """The most precise candidate (the ``recipe`` of a frame-precision setting)."""
+    return self.candidates[-1]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,15 +141,19 @@ class ModelSpec:
 @dataclasses.dataclass(frozen=True)
 class QuantPlan:
   """How the model is quantized: the layer recipe, its keyframe period (normalised by
-  :func:`keyframe_period` at construction) and how quantizer ranges are calibrated."""
+  :func:`keyframe_period` at construction) and how quantizer ranges are calibrated.
+  ``frame_precision``: set for ``quant.mode='frame_precision'`` (``recipe`` is then its top
+  candidate)."""
 
   recipe: LayerRecipe
   period: int
   calibration: CalibrationMethods
   calibration_batches: int
+  frame_precision: FramePrecisionPlan | None = None
 
   def __post_init__(self):
     object.__setattr__(self, "period", keyframe_period(self.recipe, self.period))
+    _check_top(self.recipe, self.frame_precision)
 
   @property
   def calibration_period(self) -> int:
@@ -129,28 +177,42 @@ class TrainSpec:
   keep_checkpoints: int
   unroll: bool
   remat: bool = False
+  # QAT only: weight of a distillation loss from the float teacher's outputs (0: none) and its
+  # softmax temperature.
+  distill_weight: float = 0.0
+  distill_temperature: float = 1.0
 
 
 @dataclasses.dataclass(frozen=True)
 class Setting:
   """One evaluated configuration: a recipe, its keyframe period (normalised at construction)
   and where its weights come from (``source``: 'fp' the float checkpoint; 'ptq' float weights
-  + calibration; 'qat' the QAT run in ``run_dir``)."""
+  + calibration; 'qat' the QAT run in ``run_dir``).
+
+  ``family_label``: the display family the sweep gave (e.g. 'hold', 'skipconv'), '' for the
+  recipe's own. ``frame_precision``: per-frame precision among its candidates (then ``recipe``
+  is the top candidate; evaluate with ``resq_jax.nn.frame_precision``)."""
 
   name: str
   recipe: LayerRecipe
   period: int = 1
   source: str = "ptq"
   run_dir: str = ""
+  family_label: str = ""
+  frame_precision: FramePrecisionPlan | None = None
 
   def __post_init__(self):
     if self.source not in SOURCES:
       raise ValueError(f"source must be one of {SOURCES}, got {self.source!r}")
     object.__setattr__(self, "period", keyframe_period(self.recipe, self.period))
+    _check_top(self.recipe, self.frame_precision)
 
   @property
   def family(self) -> str:
-    return family_of(self.recipe)
+    """The sweep's display family if it gave one, else ``frame_precision`` or the recipe's."""
+    if self.family_label:
+      return self.family_label
+    return "frame_precision" if self.frame_precision is not None else family_of(self.recipe)
 
 
 @dataclasses.dataclass(frozen=True)

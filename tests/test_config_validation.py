@@ -107,6 +107,43 @@ BAD = [
     "3 thresholds for 4 quant.policy_bits",
   ),
   ({"quant.stop_ref_gradient": "no"}, "quant.stop_ref_gradient", "True | False"),
+  ({"quant.policy": "skip"}, "quant.policy", "fixed_step | ladder | gate | hold"),
+  (
+    {"quant.policy": "gate", "quant.policy_bits": (0, 4, 8)},
+    "quant.policy_bits",
+    "(0, 4, 8) under the gate policy (allowed: (0, b) with b in [2, 16]",
+  ),
+  ({"quant.policy": "gate", "quant.policy_bits": (2, 8)}, "quant.policy_bits", "gate policy"),
+  ({"quant.gate_threshold": 0.0}, "quant.gate_threshold", "finite number > 0"),
+  ({"quant.gate_threshold": NAN}, "quant.gate_threshold", "got nan"),
+  ({"quant.gate_threshold": -1.0}, "quant.gate_threshold", "finite number > 0"),
+  ({"quant.mode": "frame"}, "quant.mode", "dynamic | frame_precision"),
+  ({"quant.frame_bits": ((4, 4),)}, "quant.frame_bits", "at least 2 (weight, activation)"),
+  ({"quant.frame_bits": ((8, 8), (4, 4))}, "quant.frame_bits", "neither bit-width decreases"),
+  ({"quant.frame_bits": ((4, 8), (8, 4))}, "quant.frame_bits", "neither bit-width decreases"),
+  ({"quant.frame_bits": ((4, 4), (4, 4))}, "quant.frame_bits", "no pair repeated"),
+  ({"quant.frame_bits": ((1, 4), (8, 8))}, "quant.frame_bits", "weight in [2, 16]"),
+  ({"quant.frame_bits": ((4, 4), (8, 17))}, "quant.frame_bits", "activation in [1, 16]"),
+  ({"quant.frame_bits": (4, 8)}, "quant.frame_bits", "int pairs"),
+  ({"quant.frame_bits": ((4, 4.0), (8, 8))}, "quant.frame_bits", "got ((4, 4.0), (8, 8))"),
+  ({"quant.frame_thresholds": (0.15, 0.05)}, "quant.frame_thresholds", "strictly ascending"),
+  ({"quant.frame_thresholds": (0.0, 0.1)}, "quant.frame_thresholds", "positive"),
+  ({"quant.frame_thresholds": ()}, "quant.frame_thresholds", "got ()"),
+  (
+    {"quant.mode": "frame_precision", "quant.frame_thresholds": (0.05,)},
+    "quant.frame_thresholds",
+    "1 thresholds for 3 quant.frame_bits ((4, 4), (6, 6), (8, 8)) (allowed: 2, one fewer",
+  ),
+  (
+    {"stage": "qat", "init_from": "runs/fp", "quant.mode": "frame_precision"},
+    "stage",
+    "stage 'qat' calibrates or trains one recipe, but quant.mode='frame_precision'",
+  ),
+  (
+    {"stage": "ptq", "init_from": "runs/fp", "quant.mode": "frame_precision"},
+    "stage",
+    "(allowed: stage 'fp' with frame_precision settings in eval.sweeps",
+  ),
   ({"calibration.num_batches": 0}, "calibration.num_batches", "int >= 1"),
   ({"calibration.num_batches": 3}, "calibration.num_batches", "data.num_train=16 holds 2"),
   ({"calibration.weight": "max"}, "calibration.weight", "minmax | percentile | mse"),
@@ -134,6 +171,11 @@ BAD = [
   ({"train.keep_checkpoints": 0}, "train.keep_checkpoints", "int >= 1"),
   ({"train.unroll": 1}, "train.unroll", "True | False"),
   ({"train.remat": "yes"}, "train.remat", "True | False"),
+  ({"train.distill_weight": -0.1}, "train.distill_weight", "finite number >= 0"),
+  ({"train.distill_weight": INF}, "train.distill_weight", "got inf"),
+  ({"train.distill_weight": "0.5"}, "train.distill_weight", "read by QAT only"),
+  ({"train.distill_temperature": 0.0}, "train.distill_temperature", "finite number > 0"),
+  ({"train.distill_temperature": NAN}, "train.distill_temperature", "got nan"),
   ({"eval.batch_size": 0}, "eval.batch_size", "int >= 1"),
   ({"eval.batch_size": 4}, "eval.batch_size", "not divisible by the device count 8"),
   ({"eval.num_batches": -1}, "eval.num_batches", "int >= 0"),
@@ -151,6 +193,23 @@ BAD = [
     {"eval.sweeps": {"tiny": ({"mode": "fq", "bits": 4},)}},
     "eval.sweeps",
     "each a dict of quant keys",
+  ),
+  (
+    {"eval.sweeps": {"tiny": ({"mode": "fq", "family": "Skip Conv"},)}},
+    "eval.sweeps",
+    "'family', the family an identifier [a-z][a-z0-9_]{0,23}",
+  ),
+  ({"eval.sweeps": {"tiny": ({"mode": "fq", "family": "a" * 25},)}}, "eval.sweeps", "family"),
+  ({"eval.sweeps": {"tiny": ({"mode": "fq", "family": 3},)}}, "eval.sweeps", "family"),
+  (
+    {"eval.sweeps": {"tiny": ({"mode": "dynamic", "policy": "gate", "family": "skipconv"},)}},
+    "eval.sweeps",
+    "setting 0 of 'tiny': quant.policy_bits: (0, 2, 4, 8) under the gate policy",
+  ),
+  (
+    {"eval.sweeps": {"tiny": ({"mode": "frame_precision", "frame_bits": ((4, 4), (8, 8))},)}},
+    "eval.sweeps",
+    "setting 0 of 'tiny': quant.frame_thresholds: 2 thresholds for 2 quant.frame_bits",
   ),
   ({"task": "depth"}, "task", "segmentation | pose"),
   ({"eval.qat_runs": "runs/a, runs/b"}, "eval.qat_runs", "no spaces"),
@@ -235,6 +294,31 @@ def test_shipped_configs_and_their_json_round_trip_validate(name):
     {"quant.policy": "ladder", "quant.policy_bits": (0, 8), "quant.thresholds": (0.5, 127.5)},
     {"quant.policy_bits": (0, 8)},  # thresholds only need one per candidate for 'ladder'
     {"optim.weight_decay": 0.0, "optim.lr": 1, "eval.qat_runs": "runs/a,runs/b"},
+    # Peer baselines (docs/baselines.md): DeltaCNN-style gate, keyframe hold, frame precision.
+    {"quant.mode": "dynamic", "quant.policy": "gate", "quant.policy_bits": (0, 16)},
+    {"quant.mode": "dynamic", "quant.policy": "hold", "quant.policy_bits": (0, 2, 4, 8)},
+    {
+      "quant.mode": "frame_precision",
+      "quant.frame_bits": ((2, 4), (4, 4), (4, 8), (8, 8)),
+      "quant.frame_thresholds": (0.01, 0.1, 1.0),
+    },
+    {"quant.frame_thresholds": (0.1,)},  # the count only matters in mode frame_precision
+    {  # as read back from JSON
+      "quant.mode": "frame_precision",
+      "quant.frame_bits": [[4, 4], [8, 8]],
+      "quant.frame_thresholds": [0.1],
+    },
+    {"train.distill_weight": 0.0, "train.distill_temperature": 1e-3},
+    {"train.distill_weight": 2, "stage": "qat", "init_from": "runs/fp"},
+    {
+      "eval.sweeps": {
+        "tiny": (
+          {"mode": "dynamic", "policy": "hold", "family": "hold", "name": "Hold"},
+          {"mode": "frame_precision", "family": "videoiq"},
+          {"mode": "fq", "family": "a23456789012345678901234"},
+        )
+      }
+    },
   ],
 )
 def test_edge_values_are_accepted(overrides):
