@@ -2,12 +2,14 @@
 
 ``evaluate_model`` scans whole clips of the evaluation split (``eval.split``) with
 :func:`resq_jax.nn.run_clip` and measures one :class:`EvalResult`: the task's metric (mIoU for
-segmentation, PCK for pose; the task's accumulator sums it over the split) and the cost (BOPs per
-frame, % of W8A8 frame quantization, ResQ state memory). ``evaluate_sweep`` evaluates the
-experiment's sweep (``Experiment.eval.sweep``: FP; FQ; static ResQ per period and reference mode;
-dynamic ResQ per policy step; PTQ from the FP checkpoint) and the QAT runs of ``eval.qat_runs``,
-and writes ``results.json`` (one :class:`EvalResult` row per setting), ``results.md`` and plots
-into ``<workdir>/report``.
+segmentation, PCK for pose; the task's accumulator sums it over the split) with a 95% bootstrap
+interval over clips, its fidelity to the float model when given one (per-clip ``agreement`` /
+``kp_dist`` and ``rel_l2``) and the cost (BOPs per frame, % of W8A8 frame quantization, ResQ
+state memory). ``evaluate_sweep`` evaluates the experiment's sweep (``Experiment.eval.sweep``:
+FP; FQ; static ResQ per period and reference mode; dynamic ResQ per policy step; PTQ from the FP
+checkpoint) and the QAT runs of ``eval.qat_runs``, every one against the FP model, and writes
+``results.json`` (one :class:`EvalResult` row per setting), ``results.md`` (with the equal-cost
+comparison to frame quantization, err/FQ) and plots into ``<workdir>/report``.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import numpy as np
 from resq_jax import errors, inputs, runs
 from resq_jax.config_lib import qat_setting
 from resq_jax.evaluation import plot_bit_map, plot_pareto, plot_variance, write_results
+from resq_jax.evaluation.metrics import FidelityAccumulator
 from resq_jax.experiment import Experiment, Setting, calibration_period
 from resq_jax.log import get_logger
 from resq_jax.model_factory import init_from_fp
@@ -47,10 +50,15 @@ class EvalResult:
   """One evaluated setting: a row of ``results.json`` (:meth:`to_row`).
 
   ``source``: where the weights come from ('fp' | 'ptq' | 'qat'); ``family``: the recipe's
-  report family ('fp' | 'fq' | 'resq' | 'dynamic'). ``metric`` is the task's headline value
-  (``metric_name``: 'miou' | 'pck', a fraction, higher is better); ``metrics`` everything the
-  task's accumulator returned. Costs are per frame, clip average and peak, in 1e9 BOPs;
-  ``state_bytes`` is the ResQ carry of one clip (0 without state).
+  report family ('fp' | 'fq' | 'resq' | 'dynamic', or any other string such as a control
+  family: the report sorts unknown families after the known ones). ``metric`` is the task's
+  headline value (``metric_name``: 'miou' | 'pck', a fraction, higher is better); ``metrics``
+  everything the task's accumulator returned (with ``<metric>_ci``, its 95% bootstrap
+  interval over clips) and, when evaluated against the float model, the fidelity values
+  (``agreement`` or ``kp_dist``, ``rel_l2``, each with ``_ci`` and ``_by_t``);
+  ``fidelity_error`` names the one the report compares at equal cost (None without a
+  reference). Costs are per frame, clip average and peak, in 1e9 BOPs; ``state_bytes`` is the
+  ResQ carry of one clip (0 without state).
   """
 
   name: str
@@ -71,6 +79,7 @@ class EvalResult:
   policy: str | None = None
   policy_step: float | None = None
   eval_seconds: float | None = None
+  fidelity_error: str | None = None
   metrics: dict = dataclasses.field(default_factory=dict)
 
   def to_row(self) -> dict:
@@ -99,17 +108,65 @@ def predict_clip(model, task, variables, frames, *, period):
   return task.predict(result.outputs), result.stats, result.state
 
 
-def evaluate_model(task, model, variables, batches, setting: Setting) -> EvalResult:
-  """The task metric and cost of ``model`` (run with ``setting.period``) over ``batches``."""
+@functools.partial(jax.jit, static_argnames=("model", "task", "period"))
+def outputs_and_predict_clip(model, task, variables, frames, *, period):
+  """:func:`predict_clip` plus the raw outputs ``[B, T, H, W, C]`` (they stay on the device).
+
+  The float reference of :func:`evaluate_model` runs through this same function with
+  ``period=1``, so that the FP setting and its reference are one compiled program and agree
+  bit for bit."""
+  result = run_clip(model, variables, frames, period=period)
+  return result.outputs, task.predict(result.outputs), result.stats, result.state
+
+
+@functools.partial(jax.jit, static_argnames=("task",))
+def clip_fidelity(task, outputs, reference_outputs):
+  """``task.fidelity`` jitted: a few floats per clip leave the device, not the outputs."""
+  return task.fidelity(outputs, reference_outputs)
+
+
+def _reference_outputs(task, reference, model, variables, frames, outputs, period: int):
+  """The float model's outputs on ``frames`` (``run_clip`` with period 1): the setting's own
+  ``outputs`` when the setting is the reference itself (the FP row: no second forward)."""
+  ref_model, ref_vars = reference
+  if ref_model == model and ref_vars is variables and period == 1:
+    return outputs
+  return outputs_and_predict_clip(ref_model, task, ref_vars, frames, period=1)[0]
+
+
+def evaluate_model(task, model, variables, batches, setting: Setting, reference=None) -> EvalResult:
+  """The task metric and cost of ``model`` (run with ``setting.period``) over ``batches``.
+
+  ``reference``: ``(float_model, float_variables)`` or None. When given, the float model runs
+  over the same clips (period 1) and ``task.fidelity`` of the setting's outputs to it is kept
+  per clip (never the outputs): ``metrics`` gains, for each fidelity value (``agreement`` /
+  ``kp_dist``, ``rel_l2``), the mean over clips, its 95% bootstrap interval (``<name>_ci``)
+  and the per-frame-index curve (``<name>_by_t``), and the result's ``fidelity_error`` names
+  the task's error (``task.fidelity_error_name``). ``frames_per_s`` excludes the reference's
+  forward and the fidelity computation.
+  """
   accumulator, reports, frames_timed, start = task.new_accumulator(), [], 0, None
-  costs, state_bytes, begin = None, 0, time.perf_counter()
+  fidelity = FidelityAccumulator() if reference is not None else None
+  costs, state_bytes, begin, reference_seconds = None, 0, time.perf_counter(), 0.0
   for batch in batches:
     frames, targets = task.prepare(batch)
     if costs is None:
       costs = layer_costs(model, variables, frames[:, 0])
-    pred, stats, state = predict_clip(model, task, variables, frames, period=setting.period)
+    if fidelity is None:
+      pred, stats, state = predict_clip(model, task, variables, frames, period=setting.period)
+    else:
+      outputs, pred, stats, state = outputs_and_predict_clip(
+        model, task, variables, frames, period=setting.period
+      )
     accumulator.update(pred, targets)
     reports.append(bops_report(stats, costs))  # waits for the batch (host-side float64)
+    if fidelity is not None:
+      t0 = time.perf_counter()
+      ref = _reference_outputs(task, reference, model, variables, frames, outputs, setting.period)
+      fidelity.update(jax.device_get(clip_fidelity(task, outputs, ref)))
+      del outputs, ref
+      if start is not None:
+        reference_seconds += time.perf_counter() - t0
     if start is None:  # throughput excludes the first batch, which pays for compilation
       start = time.perf_counter()
       state_bytes = state_memory_bytes(state) // frames.shape[0]  # shapes only: no transfer
@@ -118,8 +175,11 @@ def evaluate_model(task, model, variables, batches, setting: Setting) -> EvalRes
   if costs is None:
     raise ValueError("no evaluation batch: is the evaluation split empty?")
   metrics = accumulator.result()
+  if fidelity is not None:
+    metrics.update(fidelity.result())
   bops = np.mean([r["bops_per_frame"] for r in reports], axis=0)
   macs = reports[0]["macs_per_frame"]
+  timed_seconds = time.perf_counter() - start - reference_seconds
   r = setting.recipe
   return EvalResult(
     name=setting.name,
@@ -133,13 +193,14 @@ def evaluate_model(task, model, variables, batches, setting: Setting) -> EvalRes
     gbops_w8a8=w8a8_bops(macs) / 1e9,
     pct_w8a8=pct_of_w8a8(float(bops.mean()), macs),
     state_bytes=int(state_bytes),
-    frames_per_s=(frames_timed / (time.perf_counter() - start) if frames_timed else float("nan")),
+    frames_per_s=(frames_timed / timed_seconds if frames_timed else float("nan")),
     key_bits=tuple(r.key.bits) if r.is_quantized else None,
     residual_bits=tuple(r.residual.bits) if r.has_state else None,
     ref_mode=r.ref_mode if r.has_state else None,
     policy=None if r.policy is None else type(r.policy).__name__,
     policy_step=getattr(r.policy, "step", None),
     eval_seconds=time.perf_counter() - begin,
+    fidelity_error=None if fidelity is None else task.fidelity_error_name,
     metrics=metrics,
   )
 
@@ -192,7 +253,9 @@ def evaluate_sweep(experiment: Experiment, workdir: str) -> list[EvalResult]:
   results, bit_map_done = [], False
   for i, setting in enumerate(settings):
     model, variables = _setting_variables(experiment, setting, fp_model, fp_vars, observations)
-    result = evaluate_model(task, model, variables, _eval_batches(experiment), setting)
+    result = evaluate_model(
+      task, model, variables, _eval_batches(experiment), setting, reference=(fp_model, fp_vars)
+    )
     results.append(result)
     log.info(f"[{i + 1}/{len(settings)}] {setting.name}: {result_line(result)}")
     if experiment.eval.plots and setting.family == "dynamic" and not bit_map_done:

@@ -121,6 +121,14 @@ def test_eval_sweep_writes_report(fp_run, tmp_path):
   by_name = {r["name"]: r for r in loaded}
   assert by_name["FQ W8A8"]["pct_w8a8"] == pytest.approx(100.0)
   assert by_name["ResQ K=2 closed W8A8/W4A4"]["pct_w8a8"] == pytest.approx(62.5)
+  # Every setting is compared with the FP model: FP itself exactly (its outputs are the
+  # reference); the one FQ point is the FQ front, so its err/FQ is 1 exactly.
+  fp, fq = by_name["FP32"], by_name["FQ W8A8"]
+  assert fp["agreement"] == 1.0 and fp["rel_l2"] == 0.0 and fp["fidelity_error"] == "rel_l2"
+  assert 0.0 < fq["rel_l2"] and fq["err_fq_ratio"] == 1.0 and fq["delta_fq_pts"] == 0.0
+  for row in loaded:
+    lo, hi = row["miou_ci"]
+    assert lo <= row["miou"] <= hi and len(row["rel_l2_by_t"]) == config.data.num_frames
   for name in ("results.md", "pareto.png", "variance.png", "bit_map.png"):
     assert (tmp_path / "report" / name).stat().st_size > 0
 

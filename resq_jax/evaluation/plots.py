@@ -245,6 +245,8 @@ def _metric_panel(ax, fig, rows, metric, styles, label_points, w8a8_line, min_mi
   bars = _interval_bars(xy[:, 1], cis)
   if bars is not None:
     bars[:, below] = 0.0
+  if len(xy):  # limits first (see _error_panel)
+    ax.set_xlim(xy[:, 0].min() / 1.8, max(xy[:, 0].max(), 100.0) * 2.5)
   _scatter_families(ax, np.where(below[:, None], np.nan, xy), kept, styles, bars)
   for i in np.flatnonzero(below):  # collapsed settings: a down-pointing marker on the floor
     color = styles[kept[i].get("family")]["color"]
@@ -259,7 +261,6 @@ def _metric_panel(ax, fig, rows, metric, styles, label_points, w8a8_line, min_mi
   if w8a8_line:
     ax.axvline(100.0, color="#0072B2", ls="--", lw=1.0, alpha=0.8, zorder=0, label="W8A8 FQ")
   if len(xy):
-    ax.set_xlim(xy[:, 0].min() / 1.8, max(xy[:, 0].max(), 100.0) * 2.5)
     lo = min([shown[:, 1].min()] + [c[0] for c, b in zip(cis, below) if c and not b])
     hi = max([shown[:, 1].max()] + [c[1] for c in cis if c is not None])
     pad = max(1.0, 0.06 * (hi - lo))
@@ -297,9 +298,11 @@ def _error_panel(ax, fig, rows, error, styles, label_points, w8a8_line, pct_per_
     ax.set_title("(b) fidelity error vs. cost")
     ax.set_axis_off()
     return
+  # Limits first: autoscaling a log axis on a family's single point warns of a singular range.
+  ax.set_xlim(xy[:, 0].min() / 1.8, max(xy[:, 0].max(), 100.0) * 2.5)
   _scatter_families(ax, xy, kept, styles, _interval_bars(xy[:, 1], cis), legend=False)
   front = fq_front(rows, error)
-  if len(front) and pct_per_gbops:
+  if len(front) > 1 and pct_per_gbops:
     # The interpolation err/FQ uses (linear in log GBOPs), sampled densely.
     grid = np.geomspace(front.gbops[0], front.gbops[-1], 200)
     ax.plot(
@@ -308,7 +311,6 @@ def _error_panel(ax, fig, rows, error, styles, label_points, w8a8_line, pct_per_
     )  # fmt: skip
   if w8a8_line:
     ax.axvline(100.0, color="#0072B2", ls="--", lw=1.0, alpha=0.8, zorder=0)
-  ax.set_xlim(xy[:, 0].min() / 1.8, max(xy[:, 0].max(), 100.0) * 2.5)
   name = {"rel_l2": "relative L2 to FP outputs", "kp_dist": "joint distance to FP (px)"}
   ax.set_xlabel("average BOPs per frame, % of W8A8 FQ (log scale)")
   ax.set_ylabel(f"{name.get(error, error)} (log scale)")

@@ -1,0 +1,96 @@
+"""evaluate_model's fidelity to the float model against NumPy on run_clip's outputs; the FP model
+against itself is exact (agreement 1, rel_l2 0)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from resq_jax import eval_lib
+from resq_jax.evaluation import bootstrap_ci
+from resq_jax.experiment import Setting
+from resq_jax.model_factory import init_variables
+from resq_jax.nn import SegNet, run_clip, segnet_preset
+from resq_jax.quant.recipe import float_recipe
+from resq_jax.tasks.segmentation import SegmentationTask
+
+C, B, T, HW = 3, 2, 3, 32
+TASK = SegmentationTask(num_classes=C)
+SETTING = Setting("FP32", float_recipe(), period=1, source="fp")
+
+
+@pytest.fixture(scope="module")
+def setup():
+  rng = np.random.default_rng(0)
+  batches = [
+    {
+      "frames": rng.integers(0, 256, (B, T, HW, HW, 3), dtype=np.uint8),
+      "semantic": rng.integers(0, C, (B, T, HW, HW), dtype=np.uint8),
+    }
+    for _ in range(2)
+  ]
+  model = SegNet(num_classes=C, **segnet_preset("tiny"))
+  variables = jax.jit(init_variables, static_argnums=(0, 1))(
+    model, (1, HW, HW, 3), jax.random.key(0)
+  )
+  rng = np.random.default_rng(1)
+  noisy = dict(
+    variables,
+    params=jax.tree.map(
+      lambda v: v + 0.05 * rng.standard_normal(v.shape, np.float32), variables["params"]
+    ),
+  )
+  return model, variables, noisy, batches
+
+
+def test_float_model_against_itself_is_exact(setup):
+  model, variables, _, batches = setup
+  # The FP row of the sweep (same model and variables: its own outputs are the reference) and
+  # an equal copy of the variables (a second forward through the same compiled program).
+  for reference in ((model, variables), (model.clone(), jax.tree.map(jnp.copy, variables))):
+    result = eval_lib.evaluate_model(TASK, model, variables, batches, SETTING, reference)
+    m = result.metrics
+    assert m["agreement"] == 1.0 and m["rel_l2"] == 0.0
+    assert m["agreement_ci"] == [1.0, 1.0] and m["rel_l2_ci"] == [0.0, 0.0]
+    assert m["agreement_by_t"] == [1.0] * T and m["rel_l2_by_t"] == [0.0] * T
+    assert result.fidelity_error == "rel_l2" and result.to_row()["fidelity_error"] == "rel_l2"
+
+
+def test_fidelity_of_a_perturbed_model_matches_numpy(setup):
+  model, variables, noisy, batches = setup
+  result = eval_lib.evaluate_model(TASK, model, noisy, batches, SETTING, (model, variables))
+  agreement, rel, agreement_t, rel_t = [], [], [], []
+  for batch in batches:
+    frames = TASK.prepare(batch)[0]
+    y = np.asarray(run_clip(model, noisy, frames, period=1).outputs, np.float64)
+    ref = np.asarray(run_clip(model, variables, frames, period=1).outputs, np.float64)
+    same = y.argmax(-1) == ref.argmax(-1)
+    agreement.append(same.mean(axis=(1, 2, 3)))
+    agreement_t.append(same.mean(axis=(2, 3)))
+    d2, r2 = ((y - ref) ** 2).sum(axis=(2, 3, 4)), (ref**2).sum(axis=(2, 3, 4))
+    rel.append(np.sqrt(d2.sum(1) / r2.sum(1)))
+    rel_t.append(np.sqrt(d2 / r2))
+  agreement, rel = np.concatenate(agreement), np.concatenate(rel)
+  m = result.metrics
+  assert 0.0 < m["agreement"] < 1.0 and m["rel_l2"] > 0.0  # the noise changes the outputs
+  assert m["agreement"] == pytest.approx(agreement.mean(), abs=1e-6)
+  assert m["rel_l2"] == pytest.approx(rel.mean(), rel=1e-4)
+  np.testing.assert_allclose(m["agreement_by_t"], np.concatenate(agreement_t).mean(0), atol=1e-6)
+  np.testing.assert_allclose(m["rel_l2_by_t"], np.concatenate(rel_t).mean(0), rtol=1e-4)
+  np.testing.assert_allclose(m["agreement_ci"], bootstrap_ci(agreement, np.mean), atol=1e-6)
+  np.testing.assert_allclose(m["rel_l2_ci"], bootstrap_ci(rel, np.mean), rtol=1e-4)
+  # The metric's interval over the 4 clips brackets it.
+  lo, hi = m["miou_ci"]
+  assert lo <= result.metric <= hi and m["clips"] == 2 * B
+
+
+def test_without_reference_no_fidelity_and_old_rows_load(setup):
+  model, variables, _, batches = setup
+  result = eval_lib.evaluate_model(TASK, model, variables, batches[:1], SETTING)
+  assert result.fidelity_error is None
+  assert not {"agreement", "rel_l2", "agreement_ci"} & set(result.metrics)
+  row = dict(result.to_row(), fidelity_error="rel_l2", rel_l2=0.5)
+  back = eval_lib.EvalResult.from_row(row)
+  assert back.fidelity_error == "rel_l2" and back.metrics["rel_l2"] == 0.5
+  del row["fidelity_error"]  # a row written before fidelity existed
+  assert eval_lib.EvalResult.from_row(row).fidelity_error is None
