@@ -345,3 +345,37 @@ def test_keys_added_to_the_schema_at_their_default_are_not_a_change():
   assert train_lib.config_changes(saved, new, defaults) == ["data.dataset: (absent) -> 'jhmdb'"]
   new["data"]["dataset"], new["optim"]["lr"] = "synth_res", 0.2
   assert train_lib.config_changes(saved, new, defaults) == ["optim.lr: 0.1 -> 0.2"]
+
+
+def test_distillation_adds_the_weighted_kl_to_the_float_teacher(fp_run, data_dir):
+  """QAT with train.distill_weight = w: the loss is the task loss plus w times the class KL
+  between the float run's outputs (recomputed here with a plain apply) and the student's."""
+  from resq_jax import runs
+  from resq_jax.nn import run_clip
+  from resq_jax.tasks.distill import class_kl
+
+  _, fp_dir, _ = fp_run
+  overrides = {
+    "data.data_dir": data_dir,
+    "stage": "qat",
+    "init_from": str(fp_dir),
+    "quant.mode": "resq",
+    "train.distill_temperature": 2.0,
+  }
+  plain = config_lib.parse(load_config("tiny", **overrides))
+  distilled = config_lib.parse(load_config("tiny", **overrides, **{"train.distill_weight": 0.5}))
+  model = make_model(plain.model, plain.task, plain.quant.recipe)
+  variables = train_lib.initial_variables(plain, model)
+  batch = next(inputs.train_batches(plain.data, plain.seed))
+  args = (variables["params"], variables["batch_stats"], batch, jax.random.key(0))
+  base, _ = train_lib.make_loss_fn(plain, model)(*args)
+  total, (_, extra) = train_lib.make_loss_fn(distilled, model)(*args)
+
+  frames, _ = plain.task.prepare(batch)
+  fp_model, fp_vars = runs.load_fp(plain, str(fp_dir))
+  teacher = run_clip(fp_model, fp_vars, frames, period=1).outputs
+  student = run_clip(model, variables, frames, period=plain.quant.period).outputs
+  expected_kl = float(class_kl(student, teacher, 2.0))
+  assert float(extra["distill"]) == pytest.approx(expected_kl, rel=1e-4)
+  assert float(total) == pytest.approx(float(base) + 0.5 * expected_kl, rel=1e-5)
+  assert expected_kl > 0
