@@ -73,7 +73,7 @@ BAD = [
   ({"data.batch_size": 12}, "data.batch_size", "not divisible by the device count 8"),
   ({"data.batch_size": 8.0}, "data.batch_size", "got 8.0"),
   ({"data.worker_count": -1}, "data.worker_count", "int >= 0"),
-  ({"model.preset": "small"}, "model.preset", "tiny | demo | base"),
+  ({"model.preset": "small"}, "model.preset", "(allowed: tiny | demo | "),
   ({"quant.mode": "int8"}, "quant.mode", "float | fq | resq | dynamic"),
   ({"quant.key_bits": (1, 8)}, "quant.key_bits", "zero every positive weight"),
   ({"quant.key_bits": (8, 17)}, "quant.key_bits", "activation in [1, 16]"),
