@@ -199,3 +199,19 @@ def test_runner_compiles_once_and_checks_its_arguments(candidates):
   with pytest.raises(ValueError, match="positive"):
     FramePrecisionPolicy((0.0, 0.1))
   assert hash(FramePrecisionPolicy([0.05, 0.15])) == hash(policy)
+
+
+def test_keyframe_hold_spends_no_policy_comparisons():
+  """Hold decides nothing per location: its layers report 0 comparisons, while a gate spends
+  one per location (its own count, not the ladder formula)."""
+  from resq_jax.nn import layer_costs
+  from resq_jax.nn.models import SegNet, segnet_preset
+  from resq_jax.quant.recipe import hold_recipe, skip_conv_recipe
+
+  x = jnp.zeros((1, 32, 32, 3))
+  for recipe, expect_zero in ((hold_recipe(), True), (skip_conv_recipe(), False)):
+    model = SegNet(3, **segnet_preset("tiny"), recipe=recipe)
+    v = model.init(jax.random.key(0), x, phase="key")
+    costs = layer_costs(model, v, x)
+    total = sum(c.policy_comparisons for c in costs.values())
+    assert (total == 0) == expect_zero

@@ -33,8 +33,8 @@ from resq_jax.quant.cost import (
   conv_transpose_output_hw,
   conv_transpose_padding,
   dense_macs,
-  policy_comparisons,
 )
+from resq_jax.quant.dynamic import decision_comparisons
 from resq_jax.quant.recipe import LayerRecipe, RecipeRules, float_recipe
 
 Padding = str | Sequence[tuple[int, int]]
@@ -293,7 +293,7 @@ def _policy_cost(recipe: LayerRecipe, n_locations: int, channels: int) -> int:
   """Comparisons of a dynamic recipe's policy per residual frame (0 for other recipes)."""
   if recipe.mode != "dynamic":
     return 0
-  return policy_comparisons(n_locations, channels, len(getattr(recipe.policy, "bits", ())))
+  return decision_comparisons(recipe.policy, n_locations, channels)
 
 
 def _conv_linear(layer: QConv, in_hw):
