@@ -40,6 +40,7 @@ from resq_jax.nn import (
   residual_samples,
   run_clip,
 )
+from resq_jax.nn.frame_precision import run_clip_frame_precision
 from resq_jax.quant.cost import pct_of_w8a8, state_memory_bytes, w8a8_bops
 
 log = get_logger(__name__)
@@ -125,6 +126,19 @@ def clip_fidelity(task, outputs, reference_outputs):
   return task.fidelity(outputs, reference_outputs)
 
 
+@functools.partial(jax.jit, static_argnames=("models", "task", "policy"))
+def frame_precision_clip(models, task, variables, frames, *, policy):
+  """VideoIQ-style per-frame precision (``resq_jax.nn.frame_precision``): ``models`` /
+  ``variables`` one per candidate; the same outputs as :func:`outputs_and_predict_clip`."""
+  result, _ = run_clip_frame_precision(models, variables, frames, policy, check=False)
+  return result.outputs, task.predict(result.outputs), result.stats, result.state
+
+
+def _last(x):
+  """The most precise candidate of a frame-precision setting (a tuple), else ``x`` itself."""
+  return x[-1] if isinstance(x, tuple) else x
+
+
 def _reference_outputs(task, reference, model, variables, frames, outputs, period: int):
   """The float model's outputs on ``frames`` (``run_clip`` with period 1): the setting's own
   ``outputs`` when the setting is the reference itself (the FP row: no second forward)."""
@@ -150,9 +164,13 @@ def evaluate_model(task, model, variables, batches, setting: Setting, reference=
   costs, state_bytes, begin, reference_seconds = None, 0, time.perf_counter(), 0.0
   for batch in batches:
     frames, targets = task.prepare(batch)
-    if costs is None:
-      costs = layer_costs(model, variables, frames[:, 0])
-    if fidelity is None:
+    if costs is None:  # frame precision: the candidates share layers; stats carry the bits
+      costs = layer_costs(_last(model), _last(variables), frames[:, 0])
+    if setting.frame_precision is not None:
+      outputs, pred, stats, state = frame_precision_clip(
+        model, task, variables, frames, policy=setting.frame_precision.policy
+      )
+    elif fidelity is None:
       pred, stats, state = predict_clip(model, task, variables, frames, period=setting.period)
     else:
       outputs, pred, stats, state = outputs_and_predict_clip(
@@ -180,7 +198,7 @@ def evaluate_model(task, model, variables, batches, setting: Setting, reference=
   bops = np.mean([r["bops_per_frame"] for r in reports], axis=0)
   macs = reports[0]["macs_per_frame"]
   timed_seconds = time.perf_counter() - start - reference_seconds
-  r = setting.recipe
+  r = setting.recipe if setting.frame_precision is None else setting.frame_precision.top
   return EvalResult(
     name=setting.name,
     family=setting.family,
@@ -288,6 +306,20 @@ def _eval_batches(experiment: Experiment):
 
 
 def _setting_variables(experiment: Experiment, setting: Setting, fp_model, fp_vars, observations):
+  """(model, variables) of a setting; for frame precision, a tuple of each (one per candidate,
+  each calibrated as its own FQ setting)."""
+  if setting.frame_precision is not None:
+    pairs = [
+      _setting_variables(
+        experiment,
+        dataclasses.replace(setting, recipe=r, frame_precision=None),
+        fp_model,
+        fp_vars,
+        observations,
+      )
+      for r in setting.frame_precision.candidates
+    ]
+    return tuple(m for m, _ in pairs), tuple(v for _, v in pairs)
   model = fp_model.clone(recipe=setting.recipe)
   if setting.source == "fp":
     return model, fp_vars

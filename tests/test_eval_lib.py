@@ -94,3 +94,38 @@ def test_without_reference_no_fidelity_and_old_rows_load(setup):
   assert back.fidelity_error == "rel_l2" and back.metrics["rel_l2"] == 0.5
   del row["fidelity_error"]  # a row written before fidelity existed
   assert eval_lib.EvalResult.from_row(row).fidelity_error is None
+
+
+def test_frame_precision_setting_counts_each_frame_at_its_chosen_candidate(setup):
+  """A VideoIQ-style setting through evaluate_model: with a threshold no frame reaches, every
+  frame after the first runs at the low candidate (W4A4), the first at the top (W8A8); outputs
+  match the candidates run alone and BOPs per frame average (64 + (T-1) * 16) / T W8A8 units."""
+  from resq_jax.experiment import FramePrecisionPlan
+  from resq_jax.model_factory import init_from_fp
+  from resq_jax.nn import calibrate_model
+  from resq_jax.quant.recipe import fq_recipe
+
+  model, variables, _, batches = setup
+  clips = [TASK.prepare(b)[0] for b in batches]
+  low, top = fq_recipe(4, 4), fq_recipe(8, 8)
+  models, calibrated = [], []
+  for recipe in (low, top):
+    m = model.clone(recipe=recipe)
+    v = init_from_fp(m, variables, (1, HW, HW, 3))
+    models.append(m)
+    calibrated.append(calibrate_model(m, model, v, clips, period=1))
+  plan = FramePrecisionPlan((low, top), (1e6,))
+  setting = Setting("VideoIQ", top, 1, "ptq", family_label="videoiq", frame_precision=plan)
+  result = eval_lib.evaluate_model(
+    TASK, tuple(models), tuple(calibrated), batches, setting, (model, variables)
+  )
+  assert result.family == "videoiq"
+  assert result.pct_w8a8 == pytest.approx(100.0 * (64 + (T - 1) * 16) / (64 * T))
+  expected = []
+  for frames in clips:
+    y_low = np.asarray(run_clip(models[0], calibrated[0], frames, period=1).outputs)
+    y_top = np.asarray(run_clip(models[1], calibrated[1], frames, period=1).outputs)
+    y = np.concatenate([y_top[:, :1], y_low[:, 1:]], axis=1)
+    ref = np.asarray(run_clip(model, variables, frames, period=1).outputs)
+    expected.append((y.argmax(-1) == ref.argmax(-1)).mean(axis=(1, 2, 3)))
+  assert result.metrics["agreement"] == pytest.approx(np.concatenate(expected).mean(), abs=1e-6)
