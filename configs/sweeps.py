@@ -1,40 +1,166 @@
 """Named evaluation sweeps (data): each is a tuple of settings, a setting a dict of ``quant``
 keys that override the config's ``quant`` section (resq_jax/config_defaults.py documents
-them), plus an optional display ``name``. ``configs/default.py`` puts ``SWEEPS`` into
-``eval.sweeps``; ``--config.eval.sweep=NAME`` picks one.
+them), plus an optional display ``name`` and report ``family``. ``configs/default.py`` puts
+``SWEEPS`` into ``eval.sweeps``; ``--config.eval.sweep=NAME`` picks one.
+
+The ``comparison`` sweep is the equal-cost comparison of docs/results.md: frame quantization
+(FQ) at every bit-width, static ResQ over key grids x residual grids x periods, the reference
+modes, dynamic ResQ over policy steps and ladders, and the controls / peer baselines of
+docs/baselines.md (keyframe hold, Skip-Conv-style gating, DeltaCNN-style thresholded updates,
+VideoIQ-style per-frame precision), all over the same layers and the same cost model.
+``core`` is its subset for the other motion regimes and the pose task.
 """
 
 FP = {"mode": "float", "name": "FP32"}
+
+KEY_GRIDS = ((8, 8), (6, 6), (4, 4))
+RESIDUAL_GRIDS = ((4, 4), (3, 3), (2, 2), (8, 4), (4, 8))
+PERIODS = (2, 4, 8, 16)
+
+
+def _wa(bits) -> str:
+  w, a = bits
+  return f"W{w}A{a}"
 
 
 def fq(w: int, a: int) -> dict:
   return {"mode": "fq", "key_bits": (w, a), "name": f"FQ W{w}A{a}"}
 
 
-def resq(k: int, ref_mode: str = "closed") -> dict:
+def resq(k: int, ref_mode: str = "closed", key=(8, 8), residual=(4, 4)) -> dict:
   return {
     "mode": "resq",
-    "key_bits": (8, 8),
-    "residual_bits": (4, 4),
+    "key_bits": tuple(key),
+    "residual_bits": tuple(residual),
     "period": k,
     "ref_mode": ref_mode,
-    "name": f"ResQ K={k} {ref_mode} W8A8/W4A4",
+    "name": f"ResQ K={k} {ref_mode} {_wa(key)}/{_wa(residual)}",
   }
 
 
-def dynamic(step: float, k: int = 4) -> dict:
+def dynamic(step: float, k: int = 4, residual=(4, 4), bits=(0, 2, 4, 8)) -> dict:
+  tag = "" if tuple(residual) == (4, 4) else f" {_wa(residual)}"
+  return {
+    "mode": "dynamic",
+    "key_bits": (8, 8),
+    "residual_bits": tuple(residual),
+    "period": k,
+    "ref_mode": "closed",
+    "policy": "fixed_step",
+    "policy_bits": tuple(bits),
+    "policy_step": step,
+    "name": f"DynResQ K={k} step={step:g}{tag}",
+  }
+
+
+def ladder(thresholds, k: int = 4) -> dict:
   return {
     "mode": "dynamic",
     "key_bits": (8, 8),
     "residual_bits": (4, 4),
     "period": k,
     "ref_mode": "closed",
-    "policy": "fixed_step",
+    "policy": "ladder",
     "policy_bits": (0, 2, 4, 8),
-    "policy_step": step,
-    "name": f"DynResQ K={k} step={step:g}",
+    "thresholds": tuple(thresholds),
+    "name": f"DynResQ K={k} ladder {'/'.join(f'{t:g}' for t in thresholds)}",
   }
 
+
+def hold(k: int) -> dict:
+  """Keyframe hold: W8A8 keyframes, every residual skipped (the keyframe's output is reused)."""
+  return {
+    "mode": "dynamic",
+    "key_bits": (8, 8),
+    "residual_bits": (8, 8),
+    "period": k,
+    "ref_mode": "closed",
+    "policy": "hold",
+    "policy_bits": (0,),
+    "family": "hold",
+    "name": f"Hold K={k}",
+  }
+
+
+def skipconv(threshold: float, k: int = 16) -> dict:
+  """Skip-Conv-style gating: residual vs the previous frame's input, skipped below the gate,
+  else processed at key precision (W8A8); skipped changes are lost (open loop)."""
+  return {
+    "mode": "dynamic",
+    "key_bits": (8, 8),
+    "residual_bits": (8, 8),
+    "period": k,
+    "ref_mode": "prev",
+    "policy": "gate",
+    "policy_bits": (0, 8),
+    "policy_step": 1.0,
+    "gate_threshold": threshold,
+    "family": "skipconv",
+    "name": f"SkipConv K={k} gate={threshold:g}",
+  }
+
+
+def deltacnn(threshold: float, k: int = 16) -> dict:
+  """DeltaCNN-style thresholded updates: skipped deltas accumulate (closed reference) until
+  they pass the gate; updates are 16-bit (full-precision) residuals on 8-bit weights."""
+  return {
+    "mode": "dynamic",
+    "key_bits": (8, 8),
+    "residual_bits": (8, 8),
+    "period": k,
+    "ref_mode": "closed",
+    "policy": "gate",
+    "policy_bits": (0, 16),
+    "policy_step": 1.0 / 258,
+    "gate_threshold": threshold,
+    "family": "deltacnn",
+    "name": f"DeltaCNN K={k} gate={threshold:g}",
+  }
+
+
+def videoiq(thresholds, bits=((4, 4), (6, 6), (8, 8))) -> dict:
+  """VideoIQ-style per-frame precision: one FQ bit-width per frame, from the frame's mean
+  absolute change to the previous frame (normalised input units)."""
+  return {
+    "mode": "frame_precision",
+    "frame_bits": tuple(tuple(b) for b in bits),
+    "frame_thresholds": tuple(thresholds),
+    "family": "videoiq",
+    "name": "VideoIQ "
+    + "/".join(_wa(b) for b in bits)
+    + " @"
+    + "/".join(f"{t:g}" for t in thresholds),
+  }
+
+
+FQ_FRONT = tuple(fq(b, b) for b in range(8, 1, -1)) + (fq(4, 8), fq(8, 4))
+# Every key grid x residual grid x period, less the residual grids dearer than their key grid
+# (w * a bits per MAC above the key's: a keyframe would be cheaper; the config refuses them).
+STATIC_GRID = tuple(
+  resq(k, key=key, residual=res)
+  for key in KEY_GRIDS
+  for res in RESIDUAL_GRIDS
+  if res[0] * res[1] <= key[0] * key[1]
+  for k in PERIODS
+)
+REF_MODE_POINTS = tuple(
+  resq(k, mode, residual=res)
+  for mode in ("key", "prev")
+  for res in ((4, 4), (8, 4))
+  for k in (4, 16)
+)
+DYNAMIC_POINTS = (
+  tuple(dynamic(s) for s in (0.5, 1.0, 2.0, 4.0, 8.0))
+  + tuple(dynamic(s, k) for k in (8, 16) for s in (1.0, 2.0, 4.0))
+  + tuple(dynamic(s, residual=(8, 4)) for s in (1.0, 2.0, 4.0))
+  + (ladder((0.5, 1.5, 7.5, 127.5)), ladder((1.0, 3.0, 15.0, 127.5)))
+)
+CONTROLS = (
+  tuple(hold(k) for k in PERIODS)
+  + tuple(skipconv(t) for t in (1.0, 2.0, 4.0, 8.0))
+  + tuple(deltacnn(t) for t in (1.0, 2.0, 4.0, 8.0))
+  + tuple(videoiq(t) for t in ((0.05, 0.15), (0.1, 0.3), (0.3, 1.0)))
+)
 
 SWEEPS = {
   "fp": (FP,),
@@ -43,17 +169,35 @@ SWEEPS = {
     FP,
     fq(8, 8),
     fq(6, 6),
+    fq(5, 5),
     fq(4, 4),
+    fq(3, 3),
     fq(2, 2),
     resq(2),
     resq(4),
     resq(8),
+    resq(4, residual=(8, 4)),
     resq(4, "key"),
     resq(4, "prev"),
     dynamic(1.0),
     dynamic(2.0),
     dynamic(4.0),
     dynamic(8.0),
+    hold(4),
   ),
   "tiny": (FP, fq(8, 8), resq(2), dynamic(1.0, 2)),
+  "comparison": (FP, *FQ_FRONT, *STATIC_GRID, *REF_MODE_POINTS, *DYNAMIC_POINTS, *CONTROLS),
+  "core": (
+    FP,
+    *FQ_FRONT,
+    *(resq(k, residual=res) for res in ((4, 4), (8, 4), (2, 2)) for k in (4, 16)),
+    resq(4, "key"),
+    resq(4, "prev"),
+    *(dynamic(s) for s in (1.0, 2.0, 4.0)),
+    dynamic(2.0, residual=(8, 4)),
+    *(hold(k) for k in (4, 16)),
+    skipconv(2.0),
+    deltacnn(2.0),
+    videoiq((0.1, 0.3)),
+  ),
 }

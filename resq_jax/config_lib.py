@@ -358,11 +358,13 @@ def _warmup(v, ctx: _Context):
 
 
 def _residual_vs_key(v, ctx: _Context):
+  # A residual frame dearer than a keyframe (w * a bits per MAC) would be better run as one;
+  # finer residual weights than key weights are allowed (e.g. W6A6 keys, W8A4 residuals).
   mode, key = ctx.get("quant.mode"), ctx.get("quant.key_bits")
-  if mode in ("resq", "dynamic") and key is not None and any(r > k for r, k in zip(v, key)):
+  if mode in ("resq", "dynamic") and key is not None and v[0] * v[1] > key[0] * key[1]:
     return (
-      f"{tuple(v)} exceeds quant.key_bits={tuple(key)} in mode {mode!r} (allowed: each "
-      f"<= the key bits)"
+      f"{tuple(v)} costs {v[0] * v[1]} bits per MAC, more than quant.key_bits={tuple(key)} "
+      f"({key[0] * key[1]}) in mode {mode!r} (allowed: residual w * a <= key w * a)"
     )
   return None
 

@@ -84,12 +84,12 @@ BAD = [
   (
     {"quant.mode": "resq", "quant.key_bits": (4, 4), "quant.residual_bits": (8, 4)},
     "quant.residual_bits",
-    "exceeds quant.key_bits=(4, 4) in mode 'resq'",
+    "more than quant.key_bits=(4, 4) (16) in mode 'resq'",
   ),
   (
-    {"quant.mode": "dynamic", "quant.key_bits": (8, 2)},
+    {"quant.mode": "dynamic", "quant.key_bits": (4, 2)},
     "quant.residual_bits",
-    "exceeds quant.key_bits=(8, 2) in mode 'dynamic'",
+    "more than quant.key_bits=(4, 2) (8) in mode 'dynamic'",
   ),
   ({"quant.period": 0}, "quant.period", "int >= 1"),
   ({"quant.period": True}, "quant.period", "got True"),
