@@ -6,6 +6,7 @@
 QAT run's quantizers); fp | fq | resq | dynamic need an FP run, whose weights are calibrated
 (PTQ) on the first --calibration_frames frames of the video. The float model always runs
 beside it for fidelity. Frames are scaled to cover the run's training size and centre-cropped.
+--cut_threshold / --drift_threshold switch on adaptive keyframes (docs/drift.md).
 Outputs in --out: overlay.mp4 (or .gif), frames.csv, summary.json, and for dynamic ResQ
 bit_map.png and density.png (see resq_jax/stream_lib.py).
 """
@@ -42,6 +43,21 @@ _RESET = flags.DEFINE_bool(
   "reset_on_nonfinite", False, "Force a keyframe when a frame or the ResQ state is not finite."
 )
 _FORMAT = flags.DEFINE_enum("format", "mp4", ["mp4", "gif"], "Overlay video format.")
+_CUT = flags.DEFINE_float(
+  "cut_threshold",
+  None,
+  "Adaptive keyframes: a keyframe when mean |x_t - x_key| of the normalised input exceeds "
+  "this (a scene cut); --period becomes the longest distance between keyframes.",
+)
+_DRIFT = flags.DEFINE_float(
+  "drift_threshold",
+  None,
+  "Adaptive keyframes: a keyframe when the sum of mean |x_t - x_{t-1}| since the keyframe "
+  "exceeds this.",
+)
+_MIN_PERIOD = flags.DEFINE_integer(
+  "min_period", 1, "Adaptive keyframes: never two keyframes closer than this.", lower_bound=1
+)
 flags.mark_flags_as_required(["video", "workdir"])
 
 
@@ -69,6 +85,9 @@ def main(argv):
     fps=_FPS.value,
     reset_on_nonfinite=_RESET.value,
     video_format=_FORMAT.value,
+    cut_threshold=_CUT.value,
+    drift_threshold=_DRIFT.value,
+    min_period=_MIN_PERIOD.value,
   )
   out = _OUT.value or f"{_WORKDIR.value.rstrip('/')}/stream"
   summary = errors.run_cli(stream_lib.stream_video, _VIDEO.value, _WORKDIR.value, out, options)

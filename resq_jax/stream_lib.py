@@ -13,6 +13,11 @@ stream options applied), its newest checkpoint gives the weights (``runs.load_ru
   ``calibration_frames`` frames of the video itself, as one clip, with keyframes every
   ``max(2, period)`` frames (``QuantPlan.calibration_period``).
 
+Adaptive keyframes (``cut_threshold`` / ``drift_threshold``): a
+:class:`~resq_jax.quant.keyframes.KeyframeTrigger` with ``max_period = period`` decides each
+keyframe from the input (a scene cut, or the motion accumulated since the keyframe), instead of
+every ``period`` frames (docs/drift.md).
+
 The float model (the same weights under the float recipe) always runs beside it, frame by
 frame, as the reference for fidelity. Frames are decoded, scaled and centre-cropped to the
 run's training size (``resq_jax.video``), normalised as in training
@@ -64,12 +69,14 @@ from resq_jax.experiment import Experiment
 from resq_jax.log import get_logger
 from resq_jax.model_factory import abstract_variables, init_from_fp, make_model
 from resq_jax.nn import (
+  KeyframeTrigger,
   calibrate_model,
   clip_bops,
   layer_costs,
   stack_stream_stats,
   stream_init,
   stream_step,
+  trigger_ops,
 )
 from resq_jax.nn.costs import flatten_stats
 from resq_jax.quant.cost import LayerCost
@@ -111,7 +118,9 @@ _SWEEP = "stream"  # the one-setting eval sweep of a streamed Experiment
 @dataclasses.dataclass(frozen=True)
 class StreamOptions:
   """How to stream; ``None`` / 0 take the run config's value (``quant.key_bits``,
-  ``quant.residual_bits``, ``quant.period``)."""
+  ``quant.residual_bits``, ``quant.period``). ``cut_threshold`` / ``drift_threshold`` (None:
+  off) switch on adaptive keyframes with ``period`` as the longest distance between two
+  keyframes and ``min_period`` the shortest (:meth:`trigger`)."""
 
   recipe: str = "run"
   key_bits: tuple[int, int] | None = None
@@ -124,6 +133,23 @@ class StreamOptions:
   video_format: str = "mp4"  # mp4 | gif
   bit_map_frames: int = 16
   show_progress: bool = True
+  cut_threshold: float | None = None
+  drift_threshold: float | None = None
+  min_period: int = 1
+
+  def trigger(self, period: int) -> KeyframeTrigger | None:
+    """The keyframe trigger for a stream of keyframe period ``period`` (None: fixed period)."""
+    if self.cut_threshold is None and self.drift_threshold is None:
+      return None
+    try:
+      return KeyframeTrigger(
+        cut_threshold=self.cut_threshold,
+        drift_threshold=self.drift_threshold,
+        max_period=int(period),
+        min_period=min(int(self.min_period), int(period)),
+      )
+    except ValueError as e:
+      raise errors.InvalidConfigError(f"keyframe trigger: {e}") from None
 
 
 def _is_stream_key(key: str) -> bool:
@@ -452,16 +478,20 @@ def stream_video(
   out = pathlib.Path(out_dir)
   out.mkdir(parents=True, exist_ok=True)
   macs = sum(c.macs for c in s.costs.values())
-  step = lambda m, v, state, x: stream_step(
-    m, v, state, x, period=s.period, reset_on_nonfinite=options.reset_on_nonfinite
-  )
+  trigger = options.trigger(s.period)
+
+  def step(m, v, state, x, trig=None):
+    return stream_step(
+      m, v, state, x, period=s.period, reset_on_nonfinite=options.reset_on_nonfinite, trigger=trig
+    )
+
   first = next(s.frames)
   x0 = normalise(first)
-  for m, v in ((s.model, s.variables), (s.float_model, s.float_vars)):
+  for m, v, trig in ((s.model, s.variables, trigger), (s.float_model, s.float_vars, None)):
     # Compile both models up front (one program holds the keyframe and residual branches);
     # two steps, since a step's output state is committed to the device and stream_init's is not.
-    _, _, warm = step(m, v, stream_init(m, v, x0), x0)
-    jax.block_until_ready(step(m, v, warm, x0))
+    _, _, warm = step(m, v, stream_init(m, v, x0, trigger=trig), x0, trig)
+    jax.block_until_ready(step(m, v, warm, x0, trig))
   compiled = stream_step._cache_size()  # pylint: disable=protected-access
   fps = video.output_fps(s.info.fps, options.fps)
   bar = ProgressBar(
@@ -470,7 +500,7 @@ def stream_video(
     enabled=options.show_progress,
   )
   state, float_state = (
-    stream_init(s.model, s.variables, x0),
+    stream_init(s.model, s.variables, x0, trigger=trigger),
     stream_init(s.float_model, s.float_vars, x0),
   )
   rows, densities, shown, maps, finest = [], [], [], [], None
@@ -485,11 +515,11 @@ def stream_video(
     for t, frame in enumerate(itertools.chain([first], s.frames)):
       x = normalise(frame)
       start = time.perf_counter()
-      y, stats, state = jax.block_until_ready(step(s.model, s.variables, state, x))
+      y, stats, state = jax.block_until_ready(step(s.model, s.variables, state, x, trigger))
       seconds = time.perf_counter() - start
       y_ref, _, float_state = step(s.float_model, s.float_vars, float_state, x)
       stats = jax.device_get(stats)
-      is_key = int(state.since_key) == 1
+      is_key = bool(np.asarray(state.is_keyframe).reshape(-1)[0])
       bops, density = frame_cost(stats, s.costs)
       agreement, rel_error = fidelity(y, y_ref)
       rows.append(
@@ -536,5 +566,9 @@ def stream_video(
   if s.recipe.mode == "dynamic":
     _plots(s, out, rows, densities, shown, maps, finest)
   summary = _summary(s, video_path, workdir, options, rows, fps, recompiled, overlay)
+  summary["keyframes"] = sum(r["is_keyframe"] for r in rows)
+  summary["trigger"] = dataclasses.asdict(trigger) if trigger is not None else None
+  # The trigger's own arithmetic (subtractions, absolute values, additions): not in BOPs.
+  summary["trigger_ops_per_frame"] = trigger_ops(trigger, s.size + (3,)) if trigger else 0
   (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
   return summary

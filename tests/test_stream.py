@@ -247,6 +247,30 @@ def test_stream_quantized_recipes_cost_oracle(clip_file, fp_run, tmp_path, recip
     assert any(r["density"] < 1 for r in rows) or all(r["gbops"] > 0 for r in rows)
 
 
+def test_stream_py_adaptive_keyframes(clip_file, fp_run, tmp_path, stream_py):
+  """--drift_threshold: keyframes where the NumPy definition of the trigger fires on the
+  normalised frames (not every --period frames), each at 8 x 8 bits per MAC, residual frames
+  at 4 x 4; the trigger's own operations in the summary."""
+  from test_keyframes import numpy_decisions
+
+  workdir, macs = fp_run
+  argv = ["--video", str(clip_file), "--workdir", str(workdir), "--out", str(tmp_path)]
+  stream_py(*argv, "--recipe", "resq", "--period", "6", "--drift_threshold", "0.2")
+  frames = video.read_video(clip_file, size=(32, 32))
+  x = np.concatenate([np.asarray(stream_lib.normalise(f)) for f in frames])[None]
+  want = numpy_decisions(stream_lib.StreamOptions(drift_threshold=0.2).trigger(6), x)[0]
+  assert want != [t % 6 == 0 for t in range(T)]  # the trigger, not the period, decides
+  rows = read_rows(tmp_path)
+  assert [bool(r["is_keyframe"]) for r in rows] == want
+  for r in rows:
+    bits = 64 if r["is_keyframe"] else 16
+    assert r["gbops"] == pytest.approx(bits * macs / 1e9, rel=1e-9)
+  summary = json.loads((tmp_path / "summary.json").read_text())
+  assert summary["keyframes"] == sum(want) and summary["recompilations"] == 0
+  assert summary["trigger"]["max_period"] == 6
+  assert summary["trigger_ops_per_frame"] == 3 * 32 * 32 * 3 + 1
+
+
 def save_run(workdir, config, variables):
   state = TrainState.create(
     variables["params"], optax.sgd(0.1), jax.random.key(0), variables["batch_stats"]
