@@ -157,9 +157,9 @@ DYNAMIC_POINTS = (
 )
 CONTROLS = (
   tuple(hold(k) for k in PERIODS)
-  + tuple(skipconv(t) for t in (1.0, 2.0, 4.0, 8.0))
-  + tuple(deltacnn(t) for t in (1.0, 2.0, 4.0, 8.0))
-  + tuple(videoiq(t) for t in ((0.05, 0.15), (0.1, 0.3), (0.3, 1.0)))
+  + tuple(skipconv(t) for t in (4.0, 8.0, 16.0, 32.0))
+  + tuple(deltacnn(t) for t in (4.0, 8.0, 16.0, 32.0))
+  + tuple(videoiq(t) for t in ((0.02, 0.05), (0.05, 0.1), (0.1, 0.3)))
 )
 
 SWEEPS = {
@@ -196,8 +196,8 @@ SWEEPS = {
     *(dynamic(s) for s in (1.0, 2.0, 4.0)),
     dynamic(2.0, residual=(8, 4)),
     *(hold(k) for k in (4, 16)),
-    skipconv(2.0),
-    deltacnn(2.0),
-    videoiq((0.1, 0.3)),
+    skipconv(8.0),
+    deltacnn(8.0),
+    videoiq((0.05, 0.1)),
   ),
 }

@@ -28,6 +28,7 @@ from resq_jax import errors, inputs, runs
 from resq_jax.config_lib import qat_setting
 from resq_jax.evaluation import plot_bit_map, plot_pareto, plot_variance, write_results
 from resq_jax.evaluation.metrics import FidelityAccumulator
+from resq_jax.evaluation.plots import variance_ratio_pct
 from resq_jax.experiment import Experiment, Setting, calibration_period
 from resq_jax.log import get_logger
 from resq_jax.model_factory import init_from_fp
@@ -279,7 +280,12 @@ def evaluate_sweep(experiment: Experiment, workdir: str) -> list[EvalResult]:
     if experiment.eval.plots and setting.family == "dynamic" and not bit_map_done:
       _plot_bit_map(experiment, model, variables, setting, report_dir / "bit_map.png")
       bit_map_done = True
+  order = list(layer_costs(fp_model, fp_vars, calib[0][:, 0], warn=False))
+  variances = layer_variances(
+    observations, order, calibration_period(max(s.period for s in settings))
+  )
   meta = {
+    "variances": variances,
     "config": json.loads(experiment.config_json),
     "num_devices": jax.device_count(),
     "backend": jax.default_backend(),
@@ -290,9 +296,7 @@ def evaluate_sweep(experiment: Experiment, workdir: str) -> list[EvalResult]:
   write_results(report_dir, rows, meta)
   if experiment.eval.plots:
     plot_pareto(rows, report_dir / "pareto.png", metric=task.metric_name)
-    order = list(layer_costs(fp_model, fp_vars, calib[0][:, 0], warn=False))
-    period = calibration_period(max(s.period for s in settings))
-    _plot_variances(observations, order, period, report_dir / "variance.png")
+    _plot_variances(variances, report_dir / "variance.png")
   return results
 
 
@@ -352,12 +356,27 @@ def _plot_bit_map(experiment: Experiment, model, variables, setting: Setting, pa
   )
 
 
-def _plot_variances(observations, order: list[Any], period: int, path):
-  """Residual vs activation variance per layer, in network order (the order of the calls)."""
+def layer_variances(observations, order: list[Any], period: int) -> dict:
+  """Per layer, in network order (the order of the calls): the variance of its input
+  activations and of their frame-to-frame residuals ``x_t - x_{t-1}`` over the calibration
+  clips, and the ratio in percent (the paper's first observation: residuals vary less)."""
   names = [n for n in order if n in observations.layers]
   names += sorted(n for n in observations.layers if n not in names)
-  act_var = [float(np.var(observations.layers[n]["x"])) for n in names]
-  res_var = [
-    float(np.var(residual_samples(observations.layers[n]["x"], period, "prev"))) for n in names
-  ]
-  plot_variance(names, np.asarray(act_var), np.asarray(res_var), path)
+  act = np.asarray([float(np.var(observations.layers[n]["x"])) for n in names])
+  res = np.asarray(
+    [float(np.var(residual_samples(observations.layers[n]["x"], period, "prev"))) for n in names]
+  )
+  ratio = variance_ratio_pct(act, res)
+  return {
+    "layers": names,
+    "act_var": act.tolist(),
+    "res_var": res.tolist(),
+    "ratio_pct": ratio.tolist(),
+    "median_ratio_pct": float(np.nanmedian(ratio)) if np.isfinite(ratio).any() else None,
+  }
+
+
+def _plot_variances(variances: dict, path):
+  plot_variance(
+    variances["layers"], np.asarray(variances["act_var"]), np.asarray(variances["res_var"]), path
+  )

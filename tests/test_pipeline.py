@@ -37,7 +37,12 @@ def train(config, workdir, **kwargs) -> dict:
 
 
 def is_config(path) -> bool:
-  return path.stem not in ("__init__", "sweeps")
+  return path.stem not in (
+    "__init__",
+    "sweeps",
+    "comparison",
+    "comparison_tiny",
+  )  # plans, not configs
 
 
 @pytest.fixture(scope="module")
@@ -129,6 +134,9 @@ def test_eval_sweep_writes_report(fp_run, tmp_path):
   for row in loaded:
     lo, hi = row["miou_ci"]
     assert lo <= row["miou"] <= hi and len(row["rel_l2_by_t"]) == config.data.num_frames
+  v = meta["variances"]  # per layer, network order: ratio = 100 * residual / activation var
+  assert len(v["layers"]) == len(v["ratio_pct"]) > 0
+  np.testing.assert_allclose(v["ratio_pct"], 100 * np.divide(v["res_var"], v["act_var"]))
   for name in ("results.md", "pareto.png", "variance.png", "bit_map.png"):
     assert (tmp_path / "report" / name).stat().st_size > 0
 

@@ -139,6 +139,9 @@ class SegNet(nn.Module):
     num_stages: stages of blocks + fusion.
     num_blocks: basic blocks per branch and stage.
     head_width: channels of the head's 3x3 conv; default ``2 * width``.
+    skip_width: None (the classifier reads the 1/4-resolution head), or the channels of a
+      half-resolution refinement (``head_proj``, ``skip_proj``, ``refine``; see ``_refine``)
+      that the classifier then reads.
     upsample: 'bilinear' or 'nearest' for the low-to-high fusion (the final resize of the
       logits to the input size is always bilinear).
     recipe: recipe of every conv except the first and the last.
@@ -158,6 +161,7 @@ class SegNet(nn.Module):
   num_stages: int = 2
   num_blocks: int = 1
   head_width: int | None = None
+  skip_width: int | None = None
   upsample: str = "bilinear"
   recipe: LayerRecipe = LayerRecipe()
   head_recipe: LayerRecipe | None = None
@@ -194,8 +198,8 @@ class SegNet(nn.Module):
     in_hw = x.shape[1:3]
 
     conv_bn = functools.partial(_conv_bn, bn_axis_name=self.bn_axis_name, conv_impl=self.conv_impl)
-    y = nn.relu(conv_bn(stem_width, edge, "stem1", stride=2)(x, phase, train))
-    y = nn.relu(conv_bn(widths[0], self.recipe, "stem2", stride=2)(y, phase, train))
+    stem = nn.relu(conv_bn(stem_width, edge, "stem1", stride=2)(x, phase, train))
+    y = nn.relu(conv_bn(widths[0], self.recipe, "stem2", stride=2)(stem, phase, train))
     branches = [y]
     for i in range(1, self.num_branches):
       conv = conv_bn(widths[i], self.recipe, f"transition{i}", stride=2)
@@ -225,11 +229,27 @@ class SegNet(nn.Module):
         )
         branches = fusion(branches, phase, train)
     y = nn.relu(conv_bn(head_width, self.recipe, "head")(branches[0], phase, train))
+    if self.skip_width is not None:
+      y = self._refine(y, stem, conv_bn, phase, train)
     classifier = QConv(
       self.num_classes, kernel_size=(1, 1), recipe=edge, conv_impl=self.conv_impl, name="classifier"
     )
     logits = classifier(y, phase)
     return _resize(logits, in_hw, "bilinear")
+
+  def _refine(self, y, stem, conv_bn, phase, train):
+    """Half-resolution refinement (``skip_width``): the 1/4 head features, projected by a 1x1
+    conv-BN (``head_proj``) and upsampled, plus a 1x1 conv-BN of the stem's 1/2 features
+    (``skip_proj``), then conv3x3-BN-ReLU (``refine``). Small shapes and thin limbs lose
+    their boundaries at 1/4 resolution; this costs ~15% more MACs than the plain head."""
+    up = _resize(
+      conv_bn(self.skip_width, self.recipe, "head_proj", kernel=1)(y, phase, train),
+      stem.shape[1:3],
+      self.upsample,
+    )
+    skip = conv_bn(self.skip_width, self.recipe, "skip_proj", kernel=1)(stem, phase, train)
+    z = nn.relu(up + skip)
+    return nn.relu(conv_bn(self.skip_width, self.recipe, "refine")(z, phase, train))
 
 
 _PRESETS = {
@@ -237,6 +257,17 @@ _PRESETS = {
   "tiny": dict(width=4, num_branches=2, num_stages=1, num_blocks=1, head_width=8),
   # CPU demo (64x64 frames): see docs/model.md for MACs and measured throughput.
   "demo": dict(width=24, num_branches=2, num_stages=2, num_blocks=1, head_width=48),
+  # Strong float model within the CPU budget: the demo net plus a half-resolution refinement
+  # (docs/model.md, docs/results.md).
+  "strong": dict(
+    width=24,
+    stem_width=16,
+    num_branches=2,
+    num_stages=2,
+    num_blocks=1,
+    head_width=48,
+    skip_width=16,
+  ),
   # GPUs: three branches, deeper stages.
   "base": dict(width=48, num_branches=3, num_stages=3, num_blocks=2, head_width=96),
 }

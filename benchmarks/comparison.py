@@ -1,0 +1,185 @@
+"""docs/results.md end to end: float models, QAT runs, the sweeps of every regime, the report.
+
+  python benchmarks/comparison.py --workdir runs/results            # everything (resumable)
+  python benchmarks/comparison.py --workdir runs/results --stages report   # docs only
+
+The plan (tasks, configs, QAT runs with their learning rates, regimes, sweeps) is data:
+configs/comparison.py. Every stage is an ordinary train_lib / eval_lib run in its own
+directory (``<workdir>/<task>/fp``, ``<task>/<qat run>``, ``<task>/<regime>``), so an
+interrupted run resumes where it stopped: finished trainings are not redone, and a finished
+sweep (its ``report/results.json`` exists) is not evaluated again unless --force_sweeps.
+
+``--stages report`` reads every sweep's results.json and writes docs/results.md (claims table,
+per-regime tables) with its plots under docs/results/.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import pathlib
+import shutil
+import sys
+import time
+
+from absl import app, flags
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from resq_jax import config_lib, errors, eval_lib, log, train_lib  # noqa: E402
+from resq_jax.evaluation import load_results  # noqa: E402
+from resq_jax.evaluation.claims import claims_markdown  # noqa: E402
+from resq_jax.pipeline import stage_config  # noqa: E402
+
+STAGES = ("fp", "qat", "sweep", "report")
+_PLAN = flags.DEFINE_string("plan", "configs/comparison.py", "The plan module (data).")
+_WORKDIR = flags.DEFINE_string("workdir", "runs/results", "Root of every run of the comparison.")
+_TASKS = flags.DEFINE_list("tasks", [], "Tasks to run (default: every task of the plan).")
+_STAGES = flags.DEFINE_list("stages", list(STAGES), f"Stages to run, in order: {STAGES}.")
+_DOCS = flags.DEFINE_string("docs", "docs", "Where results.md and results/ are written.")
+_FORCE = flags.DEFINE_bool("force_sweeps", False, "Re-evaluate sweeps that have results.json.")
+_VERBOSE = flags.DEFINE_bool("verbose", False, "Show the libraries' logging too.")
+
+logger = log.get_logger("comparison")
+
+
+def load_config(path: str):
+  spec = importlib.util.spec_from_file_location(pathlib.Path(path).stem, ROOT / path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def load_plan(path: str):
+  spec = importlib.util.spec_from_file_location("comparison_plan", ROOT / path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def qat_config(plan, task: dict, name: str, fp_dir: str):
+  quant = plan.QAT_RUNS[name]
+  config = stage_config(
+    load_config(task["config"]),
+    "qat",
+    fp_dir,
+    num_steps=plan.QAT_STEPS,
+    lr=plan.FAMILY_LR[quant["mode"]],
+    **quant,
+  )
+  config.unlock()
+  config.train.distill_weight = plan.DISTILL_WEIGHT
+  config.train.distill_temperature = plan.DISTILL_TEMPERATURE
+  config.optim.warmup_steps = plan.QAT_WARMUP
+  config.lock()
+  return config
+
+
+def sweep_config(task: dict, regime: str, fp_dir: str, qat_dirs: list[str]):
+  main = regime == task["main_regime"]
+  config = stage_config(
+    load_config(task["config"]),
+    "fp",
+    fp_dir,
+    mode="float",
+    qat_runs=",".join(qat_dirs) if main else "",
+  )
+  config.unlock()
+  config.data.regime = regime
+  config.eval.sweep = task["main_sweep"] if main else task["regime_sweep"]
+  if not main:
+    config.data.num_train = 16  # calibration only: two batches of training clips
+  config.lock()
+  return config
+
+
+def task_regimes(task: dict) -> list[str]:
+  return [task["main_regime"], *task["regimes"]]
+
+
+def run_task(plan, name: str, task: dict, root: pathlib.Path, stages) -> None:
+  fp_dir = str(root / name / "fp")
+  qat_dirs = [str(root / name / q) for q in task["qat_runs"]]
+  if "fp" in stages:
+    logger.info(f"== {name}: float training ({task['fp_config']})")
+    start = time.perf_counter()
+    train_lib.train_and_evaluate(config_lib.parse(load_config(task["fp_config"])), fp_dir)
+    logger.info(f"{name} float run: {(time.perf_counter() - start) / 60:.1f} min")
+  if "qat" in stages:
+    for q, qat_dir in zip(task["qat_runs"], qat_dirs):
+      logger.info(f"== {name}: QAT {q}")
+      train_lib.train_and_evaluate(config_lib.parse(qat_config(plan, task, q, fp_dir)), qat_dir)
+  if "sweep" in stages:
+    for regime in task_regimes(task):
+      out = root / name / regime
+      if (out / "report" / "results.json").is_file() and not _FORCE.value:
+        logger.info(f"== {name} / {regime}: done ({out / 'report'})")
+        continue
+      logger.info(f"== {name} / {regime}: sweep")
+      start = time.perf_counter()
+      config = sweep_config(task, regime, fp_dir, qat_dirs)
+      eval_lib.evaluate_sweep(config_lib.parse(config, needs_init_from=True), str(out))
+      logger.info(f"{name} / {regime}: {(time.perf_counter() - start) / 60:.1f} min")
+
+
+def cells(plan, root: pathlib.Path, tasks) -> list[tuple[str, list, dict, pathlib.Path]]:
+  found = []
+  for name in tasks:
+    for regime in task_regimes(plan.TASKS[name]):
+      report = root / name / regime / "report"
+      if (report / "results.json").is_file():
+        rows, meta = load_results(report)
+        found.append((f"{name} / {regime}", rows, meta, report))
+  return found
+
+
+def write_docs(plan, root: pathlib.Path, tasks, docs: pathlib.Path) -> pathlib.Path:
+  """docs/results.md: the claims table of every evaluated cell, then each cell's table, with
+  the cells' plots and results.md copied under docs/results/."""
+  found = cells(plan, root, tasks)
+  if not found:
+    raise errors.DataError(f"no sweep results under {root}: run the sweep stage first")
+  out_dir = docs / "results"
+  out_dir.mkdir(parents=True, exist_ok=True)
+  lines = [
+    "## Claims",
+    "",
+    claims_markdown([(label, rows, meta) for label, rows, meta, _ in found]),
+    "## Cells",
+    "",
+  ]
+  for label, _, _, report in found:
+    slug = label.replace(" / ", "_")
+    shutil.copyfile(report / "results.md", out_dir / f"{slug}.md")
+    if (report / "pareto.png").is_file():
+      shutil.copyfile(report / "pareto.png", out_dir / f"{slug}_pareto.png")
+      lines.append(f"### {label}\n\n![{label}](results/{slug}_pareto.png)\n")
+    lines.append(f"Every setting: [results/{slug}.md](results/{slug}.md)\n")
+  path = out_dir / "claims_and_cells.md"
+  path.write_text("\n".join(lines) + "\n")
+  return path
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}", exitcode=errors.EXIT_CONFIG)
+  log.setup(verbose=_VERBOSE.value)
+  plan = load_plan(_PLAN.value)
+  tasks = _TASKS.value or list(plan.TASKS)
+  unknown = set(_STAGES.value) - set(STAGES) or set(tasks) - set(plan.TASKS)
+  if unknown:
+    raise app.UsageError(f"unknown stages or tasks: {sorted(unknown)}", exitcode=errors.EXIT_CONFIG)
+  root = pathlib.Path(_WORKDIR.value)
+
+  def run():
+    for name in tasks:
+      run_task(plan, name, plan.TASKS[name], root, _STAGES.value)
+    if "report" in _STAGES.value:
+      path = write_docs(plan, root, tasks, pathlib.Path(_DOCS.value))
+      logger.info(f"claims and cells: {path}")
+
+  errors.run_cli(run)
+
+
+if __name__ == "__main__":
+  app.run(main, flags_parser=errors.parse_flags)

@@ -1,0 +1,89 @@
+"""The plan of docs/results.md (data): per task, its configs, the QAT runs (one learning rate
+per family), and the sweep of each motion regime. benchmarks/comparison.py runs it.
+
+QAT: every run starts from the task's float run, distils from it (train.distill_weight) and
+trains ``QAT_STEPS`` steps. Learning rates per family: frame quantization moves the weights
+furthest from the float model (every frame at low precision) and gets the largest; static and
+dynamic ResQ keep W8A8 keyframes and fine-tune gently.
+"""
+
+QAT_STEPS = 150
+QAT_WARMUP = 10
+DISTILL_WEIGHT = 1.0
+DISTILL_TEMPERATURE = 2.0
+FAMILY_LR = {"fq": 5e-4, "resq": 2e-4, "dynamic": 2e-4}
+
+
+def _fq(b):
+  return {"mode": "fq", "key_bits": (b, b)}
+
+
+def _resq(k, residual, key=(8, 8)):
+  return {
+    "mode": "resq",
+    "key_bits": key,
+    "residual_bits": residual,
+    "period": k,
+    "ref_mode": "closed",
+  }
+
+
+def _dynamic(step, k=4):
+  return {
+    "mode": "dynamic",
+    "key_bits": (8, 8),
+    "residual_bits": (4, 4),
+    "period": k,
+    "ref_mode": "closed",
+    "policy": "fixed_step",
+    "policy_bits": (0, 2, 4, 8),
+    "policy_step": step,
+  }
+
+
+# Workdir name -> quant overrides. The FQ runs give QAT its own frame-quantization front
+# (err/FQ of the QAT rows is measured against it); the ResQ runs sit between 25% and 50% of
+# W8A8, the range where the PTQ comparison is closest.
+QAT_RUNS = {
+  "qat_fq_w2a2": _fq(2),
+  "qat_fq_w3a3": _fq(3),
+  "qat_fq_w4a4": _fq(4),
+  "qat_fq_w5a5": _fq(5),
+  "qat_resq_k4_w4a4": _resq(4, (4, 4)),
+  "qat_resq_k8_w4a4": _resq(8, (4, 4)),
+  "qat_resq_k4_w8a4": _resq(4, (8, 4)),
+  "qat_resq_k4_w2a2": _resq(4, (2, 2)),
+  "qat_dynamic_step2": _dynamic(2.0),
+}
+
+# task -> its configs, its QAT runs, the sweep of the regime its float model was trained on
+# (main) and the sweep of the other regimes (evaluated with the same float model: a shift of
+# motion statistics, which is what the regimes vary). Sized for 2 CPU cores (about 1.5 hours
+# for everything, docs/results.md); pose runs the core sweep only.
+TASKS = {
+  "segmentation": {
+    "fp_config": "configs/results_seg_fp.py",
+    "config": "configs/results_seg.py",
+    "qat_runs": tuple(QAT_RUNS),
+    "main_regime": "slow_pan",
+    "main_sweep": "comparison",
+    "regimes": ("static_cam", "fast_pan", "flicker"),
+    "regime_sweep": "core",
+  },
+  "pose": {
+    "fp_config": "configs/results_pose_fp.py",
+    "config": "configs/results_pose.py",
+    "qat_runs": (
+      "qat_fq_w3a3",
+      "qat_fq_w4a4",
+      "qat_fq_w5a5",
+      "qat_resq_k4_w4a4",
+      "qat_resq_k4_w8a4",
+      "qat_dynamic_step2",
+    ),
+    "main_regime": "slow_pan",
+    "main_sweep": "core",
+    "regimes": ("fast_pan",),
+    "regime_sweep": "core",
+  },
+}

@@ -1,0 +1,334 @@
+"""The claims table of docs/results.md: each claim of the ResQ paper checked on evaluated sweeps.
+
+A *cell* is one evaluated sweep (a task on one motion regime): the rows of its
+``report/results.json`` (``EvalResult.to_row()``) and its metadata. Every claim is a pure
+function of a cell's rows that returns a :class:`Verdict`: 'holds', 'does not hold', 'depends'
+(significant in both directions at different budgets), 'tie' (no difference outside the
+intervals) or 'n/a' (the cell lacks the rows), with the numbers behind it.
+
+Equal-cost claims ("A beats B at equal BOPs") compare every point of A's front (the settings
+of family A that no other A setting beats on both cost and fidelity error) with B's front
+interpolated at the same average BOPs (linear in log BOPs, ``resq_jax.evaluation.pareto``),
+inside B's cost range and the claim's budget band. The ratio err_A / err_B is significant when
+A's 95% bootstrap interval of the error lies entirely on one side of B's interpolated error
+(B's own interval is not propagated: the test is optimistic for close calls, which therefore
+read as 'tie' only when A's interval straddles B).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from resq_jax.evaluation.pareto import Front, fq_front
+
+Row = Mapping[str, Any]
+VERDICTS = ("holds", "does not hold", "depends", "tie", "n/a")
+
+
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+  """A claim on one cell: ``verdict`` (one of VERDICTS), a one-line ``summary`` with the
+  numbers, and ``details`` (one line per compared point)."""
+
+  verdict: str
+  summary: str
+  details: tuple[str, ...] = ()
+
+  def __post_init__(self):
+    if self.verdict not in VERDICTS:
+      raise ValueError(f"verdict must be one of {VERDICTS}, got {self.verdict!r}")
+
+
+NA = Verdict("n/a", "not evaluated in this cell")
+
+
+def _num(value) -> float | None:
+  if value is None or isinstance(value, bool):
+    return None
+  try:
+    x = float(value)
+  except (TypeError, ValueError):
+    return None
+  return x if math.isfinite(x) else None
+
+
+def error_key(rows: Sequence[Row]) -> str | None:
+  """The fidelity error the rows were compared by (``fidelity_error``: rel_l2 / kp_dist)."""
+  for row in rows:
+    if row.get("fidelity_error"):
+      return str(row["fidelity_error"])
+  return None
+
+
+def _select(rows, family: str, source: str = "ptq", where: Callable[[Row], bool] | None = None):
+  return [
+    r
+    for r in rows
+    if r.get("family") == family and r.get("source") == source and (where is None or where(r))
+  ]
+
+
+def _front(rows, key: str, family: str, source: str) -> Front:
+  return fq_front(rows, key, family=family, source=source)
+
+
+def _front_rows(rows: Sequence[Row], key: str) -> list[Row]:
+  """The rows of ``rows`` on their lower front of ``key`` against cost, by ascending cost."""
+  front = _front(rows, key, rows[0]["family"], rows[0]["source"]) if rows else None
+  if front is None or not len(front):
+    return []
+  out = []
+  for cost, value in zip(front.gbops, front.values):
+    for r in rows:
+      if _num(r.get("gbops_avg")) == cost and _num(r.get(key)) == value:
+        out.append(r)
+        break
+  return out
+
+
+def _verdict(signs: list[int], what: str, summary: str, details) -> Verdict:
+  if not signs:
+    return Verdict("n/a", f"no {what} point inside the compared cost range", tuple(details))
+  if all(s > 0 for s in signs):
+    return Verdict("holds", summary, tuple(details))
+  if all(s < 0 for s in signs):
+    return Verdict("does not hold", summary, tuple(details))
+  if any(s > 0 for s in signs) and any(s < 0 for s in signs):
+    return Verdict("depends", summary, tuple(details))
+  if any(s > 0 for s in signs):
+    return Verdict("depends", summary + " (elsewhere a tie)", tuple(details))
+  if any(s < 0 for s in signs):
+    return Verdict("does not hold", summary + " (elsewhere a tie)", tuple(details))
+  return Verdict("tie", summary, tuple(details))
+
+
+def beats_at_equal_cost(
+  a_rows: Sequence[Row],
+  b_rows: Sequence[Row],
+  key: str,
+  *,
+  band: tuple[float, float] = (0.0, math.inf),
+  what: str = "",
+) -> Verdict:
+  """Whether the front of ``a_rows`` has a lower ``key`` error than the front of ``b_rows`` at
+  equal average BOPs, for every A front point whose % of W8A8 lies in ``band``."""
+  if not a_rows or not b_rows:
+    return NA
+  b_family, b_source = b_rows[0]["family"], b_rows[0]["source"]
+  b_front = _front(b_rows, key, b_family, b_source)
+  signs, ratios, details = [], [], []
+  for r in _front_rows(a_rows, key):
+    pct = _num(r.get("pct_w8a8"))
+    ref = b_front.at(r.get("gbops_avg"))
+    err = _num(r.get(key))
+    if pct is None or not band[0] <= pct <= band[1] or ref is None or err is None or ref <= 0:
+      continue
+    lo, hi = (r.get(f"{key}_ci") or [err, err])[:2]
+    sign = 1 if hi < ref else (-1 if lo > ref else 0)
+    signs.append(sign)
+    ratios.append(err / ref)
+    mark = {1: "better", -1: "worse", 0: "tie"}[sign]
+    details.append(
+      f"{r['name']} at {pct:.1f}% of W8A8: {key} {err:.4f} [{lo:.4f}, {hi:.4f}] vs "
+      f"{ref:.4f} ({err / ref:.2f}x, {mark})"
+    )
+  if not ratios:
+    return Verdict("n/a", f"no {what or 'A'} point inside the compared cost range")
+  summary = (
+    f"err ratio {min(ratios):.2f}-{max(ratios):.2f}x over {len(ratios)} budgets"
+    f" ({sum(s > 0 for s in signs)} better, {sum(s < 0 for s in signs)} worse)"
+  )
+  return _verdict(signs, what, summary, details)
+
+
+def _static(rows, source="ptq", ref_mode="closed"):
+  return _select(rows, "resq", source, lambda r: r.get("ref_mode") == ref_mode)
+
+
+def _named(rows, name: str) -> Row | None:
+  return next((r for r in rows if r.get("name") == name), None)
+
+
+def residual_variance(rows: Sequence[Row], meta: Mapping[str, Any]) -> Verdict:
+  """Residuals (x_t - x_{t-1}) have a lower variance than activations, per layer."""
+  v = (meta or {}).get("variances") or {}
+  ratios = [x for x in (v.get("ratio_pct") or []) if _num(x) is not None]
+  if not ratios:
+    return NA
+  med = sorted(ratios)[len(ratios) // 2]
+  below = sum(x < 100 for x in ratios)
+  verdict = "holds" if below == len(ratios) else ("does not hold" if not below else "depends")
+  return Verdict(
+    verdict,
+    f"residual variance {min(ratios):.0f}-{max(ratios):.0f}% of the activation's "
+    f"(median {med:.0f}%, {below}/{len(ratios)} layers below 100%)",
+  )
+
+
+def residuals_quantize_better(rows: Sequence[Row], meta=None) -> Verdict:
+  """W4A4 residuals (ResQ K=16 with W8A8 keys) stay closer to float than W4A4 frames."""
+  key = error_key(rows)
+  res = _named(rows, "ResQ K=16 closed W8A8/W4A4")
+  fq = _named(rows, "FQ W4A4")
+  if key is None or res is None or fq is None or _num(fq.get(key)) in (None, 0.0):
+    return NA
+  err, ref = float(res[key]), float(fq[key])
+  lo, hi = res.get(f"{key}_ci") or [err, err]
+  flo, fhi = fq.get(f"{key}_ci") or [ref, ref]
+  sign = 1 if hi < flo else (-1 if lo > fhi else 0)
+  return _verdict(
+    [sign],
+    "",
+    f"{key} {err:.4f} [{lo:.4f}, {hi:.4f}] vs FQ W4A4 {ref:.4f} [{flo:.4f}, {fhi:.4f}] "
+    f"({err / ref:.2f}x)",
+    (),
+  )
+
+
+def _band_claim(a, b, rows, band=(0.0, math.inf), what=""):
+  key = error_key(rows)
+  return NA if key is None else beats_at_equal_cost(a, b, key, band=band, what=what)
+
+
+def resq_beats_fq_ptq(rows, meta=None) -> Verdict:
+  return _band_claim(_static(rows), _select(rows, "fq"), rows, what="static ResQ")
+
+
+def resq_beats_fq_ptq_band(rows, meta=None) -> Verdict:
+  return _band_claim(_static(rows), _select(rows, "fq"), rows, (25.0, 50.0), "static ResQ")
+
+
+def resq_beats_fq_qat(rows, meta=None) -> Verdict:
+  a = _select(rows, "resq", "qat") + _select(rows, "dynamic", "qat")
+  return _band_claim(a, _select(rows, "fq", "qat"), rows, what="QAT ResQ")
+
+
+def resq_beats_hold(rows, meta=None) -> Verdict:
+  return _band_claim(_static(rows), _select(rows, "hold"), rows, what="static ResQ")
+
+
+def dynamic_beats_hold(rows, meta=None) -> Verdict:
+  return _band_claim(_select(rows, "dynamic"), _select(rows, "hold"), rows, what="dynamic ResQ")
+
+
+def dynamic_beats_static(rows, meta=None) -> Verdict:
+  return _band_claim(_select(rows, "dynamic"), _static(rows), rows, what="dynamic ResQ")
+
+
+def _peer_claim(peer: str):
+  def claim(rows, meta=None) -> Verdict:
+    resq = _static(rows) + _select(rows, "dynamic")
+    both = [dict(r, family="resq_any") for r in resq]
+    return _band_claim(both, _select(rows, peer), rows, what="ResQ")
+
+  claim.__name__ = f"resq_beats_{peer}"
+  return claim
+
+
+def interval_trend(rows, meta=None) -> Verdict:
+  """Longer keyframe intervals cost less and err more (W8A8 keys, W4A4 residuals, closed)."""
+  key = error_key(rows)
+  points = [_named(rows, f"ResQ K={k} closed W8A8/W4A4") for k in (2, 4, 8, 16)]
+  if key is None or any(p is None for p in points):
+    return NA
+  errs = [float(p[key]) for p in points]
+  pcts = [float(p["pct_w8a8"]) for p in points]
+  rising = all(a < b for a, b in zip(errs, errs[1:]))
+  summary = "K=2/4/8/16: " + ", ".join(f"{e:.4f} at {c:.0f}%" for e, c in zip(errs, pcts))
+  falling = all(a > b for a, b in zip(errs, errs[1:]))
+  return Verdict("holds" if rising else ("does not hold" if falling else "depends"), summary)
+
+
+def ref_mode_order(rows, meta=None) -> Verdict:
+  """closed >= key >= prev in fidelity (lower error), at K = 4 and 16 with W4A4 residuals."""
+  key = error_key(rows)
+  if key is None:
+    return NA
+  parts, ok = [], []
+  for k in (4, 16):
+    errs = [_named(rows, f"ResQ K={k} {m} W8A8/W4A4") for m in ("closed", "key", "prev")]
+    if any(e is None for e in errs):
+      continue
+    e = [float(x[key]) for x in errs]
+    ok.append(e[0] <= e[1] <= e[2])
+    parts.append(f"K={k}: closed {e[0]:.4f}, key {e[1]:.4f}, prev {e[2]:.4f}")
+  if not ok:
+    return NA
+  verdict = "holds" if all(ok) else ("does not hold" if not any(ok) else "depends")
+  return Verdict(verdict, "; ".join(parts))
+
+
+def dynamic_goal(rows, meta=None) -> Verdict:
+  """Goal: dynamic ResQ within 1 point of float at <= 25% of W8A8 BOPs."""
+  fp = next((r for r in rows if r.get("family") == "fp"), None)
+  cand = [
+    r
+    for r in _select(rows, "dynamic") + _select(rows, "dynamic", "qat")
+    if _num(r.get("pct_w8a8")) is not None and r["pct_w8a8"] <= 25.0
+  ]
+  if fp is None or not cand:
+    return NA
+  best = max(cand, key=lambda r: r["metric"])
+  gap = 100 * (fp["metric"] - best["metric"])
+  return Verdict(
+    "holds" if gap <= 1.0 else "does not hold",
+    f"best {best['name']} ({best['source']}) at {best['pct_w8a8']:.1f}%: "
+    f"{100 * best['metric']:.1f} vs float {100 * fp['metric']:.1f} ({gap:+.1f} pts below)",
+  )
+
+
+# (id, claim text, function): the rows of the claims table, in order.
+CLAIMS: tuple[tuple[str, str, Callable], ...] = (
+  ("variance", "Residuals have lower variance than activations (per layer)", residual_variance),
+  ("quantize", "W4A4 residuals stay closer to float than W4A4 frames", residuals_quantize_better),
+  ("fq_ptq", "Static ResQ beats FQ at equal BOPs (PTQ, all budgets)", resq_beats_fq_ptq),
+  ("fq_ptq_band", "Static ResQ beats FQ at equal BOPs, 25-50% W8A8 (PTQ)", resq_beats_fq_ptq_band),
+  ("fq_qat", "ResQ beats FQ at equal BOPs under QAT", resq_beats_fq_qat),
+  ("hold", "Static ResQ beats keyframe hold at equal BOPs", resq_beats_hold),
+  ("dyn_hold", "Dynamic ResQ beats keyframe hold at equal BOPs", dynamic_beats_hold),
+  ("dyn_static", "Dynamic ResQ beats static ResQ at equal BOPs", dynamic_beats_static),
+  ("skipconv", "ResQ beats Skip-Conv-style gating at equal BOPs", _peer_claim("skipconv")),
+  ("deltacnn", "ResQ beats DeltaCNN-style updates at equal BOPs", _peer_claim("deltacnn")),
+  ("videoiq", "ResQ beats VideoIQ-style per-frame precision at equal BOPs", _peer_claim("videoiq")),
+  ("trend", "Longer keyframe interval: fewer BOPs, more error", interval_trend),
+  ("ref_modes", "closed >= key >= prev (fidelity)", ref_mode_order),
+  ("goal_dynamic", "Goal: dynamic ResQ within 1 pt of float at <= 25% W8A8", dynamic_goal),
+)
+
+
+def evaluate_claims(rows: Sequence[Row], meta: Mapping[str, Any] | None = None) -> dict:
+  """``{claim id: Verdict}`` for one cell."""
+  return {cid: fn(rows, meta or {}) for cid, _, fn in CLAIMS}
+
+
+def claims_markdown(cells: Sequence[tuple[str, Sequence[Row], Mapping[str, Any]]]) -> str:
+  """The claims table (claims x cells: the verdict) and, per claim, the numbers of each cell.
+  ``cells``: ``(label, rows, meta)`` per evaluated sweep, e.g. ``('segmentation / slow_pan',
+  rows, meta)``."""
+  results = [(label, evaluate_claims(rows, meta)) for label, rows, meta in cells]
+  head = "| Claim | " + " | ".join(label for label, _ in results) + " |"
+  lines = [head, "| --- |" + " :-: |" * len(results)]
+  for cid, text, _ in CLAIMS:
+    lines.append(f"| {text} | " + " | ".join(v[cid].verdict for _, v in results) + " |")
+  lines.append("")
+  for cid, text, _ in CLAIMS:
+    lines += [f"**{text}**", ""]
+    for label, verdicts in results:
+      v = verdicts[cid]
+      lines.append(f"- {label}: **{v.verdict}**. {v.summary}")
+    lines.append("")
+  return "\n".join(lines)
+
+
+__all__ = [
+  "CLAIMS",
+  "VERDICTS",
+  "Verdict",
+  "beats_at_equal_cost",
+  "claims_markdown",
+  "error_key",
+  "evaluate_claims",
+]

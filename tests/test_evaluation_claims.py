@@ -1,0 +1,117 @@
+"""The claims table's verdicts on hand-built rows (errors and intervals chosen so that every
+verdict is known), and the comparison driver end to end on the tiny plan."""
+
+import json
+import math
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from resq_jax.evaluation.claims import (
+  CLAIMS,
+  beats_at_equal_cost,
+  claims_markdown,
+  evaluate_claims,
+  interval_trend,
+  ref_mode_order,
+)
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def row(name, family, gbops, err, ci=None, source="ptq", **extra):
+  # W8A8 costs 4 GBOPs here, so % of W8A8 = 25 * gbops.
+  return {
+    "name": name,
+    "family": family,
+    "source": source,
+    "gbops_avg": gbops,
+    "pct_w8a8": 25.0 * gbops,
+    "rel_l2": err,
+    "rel_l2_ci": list(ci or (err, err)),
+    "fidelity_error": "rel_l2",
+    "metric": 1 - err,
+    **extra,
+  }
+
+
+FQ = [row("FQ W4A4", "fq", 1.0, 0.4), row("FQ W8A8", "fq", 4.0, 0.1)]
+
+
+@pytest.mark.parametrize(
+  "a_rows, verdict, ratio",
+  [
+    ([row("A", "resq", 2.0, 0.125, (0.10, 0.15))], "holds", 0.5),  # FQ at 2 GBOPs: 0.25
+    ([row("A", "resq", 2.0, 0.30, (0.28, 0.32))], "does not hold", 1.2),
+    ([row("A", "resq", 2.0, 0.24, (0.20, 0.30))], "tie", 0.96),
+  ],
+)
+def test_equal_cost_verdicts_follow_the_interval_against_the_interpolated_front(
+  a_rows, verdict, ratio
+):
+  v = beats_at_equal_cost(a_rows, FQ, "rel_l2")
+  assert v.verdict == verdict
+  assert f"{ratio:.2f}x" in v.summary
+
+
+def test_mixed_budgets_depend_and_points_outside_the_front_are_not_compared():
+  a = [
+    row("cheap", "resq", 1.5, 0.18, (0.17, 0.19)),  # FQ at 1.5: 0.4 - 0.3 * log(1.5)/log(4)
+    row("dear", "resq", 3.0, 0.17, (0.168, 0.172)),  # worse than FQ's 0.162 at 3 GBOPs
+    row("outside", "resq", 8.0, 0.01),  # beyond FQ's range: not compared
+  ]
+  v = beats_at_equal_cost(a, FQ, "rel_l2")
+  fq_at_3 = 0.4 - 0.3 * math.log(3.0) / math.log(4.0)
+  assert fq_at_3 < 0.168  # so 'dear' is significantly worse
+  assert v.verdict == "depends" and len(v.details) == 2
+  # Only A's own front is compared: a dominated A point does not count.
+  dominated = a + [row("dominated", "resq", 2.0, 0.39)]
+  assert len(beats_at_equal_cost(dominated, FQ, "rel_l2").details) == 2
+  assert beats_at_equal_cost([], FQ, "rel_l2").verdict == "n/a"
+
+
+def test_interval_trend_and_reference_modes_on_hand_rows():
+  rows = [row(f"ResQ K={k} closed W8A8/W4A4", "resq", 4 / k, 0.01 * k) for k in (2, 4, 8, 16)]
+  assert interval_trend(rows).verdict == "holds"
+  rows[2]["rel_l2"] = 0.5  # K=8 worse than K=16: not monotone
+  assert interval_trend(rows).verdict == "depends"
+  modes = [
+    row(f"ResQ K={k} {m} W8A8/W4A4", "resq", 1.0, e)
+    for k in (4, 16)
+    for m, e in (("closed", 0.1), ("key", 0.2), ("prev", 0.3))
+  ]
+  assert ref_mode_order(modes).verdict == "holds"
+  modes[0]["rel_l2"] = 0.25  # K=4 closed worse than key
+  assert ref_mode_order(modes).verdict == "depends"
+
+
+def test_every_claim_answers_on_any_cell_and_the_table_lists_them():
+  verdicts = evaluate_claims(FQ, {"variances": {"ratio_pct": [10.0, 50.0, 120.0]}})
+  assert set(verdicts) == {cid for cid, _, _ in CLAIMS}
+  assert verdicts["variance"].verdict == "depends"
+  text = claims_markdown([("seg / slow_pan", FQ, {})])
+  assert text.count("\n| ") == len(CLAIMS) + 1  # the header's separator row starts with '| -'
+
+
+def test_comparison_driver_runs_the_tiny_plan_end_to_end(tmp_path):
+  """benchmarks/comparison.py with configs/comparison_tiny.py: FP, one QAT run, two regimes'
+  sweeps and the docs page; a rerun of the report stage alone reproduces the page."""
+  cmd = [
+    sys.executable,
+    str(ROOT / "benchmarks" / "comparison.py"),
+    "--plan=configs/comparison_tiny.py",
+    f"--workdir={tmp_path / 'runs'}",
+    f"--docs={tmp_path / 'docs'}",
+  ]
+  env_data = {"cwd": str(tmp_path)}
+  subprocess.run(cmd, check=True, capture_output=True, text=True, **env_data)
+  page = tmp_path / "docs" / "results" / "claims_and_cells.md"
+  text = page.read_text()
+  assert "segmentation / slow_pan" in text and "segmentation / fast_pan" in text
+  rows = json.loads((tmp_path / "runs/segmentation/slow_pan/report/results.json").read_text())
+  names = [r["name"] for r in rows["rows"]] if isinstance(rows, dict) else [r["name"] for r in rows]
+  assert "QAT qat_resq" in names
+  subprocess.run(cmd + ["--stages=report"], check=True, capture_output=True, **env_data)
+  assert page.read_text() == text
