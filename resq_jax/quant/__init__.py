@@ -43,6 +43,13 @@ from resq_jax.quant.dynamic import (
   level_capacity,
   location_magnitude,
 )
+from resq_jax.quant.keyframes import (
+  KeyframeTrigger,
+  TriggerState,
+  decide,
+  trigger_init,
+  trigger_ops,
+)
 from resq_jax.quant.recipe import (
   MODES,
   REF_MODES,
@@ -79,6 +86,11 @@ from resq_jax.quant.uniform import (
 )
 
 __all__ = [
+  "KeyframeTrigger",
+  "TriggerState",
+  "decide",
+  "trigger_init",
+  "trigger_ops",
   "CALIBRATION_METHODS",
   "calibrate",
   "lsq_init_scale",
