@@ -107,7 +107,7 @@ def test_comparison_driver_runs_the_tiny_plan_end_to_end(tmp_path):
   ]
   env_data = {"cwd": str(tmp_path)}
   subprocess.run(cmd, check=True, capture_output=True, text=True, **env_data)
-  page = tmp_path / "docs" / "results" / "claims_and_cells.md"
+  page = tmp_path / "docs" / "results.md"
   text = page.read_text()
   assert "segmentation / slow_pan" in text and "segmentation / fast_pan" in text
   rows = json.loads((tmp_path / "runs/segmentation/slow_pan/report/results.json").read_text())

@@ -331,4 +331,45 @@ __all__ = [
   "claims_markdown",
   "error_key",
   "evaluate_claims",
+  "front_summary",
 ]
+
+
+BANDS = ((0.0, 12.5), (12.5, 25.0), (25.0, 50.0), (50.0, 100.0))
+
+
+def front_summary(rows: Sequence[Row], bands=BANDS) -> list[str]:
+  """Where each family sits: per budget band (% of W8A8 BOPs), the setting with the lowest
+  fidelity error and the best setting of every other family there, with their metric
+  intervals. One line per band."""
+  key = error_key(rows)
+  if key is None:
+    return []
+  lines = []
+  for lo, hi in bands:
+    inside = [
+      r
+      for r in rows
+      if r.get("family") != "fp"
+      and _num(r.get("pct_w8a8")) is not None
+      and lo < r["pct_w8a8"] <= hi
+      and _num(r.get(key)) is not None
+    ]
+    if not inside:
+      continue
+    best = {}
+    for r in inside:
+      tag = f"{r['family']} ({r['source']})"
+      if tag not in best or r[key] < best[tag][key]:
+        best[tag] = r
+    ranked = sorted(best.items(), key=lambda kv: kv[1][key])
+    parts = []
+    for tag, r in ranked:
+      ci = r.get("metric_ci") or r.get(f"{r.get('metric_name', '')}_ci")
+      ci_text = f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else ""
+      parts.append(
+        f"{tag}: {r['name']} {key} {r[key]:.3f}, metric {100 * r['metric']:.1f}{ci_text}"
+        f" at {r['pct_w8a8']:.0f}%"
+      )
+    lines.append(f"- {lo:g}-{hi:g}% of W8A8: " + "; ".join(parts))
+  return lines
