@@ -115,3 +115,26 @@ def test_comparison_driver_runs_the_tiny_plan_end_to_end(tmp_path):
   assert "QAT qat_resq" in names
   subprocess.run(cmd + ["--stages=report"], check=True, capture_output=True, **env_data)
   assert page.read_text() == text
+
+
+def test_qat_is_compared_with_its_ptq_twin_only():
+  from resq_jax.evaluation.claims import qat_at_least_ptq
+
+  def r(name, source, metric, k=4):
+    return {
+      "name": name,
+      "family": "resq",
+      "source": source,
+      "metric": metric,
+      "key_bits": [8, 8],
+      "residual_bits": [4, 4],
+      "period": k,
+      "ref_mode": "closed",
+      "policy_step": None,
+    }
+
+  rows = [r("ResQ K=4", "ptq", 0.50), r("ResQ K=8", "ptq", 0.40, k=8), r("QAT K=4", "qat", 0.52)]
+  v = qat_at_least_ptq(rows)
+  assert v.verdict == "holds" and "+2.0" in v.summary
+  rows.append(r("QAT K=8", "qat", 0.38, k=8))  # below its own twin (0.40), not K=4's
+  assert qat_at_least_ptq(rows).verdict == "depends"

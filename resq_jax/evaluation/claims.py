@@ -280,6 +280,37 @@ def dynamic_goal(rows, meta=None) -> Verdict:
   )
 
 
+TWIN_KEYS = ("family", "key_bits", "residual_bits", "period", "ref_mode", "policy_step")
+
+
+def _twin_key(row: Row) -> tuple:
+  return tuple(tuple(v) if isinstance(v, list) else v for v in (row.get(k) for k in TWIN_KEYS))
+
+
+def qat_at_least_ptq(rows, meta=None) -> Verdict:
+  """Every QAT run scores at least its PTQ twin (same family, grids, period, reference mode and
+  policy step): the task metric, point estimates, with both intervals listed."""
+  ptq = {_twin_key(r): r for r in rows if r.get("source") == "ptq"}
+  pairs = [(r, ptq.get(_twin_key(r))) for r in rows if r.get("source") == "qat"]
+  pairs = [(q, p) for q, p in pairs if p is not None]
+  if not pairs:
+    return NA
+  deltas, details = [], []
+  for q, p in pairs:
+    d = 100 * (q["metric"] - p["metric"])
+    deltas.append(d)
+    details.append(
+      f"{q['name']} {100 * q['metric']:.1f} vs PTQ {p['name']} {100 * p['metric']:.1f}"
+    )
+  ok = sum(d >= 0 for d in deltas)
+  verdict = "holds" if ok == len(deltas) else ("does not hold" if not ok else "depends")
+  summary = (
+    f"{ok}/{len(deltas)} QAT runs >= their PTQ twin (delta {min(deltas):+.1f} to "
+    f"{max(deltas):+.1f} pts): " + "; ".join(details)
+  )
+  return Verdict(verdict, summary, tuple(details))
+
+
 # (id, claim text, function): the rows of the claims table, in order.
 CLAIMS: tuple[tuple[str, str, Callable], ...] = (
   ("variance", "Residuals have lower variance than activations (per layer)", residual_variance),
@@ -287,6 +318,7 @@ CLAIMS: tuple[tuple[str, str, Callable], ...] = (
   ("fq_ptq", "Static ResQ beats FQ at equal BOPs (PTQ, all budgets)", resq_beats_fq_ptq),
   ("fq_ptq_band", "Static ResQ beats FQ at equal BOPs, 25-50% W8A8 (PTQ)", resq_beats_fq_ptq_band),
   ("fq_qat", "ResQ beats FQ at equal BOPs under QAT", resq_beats_fq_qat),
+  ("qat_ptq", "QAT matches or beats PTQ for every family", qat_at_least_ptq),
   ("hold", "Static ResQ beats keyframe hold at equal BOPs", resq_beats_hold),
   ("dyn_hold", "Dynamic ResQ beats keyframe hold at equal BOPs", dynamic_beats_hold),
   ("dyn_static", "Dynamic ResQ beats static ResQ at equal BOPs", dynamic_beats_static),
