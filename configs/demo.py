@@ -14,7 +14,9 @@ QAT_STAGES = {
   "qat_resq": {"mode": "resq"},
   "qat_dynamic": {"mode": "dynamic"},
 }
-QAT_LR = 2e-4  # optim.lr of the QAT stages (the FP stage keeps the config's)
+# optim.lr of the QAT stages per family (the FP stage keeps the config's): frame quantization
+# moves furthest from the float weights; ResQ keeps W8A8 keyframes and fine-tunes gently.
+QAT_LR = {"fq": 5e-4, "resq": 2e-4, "dynamic": 2e-4}
 
 
 def get_config():
@@ -25,4 +27,7 @@ def get_config():
   c.train.num_steps = 600  # FP steps; QAT stages use demo.py's --qat_steps
   c.train.checkpoint_every = 100
   c.eval.sweep = "demo"
+  # QAT distils from the float run (read by the QAT stages only).
+  c.train.distill_weight = 1.0
+  c.train.distill_temperature = 2.0
   return c

@@ -12,4 +12,6 @@ def get_config():
   c.train.checkpoint_every = 100
   c.eval.split = "test"
   c.eval.sweep = default.get_config().eval.sweep  # the demo sweep
+  c.train.distill_weight = 1.0  # QAT distils from the float run (as configs/demo.py)
+  c.train.distill_temperature = 2.0
   return c

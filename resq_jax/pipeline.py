@@ -54,19 +54,27 @@ def stage_config(
   return config
 
 
+def _stage_lr(qat_lr, quant: Mapping) -> float:
+  """One learning rate for every QAT stage, or one per family (keyed by ``quant['mode']``)."""
+  if isinstance(qat_lr, Mapping):
+    return float(qat_lr[quant.get("mode", "resq")])
+  return float(qat_lr)
+
+
 def run_demo(
   base: ml_collections.ConfigDict,
   workdir: str,
   *,
   qat_stages: Mapping[str, Mapping],
-  qat_lr: float,
+  qat_lr: float | Mapping[str, float],
   qat_steps: int = 60,
   allow_config_change: bool = False,
 ) -> list[eval_lib.EvalResult]:
   """Run the whole demo under ``workdir``; returns the sweep's results.
 
   ``qat_stages``: workdir name -> overrides of the ``quant`` section, one QAT run each, at
-  learning rate ``qat_lr`` for ``qat_steps`` steps. Every stage's config is validated before
+  learning rate ``qat_lr`` (one value, or one per family: ``{mode: lr}``) for ``qat_steps``
+  steps. Every stage's config is validated before
   the first one starts. ``allow_config_change`` lets resumed stages adopt a changed config
   (see ``train_lib.check_resume_config``). Exceptions of a stage (e.g.
   ``errors.PreemptedError``) propagate: the demo stops there.
@@ -77,7 +85,9 @@ def run_demo(
   qat_dirs = [str(workdir / name) for name in qat_stages]
   fp = config_lib.parse(stage_config(base, "fp", mode="float"))
   qat = [
-    config_lib.parse(stage_config(base, "qat", fp_dir, num_steps=qat_steps, lr=qat_lr, **quant))
+    config_lib.parse(
+      stage_config(base, "qat", fp_dir, num_steps=qat_steps, lr=_stage_lr(qat_lr, quant), **quant)
+    )
     for quant in qat_stages.values()
   ]
   sweep = config_lib.parse(
