@@ -7,6 +7,8 @@ furthest from the float model (every frame at low precision) and gets the larges
 dynamic ResQ keep W8A8 keyframes and fine-tune gently.
 """
 
+from configs import sweeps
+
 QAT_STEPS = 150
 QAT_WARMUP = 10
 DISTILL_WEIGHT = 1.0
@@ -14,46 +16,24 @@ DISTILL_TEMPERATURE = 2.0
 FAMILY_LR = {"fq": 5e-4, "resq": 2e-4, "dynamic": 2e-4}
 
 
-def _fq(b):
-  return {"mode": "fq", "key_bits": (b, b)}
-
-
-def _resq(k, residual, key=(8, 8)):
-  return {
-    "mode": "resq",
-    "key_bits": key,
-    "residual_bits": residual,
-    "period": k,
-    "ref_mode": "closed",
-  }
-
-
-def _dynamic(step, k=4):
-  return {
-    "mode": "dynamic",
-    "key_bits": (8, 8),
-    "residual_bits": (4, 4),
-    "period": k,
-    "ref_mode": "closed",
-    "policy": "fixed_step",
-    "policy_bits": (0, 2, 4, 8),
-    "policy_step": step,
-  }
+def _quant(setting: dict) -> dict:
+  """A sweep setting of configs/sweeps.py as ``quant`` overrides (without its display keys)."""
+  return {k: v for k, v in setting.items() if k not in ("name", "family")}
 
 
 # Workdir name -> quant overrides. The FQ runs give QAT its own frame-quantization front
 # (err/FQ of the QAT rows is measured against it); the ResQ runs sit between 25% and 50% of
 # W8A8, the range where the PTQ comparison is closest.
 QAT_RUNS = {
-  "qat_fq_w2a2": _fq(2),
-  "qat_fq_w3a3": _fq(3),
-  "qat_fq_w4a4": _fq(4),
-  "qat_fq_w5a5": _fq(5),
-  "qat_resq_k4_w4a4": _resq(4, (4, 4)),
-  "qat_resq_k8_w4a4": _resq(8, (4, 4)),
-  "qat_resq_k4_w8a4": _resq(4, (8, 4)),
-  "qat_resq_k4_w2a2": _resq(4, (2, 2)),
-  "qat_dynamic_step2": _dynamic(2.0),
+  "qat_fq_w2a2": _quant(sweeps.fq(2, 2)),
+  "qat_fq_w3a3": _quant(sweeps.fq(3, 3)),
+  "qat_fq_w4a4": _quant(sweeps.fq(4, 4)),
+  "qat_fq_w5a5": _quant(sweeps.fq(5, 5)),
+  "qat_resq_k4_w4a4": _quant(sweeps.resq(4, residual=(4, 4))),
+  "qat_resq_k8_w4a4": _quant(sweeps.resq(8, residual=(4, 4))),
+  "qat_resq_k4_w8a4": _quant(sweeps.resq(4, residual=(8, 4))),
+  "qat_resq_k4_w2a2": _quant(sweeps.resq(4, residual=(2, 2))),
+  "qat_dynamic_step2": _quant(sweeps.dynamic(2.0)),
 }
 
 # task -> its configs, its QAT runs, the sweep of the regime its float model was trained on

@@ -124,32 +124,7 @@ def np_resize(x, hw, method="bilinear"):
   return x
 
 
-def np_segnet_tiny(variables, x, upsample="bilinear"):
-  p = flax.traverse_util.flatten_dict(variables["params"], sep="/")
-  s = flax.traverse_util.flatten_dict(variables["batch_stats"], sep="/")
-  p = {k: np.asarray(v, np.float64) for k, v in p.items()}
-  relu = lambda v: np.maximum(v, 0)
-
-  def cbn(name, v, stride=1):
-    y = np_conv(v, p[f"{name}/kernel"], stride)
-    inv = p[f"{name}/bn_scale"] / np.sqrt(np.asarray(s[f"{name}/var"], np.float64) + 1e-5)
-    return (y - np.asarray(s[f"{name}/mean"], np.float64)) * inv + p[f"{name}/bn_bias"]
-
-  def block(name, v):
-    return relu(v + cbn(f"{name}/conv2", relu(cbn(f"{name}/conv1", v))))
-
-  x = np.asarray(x, np.float64)
-  hi = relu(cbn("stem2", relu(cbn("stem1", x, 2)), 2))
-  lo = relu(cbn("transition1", hi, 2))
-  hi, lo = block("stage0_branch0_block0", hi), block("stage0_branch1_block0", lo)
-  hi = relu(hi + np_resize(cbn("fuse0/up_1to0", lo), hi.shape[1:3], upsample))  # last fusion
-  y = relu(cbn("head", hi))
-  y = np_conv(y, p["classifier/kernel"]) + p["classifier/bias"]
-  return np_resize(y, x.shape[1:3])
-
-
-def np_segnet_tiny_refine(variables, x):
-  """The tiny preset with ``skip_width``: the head's features refined at half resolution."""
+def np_segnet_tiny(variables, x, upsample="bilinear", refine=False):
   p = flax.traverse_util.flatten_dict(variables["params"], sep="/")
   s = flax.traverse_util.flatten_dict(variables["batch_stats"], sep="/")
   p = {k: np.asarray(v, np.float64) for k, v in p.items()}
@@ -168,10 +143,11 @@ def np_segnet_tiny_refine(variables, x):
   hi = relu(cbn("stem2", stem, 2))
   lo = relu(cbn("transition1", hi, 2))
   hi, lo = block("stage0_branch0_block0", hi), block("stage0_branch1_block0", lo)
-  hi = relu(hi + np_resize(cbn("fuse0/up_1to0", lo), hi.shape[1:3]))
+  hi = relu(hi + np_resize(cbn("fuse0/up_1to0", lo), hi.shape[1:3], upsample))  # last fusion
   y = relu(cbn("head", hi))
-  z = relu(np_resize(cbn("head_proj", y), stem.shape[1:3]) + cbn("skip_proj", stem))
-  y = relu(cbn("refine", z))
+  if refine:  # skip_width: half-resolution refinement of the head's features
+    z = np_resize(cbn("head_proj", y), stem.shape[1:3], upsample) + cbn("skip_proj", stem)
+    y = relu(cbn("refine", relu(z)))
   y = np_conv(y, p["classifier/kernel"]) + p["classifier/bias"]
   return np_resize(y, x.shape[1:3])
 
@@ -183,7 +159,7 @@ def test_half_resolution_refinement_equals_numpy_reference():
   x = jnp.asarray(np.random.default_rng(4).normal(size=(2, HW, HW, 3)), jnp.float32)
   variables = make_variables(model, x)
   out = apply(model, variables, x)
-  ref = np_segnet_tiny_refine(variables, x)
+  ref = np_segnet_tiny(variables, x, refine=True)
   assert np.std(ref) > 0.3
   np.testing.assert_allclose(out, ref, atol=1e-4, rtol=1e-4)
 

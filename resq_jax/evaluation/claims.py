@@ -22,7 +22,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from resq_jax.evaluation.pareto import Front, fq_front
+from resq_jax.evaluation.pareto import Front, finite_float, fq_front
 
 Row = Mapping[str, Any]
 VERDICTS = ("holds", "does not hold", "depends", "tie", "n/a")
@@ -43,16 +43,6 @@ class Verdict:
 
 
 NA = Verdict("n/a", "not evaluated in this cell")
-
-
-def _num(value) -> float | None:
-  if value is None or isinstance(value, bool):
-    return None
-  try:
-    x = float(value)
-  except (TypeError, ValueError):
-    return None
-  return x if math.isfinite(x) else None
 
 
 def error_key(rows: Sequence[Row]) -> str | None:
@@ -83,7 +73,7 @@ def _front_rows(rows: Sequence[Row], key: str) -> list[Row]:
   out = []
   for cost, value in zip(front.gbops, front.values):
     for r in rows:
-      if _num(r.get("gbops_avg")) == cost and _num(r.get(key)) == value:
+      if finite_float(r.get("gbops_avg")) == cost and finite_float(r.get(key)) == value:
         out.append(r)
         break
   return out
@@ -121,9 +111,9 @@ def beats_at_equal_cost(
   b_front = _front(b_rows, key, b_family, b_source)
   signs, ratios, details = [], [], []
   for r in _front_rows(a_rows, key):
-    pct = _num(r.get("pct_w8a8"))
+    pct = finite_float(r.get("pct_w8a8"))
     ref = b_front.at(r.get("gbops_avg"))
-    err = _num(r.get(key))
+    err = finite_float(r.get(key))
     if pct is None or not band[0] <= pct <= band[1] or ref is None or err is None or ref <= 0:
       continue
     lo, hi = (r.get(f"{key}_ci") or [err, err])[:2]
@@ -155,7 +145,7 @@ def _named(rows, name: str) -> Row | None:
 def residual_variance(rows: Sequence[Row], meta: Mapping[str, Any]) -> Verdict:
   """Residuals (x_t - x_{t-1}) have a lower variance than activations, per layer."""
   v = (meta or {}).get("variances") or {}
-  ratios = [x for x in (v.get("ratio_pct") or []) if _num(x) is not None]
+  ratios = [x for x in (v.get("ratio_pct") or []) if finite_float(x) is not None]
   if not ratios:
     return NA
   med = sorted(ratios)[len(ratios) // 2]
@@ -173,7 +163,7 @@ def residuals_quantize_better(rows: Sequence[Row], meta=None) -> Verdict:
   key = error_key(rows)
   res = _named(rows, "ResQ K=16 closed W8A8/W4A4")
   fq = _named(rows, "FQ W4A4")
-  if key is None or res is None or fq is None or _num(fq.get(key)) in (None, 0.0):
+  if key is None or res is None or fq is None or finite_float(fq.get(key)) in (None, 0.0):
     return NA
   err, ref = float(res[key]), float(fq[key])
   lo, hi = res.get(f"{key}_ci") or [err, err]
@@ -267,7 +257,7 @@ def dynamic_goal(rows, meta=None) -> Verdict:
   cand = [
     r
     for r in _select(rows, "dynamic") + _select(rows, "dynamic", "qat")
-    if _num(r.get("pct_w8a8")) is not None and r["pct_w8a8"] <= 25.0
+    if finite_float(r.get("pct_w8a8")) is not None and r["pct_w8a8"] <= 25.0
   ]
   if fp is None or not cand:
     return NA
@@ -383,9 +373,9 @@ def front_summary(rows: Sequence[Row], bands=BANDS) -> list[str]:
       r
       for r in rows
       if r.get("family") != "fp"
-      and _num(r.get("pct_w8a8")) is not None
+      and finite_float(r.get("pct_w8a8")) is not None
       and lo < r["pct_w8a8"] <= hi
-      and _num(r.get(key)) is not None
+      and finite_float(r.get(key)) is not None
     ]
     if not inside:
       continue

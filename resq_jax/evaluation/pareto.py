@@ -44,7 +44,8 @@ def pareto_front(points) -> np.ndarray:
   return front[order]
 
 
-def _number(value: Any) -> float | None:
+def finite_float(value: Any) -> float | None:
+  """A finite float, or None for missing / non-numeric / non-finite values."""
   if isinstance(value, bool) or value is None:
     return None
   try:
@@ -71,7 +72,7 @@ class Front:
     """The front's value at `gbops` (linear in log(GBOPs) between the two bracketing points;
     a front point's own value at its cost); None outside `[gbops[0], gbops[-1]]` or for a
     missing / non-positive cost."""
-    cost = _number(gbops)
+    cost = finite_float(gbops)
     if cost is None or cost <= 0 or not len(self) or not self.gbops[0] <= cost <= self.gbops[-1]:
       return None
     return float(np.interp(math.log(cost), np.log(self.gbops), self.values))
@@ -96,7 +97,7 @@ def fq_front(
   for row in rows:
     if row.get("family") != family or (source is not None and row.get("source") != source):
       continue
-    cost, value = _number(row.get(COST_KEY)), _number(row.get(error_key))
+    cost, value = finite_float(row.get(COST_KEY)), finite_float(row.get(error_key))
     if cost is not None and cost > 0 and value is not None:
       pts.append((cost, value if higher_is_better else -value))
   pts_arr = np.unique(np.asarray(pts, np.float64).reshape(-1, 2), axis=0)
@@ -109,7 +110,7 @@ def equal_cost_ratio(row: Mapping[str, Any], front: Front) -> float | None:
   """`row[front.key] / front.at(row['gbops_avg'])`: the setting's error relative to the FQ
   front's at the same average cost (< 1: better than FQ). None outside the front's cost range,
   without an error, or where the front's error is 0."""
-  error, reference = _number(row.get(front.key)), front.at(row.get(COST_KEY))
+  error, reference = finite_float(row.get(front.key)), front.at(row.get(COST_KEY))
   if error is None or reference is None or reference <= 0:
     return None
   return error / reference
@@ -121,7 +122,7 @@ def equal_cost_metric_delta(
   """`scale * (row[front.key] - front.at(row['gbops_avg']))`: the setting's metric minus the
   FQ front's at the same average cost, in points for fractions (`scale` 100). Build `front`
   with `fq_front(rows, metric, higher_is_better=True)`. None outside the front's cost range."""
-  value, reference = _number(row.get(front.key)), front.at(row.get(COST_KEY))
+  value, reference = finite_float(row.get(front.key)), front.at(row.get(COST_KEY))
   if value is None or reference is None:
     return None
   return scale * (value - reference)

@@ -55,6 +55,7 @@ import numpy as np
 from resq_jax.evaluation.pareto import (
   equal_cost_metric_delta,
   equal_cost_ratio,
+  finite_float,
   fq_front,
   pareto_front,
 )
@@ -265,17 +266,6 @@ def short_name(row: Mapping[str, Any]) -> str:
 
 
 # --- Markdown --------------------------------------------------------------------------------
-
-
-def finite_float(value: Any) -> float | None:
-  """A finite float, or None for missing / non-numeric / non-finite values."""
-  if isinstance(value, bool) or value is None:
-    return None
-  try:
-    x = float(value)
-  except (TypeError, ValueError):
-    return None
-  return x if math.isfinite(x) else None
 
 
 def format_quantity(x: float | None) -> str:
