@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import importlib.util
 import pathlib
-import shutil
 import sys
 import time
 
@@ -27,7 +26,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from resq_jax import config_lib, errors, eval_lib, log, train_lib  # noqa: E402
-from resq_jax.evaluation import load_results  # noqa: E402
+from resq_jax.evaluation import load_results, plot_pareto, results_markdown  # noqa: E402
 from resq_jax.evaluation.claims import claims_markdown, front_summary  # noqa: E402
 from resq_jax.pipeline import stage_config  # noqa: E402
 
@@ -122,6 +121,23 @@ def run_task(plan, name: str, task: dict, root: pathlib.Path, stages) -> None:
       logger.info(f"{name} / {regime}: {(time.perf_counter() - start) / 60:.1f} min")
 
 
+def effective_rows(rows: list[dict], num_frames: int) -> list[dict]:
+  """Rows of sweeps evaluated before periods were capped at the clip length: a period K > T
+  runs exactly as K = T (one keyframe per clip), so such a row is renamed to K = T and dropped
+  when the sweep also holds that setting (the same computation)."""
+  out, seen = [], set()
+  for row in rows:
+    period = row.get("period") or 1
+    if period > num_frames:
+      row = dict(row, name=row["name"].replace(f"K={period}", f"K={num_frames}"))
+      row["period"] = num_frames
+    key = (row["name"], row.get("source"))
+    if key not in seen:
+      seen.add(key)
+      out.append(row)
+  return out
+
+
 def cells(plan, root: pathlib.Path, tasks) -> list[tuple[str, list, dict, pathlib.Path]]:
   found = []
   for name in tasks:
@@ -129,7 +145,8 @@ def cells(plan, root: pathlib.Path, tasks) -> list[tuple[str, list, dict, pathli
       report = root / name / regime / "report"
       if (report / "results.json").is_file():
         rows, meta = load_results(report)
-        found.append((f"{name} / {regime}", rows, meta, report))
+        frames = int(meta.get("config", {}).get("data", {}).get("num_frames", 10**9))
+        found.append((f"{name} / {regime}", effective_rows(rows, frames), meta, report))
   return found
 
 
@@ -179,13 +196,13 @@ def write_docs(plan, root: pathlib.Path, tasks, docs: pathlib.Path) -> pathlib.P
     lines += [f"**{label}**", "", *front_summary(rows), ""]
   lines += ["## Claims", "", claims_markdown([(lb, rows, meta) for lb, rows, meta, _ in found])]
   lines += ["## Cells", ""]
-  for label, _, _, report in found:
+  for label, rows, meta, _ in found:
     slug = label.replace(" / ", "_")
-    shutil.copyfile(report / "results.md", out_dir / f"{slug}.md")
+    (out_dir / f"{slug}.md").write_text(f"# {label}\n\n" + results_markdown(rows, meta))
+    metric = rows[0].get("metric_name", "miou")
+    plot_pareto(rows, out_dir / f"{slug}_pareto.png", title=label, metric=metric)
     lines.append(f"### {label}\n")
-    if (report / "pareto.png").is_file():
-      shutil.copyfile(report / "pareto.png", out_dir / f"{slug}_pareto.png")
-      lines.append(f"![{label}](results/{slug}_pareto.png)\n")
+    lines.append(f"![{label}](results/{slug}_pareto.png)\n")
     lines.append(
       f"Every setting, with its interval and err/FQ: [results/{slug}.md](results/{slug}.md)\n"
     )

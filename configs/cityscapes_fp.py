@@ -28,6 +28,7 @@ def get_config():
   c.data.height = 256
   c.data.width = 512
   c.data.num_frames = 4  # at most 20: the snippet's frames up to the annotated one
+  c.eval.sweep = "short"  # periods up to the clip length
   c.data.batch_size = 8
   c.model.preset = "base"
   c.optim.lr = 2e-3

@@ -408,6 +408,18 @@ def _ladder_thresholds(v, ctx: _Context):
   return None
 
 
+def _period_vs_clip(v, ctx: _Context):
+  # A period longer than the clip runs exactly as K = T (one keyframe per clip): refuse it
+  # rather than report a K that never happened.
+  mode, frames = ctx.get("quant.mode"), ctx.get("data.num_frames")
+  if mode in ("resq", "dynamic") and frames is not None and v > frames:
+    return (
+      f"{v} exceeds data.num_frames={frames} in mode {mode!r} (allowed: int in [1, {frames}]: "
+      f"a longer period runs as K = {frames}, one keyframe per clip)"
+    )
+  return None
+
+
 def _sweep_known(v, ctx: _Context):
   sweeps = ctx.get("eval.sweeps")
   if sweeps is not None and v not in sweeps:
@@ -481,7 +493,7 @@ RULES: dict[str, Rule] = {
   "quant.mode": _choice(QUANT_MODES),
   "quant.key_bits": _bits(2, 1),
   "quant.residual_bits": _bits(2, 2, relation=_residual_vs_key),
-  "quant.period": _int(1),
+  "quant.period": _int(1, relation=_period_vs_clip),
   "quant.ref_mode": _choice(REF_MODES),
   "quant.policy": _choice(POLICIES),
   "quant.policy_bits": Rule(

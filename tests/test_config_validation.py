@@ -92,6 +92,11 @@ BAD = [
     "more than quant.key_bits=(4, 2) (8) in mode 'dynamic'",
   ),
   ({"quant.period": 0}, "quant.period", "int >= 1"),
+  (
+    {"quant.mode": "resq", "quant.period": 16, "data.num_frames": 8},
+    "quant.period",
+    "16 exceeds data.num_frames=8 in mode 'resq'",
+  ),
   ({"quant.period": True}, "quant.period", "got True"),
   ({"quant.ref_mode": "open"}, "quant.ref_mode", "closed | key | prev"),
   ({"quant.policy": "greedy"}, "quant.policy", "fixed_step | ladder"),
@@ -182,7 +187,7 @@ BAD = [
   ({"eval.split": "train"}, "eval.split", "validation | test"),
   ({"eval.split": "test", "data.num_test": 4}, "eval.split", "fewer than one eval batch"),
   ({"eval.num_batches": 2}, "eval.num_batches", "data.num_validation=8 holds 1"),
-  ({"eval.sweep": "full"}, "eval.sweep", "demo | fp | tiny, the names of eval.sweeps"),
+  ({"eval.sweep": "full"}, "eval.sweep", "fp | short | tiny, the names of eval.sweeps"),
   ({"eval.sweeps": {"tiny": ()}}, "eval.sweeps", "non-empty tuple of settings"),
   (
     {"eval.sweeps": {"tiny": ({"mode": "fq", "period": 0},)}},

@@ -65,10 +65,16 @@ def test_mixed_budgets_depend_and_points_outside_the_front_are_not_compared():
   v = beats_at_equal_cost(a, FQ, "rel_l2")
   fq_at_3 = 0.4 - 0.3 * math.log(3.0) / math.log(4.0)
   assert fq_at_3 < 0.168  # so 'dear' is significantly worse
-  assert v.verdict == "depends" and len(v.details) == 2
-  # Only A's own front is compared: a dominated A point does not count.
+  # Budgets: A's points at 1.5 and 3 GBOPs and FQ's at 4 (inside A's range up to 8); not 1
+  # (below A's range) nor 8 (beyond FQ's).
+  assert v.verdict == "depends" and [d.split("%")[0] for d in v.details] == [
+    "37.5",
+    "75.0",
+    "100.0",
+  ]
+  # Only A's own front is compared: a dominated A point adds no budget.
   dominated = a + [row("dominated", "resq", 2.0, 0.39)]
-  assert len(beats_at_equal_cost(dominated, FQ, "rel_l2").details) == 2
+  assert len(beats_at_equal_cost(dominated, FQ, "rel_l2").details) == 3
   assert beats_at_equal_cost([], FQ, "rel_l2").verdict == "n/a"
 
 
@@ -138,3 +144,28 @@ def test_qat_is_compared_with_its_ptq_twin_only():
   assert v.verdict == "holds" and "+2.0" in v.summary
   rows.append(r("QAT K=8", "qat", 0.38, k=8))  # below its own twin (0.40), not K=4's
   assert qat_at_least_ptq(rows).verdict == "depends"
+
+
+def test_a_group_of_families_forms_one_front():
+  """QAT ResQ = static and dynamic rows together: both families' points are budgets."""
+  a = [row("static", "resq", 2.0, 0.10), row("dynamic", "dynamic", 3.0, 0.05)]
+  v = beats_at_equal_cost(a, FQ, "rel_l2")
+  assert v.verdict == "holds" and [d.split("%")[0] for d in v.details] == ["50.0", "75.0"]
+
+
+def test_periods_longer_than_the_clip_are_reported_as_the_clip_length():
+  import importlib.util
+
+  spec = importlib.util.spec_from_file_location("cmp_driver", ROOT / "benchmarks/comparison.py")
+  driver = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(driver)
+  rows = [
+    {"name": "ResQ K=8 closed W8A8/W4A4", "period": 8, "source": "ptq"},
+    {"name": "ResQ K=16 closed W8A8/W4A4", "period": 16, "source": "ptq"},  # = K=8 on T=8
+    {"name": "Hold K=16", "period": 16, "source": "ptq"},
+  ]
+  out = driver.effective_rows(rows, 8)
+  assert [(r["name"], r["period"]) for r in out] == [
+    ("ResQ K=8 closed W8A8/W4A4", 8),
+    ("Hold K=8", 8),
+  ]

@@ -6,13 +6,13 @@ function of a cell's rows that returns a :class:`Verdict`: 'holds', 'does not ho
 (significant in both directions at different budgets), 'tie' (no difference outside the
 intervals) or 'n/a' (the cell lacks the rows), with the numbers behind it.
 
-Equal-cost claims ("A beats B at equal BOPs") compare every point of A's front (the settings
-of family A that no other A setting beats on both cost and fidelity error) with B's front
-interpolated at the same average BOPs (linear in log BOPs, ``resq_jax.evaluation.pareto``),
-inside B's cost range and the claim's budget band. The ratio err_A / err_B is significant when
-A's 95% bootstrap interval of the error lies entirely on one side of B's interpolated error
-(B's own interval is not propagated: the test is optimistic for close calls, which therefore
-read as 'tie' only when A's interval straddles B).
+Equal-cost claims ("A beats B at equal BOPs") compare two fronts (the settings of a group that
+no other setting of the group beats on both cost and fidelity error) at every budget where one
+of them has a point, inside both fronts' cost ranges and the claim's budget band. Each front's
+error and the bounds of its 95% bootstrap interval are interpolated linearly in log BOPs
+between its points (``resq_jax.evaluation.pareto.Front``). A budget counts as better (worse)
+only when the two intervals do not overlap: conservative (the intervals are not paired over
+clips), so close calls read as 'tie'.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
+
+import numpy as np
 
 from resq_jax.evaluation.pareto import Front, finite_float, fq_front
 
@@ -61,24 +63,6 @@ def _select(rows, family: str, source: str = "ptq", where: Callable[[Row], bool]
   ]
 
 
-def _front(rows, key: str, family: str, source: str) -> Front:
-  return fq_front(rows, key, family=family, source=source)
-
-
-def _front_rows(rows: Sequence[Row], key: str) -> list[Row]:
-  """The rows of ``rows`` on their lower front of ``key`` against cost, by ascending cost."""
-  front = _front(rows, key, rows[0]["family"], rows[0]["source"]) if rows else None
-  if front is None or not len(front):
-    return []
-  out = []
-  for cost, value in zip(front.gbops, front.values):
-    for r in rows:
-      if finite_float(r.get("gbops_avg")) == cost and finite_float(r.get(key)) == value:
-        out.append(r)
-        break
-  return out
-
-
 def _verdict(signs: list[int], what: str, summary: str, details) -> Verdict:
   if not signs:
     return Verdict("n/a", f"no {what} point inside the compared cost range", tuple(details))
@@ -95,6 +79,30 @@ def _verdict(signs: list[int], what: str, summary: str, details) -> Verdict:
   return Verdict("tie", summary, tuple(details))
 
 
+def _front_rows(rows: Sequence[Row], key: str) -> list[Row]:
+  """The rows of ``rows`` (any families) on their lower front of ``key`` against cost, by
+  ascending cost."""
+  tagged = [dict(r, family="_group", source="_group") for r in rows]
+  front = fq_front(tagged, key, family="_group", source="_group")
+  out = []
+  for cost, value in zip(front.gbops, front.values):
+    for r in rows:
+      if finite_float(r.get("gbops_avg")) == cost and finite_float(r.get(key)) == value:
+        out.append(r)
+        break
+  return out
+
+
+def _interval_fronts(rows: Sequence[Row], key: str) -> tuple[Front, Front, Front, list[Row]]:
+  """The front of ``rows`` as three interpolated curves (error, interval low, interval high)."""
+  pts = _front_rows(rows, key)
+  cost = np.asarray([float(r["gbops_avg"]) for r in pts])
+  err = np.asarray([float(r[key]) for r in pts])
+  ci = np.asarray([(r.get(f"{key}_ci") or [r[key], r[key]])[:2] for r in pts], float)
+  ci = ci.reshape(-1, 2)
+  return Front(key, cost, err), Front(key, cost, ci[:, 0]), Front(key, cost, ci[:, 1]), pts
+
+
 def beats_at_equal_cost(
   a_rows: Sequence[Row],
   b_rows: Sequence[Row],
@@ -104,29 +112,31 @@ def beats_at_equal_cost(
   what: str = "",
 ) -> Verdict:
   """Whether the front of ``a_rows`` has a lower ``key`` error than the front of ``b_rows`` at
-  equal average BOPs, for every A front point whose % of W8A8 lies in ``band``."""
+  equal average BOPs, at every budget (% of W8A8 in ``band``) where either front has a point
+  and both are defined."""
   if not a_rows or not b_rows:
     return NA
-  b_family, b_source = b_rows[0]["family"], b_rows[0]["source"]
-  b_front = _front(b_rows, key, b_family, b_source)
+  a, a_lo, a_hi, a_pts = _interval_fronts(a_rows, key)
+  b, b_lo, b_hi, b_pts = _interval_fronts(b_rows, key)
+  budgets = {}
+  for r in a_pts + b_pts:
+    budgets.setdefault(float(r["gbops_avg"]), float(r["pct_w8a8"]))
   signs, ratios, details = [], [], []
-  for r in _front_rows(a_rows, key):
-    pct = finite_float(r.get("pct_w8a8"))
-    ref = b_front.at(r.get("gbops_avg"))
-    err = finite_float(r.get(key))
-    if pct is None or not band[0] <= pct <= band[1] or ref is None or err is None or ref <= 0:
+  for gbops, pct in sorted(budgets.items()):
+    ea, eb = a.at(gbops), b.at(gbops)
+    if not band[0] <= pct <= band[1] or ea is None or eb is None or eb <= 0:
       continue
-    lo, hi = (r.get(f"{key}_ci") or [err, err])[:2]
-    sign = 1 if hi < ref else (-1 if lo > ref else 0)
+    la, ha, lb, hb = a_lo.at(gbops), a_hi.at(gbops), b_lo.at(gbops), b_hi.at(gbops)
+    sign = 1 if ha < lb else (-1 if la > hb else 0)
     signs.append(sign)
-    ratios.append(err / ref)
+    ratios.append(ea / eb)
     mark = {1: "better", -1: "worse", 0: "tie"}[sign]
     details.append(
-      f"{r['name']} at {pct:.1f}% of W8A8: {key} {err:.4f} [{lo:.4f}, {hi:.4f}] vs "
-      f"{ref:.4f} ({err / ref:.2f}x, {mark})"
+      f"{pct:.1f}% of W8A8: {key} {ea:.4f} [{la:.4f}, {ha:.4f}] vs {eb:.4f} "
+      f"[{lb:.4f}, {hb:.4f}] ({ea / eb:.2f}x, {mark})"
     )
   if not ratios:
-    return Verdict("n/a", f"no {what or 'A'} point inside the compared cost range")
+    return Verdict("n/a", f"the {what or 'compared'} fronts share no cost range")
   summary = (
     f"err ratio {min(ratios):.2f}-{max(ratios):.2f}x over {len(ratios)} budgets"
     f" ({sum(s > 0 for s in signs)} better, {sum(s < 0 for s in signs)} worse)"
@@ -211,23 +221,24 @@ def dynamic_beats_static(rows, meta=None) -> Verdict:
 def _peer_claim(peer: str):
   def claim(rows, meta=None) -> Verdict:
     resq = _static(rows) + _select(rows, "dynamic")
-    both = [dict(r, family="resq_any") for r in resq]
-    return _band_claim(both, _select(rows, peer), rows, what="ResQ")
+    return _band_claim(resq, _select(rows, peer), rows, what="ResQ")
 
   claim.__name__ = f"resq_beats_{peer}"
   return claim
 
 
 def interval_trend(rows, meta=None) -> Verdict:
-  """Longer keyframe intervals cost less and err more (W8A8 keys, W4A4 residuals, closed)."""
+  """Longer keyframe intervals cost less and err more (W8A8 keys, W4A4 residuals, closed; the
+  periods the cell evaluated, at least two)."""
   key = error_key(rows)
-  points = [_named(rows, f"ResQ K={k} closed W8A8/W4A4") for k in (2, 4, 8, 16)]
-  if key is None or any(p is None for p in points):
+  points = [(k, _named(rows, f"ResQ K={k} closed W8A8/W4A4")) for k in (2, 4, 8, 16, 32, 64)]
+  points = [(k, p) for k, p in points if p is not None]
+  if key is None or len(points) < 2:
     return NA
-  errs = [float(p[key]) for p in points]
-  pcts = [float(p["pct_w8a8"]) for p in points]
+  errs = [float(p[key]) for _, p in points]
+  pcts = [float(p["pct_w8a8"]) for _, p in points]
   rising = all(a < b for a, b in zip(errs, errs[1:]))
-  summary = "K=2/4/8/16: " + ", ".join(f"{e:.4f} at {c:.0f}%" for e, c in zip(errs, pcts))
+  summary = ", ".join(f"K={k}: {e:.4f} at {c:.0f}%" for (k, _), e, c in zip(points, errs, pcts))
   falling = all(a > b for a, b in zip(errs, errs[1:]))
   return Verdict("holds" if rising else ("does not hold" if falling else "depends"), summary)
 
