@@ -166,9 +166,12 @@ and, for segmentation, pixel agreement; for pose the mean distance of the decode
 the float model's) is the error that the equal-cost comparison uses: **err/FQ** is a setting's
 error divided by the frame-quantization front's error at the same average BOPs (interpolated
 linearly in log BOPs between FQ bit-widths; < 1: closer to the float model than FQ at equal
-cost). Claims compare fronts at equal BOPs (resq_jax/evaluation/claims.py): 'holds' when every
-compared budget is better outside the setting's interval, 'does not hold' when every one is
-worse, 'depends' when it differs by budget, 'tie' when no difference exceeds the interval.
+cost). Claims compare two groups' fronts at equal budgets (resq_jax/evaluation/claims.py): at
+each budget where either front has a point, each group's best fidelity error within that
+budget, with its interval; a budget is better / worse only where the two 95% intervals do not
+overlap. 'holds': better at every compared budget; 'does not hold': worse at every one (or
+worse and otherwise tied); 'depends': better at some budgets and not at others; 'tie': no
+budget separates them; 'n/a': the cell lacks the settings.
 """
 
 

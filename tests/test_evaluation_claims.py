@@ -51,12 +51,20 @@ FQ = [row("FQ W4A4", "fq", 1.0, 0.4), row("FQ W8A8", "fq", 4.0, 0.1)]
 def test_equal_cost_verdicts_follow_the_interval_against_the_interpolated_front(
   a_rows, verdict, ratio
 ):
-  v = beats_at_equal_cost(a_rows, FQ, "rel_l2")
+  v = beats_at_equal_cost(a_rows, FQ, "rel_l2", band=(0.0, 60.0))  # the 50% budget only
   assert v.verdict == verdict
   assert f"{ratio:.2f}x" in v.summary
 
 
-def test_mixed_budgets_depend_and_points_outside_the_front_are_not_compared():
+def test_a_budget_above_a_front_uses_its_best_setting_that_fits():
+  """At FQ W8A8's budget (100%), A's best setting that fits is its 50% point: 0.125 against
+  0.1 there, worse; at 50% it is better: the full range depends."""
+  v = beats_at_equal_cost([row("A", "resq", 2.0, 0.125, (0.10, 0.15))], FQ, "rel_l2")
+  assert v.verdict == "depends"
+  assert [d.split("%")[0] for d in v.details] == ["50.0", "100.0"]
+
+
+def test_mixed_budgets_depend_and_only_front_points_are_budgets():
   a = [
     row("cheap", "resq", 1.5, 0.18, (0.17, 0.19)),  # FQ at 1.5: 0.4 - 0.3 * log(1.5)/log(4)
     row("dear", "resq", 3.0, 0.17, (0.168, 0.172)),  # worse than FQ's 0.162 at 3 GBOPs
@@ -65,16 +73,13 @@ def test_mixed_budgets_depend_and_points_outside_the_front_are_not_compared():
   v = beats_at_equal_cost(a, FQ, "rel_l2")
   fq_at_3 = 0.4 - 0.3 * math.log(3.0) / math.log(4.0)
   assert fq_at_3 < 0.168  # so 'dear' is significantly worse
-  # Budgets: A's points at 1.5 and 3 GBOPs and FQ's at 4 (inside A's range up to 8); not 1
-  # (below A's range) nor 8 (beyond FQ's).
-  assert v.verdict == "depends" and [d.split("%")[0] for d in v.details] == [
-    "37.5",
-    "75.0",
-    "100.0",
-  ]
+  # Budgets: every front point above both fronts' cheapest (1.5 GBOPs): A's 1.5, 3 and 8 and
+  # FQ's 4; at 8 FQ's best setting that fits is W8A8 (0.1), against A's 0.01.
+  budgets = [d.split("%")[0] for d in v.details]
+  assert v.verdict == "depends" and budgets == ["37.5", "75.0", "100.0", "200.0"]
   # Only A's own front is compared: a dominated A point adds no budget.
   dominated = a + [row("dominated", "resq", 2.0, 0.39)]
-  assert len(beats_at_equal_cost(dominated, FQ, "rel_l2").details) == 3
+  assert len(beats_at_equal_cost(dominated, FQ, "rel_l2").details) == 4
   assert beats_at_equal_cost([], FQ, "rel_l2").verdict == "n/a"
 
 
@@ -150,7 +155,7 @@ def test_a_group_of_families_forms_one_front():
   """QAT ResQ = static and dynamic rows together: both families' points are budgets."""
   a = [row("static", "resq", 2.0, 0.10), row("dynamic", "dynamic", 3.0, 0.05)]
   v = beats_at_equal_cost(a, FQ, "rel_l2")
-  assert v.verdict == "holds" and [d.split("%")[0] for d in v.details] == ["50.0", "75.0"]
+  assert v.verdict == "holds" and [d.split("%")[0] for d in v.details] == ["50.0", "75.0", "100.0"]
 
 
 def test_periods_longer_than_the_clip_are_reported_as_the_clip_length():

@@ -7,9 +7,12 @@ function of a cell's rows that returns a :class:`Verdict`: 'holds', 'does not ho
 intervals) or 'n/a' (the cell lacks the rows), with the numbers behind it.
 
 Equal-cost claims ("A beats B at equal BOPs") compare two fronts (the settings of a group that
-no other setting of the group beats on both cost and fidelity error) at every budget where one
-of them has a point, inside both fronts' cost ranges and the claim's budget band. Each front's
-error and the bounds of its 95% bootstrap interval are interpolated linearly in log BOPs
+no other setting of the group beats on both cost and fidelity error) at equal *budget*: at every
+budget where one of them has a point, above both fronts' cheapest points and inside the claim's
+budget band, each group is represented by what it reaches within the budget (interpolated
+between its front points; above its dearest point, that point's error: it fits the budget).
+Each front's error and the bounds of its 95% bootstrap interval are interpolated linearly in
+log BOPs
 between its points (``resq_jax.evaluation.pareto.Front``). A budget counts as better (worse)
 only when the two intervals do not overlap: conservative (the intervals are not paired over
 clips), so close calls read as 'tie'.
@@ -103,6 +106,14 @@ def _interval_fronts(rows: Sequence[Row], key: str) -> tuple[Front, Front, Front
   return Front(key, cost, err), Front(key, cost, ci[:, 0]), Front(key, cost, ci[:, 1]), pts
 
 
+def _best_within(front: Front, gbops: float) -> float | None:
+  """The front's value at ``gbops``: interpolated inside its range, its last (best) value above
+  it (a budget above the dearest front point can run that setting); None below its range."""
+  if not len(front) or gbops < front.gbops[0]:
+    return None
+  return front.at(min(gbops, float(front.gbops[-1])))
+
+
 def beats_at_equal_cost(
   a_rows: Sequence[Row],
   b_rows: Sequence[Row],
@@ -123,10 +134,10 @@ def beats_at_equal_cost(
     budgets.setdefault(float(r["gbops_avg"]), float(r["pct_w8a8"]))
   signs, ratios, details = [], [], []
   for gbops, pct in sorted(budgets.items()):
-    ea, eb = a.at(gbops), b.at(gbops)
+    ea, eb = _best_within(a, gbops), _best_within(b, gbops)
     if not band[0] <= pct <= band[1] or ea is None or eb is None or eb <= 0:
       continue
-    la, ha, lb, hb = a_lo.at(gbops), a_hi.at(gbops), b_lo.at(gbops), b_hi.at(gbops)
+    la, ha, lb, hb = (_best_within(f, gbops) for f in (a_lo, a_hi, b_lo, b_hi))
     sign = 1 if ha < lb else (-1 if la > hb else 0)
     signs.append(sign)
     ratios.append(ea / eb)
