@@ -12,9 +12,8 @@ budget where one of them has a point, above both fronts' cheapest points and ins
 budget band, each group is represented by what it reaches within the budget (interpolated
 between its front points; above its dearest point, that point's error: it fits the budget).
 Each front's error and the bounds of its 95% bootstrap interval are interpolated linearly in
-log BOPs
-between its points (``resq_jax.evaluation.pareto.Front``). A budget counts as better (worse)
-only when the two intervals do not overlap: conservative (the intervals are not paired over
+log BOPs between its points (``resq_jax.evaluation.pareto.Front``). A budget counts as better
+(worse) only when the two intervals do not overlap: conservative (the intervals are not paired over
 clips), so close calls read as 'tie'.
 """
 
