@@ -39,7 +39,7 @@ QAT_RUNS = {
 # task -> its configs, its QAT runs, the sweep of the regime its float model was trained on
 # (main) and the sweep of the other regimes (evaluated with the same float model: a shift of
 # motion statistics, which is what the regimes vary). Sized for 2 CPU cores (about 1.5 hours
-# for everything, docs/results.md); pose runs the core sweep on every regime.
+# for everything, docs/results.md).
 TASKS = {
   "segmentation": {
     "fp_config": "configs/results_seg_fp.py",
@@ -62,7 +62,7 @@ TASKS = {
       "qat_dynamic_step2",
     ),
     "main_regime": "slow_pan",
-    "main_sweep": "core",
+    "main_sweep": "comparison",
     "regimes": ("static_cam", "fast_pan", "flicker"),
     "regime_sweep": "core",
   },
