@@ -55,6 +55,7 @@ def load_config(name, **overrides):
     "optim.warmup_steps": 0,
     "eval.batch_size": BATCH,
     "eval.plots": False,
+    "eval.sweep": "tiny",  # periods up to 2, the shrunk clips' length
   }
   for key, value in {**tiny, **overrides}.items():
     section, _, leaf = key.rpartition(".")
