@@ -290,7 +290,8 @@ def dynamic_goal(rows, meta=None) -> Verdict:
   return Verdict(
     "holds" if gap <= 1.0 else "does not hold",
     f"best {best['name']} ({best['source']}) at {best['pct_w8a8']:.1f}%: "
-    f"{100 * best['metric']:.1f} vs float {100 * fp['metric']:.1f} ({gap:+.1f} pts below)",
+    f"{100 * best['metric']:.1f} vs float {100 * fp['metric']:.1f} "
+    f"({abs(gap):.1f} pts {'below' if gap >= 0 else 'above'} float)",
   )
 
 
