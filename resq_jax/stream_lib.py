@@ -194,6 +194,9 @@ def _stream_config(saved: dict, overrides: dict, keep) -> tuple[ml_collections.C
       _set(config, key, value)
   for key, value in overrides.items():
     _set(config, key, value)
+  # A stream has no clip length: its period is bounded by nothing but itself (the config
+  # refuses a period above data.num_frames, which only clips have).
+  config["data"]["num_frames"] = max(config["data"]["num_frames"], config["quant"]["period"])
   config["eval"]["sweeps"] = {_SWEEP: ({"name": _SWEEP},)}
   config["eval"]["sweep"] = _SWEEP
   return ml_collections.ConfigDict(config), unknown
