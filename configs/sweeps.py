@@ -29,95 +29,81 @@ def fq(w: int, a: int) -> dict:
   return {"mode": "fq", "key_bits": (w, a), "name": f"FQ W{w}A{a}"}
 
 
-def resq(k: int, ref_mode: str = "closed", key=(8, 8), residual=(4, 4)) -> dict:
+def _stateful(mode, k, name, *, key=(8, 8), residual=(4, 4), ref_mode="closed", **extra) -> dict:
+  """A setting with keyframes: ``mode`` 'resq' or 'dynamic' (then ``extra`` holds the policy)."""
   return {
-    "mode": "resq",
+    "mode": mode,
     "key_bits": tuple(key),
     "residual_bits": tuple(residual),
     "period": k,
     "ref_mode": ref_mode,
-    "name": f"ResQ K={k} {ref_mode} {_wa(key)}/{_wa(residual)}",
+    **extra,
+    "name": name,
   }
+
+
+def resq(k: int, ref_mode: str = "closed", key=(8, 8), residual=(4, 4)) -> dict:
+  name = f"ResQ K={k} {ref_mode} {_wa(key)}/{_wa(residual)}"
+  return _stateful("resq", k, name, key=key, residual=residual, ref_mode=ref_mode)
 
 
 def dynamic(step: float, k: int = 4, residual=(4, 4), bits=(0, 2, 4, 8)) -> dict:
   tag = "" if tuple(residual) == (4, 4) else f" {_wa(residual)}"
-  return {
-    "mode": "dynamic",
-    "key_bits": (8, 8),
-    "residual_bits": tuple(residual),
-    "period": k,
-    "ref_mode": "closed",
-    "policy": "fixed_step",
-    "policy_bits": tuple(bits),
-    "policy_step": step,
-    "name": f"DynResQ K={k} step={step:g}{tag}",
-  }
+  return _stateful(
+    "dynamic",
+    k,
+    f"DynResQ K={k} step={step:g}{tag}",
+    residual=residual,
+    policy="fixed_step",
+    policy_bits=tuple(bits),
+    policy_step=step,
+  )
 
 
 def ladder(thresholds, k: int = 4) -> dict:
-  return {
-    "mode": "dynamic",
-    "key_bits": (8, 8),
-    "residual_bits": (4, 4),
-    "period": k,
-    "ref_mode": "closed",
-    "policy": "ladder",
-    "policy_bits": (0, 2, 4, 8),
-    "thresholds": tuple(thresholds),
-    "name": f"DynResQ K={k} ladder {'/'.join(f'{t:g}' for t in thresholds)}",
-  }
+  return _stateful(
+    "dynamic",
+    k,
+    f"DynResQ K={k} ladder {'/'.join(f'{t:g}' for t in thresholds)}",
+    policy="ladder",
+    policy_bits=(0, 2, 4, 8),
+    thresholds=tuple(thresholds),
+  )
 
 
 def hold(k: int) -> dict:
   """Keyframe hold: W8A8 keyframes, every residual skipped (the keyframe's output is reused)."""
-  return {
-    "mode": "dynamic",
-    "key_bits": (8, 8),
-    "residual_bits": (8, 8),
-    "period": k,
-    "ref_mode": "closed",
-    "policy": "hold",
-    "policy_bits": (0,),
-    "family": "hold",
-    "name": f"Hold K={k}",
-  }
+  return _stateful(
+    "dynamic", k, f"Hold K={k}", residual=(8, 8), policy="hold", policy_bits=(0,), family="hold"
+  )
+
+
+def _gate(family: str, label: str, threshold: float, k: int, ref_mode: str, bits: int, step):
+  return _stateful(
+    "dynamic",
+    k,
+    f"{label} K={k} gate={threshold:g}",
+    residual=(8, 8),
+    ref_mode=ref_mode,
+    policy="gate",
+    policy_bits=(0, bits),
+    policy_step=step,
+    gate_threshold=threshold,
+    family=family,
+  )
 
 
 def skipconv(threshold: float, k: int = 8) -> dict:
   """Skip-Conv-style gating: residual vs the previous frame's input, skipped below the gate,
   else processed at key precision (W8A8); skipped changes are lost (open loop)."""
-  return {
-    "mode": "dynamic",
-    "key_bits": (8, 8),
-    "residual_bits": (8, 8),
-    "period": k,
-    "ref_mode": "prev",
-    "policy": "gate",
-    "policy_bits": (0, 8),
-    "policy_step": 1.0,
-    "gate_threshold": threshold,
-    "family": "skipconv",
-    "name": f"SkipConv K={k} gate={threshold:g}",
-  }
+  return _gate("skipconv", "SkipConv", threshold, k, "prev", 8, 1.0)
 
 
 def deltacnn(threshold: float, k: int = 8) -> dict:
   """DeltaCNN-style thresholded updates: skipped deltas accumulate (closed reference) until
-  they pass the gate; updates are 16-bit (full-precision) residuals on 8-bit weights."""
-  return {
-    "mode": "dynamic",
-    "key_bits": (8, 8),
-    "residual_bits": (8, 8),
-    "period": k,
-    "ref_mode": "closed",
-    "policy": "gate",
-    "policy_bits": (0, 16),
-    "policy_step": 1.0 / 258,
-    "gate_threshold": threshold,
-    "family": "deltacnn",
-    "name": f"DeltaCNN K={k} gate={threshold:g}",
-  }
+  they pass the gate; updates are 16-bit (full-precision) residuals on 8-bit weights, on a grid
+  covering the 8-bit residual grid's range (2^15 - 1 ~ 127 * 258)."""
+  return _gate("deltacnn", "DeltaCNN", threshold, k, "closed", 16, 1.0 / 258)
 
 
 def videoiq(thresholds, bits=((4, 4), (6, 6), (8, 8))) -> dict:

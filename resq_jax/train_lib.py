@@ -26,7 +26,6 @@ from resq_jax.experiment import Experiment, OptimSpec, Setting
 from resq_jax.log import get_logger
 from resq_jax.model_factory import abstract_variables, init_from_fp, init_variables, make_model
 from resq_jax.nn import calibrate_model, is_quantizer_param, run_clip
-from resq_jax.tasks.distill import class_kl, spatial_kl
 from resq_jax.training import (
   Checkpointer,
   ProgressBar,
@@ -65,20 +64,15 @@ def make_optimizer(optim: OptimSpec, num_steps: int) -> optax.GradientTransforma
   )
 
 
-# Distillation loss of each task's outputs (resq_jax/tasks/distill.py): over the classes of a
-# pixel for segmentation logits, over the pixels of a joint for pose heatmaps.
-DISTILL_LOSSES = {"segmentation": class_kl, "pose": spatial_kl}
-
-
 def make_teacher(experiment: Experiment):
   """``frames [B, T, H, W, 3] -> outputs [B, T, ...]`` of the float run ``init_from`` (frozen),
   or None unless QAT with ``train.distill_weight > 0``."""
   if experiment.stage != "qat" or experiment.train.distill_weight <= 0:
     return None
-  if experiment.task.name not in DISTILL_LOSSES:
+  if not hasattr(experiment.task, "distill_loss"):
     raise errors.InvalidConfigError(
-      f"train.distill_weight: no distillation loss for task {experiment.task.name!r} "
-      f"(allowed: {' | '.join(DISTILL_LOSSES)})"
+      f"train.distill_weight: task {experiment.task.name!r} has no distillation loss "
+      "(allowed: 0 for it)"
     )
   fp_model, fp_vars = runs.load_fp(experiment, experiment.init_from)
   fp_vars = {k: fp_vars[k] for k in ("params", "batch_stats") if k in fp_vars}
@@ -125,9 +119,7 @@ def make_loss_fn(experiment: Experiment, model):
     ).outputs
     loss, extra = task.loss(outputs, targets)
     if teacher is not None:
-      distill = DISTILL_LOSSES[task.name](
-        outputs, teacher(frames), experiment.train.distill_temperature
-      )
+      distill = task.distill_loss(outputs, teacher(frames), experiment.train.distill_temperature)
       extra = {**extra, "task_loss": loss, "distill": distill}
       loss = loss + experiment.train.distill_weight * distill
     return loss, (batch_stats, extra)

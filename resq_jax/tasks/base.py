@@ -79,6 +79,11 @@ class Task(Protocol):
   def new_accumulator(self) -> Accumulator:
     """A fresh host-side metric accumulator."""
 
+  def distill_loss(self, outputs: jax.Array, teacher: jax.Array, temperature: float) -> jax.Array:
+    """Scalar distillation loss of ``outputs`` towards the float ``teacher``'s (same shape; QAT
+    with ``train.distill_weight > 0``; ``resq_jax.tasks.distill``). Optional: a task without
+    it refuses distillation."""
+
   def fidelity(self, outputs: jax.Array, reference_outputs: jax.Array) -> dict[str, jax.Array]:
     """Fidelity of ``outputs`` to ``reference_outputs`` (the float model's), both raw model
     outputs ``[B, T, H, W, C]``: ``{name: [B]}`` per clip and ``{name + '_by_t': [B, T]}`` per

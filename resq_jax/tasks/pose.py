@@ -55,6 +55,7 @@ import numpy as np
 from resq_jax.data.spec import JOINT_NAMES, NUM_JOINTS
 from resq_jax.evaluation.metrics import bootstrap_ci, pck_counts, relative_l2
 from resq_jax.tasks.base import normalise_frames
+from resq_jax.tasks.distill import spatial_kl
 
 LOSS_TYPES = ("softmax", "mse")
 DECODERS = ("argmax", "soft_argmax")
@@ -315,6 +316,11 @@ class PoseTask:
       else tuple(f"joint{j}" for j in range(self.num_joints))
     )
     return PCKAccumulator(self.alpha, joint_names=names)
+
+  def distill_loss(self, outputs: jax.Array, teacher: jax.Array, temperature: float) -> jax.Array:
+    """Distillation from the float teacher's heatmaps: the spatial KL of every joint (the
+    distribution this task's softmax loss fits)."""
+    return spatial_kl(outputs, teacher, temperature)
 
   def fidelity(self, outputs: jax.Array, reference_outputs: jax.Array) -> dict[str, jax.Array]:
     """Per clip ``[B]``: ``kp_dist`` (mean Euclidean distance in pixels between the joints

@@ -34,6 +34,7 @@ from resq_jax.evaluation.metrics import (
   relative_l2,
 )
 from resq_jax.tasks.base import normalise_frames
+from resq_jax.tasks.distill import class_kl
 
 IGNORE = 255
 
@@ -118,6 +119,10 @@ class SegmentationTask:
 
   def new_accumulator(self) -> MiouAccumulator:
     return MiouAccumulator(self.num_classes, self.ignore_index)
+
+  def distill_loss(self, outputs: jax.Array, teacher: jax.Array, temperature: float) -> jax.Array:
+    """Distillation from the float teacher's logits: the class KL of every pixel."""
+    return class_kl(outputs, teacher, temperature)
 
   def fidelity(self, outputs: jax.Array, reference_outputs: jax.Array) -> dict[str, jax.Array]:
     """Per clip ``[B]``: ``agreement`` (fraction of pixels whose argmax equals the reference's)
