@@ -27,7 +27,11 @@ sys.path.insert(0, str(ROOT))
 
 from resq_jax import config_lib, errors, eval_lib, log, train_lib  # noqa: E402
 from resq_jax.evaluation import load_results, plot_pareto, results_markdown  # noqa: E402
-from resq_jax.evaluation.claims import claims_markdown, front_summary  # noqa: E402
+from resq_jax.evaluation.claims import (  # noqa: E402
+  claims_markdown,
+  effective_rows,
+  front_summary,
+)
 from resq_jax.pipeline import stage_config  # noqa: E402
 
 STAGES = ("fp", "qat", "sweep", "report")
@@ -119,23 +123,6 @@ def run_task(plan, name: str, task: dict, root: pathlib.Path, stages) -> None:
       config = sweep_config(task, regime, fp_dir, qat_dirs)
       eval_lib.evaluate_sweep(config_lib.parse(config, needs_init_from=True), str(out))
       logger.info(f"{name} / {regime}: {(time.perf_counter() - start) / 60:.1f} min")
-
-
-def effective_rows(rows: list[dict], num_frames: int) -> list[dict]:
-  """Rows of sweeps evaluated before periods were capped at the clip length: a period K > T
-  runs exactly as K = T (one keyframe per clip), so such a row is renamed to K = T and dropped
-  when the sweep also holds that setting (the same computation)."""
-  out, seen = [], set()
-  for row in rows:
-    period = row.get("period") or 1
-    if period > num_frames:
-      row = dict(row, name=row["name"].replace(f"K={period}", f"K={num_frames}"))
-      row["period"] = num_frames
-    key = (row["name"], row.get("source"))
-    if key not in seen:
-      seen.add(key)
-      out.append(row)
-  return out
 
 
 def cells(plan, root: pathlib.Path, tasks) -> list[tuple[str, list, dict, pathlib.Path]]:

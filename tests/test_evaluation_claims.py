@@ -159,17 +159,14 @@ def test_a_group_of_families_forms_one_front():
 
 
 def test_periods_longer_than_the_clip_are_reported_as_the_clip_length():
-  import importlib.util
+  from resq_jax.evaluation.claims import effective_rows
 
-  spec = importlib.util.spec_from_file_location("cmp_driver", ROOT / "benchmarks/comparison.py")
-  driver = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(driver)
   rows = [
     {"name": "ResQ K=8 closed W8A8/W4A4", "period": 8, "source": "ptq"},
     {"name": "ResQ K=16 closed W8A8/W4A4", "period": 16, "source": "ptq"},  # = K=8 on T=8
     {"name": "Hold K=16", "period": 16, "source": "ptq"},
   ]
-  out = driver.effective_rows(rows, 8)
+  out = effective_rows(rows, 8)
   assert [(r["name"], r["period"]) for r in out] == [
     ("ResQ K=8 closed W8A8/W4A4", 8),
     ("Hold K=8", 8),

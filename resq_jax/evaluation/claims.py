@@ -381,9 +381,27 @@ __all__ = [
   "beats_at_equal_cost",
   "claims_markdown",
   "error_key",
+  "effective_rows",
   "evaluate_claims",
   "front_summary",
 ]
+
+
+def effective_rows(rows: list[Row], num_frames: int) -> list[Row]:
+  """Rows of sweeps evaluated before periods were capped at the clip length: a period K > T
+  runs exactly as K = T (one keyframe per clip), so such a row is renamed to K = T and dropped
+  when the sweep also holds that setting (the same computation)."""
+  out, seen = [], set()
+  for row in rows:
+    period = row.get("period") or 1
+    if period > num_frames:
+      row = dict(row, name=row["name"].replace(f"K={period}", f"K={num_frames}"))
+      row["period"] = num_frames
+    key = (row["name"], row.get("source"))
+    if key not in seen:
+      seen.add(key)
+      out.append(row)
+  return out
 
 
 BANDS = ((0.0, 12.5), (12.5, 25.0), (25.0, 50.0), (50.0, 100.0))
