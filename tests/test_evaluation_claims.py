@@ -1,5 +1,6 @@
 """The claims table's verdicts on hand-built rows (errors and intervals chosen so that every
-verdict is known), and the comparison driver end to end on the tiny plan."""
+verdict is known), the paired bootstrap over clips against NumPy, and the comparison driver end
+to end on the tiny plan."""
 
 import json
 import math
@@ -7,6 +8,7 @@ import pathlib
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from resq_jax.evaluation.claims import (
@@ -15,6 +17,7 @@ from resq_jax.evaluation.claims import (
   claims_markdown,
   evaluate_claims,
   interval_trend,
+  paired_diff_ci,
   ref_mode_order,
 )
 
@@ -171,3 +174,111 @@ def test_periods_longer_than_the_clip_are_reported_as_the_clip_length():
     ("ResQ K=8 closed W8A8/W4A4", 8),
     ("Hold K=8", 8),
   ]
+
+
+# --- Paired bootstrap over clips -----------------------------------------------------------------
+
+
+def _numpy_paired_ci(a, b, resamples=1000, seed=0):
+  """Oracle: the same clip indices for both settings, percentile interval of the mean diff."""
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  picks = np.random.default_rng(seed).integers(0, len(a), size=(resamples, len(a)))
+  diffs = a[picks].mean(axis=1) - b[picks].mean(axis=1)
+  return tuple(np.percentile(diffs, [2.5, 97.5]))
+
+
+def _numpy_mean_ci(x, resamples=1000, seed=0):
+  picks = np.random.default_rng(seed).integers(0, len(x), size=(resamples, len(x)))
+  return tuple(np.percentile(np.asarray(x)[picks].mean(axis=1), [2.5, 97.5]))
+
+
+def clip_row(name, family, gbops, clips, per_clip=True):
+  """A row whose error, interval and per-clip list come from the clips' errors ``[N]``."""
+  clips = np.asarray(clips, np.float64)
+  extra = {"rel_l2_per_clip": clips.tolist()} if per_clip else {}
+  return row(name, family, gbops, float(clips.mean()), _numpy_mean_ci(clips), **extra)
+
+
+# Clip difficulty varies a lot (0.1 to 0.5) and A is lower than B on every clip by 0.005-0.015:
+# the unpaired intervals overlap, the paired differences do not straddle 0.
+_RNG = np.random.default_rng(42)
+CLIPS_A = _RNG.permutation(np.linspace(0.1, 0.5, 40))
+CLIPS_B = CLIPS_A + _RNG.uniform(0.005, 0.015, 40)
+
+
+def test_paired_diff_ci_matches_numpy():
+  lo, hi = paired_diff_ci(CLIPS_A, CLIPS_B)
+  np.testing.assert_allclose((lo, hi), _numpy_paired_ci(CLIPS_A, CLIPS_B), rtol=1e-12)
+  assert hi < 0  # every clip of A is lower
+  assert paired_diff_ci(CLIPS_A, CLIPS_A) == (0.0, 0.0)
+  with pytest.raises(ValueError, match="two \\[N\\] arrays"):
+    paired_diff_ci(CLIPS_A, CLIPS_B[:-1])
+
+
+def test_paired_bootstrap_separates_fronts_whose_intervals_overlap():
+  a, b = clip_row("A", "resq", 2.0, CLIPS_A), clip_row("B", "fq", 2.0, CLIPS_B)
+  (la, ha), (lb, hb) = a["rel_l2_ci"], b["rel_l2_ci"]
+  assert la < lb < ha < hb  # the unpaired intervals overlap
+  lo, hi = _numpy_paired_ci(CLIPS_A, CLIPS_B)
+  v = beats_at_equal_cost([a], [b], "rel_l2")
+  assert v.verdict == "holds" and "paired over 40 clips" in v.summary
+  (detail,) = v.details
+  assert f"better; paired bootstrap over 40 clips: diff [{lo:+.4f}, {hi:+.4f}]" in detail
+  # The other way round: significantly worse, the interval mirrored.
+  v = beats_at_equal_cost([b], [a], "rel_l2")
+  assert v.verdict == "does not hold" and f"diff [{-hi:+.4f}, {-lo:+.4f}]" in v.details[0]
+  # The same errors on every clip: a tie (the difference is 0 in every resample).
+  same = clip_row("B", "fq", 2.0, CLIPS_A)
+  v = beats_at_equal_cost([a], [same], "rel_l2")
+  assert (
+    v.verdict == "tie"
+    and "tie; paired bootstrap over 40 clips: diff [+0.0000, +0.0000]" in (v.details[0])
+  )
+
+
+def test_without_per_clip_values_the_unpaired_test_decides():
+  """Rows of an older results.json (no per-clip lists), a per-clip list on one side only, or
+  lists of different lengths: the non-overlap test, which calls A vs B a tie."""
+  a, b = clip_row("A", "resq", 2.0, CLIPS_A), clip_row("B", "fq", 2.0, CLIPS_B)
+  old_a, old_b = (
+    clip_row(r["name"], r["family"], 2.0, c, False) for r, c in ((a, CLIPS_A), (b, CLIPS_B))
+  )
+  short_b = dict(b, rel_l2_per_clip=b["rel_l2_per_clip"][:-1])
+  for pair in ((old_a, old_b), (a, old_b), (a, short_b)):
+    v = beats_at_equal_cost([pair[0]], [pair[1]], "rel_l2")
+    assert v.verdict == "tie" and "unpaired intervals" in v.summary
+    assert v.details[0].endswith("(0.97x, tie; unpaired: intervals overlap)")
+  # Non-overlapping intervals still decide without per-clip values (the first parametrized case).
+  v = beats_at_equal_cost([row("A", "resq", 2.0, 0.125, (0.10, 0.15))], FQ, "rel_l2")
+  assert "better; unpaired: intervals do not overlap" in v.details[0]
+  # A null (a non-finite value written by to_json_compatible) also falls back.
+  broken = dict(b, rel_l2_per_clip=[None] + b["rel_l2_per_clip"][1:])
+  assert "unpaired" in beats_at_equal_cost([a], [broken], "rel_l2").details[0]
+
+
+def test_per_clip_values_are_interpolated_like_the_front():
+  """B's front has points at 1 and 4 GBOPs; at A's 2 GBOPs it is halfway in log BOPs, so B's
+  per-clip errors there are the mean of its two points' (and their mean the front's error);
+  at B's 4 GBOPs, A's best setting within the budget is its 2 GBOPs point."""
+  rng = np.random.default_rng(3)
+  b1, b4 = CLIPS_B + 0.2, CLIPS_B - 0.05
+  a = clip_row("A", "resq", 2.0, CLIPS_A + rng.uniform(0.0, 0.2, 40))
+  b = [clip_row("B W4A4", "fq", 1.0, b1), clip_row("B W8A8", "fq", 4.0, b4)]
+  v = beats_at_equal_cost([a], b, "rel_l2")
+  a_clips = np.asarray(a["rel_l2_per_clip"])
+  expected = [_numpy_paired_ci(a_clips, 0.5 * (b1 + b4)), _numpy_paired_ci(a_clips, b4)]
+  assert [d.split("%")[0] for d in v.details] == ["50.0", "100.0"]
+  for detail, (lo, hi) in zip(v.details, expected):
+    assert f"diff [{lo:+.4f}, {hi:+.4f}]" in detail
+  assert f"rel_l2 {a['rel_l2']:.4f}" in v.details[0]
+  assert f"vs {0.5 * (b1.mean() + b4.mean()):.4f}" in v.details[0]
+  # Without per-clip values at B's dear point, the 50% budget (which needs it) falls back; the
+  # summary says which budgets were paired.
+  b[1] = clip_row("B W8A8", "fq", 4.0, b4, per_clip=False)
+  v = beats_at_equal_cost([a], b, "rel_l2")
+  assert all("unpaired" in d for d in v.details)
+  # A dearer B point without them (an older row): only its own budget falls back.
+  b = [b[0], clip_row("B W8A8", "fq", 4.0, b4), clip_row("B W16", "fq", 8.0, b4 - 0.01, False)]
+  v = beats_at_equal_cost([a], b, "rel_l2")
+  assert ["unpaired" in d for d in v.details] == [False, False, True]
+  assert "paired over 40 clips at 2 of 3 budgets" in v.summary

@@ -3,18 +3,28 @@
 A *cell* is one evaluated sweep (a task on one motion regime): the rows of its
 ``report/results.json`` (``EvalResult.to_row()``) and its metadata. Every claim is a pure
 function of a cell's rows that returns a :class:`Verdict`: 'holds', 'does not hold', 'depends'
-(significant in both directions at different budgets), 'tie' (no difference outside the
-intervals) or 'n/a' (the cell lacks the rows), with the numbers behind it.
+(significant in both directions at different budgets), 'tie' (no significant difference at
+any budget) or 'n/a' (the cell lacks the rows), with the numbers behind it.
 
 Equal-cost claims ("A beats B at equal BOPs") compare two fronts (the settings of a group that
 no other setting of the group beats on both cost and fidelity error) at equal *budget*: at every
 budget where one of them has a point, above both fronts' cheapest points and inside the claim's
 budget band, each group is represented by what it reaches within the budget (interpolated
-between its front points; above its dearest point, that point's error: it fits the budget).
-Each front's error and the bounds of its 95% bootstrap interval are interpolated linearly in
-log BOPs between its points (``resq_jax.evaluation.pareto.Front``). A budget counts as better
-(worse) only when the two intervals do not overlap: conservative (the intervals are not paired over
-clips), so close calls read as 'tie'.
+linearly in log BOPs between its front points, ``resq_jax.evaluation.pareto.Front``; above its
+dearest point, that point's error: it fits the budget).
+
+Whether a budget counts as better, worse or a tie is decided by a *paired* bootstrap over clips
+when both rows carry their per-clip errors (``<key>_per_clip``, written by
+``resq_jax.eval_lib``): every setting of a sweep is evaluated on the same clips in the same
+order, so the two groups' per-clip errors at the budget (interpolated clip by clip with the
+front's weights, so that their mean is the front's error) are resampled with the same clip
+indices, and the 95% percentile interval of the mean difference A - B decides (`paired_diff_ci`:
+better when it lies below 0, worse above 0, else a tie). Pairing removes the variation between
+clips that both settings share (hard clips are hard for both), so it separates far closer
+fronts than comparing the two unpaired intervals. Rows without per-clip values (results.json
+files written before they existed) fall back to the conservative unpaired test: better (worse)
+only when the two points' 95% intervals (interpolated like the error) do not overlap. Each
+budget's detail line names the test it used and prints its interval.
 """
 
 from __future__ import annotations
@@ -26,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from resq_jax.evaluation.metrics import PER_CLIP, bootstrap_ci
 from resq_jax.evaluation.pareto import Front, finite_float, fq_front
 
 Row = Mapping[str, Any]
@@ -113,6 +124,49 @@ def _best_within(front: Front, gbops: float) -> float | None:
   return front.at(min(gbops, float(front.gbops[-1])))
 
 
+def paired_diff_ci(
+  a, b, *, num_resamples: int = 1000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
+  """Paired percentile bootstrap interval of ``mean(a) - mean(b)`` over clips.
+
+  ``a``, ``b``: ``[N]`` per-clip errors of two settings on the same N clips, in the same order.
+  Every resample draws N clip indices with replacement and uses them for both settings: this is
+  ``bootstrap_ci`` of the per-clip differences ``a - b`` (whose mean is the difference of the
+  means), with its fixed seed. The mean difference rather than the ratio of means: it is linear
+  in the per-clip values (the interpolated fronts' difference on a resample is exactly the
+  difference of the resampled interpolated fronts) and never divides by a resampled mean that
+  can be 0; its sign in a resample is the sign of ``ratio - 1``, so both would reach the same
+  verdicts up to the percentiles' interpolation. ``(nan, nan)`` with fewer than 2 clips."""
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  if a.ndim != 1 or a.shape != b.shape:
+    raise ValueError(f"per-clip values must be two [N] arrays, got {a.shape} and {b.shape}")
+  return bootstrap_ci(a - b, np.mean, num_resamples, level, seed)
+
+
+def _per_clip(row: Row, key: str) -> np.ndarray | None:
+  """The row's per-clip ``key`` errors ``[N]`` (float64), or None when absent (older
+  results.json), fewer than 2 or not all finite (non-finite values were written as null)."""
+  values = row.get(f"{key}{PER_CLIP}")
+  if not isinstance(values, (list, tuple)) or len(values) < 2:
+    return None
+  arr = np.asarray([math.nan if v is None else v for v in values], np.float64)
+  return arr if np.isfinite(arr).all() else None
+
+
+def _clips_within(pts: Sequence[Row], key: str, gbops: float) -> np.ndarray | None:
+  """The front's per-clip errors ``[N]`` at budget ``gbops`` (at least its cheapest point's
+  cost), interpolated clip by clip exactly like its error (``_best_within``: linear in log BOPs
+  between the two bracketing front points ``pts``, the dearest point above them); None when a
+  point with a nonzero weight has no per-clip values or two of them differ in length."""
+  cost = np.log([float(r["gbops_avg"]) for r in pts])
+  at = math.log(min(gbops, float(pts[-1]["gbops_avg"])))
+  weights = [float(np.interp(at, cost, np.eye(len(pts))[i])) for i in range(len(pts))]
+  used = [(w, _per_clip(r, key)) for w, r in zip(weights, pts) if w > 0]
+  if not used or any(v is None for _, v in used) or len({len(v) for _, v in used}) != 1:
+    return None
+  return sum(w * v for w, v in used)
+
+
 def beats_at_equal_cost(
   a_rows: Sequence[Row],
   b_rows: Sequence[Row],
@@ -123,7 +177,13 @@ def beats_at_equal_cost(
 ) -> Verdict:
   """Whether the front of ``a_rows`` has a lower ``key`` error than the front of ``b_rows`` at
   equal average BOPs, at every budget (% of W8A8 in ``band``) where either front has a point
-  and both are defined."""
+  and both are defined.
+
+  A budget is better / worse by the paired bootstrap of the mean per-clip difference
+  (``paired_diff_ci``) when both fronts have per-clip values of equal length there, else by the
+  non-overlap of the two 95% intervals (module docstring). Each detail line gives both errors
+  with their intervals, the ratio, the outcome and the test with its interval; the summary says
+  which test decided how many budgets."""
   if not a_rows or not b_rows:
     return NA
   a, a_lo, a_hi, a_pts = _interval_fronts(a_rows, key)
@@ -131,27 +191,48 @@ def beats_at_equal_cost(
   budgets = {}
   for r in a_pts + b_pts:
     budgets.setdefault(float(r["gbops_avg"]), float(r["pct_w8a8"]))
-  signs, ratios, details = [], [], []
+  signs, ratios, details, paired_clips = [], [], [], []
   for gbops, pct in sorted(budgets.items()):
     ea, eb = _best_within(a, gbops), _best_within(b, gbops)
     if not band[0] <= pct <= band[1] or ea is None or eb is None or eb <= 0:
       continue
     la, ha, lb, hb = (_best_within(f, gbops) for f in (a_lo, a_hi, b_lo, b_hi))
-    sign = 1 if ha < lb else (-1 if la > hb else 0)
+    ca, cb = _clips_within(a_pts, key, gbops), _clips_within(b_pts, key, gbops)
+    if ca is not None and cb is not None and len(ca) == len(cb):
+      lo, hi = paired_diff_ci(ca, cb)
+      sign = 1 if hi < 0 else (-1 if lo > 0 else 0)
+      test = f"paired bootstrap over {len(ca)} clips: diff [{lo:+.4f}, {hi:+.4f}]"
+      paired_clips.append(len(ca))
+    else:
+      sign = 1 if ha < lb else (-1 if la > hb else 0)
+      test = f"unpaired: intervals {'overlap' if sign == 0 else 'do not overlap'}"
     signs.append(sign)
     ratios.append(ea / eb)
     mark = {1: "better", -1: "worse", 0: "tie"}[sign]
     details.append(
       f"{pct:.1f}% of W8A8: {key} {ea:.4f} [{la:.4f}, {ha:.4f}] vs {eb:.4f} "
-      f"[{lb:.4f}, {hb:.4f}] ({ea / eb:.2f}x, {mark})"
+      f"[{lb:.4f}, {hb:.4f}] ({ea / eb:.2f}x, {mark}; {test})"
     )
   if not ratios:
     return Verdict("n/a", f"the {what or 'compared'} fronts share no cost range")
   summary = (
     f"err ratio {min(ratios):.2f}-{max(ratios):.2f}x over {len(ratios)} budgets"
-    f" ({sum(s > 0 for s in signs)} better, {sum(s < 0 for s in signs)} worse)"
+    f" ({sum(s > 0 for s in signs)} better, {sum(s < 0 for s in signs)} worse;"
+    f" {_tests_used(paired_clips, len(ratios))})"
   )
   return _verdict(signs, what, summary, details)
+
+
+def _tests_used(paired_clips: list[int], budgets: int) -> str:
+  """'paired over 240 clips', 'unpaired intervals' or 'paired at 3 of 4 budgets'."""
+  if not paired_clips:
+    return "unpaired intervals"
+  clips = f"{min(paired_clips)}" + (
+    f"-{max(paired_clips)}" if max(paired_clips) != min(paired_clips) else ""
+  )
+  if len(paired_clips) == budgets:
+    return f"paired over {clips} clips"
+  return f"paired over {clips} clips at {len(paired_clips)} of {budgets} budgets"
 
 
 def _static(rows, source="ptq", ref_mode="closed"):
@@ -384,6 +465,7 @@ __all__ = [
   "effective_rows",
   "evaluate_claims",
   "front_summary",
+  "paired_diff_ci",
 ]
 
 

@@ -271,6 +271,7 @@ def relative_l2(outputs: jax.Array, reference: jax.Array) -> tuple[jax.Array, ja
 
 
 BY_T = "_by_t"  # suffix of per-frame-index values
+PER_CLIP = "_per_clip"  # suffix of a row's per-clip values (eval_lib writes, claims pairs them)
 
 
 class FidelityAccumulator:
