@@ -27,7 +27,7 @@ import numpy as np
 from resq_jax import errors, inputs, runs
 from resq_jax.config_lib import qat_setting
 from resq_jax.evaluation import plot_bit_map, plot_pareto, plot_variance, write_results
-from resq_jax.evaluation.metrics import FidelityAccumulator
+from resq_jax.evaluation.metrics import PER_CLIP, FidelityAccumulator
 from resq_jax.evaluation.plots import variance_ratio_pct
 from resq_jax.experiment import Experiment, Setting, calibration_period
 from resq_jax.log import get_logger
@@ -59,8 +59,9 @@ class EvalResult:
   interval over clips) and, when evaluated against the float model, the fidelity values
   (``agreement`` or ``kp_dist``, ``rel_l2``, each with ``_ci`` and ``_by_t``);
   ``fidelity_error`` names the one the report compares at equal cost (None without a
-  reference). Costs are per frame, clip average and peak, in 1e9 BOPs; ``state_bytes`` is the
-  ResQ carry of one clip (0 without state).
+  reference), whose per-clip values, in evaluation order, are ``<fidelity_error>_per_clip``
+  (absent from rows written before they existed). Costs are per frame, clip average and peak,
+  in 1e9 BOPs; ``state_bytes`` is the ResQ carry of one clip (0 without state).
   """
 
   name: str
@@ -157,7 +158,8 @@ def evaluate_model(task, model, variables, batches, setting: Setting, reference=
   per clip (never the outputs): ``metrics`` gains, for each fidelity value (``agreement`` /
   ``kp_dist``, ``rel_l2``), the mean over clips, its 95% bootstrap interval (``<name>_ci``)
   and the per-frame-index curve (``<name>_by_t``), and the result's ``fidelity_error`` names
-  the task's error (``task.fidelity_error_name``). ``frames_per_s`` excludes the reference's
+  the task's error (``task.fidelity_error_name``), whose value per clip, in the order of
+  ``batches``, is ``<name>_per_clip``. ``frames_per_s`` excludes the reference's
   forward and the fidelity computation.
   """
   accumulator, reports, frames_timed, start = task.new_accumulator(), [], 0, None
@@ -196,6 +198,7 @@ def evaluate_model(task, model, variables, batches, setting: Setting, reference=
   metrics = accumulator.result()
   if fidelity is not None:
     metrics.update(fidelity.result())
+    metrics.update(_per_clip(fidelity, task.fidelity_error_name))
   bops = np.mean([r["bops_per_frame"] for r in reports], axis=0)
   macs = reports[0]["macs_per_frame"]
   timed_seconds = time.perf_counter() - start - reference_seconds
@@ -222,6 +225,18 @@ def evaluate_model(task, model, variables, batches, setting: Setting, reference=
     fidelity_error=None if fidelity is None else task.fidelity_error_name,
     metrics=metrics,
   )
+
+
+def _per_clip(fidelity: FidelityAccumulator, name: str) -> dict:
+  """``{name + '_per_clip': [N] floats}``: the fidelity error of every clip, in evaluation order.
+
+  Every setting of a sweep reads the split in the same order (``inputs.eval_batches``: no
+  shuffling, one pass), so these lists are paired clip by clip across the rows of a sweep (the
+  claims' paired bootstrap, ``resq_jax.evaluation.claims``). Only the compared error is kept,
+  rounded to 7 significant digits (the float32 precision it was computed in), so that
+  ``results.json`` grows by one short number per clip and row."""
+  values = fidelity.clip_values(name)
+  return {f"{name}{PER_CLIP}": [float(f"{v:.7g}") for v in values]} if len(values) else {}
 
 
 def result_line(result: EvalResult) -> str:

@@ -82,6 +82,34 @@ def test_fidelity_of_a_perturbed_model_matches_numpy(setup):
   # The metric's interval over the 4 clips brackets it.
   lo, hi = m["miou_ci"]
   assert lo <= result.metric <= hi and m["clips"] == 2 * B
+  # The compared error's value of every clip, in the order of the batches (7 digits), is kept
+  # in the row for the claims' paired bootstrap; only that error's.
+  row = result.to_row()
+  assert len(row["rel_l2_per_clip"]) == 2 * B and "agreement_per_clip" not in row
+  np.testing.assert_allclose(row["rel_l2_per_clip"], rel, rtol=1e-5)
+
+
+def test_per_clip_errors_are_those_of_each_clip_evaluated_alone(setup, tmp_path):
+  """The per-clip list of a 4-clip evaluation equals the error of each clip evaluated on its
+  own, in order, and survives results.json (written and loaded back)."""
+  from resq_jax.evaluation import load_results, write_results
+
+  model, variables, noisy, batches = setup
+  result = eval_lib.evaluate_model(TASK, model, noisy, batches, SETTING, (model, variables))
+  alone = [
+    eval_lib.evaluate_model(
+      TASK, model, noisy, [{k: v[i : i + 1] for k, v in batch.items()}], SETTING, (model, variables)
+    ).metrics["rel_l2"]
+    for batch in batches
+    for i in range(B)
+  ]
+  per_clip = result.metrics["rel_l2_per_clip"]
+  np.testing.assert_allclose(per_clip, alone, rtol=1e-5)
+  assert len(set(per_clip)) == len(per_clip)  # distinct clips: the order is checked
+  write_results(tmp_path, [result.to_row()])
+  (loaded,), _ = load_results(tmp_path)
+  assert loaded["rel_l2_per_clip"] == per_clip
+  assert eval_lib.EvalResult.from_row(loaded).metrics["rel_l2_per_clip"] == per_clip
 
 
 def test_without_reference_no_fidelity_and_old_rows_load(setup):
