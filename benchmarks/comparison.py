@@ -155,10 +155,12 @@ error divided by the frame-quantization front's error at the same average BOPs (
 linearly in log BOPs between FQ bit-widths; < 1: closer to the float model than FQ at equal
 cost). Claims compare two groups' fronts at equal budgets (resq_jax/evaluation/claims.py): at
 each budget where either front has a point, each group's best fidelity error within that
-budget, with its interval; a budget is better / worse only where the two 95% intervals do not
-overlap. 'holds': better at every compared budget; 'does not hold': worse at every one (or
-worse and otherwise tied); 'depends': better at some budgets and not at others; 'tie': no
-budget separates them; 'n/a': the cell lacks the settings.
+budget, with its interval; a budget is better / worse only where the 95% interval of the
+paired bootstrap over clips (the same resampled clips for both, 1000 resamples) of the mean
+per-clip difference excludes 0 (rows written without per-clip errors: only where the two
+intervals do not overlap). 'holds': better at every compared budget; 'does not hold': worse
+at every one (or worse and otherwise tied); 'depends': better at some budgets and not at
+others; 'tie': no budget separates them; 'n/a': the cell lacks the settings.
 """
 
 

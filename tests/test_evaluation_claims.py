@@ -19,6 +19,7 @@ from resq_jax.evaluation.claims import (
   interval_trend,
   paired_diff_ci,
   ref_mode_order,
+  residuals_quantize_better,
 )
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -282,3 +283,18 @@ def test_per_clip_values_are_interpolated_like_the_front():
   v = beats_at_equal_cost([a], b, "rel_l2")
   assert ["unpaired" in d for d in v.details] == [False, False, True]
   assert "paired over 40 clips at 2 of 3 budgets" in v.summary
+
+
+def test_residuals_quantize_better_uses_the_paired_test_when_it_can():
+  """W4A4 residuals vs W4A4 frames: with per-clip lists the paired interval decides (holds,
+  although the unpaired intervals overlap); without them the unpaired test calls it a tie."""
+  res = clip_row("ResQ K=8 closed W8A8/W4A4", "resq", 1.0, CLIPS_A)
+  fq = clip_row("FQ W4A4", "fq", 1.0, CLIPS_B)
+  lo, hi = _numpy_paired_ci(CLIPS_A, CLIPS_B)
+  v = residuals_quantize_better([res, fq])
+  assert v.verdict == "holds" and f"paired diff [{lo:+.4f}, {hi:+.4f}]" in v.summary
+  old = [
+    clip_row(r["name"], r["family"], 1.0, c, False) for r, c in ((res, CLIPS_A), (fq, CLIPS_B))
+  ]
+  v = residuals_quantize_better(old)
+  assert v.verdict == "tie" and "unpaired intervals" in v.summary

@@ -272,12 +272,20 @@ def residuals_quantize_better(rows: Sequence[Row], meta=None) -> Verdict:
   err, ref = float(res[key]), float(fq[key])
   lo, hi = res.get(f"{key}_ci") or [err, err]
   flo, fhi = fq.get(f"{key}_ci") or [ref, ref]
-  sign = 1 if hi < flo else (-1 if lo > fhi else 0)
+  ca, cb = _per_clip(res, key), _per_clip(fq, key)
+  if ca is not None and cb is not None and len(ca) == len(cb):
+    dlo, dhi = paired_diff_ci(ca, cb)
+    sign, test = (
+      (1 if dhi < 0 else (-1 if dlo > 0 else 0)),
+      f"; paired diff [{dlo:+.4f}, {dhi:+.4f}]",
+    )
+  else:
+    sign, test = (1 if hi < flo else (-1 if lo > fhi else 0)), "; unpaired intervals"
   return _verdict(
     [sign],
     "",
     f"{res['name']}: {key} {err:.4f} [{lo:.4f}, {hi:.4f}] vs FQ W4A4 {ref:.4f} "
-    f"[{flo:.4f}, {fhi:.4f}] ({err / ref:.2f}x)",
+    f"[{flo:.4f}, {fhi:.4f}] ({err / ref:.2f}x{test})",
     (),
   )
 
