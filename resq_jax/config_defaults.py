@@ -99,6 +99,10 @@ def default_config() -> ml_collections.ConfigDict:
   # the softmax temperature of teacher and student.
   c.train.distill_weight = 0.0
   c.train.distill_temperature = 1.0
+  # Segmentation only: one loss weight per class (() : every pixel counts the same), in FP and
+  # QAT training; e.g. heavier weights for classes that cover few pixels, since mIoU weighs
+  # every class equally.
+  c.train.class_weights = ()
 
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 8

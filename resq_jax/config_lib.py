@@ -200,6 +200,19 @@ def _thresholds_ok(v) -> bool:
   )
 
 
+def _class_weights(v, ctx: _Context):
+  """One weight per class of the segmentation task (the dataset decides the class count)."""
+  task, dataset = ctx.get("task"), ctx.get("data.dataset")
+  if len(v) == 0 or task is None or dataset is None:
+    return None
+  if task != "segmentation":
+    return f"{len(v)} weights, but task {task!r} has no classes (allowed: ())"
+  n = task_for(task, dataset).num_classes
+  if len(v) != n:
+    return f"{len(v)} weights for {n} classes of {dataset} (allowed: {n} weights or ())"
+  return None
+
+
 def _frame_bits_ok(v) -> bool:
   """At least two (weight, activation) pairs; neither bit-width decreases, no pair repeats."""
   if not (_is_seq(v) and len(v) >= 2):
@@ -544,6 +557,11 @@ RULES: dict[str, Rule] = {
     _real(0, strict=False).ok, "finite number >= 0 (0: no distillation; read by QAT only)"
   ),
   "train.distill_temperature": _real(0, strict=True),
+  "train.class_weights": Rule(
+    lambda v: _is_seq(v) and all(_is_finite(w) and w > 0 for w in v),
+    "() or one positive finite number per class of the segmentation task",
+    _class_weights,
+  ),
   "eval.batch_size": _int(1, relation=_divisible_by_devices),
   "eval.split": Rule(lambda v: v in ("validation", "test"), "validation | test", _eval_split),
   "eval.num_batches": _int(0, note=" (0: the whole split)", relation=_eval_batches),
@@ -846,6 +864,13 @@ def task_for(name: str, dataset: str) -> Task:
   return task
 
 
+def _weighted(task: Task, class_weights) -> Task:
+  """``task`` with the loss weights of ``train.class_weights`` (unchanged when empty)."""
+  if len(class_weights) == 0:
+    return task
+  return dataclasses.replace(task, class_weights=tuple(float(w) for w in class_weights))
+
+
 def _section(config, name: str) -> dict:
   return {k: config[name][k] for k in config[name]}
 
@@ -870,7 +895,7 @@ def parse(
     stage=config.stage,
     init_from=config.init_from,
     distributed=bool(config.distributed),
-    task=task_for(config.task, config.data.dataset),
+    task=_weighted(task_for(config.task, config.data.dataset), config.train.class_weights),
     data=DataSpec(**_section(config, "data")),
     model=ModelSpec(**_section(config, "model")),
     quant=QuantPlan(
@@ -886,7 +911,9 @@ def parse(
       calibration_batches=int(cal.num_batches),
     ),
     optim=OptimSpec(**_section(config, "optim")),
-    train=TrainSpec(**_section(config, "train")),
+    train=TrainSpec(
+      **{**_section(config, "train"), "class_weights": tuple(config.train.class_weights)}
+    ),
     eval=EvalSpec(
       batch_size=eval_.batch_size,
       num_batches=eval_.num_batches,

@@ -181,6 +181,8 @@ class TrainSpec:
   # softmax temperature.
   distill_weight: float = 0.0
   distill_temperature: float = 1.0
+  # Segmentation: the loss weight of each class (empty: uniform); the task carries them too.
+  class_weights: tuple[float, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)

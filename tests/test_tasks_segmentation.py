@@ -42,6 +42,33 @@ def test_loss_prediction_and_miou():
   assert result["per_class_iou"] == pytest.approx([0.5, 0.0])
 
 
+def test_class_weighted_loss_is_the_weighted_mean_over_labelled_pixels():
+  """PyTorch's ``CrossEntropyLoss(weight=w, ignore_index=255)``: sum_i w[y_i] ce_i / sum_i w[y_i]
+  over labelled pixels, computed here by hand in NumPy."""
+  rng = np.random.default_rng(0)
+  logits = rng.normal(size=(2, 3, 4, 5, 3)).astype(np.float32)
+  labels = rng.integers(0, 3, size=(2, 3, 4, 5))
+  labels[0, 0, :2] = 255
+  weights = (1.0, 4.0, 0.5)
+  task = SegmentationTask(num_classes=3, class_weights=weights)
+  loss, extra = task.loss(jnp.asarray(logits), jnp.asarray(labels, jnp.int32))
+  z = logits - logits.max(-1, keepdims=True)
+  log_p = z - np.log(np.exp(z).sum(-1, keepdims=True))
+  keep = labels != 255
+  y = labels[keep]
+  ce = -log_p[keep][np.arange(y.size), y]
+  w = np.asarray(weights)[y]
+  assert float(loss) == pytest.approx(float((w * ce).sum() / w.sum()), rel=1e-5)
+  # Accuracy is unweighted; equal weights give the unweighted loss.
+  unweighted, plain = SegmentationTask(num_classes=3).loss(jnp.asarray(logits), jnp.asarray(labels))
+  assert float(extra["accuracy"]) == pytest.approx(float(plain["accuracy"]))
+  same = SegmentationTask(num_classes=3, class_weights=(2.0, 2.0, 2.0))
+  assert float(same.loss(jnp.asarray(logits), jnp.asarray(labels))[0]) == pytest.approx(
+    float(unweighted), rel=1e-6
+  )
+  assert float(unweighted) == pytest.approx(float(ce.mean()), rel=1e-5)
+
+
 def test_fidelity_agreement_and_relative_l2_hand_built():
   """Clip 0: frame 0 equals the reference, frame 1 flips the argmax of 1 pixel of 4 (agreement
   1 and 3/4, clip 7/8); clip 1 is the reference itself (agreement 1, rel_l2 0 exactly)."""

@@ -40,16 +40,24 @@ IGNORE = 255
 
 
 def segmentation_loss(
-  logits: jax.Array, labels: jax.Array, ignore_index: int = IGNORE
+  logits: jax.Array,
+  labels: jax.Array,
+  ignore_index: int = IGNORE,
+  class_weights: tuple[float, ...] | None = None,
 ) -> tuple[jax.Array, jax.Array]:
-  """(mean softmax cross-entropy over labelled pixels, pixel accuracy); ``logits [..., C]``,
-  ``labels [...]`` int."""
+  """(softmax cross-entropy over labelled pixels, pixel accuracy); ``logits [..., C]``,
+  ``labels [...]`` int. Without ``class_weights`` the loss is the mean over labelled pixels;
+  with them (``[C]``, positive) each pixel counts with its label's weight and the loss is the
+  weighted mean (``sum w_i ce_i / sum w_i``, PyTorch's ``CrossEntropyLoss(weight=...)``)."""
   mask = labels != ignore_index
   safe = jnp.where(mask, labels, 0)
   ce = optax.softmax_cross_entropy_with_integer_labels(logits, safe)
   n = jnp.maximum(jnp.sum(mask), 1).astype(ce.dtype)
   accuracy = jnp.sum((jnp.argmax(logits, -1) == labels) & mask).astype(ce.dtype) / n
-  return jnp.sum(jnp.where(mask, ce, jnp.zeros_like(ce))) / n, accuracy
+  if class_weights is None:
+    return jnp.sum(jnp.where(mask, ce, jnp.zeros_like(ce))) / n, accuracy
+  weight = jnp.where(mask, jnp.asarray(class_weights, ce.dtype)[safe], jnp.zeros_like(ce))
+  return jnp.sum(weight * ce) / jnp.maximum(jnp.sum(weight), jnp.finfo(ce.dtype).tiny), accuracy
 
 
 class MiouAccumulator:
@@ -94,10 +102,14 @@ class MiouAccumulator:
 @dataclasses.dataclass(frozen=True)
 class SegmentationTask:
   """Semantic segmentation on SynthRes (or any dataset with a ``semantic`` label map; the model
-  gets ``num_classes`` output channels)."""
+  gets ``num_classes`` output channels). ``class_weights``: None (every labelled pixel counts
+  the same in the loss) or one positive weight per class (config ``train.class_weights``):
+  mIoU weighs every class equally, while SynthRes's four shape classes cover few pixels, so an
+  unweighted loss spends its capacity on the backdrop (docs/results.md)."""
 
   num_classes: int = NUM_CLASSES
   ignore_index: int = IGNORE
+  class_weights: tuple[float, ...] | None = None
   name: str = "segmentation"
   metric_name: str = "miou"
   fidelity_error_name: ClassVar[str] = "rel_l2"
@@ -110,7 +122,7 @@ class SegmentationTask:
     return normalise_frames(batch["frames"]), jnp.asarray(batch["semantic"], jnp.int32)
 
   def loss(self, outputs: jax.Array, targets: jax.Array) -> tuple[jax.Array, dict]:
-    loss, accuracy = segmentation_loss(outputs, targets, self.ignore_index)
+    loss, accuracy = segmentation_loss(outputs, targets, self.ignore_index, self.class_weights)
     return loss, {"accuracy": accuracy}
 
   def predict(self, outputs: jax.Array) -> jax.Array:
