@@ -157,3 +157,36 @@ def test_frame_precision_setting_counts_each_frame_at_its_chosen_candidate(setup
     ref = np.asarray(run_clip(model, variables, frames, period=1).outputs)
     expected.append((y.argmax(-1) == ref.argmax(-1)).mean(axis=(1, 2, 3)))
   assert result.metrics["agreement"] == pytest.approx(np.concatenate(expected).mean(), abs=1e-6)
+
+
+def test_a_cached_reference_gives_the_same_rows_with_one_float_forward_per_batch(
+  setup, monkeypatch
+):
+  """A sweep's ReferenceCache: the same metrics as a fresh reference for every setting, the
+  float forward run once per batch (counted), and a batch that changed is refused."""
+  model, variables, noisy, batches = setup
+  plain = eval_lib.evaluate_model(TASK, model, noisy, batches, SETTING, (model, variables))
+  calls = []
+  forward = eval_lib.outputs_and_predict_clip
+
+  def counted(m, *args, **kwargs):
+    calls.append(m)
+    return forward(m, *args, **kwargs)
+
+  monkeypatch.setattr(eval_lib, "outputs_and_predict_clip", counted)
+  cache = eval_lib.ReferenceCache(model, variables)
+  for _ in range(2):  # two settings of a sweep (the same perturbed weights)
+    cached = eval_lib.evaluate_model(TASK, model, noisy, batches, SETTING, cache)
+    assert cached.metrics["rel_l2_per_clip"] == plain.metrics["rel_l2_per_clip"]
+    assert cached.metrics["agreement"] == plain.metrics["agreement"]
+  # Per setting one forward of the evaluated weights per batch, plus the float reference's
+  # forward per batch for the first setting only.
+  assert len(calls) == 2 * len(batches) + len(batches)
+  # The FP setting itself fills no second forward: its own outputs are the reference.
+  calls.clear()
+  fresh = eval_lib.ReferenceCache(model, variables)
+  fp = eval_lib.evaluate_model(TASK, model, variables, batches, SETTING, fresh)
+  assert len(calls) == len(batches) and fp.metrics["rel_l2"] == 0.0
+  swapped = [batches[1], batches[0]]
+  with pytest.raises(ValueError, match="evaluation batch 0 differs"):
+    eval_lib.evaluate_model(TASK, model, noisy, swapped, SETTING, fresh)
