@@ -186,8 +186,10 @@ SWEEPS = {
     *(dynamic(s) for s in (1.0, 2.0, 4.0)),
     dynamic(2.0, residual=(8, 4)),
     *(hold(k) for k in (4, 8)),
-    skipconv(8.0),
-    deltacnn(8.0),
-    videoiq((0.05, 0.1)),
+    # Two points per peer, placed by the slow_pan sweep's costs inside 15-80% of W8A8 (one
+    # point per peer often cost more than every ResQ setting, leaving nothing to compare).
+    *(skipconv(t) for t in (16.0, 32.0)),
+    *(deltacnn(t) for t in (32.0, 64.0)),
+    *(videoiq(t) for t in ((0.05, 0.1), (0.1, 0.3))),
   ),
 }

@@ -80,7 +80,9 @@ def default_config() -> ml_collections.ConfigDict:
 
   c.optim = ml_collections.ConfigDict()
   c.optim.lr = 2e-3  # peak learning rate of weights (AdamW, warmup + cosine decay)
-  c.optim.quant_lr = 1e-3  # learning rate of quantizer scales and zero points (Adam, no decay)
+  # Learning rate of quantizer parameters (Adam, no decay): relative for scales (a step moves a
+  # scale by about quant_lr times its value), in grid steps for zero points.
+  c.optim.quant_lr = 1e-2
   c.optim.weight_decay = 1e-4
   c.optim.warmup_steps = 20  # in [0, train.num_steps)
   c.optim.grad_clip = 1.0
