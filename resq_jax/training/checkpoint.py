@@ -34,13 +34,15 @@ Decisions:
   training loop's next `maybe_save` call sees it, forces a save of that step and reports
   `stop_requested`. On multi-host the flag is OR-ed over processes at every boundary so that all
   processes save and stop at the same step.
+
+The item names, `checkpoint_dir` and the checksums live in `checkpoint_files`; the read-only
+readers of another run's checkpoint (`restore_params_from`, `restore_fields_from`) in
+`checkpoint_reader`. Their public names are re-exported here.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import logging
 import os
 import signal
@@ -56,33 +58,23 @@ from etils import epath
 from jax.experimental import multihost_utils
 
 from resq_jax.errors import CheckpointError
-
-STATE_ITEM = "state"
-DATA_ITEM = "data_iter"
-EXTRA_ITEM = "extra"
-CHECKSUM_FILE = "checksums.json"
-DAMAGED_DIR = "damaged"
-# Files Orbax rewrites after the commit (step metadata with the commit time): not checksummed.
-_UNHASHED = frozenset({CHECKSUM_FILE, "_CHECKPOINT_METADATA"})
-
-PyTree = Any
-
-
-def checkpoint_dir(workdir: str | os.PathLike) -> str:
-  """The checkpoint directory of a training workdir: `<workdir>/checkpoints`."""
-  return os.path.join(os.fspath(workdir), "checkpoints")
-
-
-def _abstract(template: PyTree) -> PyTree:
-  """jax.Array leaves -> ShapeDtypeStruct with the same sharding (restore target, no data);
-  other leaves (ShapeDtypeStruct, numpy) are kept as given."""
-
-  def leaf(x: Any) -> Any:
-    if isinstance(x, jax.Array):
-      return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding)
-    return x
-
-  return jax.tree.map(leaf, template)
+from resq_jax.training.checkpoint_files import (  # noqa: F401 (re-exported: defined here before)
+  CHECKSUM_FILE,
+  DAMAGED_DIR,
+  DATA_ITEM,
+  EXTRA_ITEM,
+  STATE_ITEM,
+  checkpoint_dir,
+  damage_of,
+  has_checksums,
+  write_checksums,
+)
+from resq_jax.training.checkpoint_reader import (  # noqa: F401 (re-exported: defined here before)
+  PyTree,
+  _abstract,
+  restore_fields_from,
+  restore_params_from,
+)
 
 
 def _any_process(flag: bool) -> bool:
@@ -90,62 +82,6 @@ def _any_process(flag: bool) -> bool:
   if jax.process_count() == 1:
     return flag
   return bool(np.any(multihost_utils.process_allgather(np.asarray(flag, np.int32))))
-
-
-def _file_digests(step_dir: str | os.PathLike) -> dict[str, str]:
-  """{path relative to `step_dir`: sha256 hex} of every file below it, except `_UNHASHED`
-  at its top level."""
-  root = os.fspath(step_dir)
-  out = {}
-  for dirpath, _, filenames in os.walk(root):
-    for name in filenames:
-      path = os.path.join(dirpath, name)
-      rel = os.path.relpath(path, root)
-      if rel in _UNHASHED:
-        continue
-      digest = hashlib.sha256()
-      with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-          digest.update(block)
-      out[rel] = digest.hexdigest()
-  return out
-
-
-def write_checksums(step_dir: str | os.PathLike) -> None:
-  """Writes `<step_dir>/checksums.json` (sha256 of every file, see `_UNHASHED`)."""
-  digests = _file_digests(step_dir)
-  path = os.path.join(os.fspath(step_dir), CHECKSUM_FILE)
-  tmp = path + ".tmp"
-  with open(tmp, "w", encoding="utf-8") as f:
-    json.dump({"sha256": digests}, f, indent=0, sort_keys=True)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
-
-
-def damage_of(step_dir: str | os.PathLike) -> str | None:
-  """What is wrong with a step directory according to its `checksums.json`: None if every
-  listed file is present with its checksum (or if there is no `checksums.json` to check
-  against: see `has_checksums`), else a short description naming the first bad file."""
-  path = os.path.join(os.fspath(step_dir), CHECKSUM_FILE)
-  if not os.path.exists(path):
-    return None
-  try:
-    with open(path, encoding="utf-8") as f:
-      expected = json.load(f)["sha256"]
-  except (OSError, ValueError, KeyError, TypeError) as e:
-    return f"{CHECKSUM_FILE} is unreadable ({type(e).__name__})"
-  actual = _file_digests(step_dir)
-  for rel, digest in sorted(expected.items()):
-    if rel not in actual:
-      return f"{rel} is missing"
-    if actual[rel] != digest:
-      return f"{rel} does not match its checksum"
-  return None
-
-
-def has_checksums(step_dir: str | os.PathLike) -> bool:
-  return os.path.exists(os.path.join(os.fspath(step_dir), CHECKSUM_FILE))
 
 
 class Checkpointer:
@@ -439,78 +375,3 @@ class Checkpointer:
       step, args=ocp.args.Composite(**{EXTRA_ITEM: ocp.args.JsonRestore()})
     )
     return restored[EXTRA_ITEM]
-
-
-def _resolve_step_dir(path: epath.Path) -> epath.Path:
-  """A workdir, a checkpoint directory or one step directory -> the step directory to read:
-  the newest intact step (damaged newer ones are skipped with a warning; this reader never
-  moves them), or the given step directory if intact.
-
-  Raises:
-    FileNotFoundError: no complete checkpoint there.
-    CheckpointError: the given step directory, or every step, is damaged.
-  """
-  if (path / "checkpoints").is_dir():
-    path = path / "checkpoints"
-  if path.is_dir():
-    step_paths = ocp.utils.checkpoint_steps_paths(path)  # finalised steps only
-    damaged = {}
-    for step_path in sorted(
-      step_paths, key=lambda p: ocp.utils.step_from_checkpoint_name(p.name), reverse=True
-    ):
-      damage = damage_of(step_path)
-      if damage is None:
-        for bad, what in damaged.items():
-          logging.warning("checkpoint %s is damaged (%s): reading %s instead", bad, what, step_path)
-        return step_path
-      damaged[step_path] = damage
-    if damaged:
-      raise CheckpointError(
-        f"no intact checkpoint in {path}: "
-        + "; ".join(f"{p.name}: {what}" for p, what in damaged.items())
-      )
-  if (path / STATE_ITEM).is_dir():
-    damage = damage_of(path)
-    if damage is not None:
-      raise CheckpointError(f"checkpoint {path} is damaged: {damage}")
-    return path
-  raise FileNotFoundError(f"no complete checkpoint found in {path}")
-
-
-def restore_params_from(path: str | os.PathLike, params_template: PyTree) -> PyTree:
-  """Reads only the params of another run's checkpoint, e.g. to initialise fine-tuning.
-
-  Args:
-    path: that run's workdir, its checkpoint directory (newest step is used) or a step dir.
-    params_template: pytree like the saved `state.params`; its leaves' shapes, dtypes and
-      shardings (jax.Array or ShapeDtypeStruct) decide how the arrays are restored.
-  Returns:
-    The saved params, in the structure of `params_template`.
-  """
-  return restore_fields_from(path, params=params_template)["params"]
-
-
-def restore_fields_from(path: str | os.PathLike, **templates: PyTree) -> dict[str, PyTree]:
-  """Reads some fields of another run's saved `TrainState` (e.g. `params=..., model_state=...`).
-
-  The other run's directory is only read: no `CheckpointManager` (which may create
-  directories, delete old steps or clean temp dirs) is opened on it, just a pytree reader on
-  `<step>/state`, restoring the named subtrees (partial restore; e.g. the optimizer state is
-  not read). `path`: a workdir, a checkpoint directory (newest step) or a step directory.
-  """
-  step_dir = _resolve_step_dir(epath.Path(os.path.abspath(path)))
-  target = {name: _abstract(t) for name, t in templates.items()}
-  args = ocp.args.PyTreeRestore(
-    item=target,
-    restore_args=ocp.checkpoint_utils.construct_restore_args(target),
-    partial_restore=True,
-  )
-  with ocp.PyTreeCheckpointer() as reader:
-    try:
-      return reader.restore(step_dir / STATE_ITEM, args=args)
-    except Exception as e:  # one line naming the checkpoint; the cause stays chained
-      first_line = (str(e).strip().splitlines() or [""])[0][:300]
-      raise CheckpointError(
-        f"checkpoint {step_dir} cannot be read into this model's "
-        f"{'/'.join(templates)} ({type(e).__name__}: {first_line})"
-      ) from e
