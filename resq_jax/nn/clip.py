@@ -1,4 +1,5 @@
-"""Running a network over video clips: ``run_clip`` (a scan over frames) and a streaming API.
+"""Running a network over video clips: ``run_clip`` (a scan over frames), and a streaming API
+(``stream_init`` / ``stream_step``: ``resq_jax.nn.streaming``, re-exported here).
 
 The model is any Flax module whose ``__call__(x, phase=...)`` takes one frame batch
 ``[B, H, W, C]`` and passes ``phase`` on to its quantized layers (``resq_jax.nn.layers``). Its
@@ -34,22 +35,41 @@ thresholds, so a NaN location is given 0 bits (skipped): its residual is dropped
 the reference keeps the NaN. ``stream_step(..., reset_on_nonfinite=True)`` forces a keyframe
 whenever the incoming frame or the carried state is not finite, so a stream recovers at the
 first finite frame.
+
+The parts that clips and streams share (the apply with the ResQ collections, the argument
+checks, the per-example step under a trigger) are in ``resq_jax.nn.frame_step``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
+from resq_jax.nn.frame_step import (  # noqa: F401 (re-exported: defined here before)
+  COLLECTIONS,
+  Array,
+  _apply,
+  _check_frames,
+  _check_period,
+  _check_trigger,
+  _check_variables,
+  _has_state,
+  _triggered_step,
+  _zero_state,
+  check_hashable,
+  model_has_state,
+  model_variables,
+)
 from resq_jax.nn.layers import rolled_loop
-from resq_jax.quant.keyframes import KeyframeTrigger, TriggerState, decide, trigger_init
-
-Array = jax.Array
-COLLECTIONS = ("resq_state", "resq_stats")
+from resq_jax.nn.streaming import (  # noqa: F401 (re-exported: defined here before)
+  StreamState,
+  stream_init,
+  stream_step,
+)
+from resq_jax.quant.keyframes import KeyframeTrigger, trigger_init
 
 
 class ClipResult(NamedTuple):
@@ -62,75 +82,6 @@ class ClipResult(NamedTuple):
   stats: Any
   state: Any
   keyframes: Any = None
-
-
-class StreamState(NamedTuple):
-  """Online state: ``t`` the index of the next frame, ``since_key`` the frames processed since
-  the last keyframe, counting it (1 right after a keyframe; with a fixed period the next frame
-  is a keyframe when ``since_key % period == 0``), and the per-layer ResQ state.
-
-  Under a keyframe trigger (``stream_init(..., trigger=...)``) ``since_key`` is per example,
-  int32 ``[B]``, and ``trigger`` holds the trigger's carry
-  (:class:`~resq_jax.quant.keyframes.TriggerState`, whose ``since_key`` is the same array);
-  otherwise ``since_key`` is a scalar and ``trigger`` None."""
-
-  t: Array
-  since_key: Array
-  resq: Any
-  trigger: TriggerState | None = None
-
-  @property
-  def is_keyframe(self) -> Array:
-    """Whether the frame just processed was a keyframe: scalar, or ``[B]`` under a trigger."""
-    return self.since_key == 1
-
-
-def _check_frames(x: Array, what: str, time_axis: bool) -> None:
-  """Clear errors for inputs that would otherwise fail deep inside XLA, or divide by zero."""
-  rank = 3 if time_axis else 2
-  layout = "[B, T, ...]" if time_axis else "[B, ...]"
-  if x.ndim < rank:
-    raise ValueError(f"{what} must be {layout}, got shape {x.shape}")
-  if not jnp.issubdtype(x.dtype, jnp.floating):
-    raise TypeError(
-      f"{what} must be floating point, got dtype {x.dtype}: convert and "
-      "normalise integer video first (e.g. (frames / 255 - mean) / std)"
-    )
-  sizes = {"B": x.shape[0]} | ({"T": x.shape[1]} if time_axis else {})
-  empty = [f"{k}={v}" for k, v in sizes.items() if v < 1]
-  if empty:
-    raise ValueError(f"{what} of shape {x.shape} is empty ({', '.join(empty)})")
-
-
-def _check_period(period) -> None:
-  if isinstance(period, bool) or not isinstance(period, int) or period < 1:
-    raise ValueError(f"period must be an int >= 1, got period={period!r}")
-
-
-def _check_trigger(trigger) -> None:
-  if trigger is not None and not isinstance(trigger, KeyframeTrigger):
-    raise TypeError(
-      f"trigger must be a resq_jax.quant.keyframes.KeyframeTrigger or None, got "
-      f"{type(trigger).__name__}"
-    )
-
-
-def model_variables(variables) -> dict:
-  """``variables`` without the per-run collections (state and stats)."""
-  return {k: v for k, v in variables.items() if k not in COLLECTIONS}
-
-
-def _apply(model, variables, frames, phase, state):
-  full = dict(variables, resq_state=state) if state else variables
-  out, mutated = model.apply(full, frames, phase=phase, mutable=list(COLLECTIONS))
-  return out, mutated.get("resq_state", {}), mutated.get("resq_stats", {})
-
-
-def _has_state(model, variables, frame) -> bool:
-  _, state, _ = jax.eval_shape(
-    functools.partial(_apply, model, phase="key", state=None), variables, frame
-  )
-  return bool(jax.tree_util.tree_leaves(state))
 
 
 def _fold(x, n):  # [B, n*k, ...] -> [B*n, k, ...]
@@ -181,42 +132,6 @@ def _run_groups(model, variables, clip, period, unroll, remat):
     jax.tree.map(stats, s0, ss),
     jax.tree.map(last_group, state),
   )
-
-
-def check_hashable(model, where: str) -> None:
-  """A clear error for a model that cannot be a static argument of jit (a list, dict or array
-  attribute): name the attribute and the fix."""
-  try:
-    hash(model)
-    return
-  except TypeError:
-    pass
-  bad = []
-  for field in dataclasses.fields(model) if dataclasses.is_dataclass(model) else ():
-    try:
-      hash(getattr(model, field.name, None))
-    except TypeError:
-      bad.append(f"{field.name}={type(getattr(model, field.name)).__name__}")
-  raise TypeError(
-    f"{where}: the model {type(model).__name__} is not hashable"
-    f"{' (attributes ' + ', '.join(bad) + ')' if bad else ''}. Models are static "
-    "arguments of jit (run_clip, stream_step, calibrate_model): give them "
-    "hashable attributes (tuples instead of lists, tuples of pairs or frozen "
-    "dataclasses instead of dicts, no arrays)."
-  )
-
-
-def _check_variables(model, variables, frame, check: bool) -> None:
-  if check:
-    from resq_jax.nn.weights import check_quantizers  # weights imports layers and costs
-
-    check_quantizers(model, model_variables(variables), frame)
-
-
-def model_has_state(model, variables, frame) -> bool:
-  """Whether any layer of ``model`` carries ResQ state (per-layer recipes applied), i.e.
-  whether ``period`` matters. ``frame``: a frame batch ``[B, H, W, C]`` or its shape struct."""
-  return _has_state(model, model_variables(variables), frame)
 
 
 def run_clip(
@@ -308,59 +223,6 @@ def _run_stateless(model, variables, clip) -> ClipResult:
   )
 
 
-def _zero_state(model, variables, frame):
-  """The per-layer ResQ state of ``frame``'s batch, zeros (the first step is a keyframe)."""
-  _, state, _ = jax.eval_shape(
-    functools.partial(_apply, model, phase="key", state=None), variables, frame
-  )
-  return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), state)
-
-
-def _finite_rows(tree, batch: int) -> Array:
-  """bool ``[B]``: every leaf ``[B, ...]`` of ``tree`` is finite in that example."""
-  ok = jnp.ones((batch,), bool)
-  for v in jax.tree_util.tree_leaves(tree):
-    ok = ok & jnp.all(jnp.isfinite(v.reshape(batch, -1)), axis=1)
-  return ok
-
-
-def _select_rows(is_key: Array, key_value: Array, residual_value: Array) -> Array:
-  """Per example (the leading axis), the keyframe branch's value where ``is_key``."""
-  if key_value.ndim == 0 or key_value.shape[0] != is_key.shape[0]:
-    raise ValueError(
-      f"per-example keyframes need every output, state and stats leaf to lead with the batch "
-      f"axis ({is_key.shape[0]}), got a leaf of shape {key_value.shape}"
-    )
-  wide = is_key.reshape((-1,) + (1,) * (key_value.ndim - 1))
-  return jnp.where(wide, key_value, residual_value)
-
-
-def _triggered_step(model, variables, resq, trig, frame, trigger, reset_on_nonfinite):
-  """One frame under a keyframe trigger, per example: ``(y, stats, resq, trig, is_key [B])``.
-  The one body of ``stream_step(..., trigger=)`` and ``run_clip(..., trigger=)``."""
-  batch = frame.shape[0]
-  stateful = bool(jax.tree_util.tree_leaves(resq))
-  force = None
-  if not stateful:
-    force = jnp.ones((batch,), bool)
-  elif reset_on_nonfinite:
-    force = ~(_finite_rows(frame, batch) & _finite_rows(resq, batch))
-  is_key, trig = decide(trigger, trig, frame, force)
-  key = lambda state: _apply(model, variables, frame, "key", None)
-  if not stateful:
-    y, resq, stats = key(resq)
-    return y, stats, resq, trig, is_key
-  residual = lambda state: _apply(model, variables, frame, "residual", state)
-
-  def mixed(state):  # both branches on the whole batch, then per example
-    return jax.tree.map(functools.partial(_select_rows, is_key), key(state), residual(state))
-
-  # 0: every example residual, 1: every example key, 2: a mix.
-  branch = jnp.where(jnp.all(is_key), 1, jnp.where(jnp.any(is_key), 2, 0))
-  y, resq, stats = jax.lax.switch(branch, (residual, key, mixed), resq)
-  return y, stats, resq, trig, is_key
-
-
 @functools.partial(jax.jit, static_argnames=("model", "trigger", "unroll", "remat"))
 def _run_clip_triggered(
   model, variables, clip: Array, *, trigger: KeyframeTrigger, unroll: int | bool, remat: bool
@@ -388,131 +250,5 @@ def _run_clip_triggered(
   return ClipResult(outputs, stats, resq, jnp.moveaxis(keys, 0, 1))
 
 
-def stream_init(
-  model, variables, frame: Array, *, trigger: KeyframeTrigger | None = None
-) -> StreamState:
-  """Initial online state for frames shaped like ``frame`` ``[B, H, W, C]`` (zeros; the first
-  step is a keyframe). With ``trigger``, the state of a stream stepped with that trigger
-  (per-example ``since_key`` ``[B]`` and the trigger's carry: two frames and a number per
-  example)."""
-  check_hashable(model, "stream_init")
-  _check_trigger(trigger)
-  _check_frames(frame, "frame", time_axis=False)
-  zeros = _zero_state(model, model_variables(variables), frame)
-  t = jnp.zeros((), jnp.int32)
-  if trigger is None:
-    return StreamState(t=t, since_key=jnp.zeros((), jnp.int32), resq=zeros)
-  trig = trigger_init(frame)
-  return StreamState(t=t, since_key=trig.since_key, resq=zeros, trigger=trig)
-
-
-def _all_finite(tree) -> Array:
-  leaves = jax.tree_util.tree_leaves(tree)
-  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in leaves]))
-
-
-def stream_step(
-  model,
-  variables,
-  stream: StreamState,
-  frame: Array,
-  *,
-  period: int,
-  reset_on_nonfinite: bool = False,
-  check: bool = True,
-  trigger: KeyframeTrigger | None = None,
-):
-  """One online step: ``(stream, frame [B, H, W, C]) -> (output, stats, new_stream)``.
-
-  Equal to the corresponding frame of :func:`run_clip` over the same frames. Keyframe and
-  residual branches are a ``lax.cond`` on a scalar, so only one of them executes. ``stats`` are
-  ``[B, ...]`` per layer: stack a list of them with ``stack_stream_stats`` into run_clip's
-  ``[T, B, ...]`` layout for ``bops_report``. ``model`` must be hashable (see :func:`run_clip`).
-
-  Args:
-    reset_on_nonfinite: force a keyframe (and restart the period) when ``frame`` or the carried
-      ResQ state holds a NaN or inf, instead of carrying it to the next keyframe.
-    check: as in :func:`run_clip` (cached: free after the first step with the same arrays).
-    trigger: adaptive keyframes as in :func:`run_clip` (per example, at the latest every
-      ``min(period, trigger.max_period)`` frames); ``stream`` must come from
-      ``stream_init(..., trigger=...)``. ``new_stream.is_keyframe`` is then ``[B]``. Under a
-      trigger, ``reset_on_nonfinite`` forces a keyframe only in the examples that are not
-      finite (the frame's row or that example's ResQ state).
-  """
-  check_hashable(model, "stream_step")
-  _check_period(period)
-  _check_trigger(trigger)
-  _check_frames(frame, "frame", time_axis=False)
-  _check_variables(model, variables, frame, check)
-  if (trigger is None) != (stream.trigger is None):
-    raise ValueError(
-      "stream_step(trigger=...) needs a stream from stream_init(..., trigger=...), and a "
-      "stream initialised for a trigger needs stream_step(..., trigger=...)"
-    )
-  if trigger is not None:
-    return _stream_step_triggered(
-      model,
-      variables,
-      stream,
-      frame,
-      trigger=trigger.capped(period),
-      reset_on_nonfinite=reset_on_nonfinite,
-    )
-  return _stream_step(
-    model, variables, stream, frame, period=period, reset_on_nonfinite=reset_on_nonfinite
-  )
-
-
-@functools.partial(jax.jit, static_argnames=("model", "period", "reset_on_nonfinite"))
-def _stream_step(
-  model,
-  variables,
-  stream: StreamState,
-  frame: Array,
-  *,
-  period: int,
-  reset_on_nonfinite: bool = False,
-):
-  """The jitted body of :func:`stream_step`, which checks the arguments."""
-  variables = model_variables(variables)
-  key = lambda state: _apply(model, variables, frame, "key", None)
-  residual = lambda state: _apply(model, variables, frame, "residual", state)
-  if not jax.tree_util.tree_leaves(stream.resq):
-    is_key = jnp.asarray(True)
-    y, state, stats = key(stream.resq)
-  else:
-    is_key = stream.since_key % period == 0
-    if reset_on_nonfinite:
-      is_key = is_key | ~(_all_finite(frame) & _all_finite(stream.resq))
-    y, state, stats = jax.lax.cond(is_key, key, residual, stream.resq)
-  since_key = jnp.where(is_key, 1, stream.since_key + 1).astype(jnp.int32)
-  return y, stats, StreamState(t=stream.t + 1, since_key=since_key, resq=state)
-
-
-@functools.partial(jax.jit, static_argnames=("model", "trigger", "reset_on_nonfinite"))
-def _stream_step_triggered(
-  model,
-  variables,
-  stream: StreamState,
-  frame: Array,
-  *,
-  trigger: KeyframeTrigger,
-  reset_on_nonfinite: bool,
-):
-  """The jitted body of :func:`stream_step` with a trigger (``trigger`` already capped)."""
-  y, stats, resq, trig, _ = _triggered_step(
-    model,
-    model_variables(variables),
-    stream.resq,
-    stream.trigger,
-    frame,
-    trigger,
-    reset_on_nonfinite,
-  )
-  new = StreamState(t=stream.t + 1, since_key=trig.since_key, resq=resq, trigger=trig)
-  return y, stats, new
-
-
 # The jit caches behind the wrappers (tests and tools count compilations with these).
 run_clip._cache_size = lambda: _run_clip._cache_size() + _run_clip_triggered._cache_size()
-stream_step._cache_size = lambda: _stream_step._cache_size() + _stream_step_triggered._cache_size()
