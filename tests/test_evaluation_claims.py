@@ -193,11 +193,11 @@ def _numpy_mean_ci(x, resamples=1000, seed=0):
   return tuple(np.percentile(np.asarray(x)[picks].mean(axis=1), [2.5, 97.5]))
 
 
-def clip_row(name, family, gbops, clips, per_clip=True):
+def clip_row(name, family, gbops, clips, per_clip=True, source="ptq"):
   """A row whose error, interval and per-clip list come from the clips' errors ``[N]``."""
   clips = np.asarray(clips, np.float64)
   extra = {"rel_l2_per_clip": clips.tolist()} if per_clip else {}
-  return row(name, family, gbops, float(clips.mean()), _numpy_mean_ci(clips), **extra)
+  return row(name, family, gbops, float(clips.mean()), _numpy_mean_ci(clips), source, **extra)
 
 
 # Clip difficulty varies a lot (0.1 to 0.5) and A is lower than B on every clip by 0.005-0.015:
@@ -298,3 +298,16 @@ def test_residuals_quantize_better_uses_the_paired_test_when_it_can():
   ]
   v = residuals_quantize_better(old)
   assert v.verdict == "tie" and "unpaired intervals" in v.summary
+
+
+def test_qat_against_ptq_lists_the_paired_fidelity_when_rows_carry_per_clip_errors():
+  from resq_jax.evaluation.claims import qat_at_least_ptq
+
+  twin = {"key_bits": [8, 8], "residual_bits": [4, 4], "period": 4, "ref_mode": "closed"}
+  ptq = {**clip_row("ResQ K=4", "resq", 1.0, CLIPS_B), **twin}
+  qat = {**clip_row("QAT K=4", "resq", 1.0, CLIPS_A, source="qat"), **twin}
+  lo, hi = _numpy_paired_ci(CLIPS_A, CLIPS_B)
+  v = qat_at_least_ptq([ptq, qat])
+  (detail,) = v.details
+  assert f"rel_l2 {CLIPS_A.mean():.4f} vs {CLIPS_B.mean():.4f}" in detail
+  assert detail.endswith(f"paired diff [{lo:+.4f}, {hi:+.4f}])")

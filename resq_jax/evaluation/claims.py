@@ -391,20 +391,32 @@ def _twin_key(row: Row) -> tuple:
   return tuple(tuple(v) if isinstance(v, list) else v for v in (row.get(k) for k in TWIN_KEYS))
 
 
+def _paired_fidelity(a: Row, b: Row, key: str | None) -> str:
+  """``' (rel_l2 0.1100 vs 0.1200, paired diff [-0.0150, -0.0050])'``, or '' without per-clip
+  errors on both rows."""
+  ca, cb = (None, None) if key is None else (_per_clip(a, key), _per_clip(b, key))
+  if ca is None or cb is None or len(ca) != len(cb):
+    return ""
+  lo, hi = paired_diff_ci(ca, cb)
+  return f" ({key} {float(a[key]):.4f} vs {float(b[key]):.4f}, paired diff [{lo:+.4f}, {hi:+.4f}])"
+
+
 def qat_at_least_ptq(rows, meta=None) -> Verdict:
   """Every QAT run scores at least its PTQ twin (same family, grids, period, reference mode and
-  policy step): the task metric, point estimates, with both intervals listed."""
+  policy step): the task metric, point estimates; each pair's details add the fidelity error
+  of both and its paired interval over clips when the rows carry per-clip errors."""
   ptq = {_twin_key(r): r for r in rows if r.get("source") == "ptq"}
   pairs = [(r, ptq.get(_twin_key(r))) for r in rows if r.get("source") == "qat"]
   pairs = [(q, p) for q, p in pairs if p is not None]
   if not pairs:
     return NA
-  deltas, details = [], []
+  deltas, details, key = [], [], error_key(rows)
   for q, p in pairs:
     d = 100 * (q["metric"] - p["metric"])
     deltas.append(d)
     details.append(
       f"{q['name']} {100 * q['metric']:.1f} vs PTQ {p['name']} {100 * p['metric']:.1f}"
+      + _paired_fidelity(q, p, key)
     )
   ok = sum(d >= 0 for d in deltas)
   verdict = "holds" if ok == len(deltas) else ("does not hold" if not ok else "depends")
