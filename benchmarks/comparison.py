@@ -29,6 +29,7 @@ from resq_jax import config_lib, errors, eval_lib, log, train_lib  # noqa: E402
 from resq_jax.evaluation import load_results, plot_pareto, results_markdown  # noqa: E402
 from resq_jax.evaluation.claims import (  # noqa: E402
   claims_markdown,
+  decision_matrix,
   effective_rows,
   front_summary,
 )
@@ -183,6 +184,15 @@ def write_docs(plan, root: pathlib.Path, tasks, docs: pathlib.Path) -> pathlib.P
         f"| {label} | {fp['metric_name']} {100 * fp['metric']:.1f} "
         f"[{100 * ci[0]:.1f}, {100 * ci[1]:.1f}] | {fp.get('clips', 'n/a')} |"
       )
+  lines += ["", "## At a glance (PTQ): who is closest to float, and ResQ's best err/FQ", ""]
+  lines += [
+    "Per cell and budget band: the family of the setting closest to the float model (lowest",
+    "fidelity error), then the lowest err/FQ of any static or dynamic ResQ setting in the band",
+    "(bold below 1: ResQ beats frame quantization at equal BOPs there). The claims below say",
+    "where the differences are outside the paired intervals.",
+    "",
+    *decision_matrix([(label, rows) for label, rows, _, _ in found]),
+  ]
   lines += ["", "## Where each family sits (lowest fidelity error per budget band)", ""]
   for label, rows, _, _ in found:
     lines += [f"**{label}**", "", *front_summary(rows), ""]

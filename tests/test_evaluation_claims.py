@@ -311,3 +311,25 @@ def test_qat_against_ptq_lists_the_paired_fidelity_when_rows_carry_per_clip_erro
   (detail,) = v.details
   assert f"rel_l2 {CLIPS_A.mean():.4f} vs {CLIPS_B.mean():.4f}" in detail
   assert detail.endswith(f"paired diff [{lo:+.4f}, {hi:+.4f}])")
+
+
+def test_decision_matrix_names_the_closest_family_and_resq_best_ratio_per_band():
+  from resq_jax.evaluation.claims import decision_matrix
+
+  # % of W8A8 = 25 * gbops: FQ W4A4 at 25%, FQ W8A8 at 100%; ResQ at 30% and 40% (err/FQ
+  # 0.8 and 1.3 as the report would write them); hold at 40% closest to float in 25-50%;
+  # a QAT row (ignored: PTQ only) closer still.
+  rows = [
+    dict(row("FQ W4A4", "fq", 1.0, 0.4), err_fq_ratio=1.0),
+    dict(row("FQ W8A8", "fq", 4.0, 0.1), err_fq_ratio=1.0),
+    dict(row("ResQ a", "resq", 1.2, 0.3), err_fq_ratio=0.8),
+    dict(row("ResQ b", "dynamic", 1.6, 0.35), err_fq_ratio=1.3),
+    dict(row("Hold", "hold", 1.6, 0.2), err_fq_ratio=0.7),
+    dict(row("QAT", "resq", 1.6, 0.01, source="qat"), err_fq_ratio=0.05),
+  ]
+  lines = decision_matrix([("seg / slow_pan", rows), ("empty", [])])
+  assert lines[0] == (
+    "| Cell | 0-12.5% of W8A8 | 12.5-25% of W8A8 | 25-50% of W8A8 | 50-100% of W8A8 |"
+  )
+  assert lines[2] == "| seg / slow_pan | - | fq; no ResQ | hold; **ResQ 0.80x** | fq; no ResQ |"
+  assert lines[3] == "| empty | - | - | - | - |"

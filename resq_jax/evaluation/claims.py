@@ -485,6 +485,7 @@ __all__ = [
   "effective_rows",
   "evaluate_claims",
   "front_summary",
+  "decision_matrix",
   "paired_diff_ci",
 ]
 
@@ -543,4 +544,46 @@ def front_summary(rows: Sequence[Row], bands=BANDS) -> list[str]:
         f" at {r['pct_w8a8']:.0f}%"
       )
     lines.append(f"- {lo:g}-{hi:g}% of W8A8: " + "; ".join(parts))
+  return lines
+
+
+def _in_band(row: Row, key: str, band: tuple[float, float]) -> bool:
+  pct = finite_float(row.get("pct_w8a8"))
+  return pct is not None and band[0] < pct <= band[1] and finite_float(row.get(key)) is not None
+
+
+def decision_matrix(cells: Sequence[tuple[str, Sequence[Row]]], bands=BANDS) -> list[str]:
+  """Markdown table lines, PTQ at a glance: per cell (a row of the table) and budget band
+  (a column, % of W8A8 BOPs), the family whose setting is closest to float (lowest fidelity
+  error in the band) and ResQ's best err/FQ there (static or dynamic, ``err_fq_ratio`` of the
+  report; bold below 1: ResQ beats frame quantization at equal cost somewhere in the band)."""
+  lines = [
+    "| Cell | " + " | ".join(f"{lo:g}-{hi:g}% of W8A8" for lo, hi in bands) + " |",
+    "| --- |" + " --- |" * len(bands),
+  ]
+  for label, rows in cells:
+    key, entries = error_key(rows), []
+    for band in bands:
+      inside = [
+        r
+        for r in rows
+        if key is not None
+        and r.get("source") == "ptq"
+        and r.get("family") != "fp"
+        and _in_band(r, key, band)
+      ]
+      if not inside:
+        entries.append("-")
+        continue
+      best = min(inside, key=lambda r: float(r[key]))
+      ratios = [
+        x
+        for r, x in ((r, finite_float(r.get("err_fq_ratio"))) for r in inside)
+        if x is not None and r.get("family") in ("resq", "dynamic")
+      ]
+      resq = "no ResQ" if not ratios else f"ResQ {min(ratios):.2f}x"
+      entries.append(
+        f"{best['family']}; " + (f"**{resq}**" if ratios and min(ratios) < 1 else resq)
+      )
+    lines.append(f"| {label} | " + " | ".join(entries) + " |")
   return lines
