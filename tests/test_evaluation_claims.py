@@ -300,17 +300,31 @@ def test_residuals_quantize_better_uses_the_paired_test_when_it_can():
   assert v.verdict == "tie" and "unpaired intervals" in v.summary
 
 
-def test_qat_against_ptq_lists_the_paired_fidelity_when_rows_carry_per_clip_errors():
+def test_qat_matches_ptq_when_a_lower_metric_is_not_significantly_further_from_float():
+  """With per-clip errors a QAT run whose metric is below its twin's still matches it unless
+  the paired interval says it is further from float; the details list both errors."""
   from resq_jax.evaluation.claims import qat_at_least_ptq
 
   twin = {"key_bits": [8, 8], "residual_bits": [4, 4], "period": 4, "ref_mode": "closed"}
   ptq = {**clip_row("ResQ K=4", "resq", 1.0, CLIPS_B), **twin}
   qat = {**clip_row("QAT K=4", "resq", 1.0, CLIPS_A, source="qat"), **twin}
   lo, hi = _numpy_paired_ci(CLIPS_A, CLIPS_B)
-  v = qat_at_least_ptq([ptq, qat])
+  v = qat_at_least_ptq([ptq, qat])  # metric 1 - err: higher, and closer to float
   (detail,) = v.details
   assert f"rel_l2 {CLIPS_A.mean():.4f} vs {CLIPS_B.mean():.4f}" in detail
-  assert detail.endswith(f"paired diff [{lo:+.4f}, {hi:+.4f}])")
+  assert detail.endswith(f"paired diff [{lo:+.4f}, {hi:+.4f}]): beats") and v.verdict == "holds"
+  # A lower metric, the same per-clip errors: the interval is [0, 0], a match.
+  same = dict(qat, metric=ptq["metric"] - 0.01, rel_l2_per_clip=ptq["rel_l2_per_clip"])
+  v = qat_at_least_ptq([ptq, same])
+  assert v.verdict == "holds" and v.details[0].endswith(": matches") and "1 match" in v.summary
+  # A lower metric and significantly further from float: falls short.
+  worse_ptq = {**clip_row("ResQ K=4", "resq", 1.0, CLIPS_A), **twin}
+  worse_qat = {**clip_row("QAT K=4", "resq", 1.0, CLIPS_B, source="qat"), **twin}
+  v = qat_at_least_ptq([worse_ptq, worse_qat])
+  assert v.verdict == "does not hold" and v.details[0].endswith(": falls short")
+  # Without per-clip errors a lower metric cannot be excused.
+  bare = {k: v for k, v in same.items() if k != "rel_l2_per_clip"}
+  assert qat_at_least_ptq([ptq, bare]).verdict == "does not hold"
 
 
 def test_decision_matrix_names_the_closest_family_and_resq_best_ratio_per_band():
