@@ -27,8 +27,8 @@ sys.path.insert(0, str(ROOT))
 
 from resq_jax import config_lib, errors, eval_lib, log, train_lib  # noqa: E402
 from resq_jax.evaluation import load_results, plot_pareto, results_markdown  # noqa: E402
-from resq_jax.evaluation.claims import (  # noqa: E402
-  claims_markdown,
+from resq_jax.evaluation.claims import claims_markdown  # noqa: E402
+from resq_jax.evaluation.summary import (  # noqa: E402
   decision_matrix,
   effective_rows,
   front_summary,
