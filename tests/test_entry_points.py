@@ -79,3 +79,17 @@ def test_train_then_eval_through_the_scripts(tmp_path):
   )
   assert bad.returncode == 2
   assert bad.stderr.strip().startswith("config error: eval.sweep: got 'full'")
+
+
+@pytest.mark.parametrize(
+  "args, message",
+  [
+    (["--run", "nope", "--variant", "a="], "--run 'nope': not a QAT run of configs/comparison.py"),
+    (["--run", "qat_resq_k4_w8a4", "--variant", "=x"], "expected name= or name=key=value"),
+    (["--run", "qat_resq_k4_w8a4", "--variant", "a=lr=1"], "'lr=1' is not section.key=value"),
+  ],
+)
+def test_qat_variants_refuses_bad_arguments_before_training(tmp_path, args, message):
+  result = run("benchmarks/qat_variants.py", *args, "--workdir", str(tmp_path), cwd=tmp_path)
+  assert result.returncode == 2 and message in result.stderr
+  assert not any(tmp_path.iterdir())  # nothing trained or written
