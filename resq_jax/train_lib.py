@@ -26,6 +26,7 @@ from resq_jax.experiment import Experiment, OptimSpec, Setting
 from resq_jax.log import get_logger
 from resq_jax.model_factory import abstract_variables, init_from_fp, init_variables, make_model
 from resq_jax.nn import calibrate_model, is_quantizer_param, run_clip
+from resq_jax.nn.quantized import ACT_QUANTIZERS, zero_point_name
 from resq_jax.training import (
   Checkpointer,
   ProgressBar,
@@ -51,13 +52,14 @@ def scale_by_param_magnitude() -> optax.GradientTransformation:
   return optax.GradientTransformation(lambda _: optax.EmptyState(), update_fn)
 
 
+_ZERO_POINTS = frozenset(zero_point_name(q) for q in ACT_QUANTIZERS)
+
+
 def _optimizer_label(path) -> str:
   if not is_quantizer_param(path):
     return "weights"
   return (
-    "quant_zero_point"
-    if str(getattr(path[-1], "key", path[-1])).endswith("_zero_point")
-    else "quant_scale"
+    "quant_zero_point" if str(getattr(path[-1], "key", path[-1])) in _ZERO_POINTS else "quant_scale"
   )
 
 

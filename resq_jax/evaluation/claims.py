@@ -39,6 +39,9 @@ import numpy as np
 from resq_jax.evaluation.metrics import PER_CLIP, bootstrap_ci
 from resq_jax.evaluation.pareto import Front, finite_float, fq_front
 
+# The fidelity error the rows were compared by (``fidelity_error``: rel_l2 / kp_dist).
+from resq_jax.evaluation.report import primary_error as error_key
+
 Row = Mapping[str, Any]
 VERDICTS = ("holds", "does not hold", "depends", "tie", "n/a")
 
@@ -58,14 +61,6 @@ class Verdict:
 
 
 NA = Verdict("n/a", "not evaluated in this cell")
-
-
-def error_key(rows: Sequence[Row]) -> str | None:
-  """The fidelity error the rows were compared by (``fidelity_error``: rel_l2 / kp_dist)."""
-  for row in rows:
-    if row.get("fidelity_error"):
-      return str(row["fidelity_error"])
-  return None
 
 
 def _select(rows, family: str, source: str = "ptq", where: Callable[[Row], bool] | None = None):
@@ -143,6 +138,22 @@ def paired_diff_ci(
   return bootstrap_ci(a - b, np.mean, num_resamples, level, seed)
 
 
+def _sign(lo: float, hi: float) -> int:
+  """+1 when an interval of A - B lies below 0 (A lower), -1 above, 0 when it holds 0."""
+  return 1 if hi < 0 else (-1 if lo > 0 else 0)
+
+
+def _unpaired_sign(a_lo: float, a_hi: float, b_lo: float, b_hi: float) -> int:
+  """The sign of two intervals that do not overlap (0 when they do)."""
+  return _sign(a_lo - b_hi, a_hi - b_lo)
+
+
+def _paired_ci(ca, cb) -> tuple[float, float] | None:
+  """``paired_diff_ci`` of two per-clip arrays, or None when either is missing or they differ
+  in length."""
+  return None if ca is None or cb is None or len(ca) != len(cb) else paired_diff_ci(ca, cb)
+
+
 def _per_clip(row: Row, key: str) -> np.ndarray | None:
   """The row's per-clip ``key`` errors ``[N]`` (float64), or None when absent (older
   results.json), fewer than 2 or not all finite (non-finite values were written as null)."""
@@ -197,14 +208,14 @@ def beats_at_equal_cost(
     if not band[0] <= pct <= band[1] or ea is None or eb is None or eb <= 0:
       continue
     la, ha, lb, hb = (_best_within(f, gbops) for f in (a_lo, a_hi, b_lo, b_hi))
-    ca, cb = _clips_within(a_pts, key, gbops), _clips_within(b_pts, key, gbops)
-    if ca is not None and cb is not None and len(ca) == len(cb):
-      lo, hi = paired_diff_ci(ca, cb)
-      sign = 1 if hi < 0 else (-1 if lo > 0 else 0)
-      test = f"paired bootstrap over {len(ca)} clips: diff [{lo:+.4f}, {hi:+.4f}]"
+    ca = _clips_within(a_pts, key, gbops)
+    ci = _paired_ci(ca, _clips_within(b_pts, key, gbops))
+    if ci is not None:
+      sign = _sign(*ci)
+      test = f"paired bootstrap over {len(ca)} clips: diff [{ci[0]:+.4f}, {ci[1]:+.4f}]"
       paired_clips.append(len(ca))
     else:
-      sign = 1 if ha < lb else (-1 if la > hb else 0)
+      sign = _unpaired_sign(la, ha, lb, hb)
       test = f"unpaired: intervals {'overlap' if sign == 0 else 'do not overlap'}"
     signs.append(sign)
     ratios.append(ea / eb)
@@ -272,15 +283,11 @@ def residuals_quantize_better(rows: Sequence[Row], meta=None) -> Verdict:
   err, ref = float(res[key]), float(fq[key])
   lo, hi = res.get(f"{key}_ci") or [err, err]
   flo, fhi = fq.get(f"{key}_ci") or [ref, ref]
-  ca, cb = _per_clip(res, key), _per_clip(fq, key)
-  if ca is not None and cb is not None and len(ca) == len(cb):
-    dlo, dhi = paired_diff_ci(ca, cb)
-    sign, test = (
-      (1 if dhi < 0 else (-1 if dlo > 0 else 0)),
-      f"; paired diff [{dlo:+.4f}, {dhi:+.4f}]",
-    )
+  ci = _paired_ci(_per_clip(res, key), _per_clip(fq, key))
+  if ci is not None:
+    sign, test = _sign(*ci), f"; paired diff [{ci[0]:+.4f}, {ci[1]:+.4f}]"
   else:
-    sign, test = (1 if hi < flo else (-1 if lo > fhi else 0)), "; unpaired intervals"
+    sign, test = _unpaired_sign(lo, hi, flo, fhi), "; unpaired intervals"
   return _verdict(
     [sign],
     "",
@@ -394,10 +401,10 @@ def _twin_key(row: Row) -> tuple:
 def _paired_fidelity(a: Row, b: Row, key: str | None) -> tuple[str, tuple[float, float] | None]:
   """(``' (rel_l2 0.1100 vs 0.1200, paired diff [-0.0150, -0.0050])'``, the interval), or
   ('', None) without per-clip errors on both rows."""
-  ca, cb = (None, None) if key is None else (_per_clip(a, key), _per_clip(b, key))
-  if ca is None or cb is None or len(ca) != len(cb):
+  ci = None if key is None else _paired_ci(_per_clip(a, key), _per_clip(b, key))
+  if ci is None:
     return "", None
-  lo, hi = paired_diff_ci(ca, cb)
+  lo, hi = ci
   text = f" ({key} {float(a[key]):.4f} vs {float(b[key]):.4f}, paired diff [{lo:+.4f}, {hi:+.4f}])"
   return text, (lo, hi)
 

@@ -43,14 +43,7 @@ def front_summary(rows: Sequence[Row], bands=BANDS) -> list[str]:
     return []
   lines = []
   for lo, hi in bands:
-    inside = [
-      r
-      for r in rows
-      if r.get("family") != "fp"
-      and finite_float(r.get("pct_w8a8")) is not None
-      and lo < r["pct_w8a8"] <= hi
-      and finite_float(r.get(key)) is not None
-    ]
+    inside = [r for r in rows if r.get("family") != "fp" and _in_band(r, key, (lo, hi))]
     if not inside:
       continue
     best = {}
