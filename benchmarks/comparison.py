@@ -154,7 +154,7 @@ and, for segmentation, pixel agreement; for pose the mean distance of the decode
 the float model's) is the error that the equal-cost comparison uses: **err/FQ** is a setting's
 error divided by the frame-quantization front's error at the same average BOPs (interpolated
 linearly in log BOPs between FQ bit-widths; < 1: closer to the float model than FQ at equal
-cost). Claims compare two groups' fronts at equal budgets (resq_jax/evaluation/claims.py): at
+cost). Claims compare two groups' fronts at equal budgets (resq_jax/evaluation/equal_cost.py): at
 each budget where either front has a point, each group's best fidelity error within that
 budget, with its interval; a budget is better / worse only where the 95% interval of the
 paired bootstrap over clips (the same resampled clips for both, 1000 resamples) of the mean
