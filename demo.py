@@ -13,7 +13,8 @@ from ml_collections import config_flags
 
 from configs import demo as demo_config
 from configs import demo_pose
-from resq_jax import errors, log, pipeline
+from resq_jax import errors
+from resq_jax.experiment import demo, log, parse
 
 _CONFIG = config_flags.DEFINE_config_file(
   "config", "configs/demo.py", "Base config.", lock_config=True
@@ -46,7 +47,7 @@ def main(argv):
   config = demo_pose.get_config() if pose else _CONFIG.value
   workdir = _WORKDIR.value or ("runs/demo_pose" if pose else "runs/demo")
   errors.run_cli(
-    pipeline.run_demo,
+    demo.run_demo,
     config,
     workdir,
     qat_stages=demo_config.QAT_STAGES,
@@ -57,4 +58,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=errors.parse_flags)
+  app.run(main, flags_parser=parse.parse_flags)

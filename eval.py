@@ -10,7 +10,8 @@ Writes <workdir>/report/: results.json, results.md, pareto.png, variance.png, bi
 from absl import app, flags
 from ml_collections import config_flags
 
-from resq_jax import config_lib, errors, eval_lib, log
+from resq_jax import errors
+from resq_jax.experiment import evaluate, log, parse
 
 _CONFIG = config_flags.DEFINE_config_file(
   "config", None, "Experiment config file.", lock_config=True
@@ -21,8 +22,8 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 
 def run(config, workdir: str):
-  experiment = config_lib.parse(config, needs_init_from=True)  # exit code 2 before anything
-  return eval_lib.evaluate_sweep(experiment, workdir)
+  experiment = parse.parse(config, needs_init_from=True)  # exit code 2 before anything
+  return evaluate.evaluate_sweep(experiment, workdir)
 
 
 def main(argv):
@@ -34,4 +35,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=errors.parse_flags)
+  app.run(main, flags_parser=parse.parse_flags)

@@ -8,12 +8,14 @@ QAT run's quantizers); fp | fq | resq | dynamic need an FP run, whose weights ar
 beside it for fidelity. Frames are scaled to cover the run's training size and centre-cropped.
 --cut_threshold / --drift_threshold switch on adaptive keyframes (docs/drift.md).
 Outputs in --out: overlay.mp4 (or .gif), frames.csv, summary.json, and for dynamic ResQ
-bit_map.png and density.png (see resq_jax/stream_lib.py).
+bit_map.png and density.png (see resq_jax/stream/compare.py).
 """
 
 from absl import app, flags
 
-from resq_jax import errors, stream_lib
+from resq_jax import errors
+from resq_jax.stream import compare
+from resq_jax.stream.options import RECIPES, StreamOptions
 
 _VIDEO = flags.DEFINE_string("video", None, "Input video file (any format FFmpeg decodes).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Workdir of a train.py run (its config.json).")
@@ -21,7 +23,7 @@ _OUT = flags.DEFINE_string("out", None, "Output directory; default <workdir>/str
 _RECIPE = flags.DEFINE_enum(
   "recipe",
   "run",
-  stream_lib.RECIPES,
+  RECIPES,
   "run: the run's own recipe; fp | fq | resq | dynamic: an FP run's "
   "weights calibrated on the video's first frames.",
 )
@@ -75,7 +77,7 @@ def _bits(name, values):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}", exitcode=errors.EXIT_CONFIG)
-  options = stream_lib.StreamOptions(
+  options = StreamOptions(
     recipe=_RECIPE.value,
     key_bits=_bits("key_bits", _KEY_BITS.value),
     residual_bits=_bits("residual_bits", _RESIDUAL_BITS.value),
@@ -90,7 +92,7 @@ def main(argv):
     min_period=_MIN_PERIOD.value,
   )
   out = _OUT.value or f"{_WORKDIR.value.rstrip('/')}/stream"
-  summary = errors.run_cli(stream_lib.stream_video, _VIDEO.value, _WORKDIR.value, out, options)
+  summary = errors.run_cli(compare.stream_video, _VIDEO.value, _WORKDIR.value, out, options)
   print(
     f"{summary['frames']} frames, {summary['gbops_avg']:.4g} GBOPs/frame "
     f"({summary['pct_w8a8_avg']:.1f}% of W8A8), agreement with float "

@@ -12,7 +12,8 @@ docs/failure_behaviour.md.
 from absl import app, flags
 from ml_collections import config_flags
 
-from resq_jax import config_lib, errors, log, train_lib
+from resq_jax import errors
+from resq_jax.experiment import log, parse, train
 
 _CONFIG = config_flags.DEFINE_config_file(
   "config", None, "Experiment config file.", lock_config=True
@@ -28,8 +29,8 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 
 def run(config, workdir: str, allow_config_change: bool):
-  experiment = config_lib.parse(config)  # before jax.distributed or any data (exit code 2)
-  return train_lib.train_and_evaluate(experiment, workdir, allow_config_change=allow_config_change)
+  experiment = parse.parse(config)  # before jax.distributed or any data (exit code 2)
+  return train.train_and_evaluate(experiment, workdir, allow_config_change=allow_config_change)
 
 
 def main(argv):
@@ -40,4 +41,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=errors.parse_flags)
+  app.run(main, flags_parser=parse.parse_flags)

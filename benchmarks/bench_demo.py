@@ -40,14 +40,14 @@ def main():
     shutil.rmtree(workdir)
   import jax  # noqa: PLC0415 (after argument parsing: --help stays fast)
 
-  from configs import demo  # noqa: PLC0415
-  from resq_jax import pipeline  # noqa: PLC0415
+  from configs import demo as demo_config  # noqa: PLC0415
+  from resq_jax.experiment import demo  # noqa: PLC0415
 
-  config = demo.get_config()
+  config = demo_config.get_config()
   config.data.data_dir = str(workdir / "data")
   load_before = os.getloadavg()
   start = time.perf_counter()
-  pipeline.run_demo(config, str(workdir), qat_stages=demo.QAT_STAGES, qat_lr=demo.QAT_LR)
+  demo.run_demo(config, str(workdir), qat_stages=demo_config.QAT_STAGES, qat_lr=demo_config.QAT_LR)
   wall = time.perf_counter() - start
   print(f"\n## Demo benchmark ({datetime.date.today().isoformat()})\n")
   print(
@@ -62,7 +62,7 @@ def main():
   print(f"- demo wall time: {wall / 60:.1f} min (includes building SynthRes if absent)\n")
   print("| stage | training clips/s | eval frames/s | mIoU (%) | % of W8A8 BOPs |")
   print("| --- | ---: | ---: | ---: | ---: |")
-  for name in ["fp", *demo.QAT_STAGES]:
+  for name in ["fp", *demo_config.QAT_STAGES]:
     run = workdir / name
     metrics = json.loads((run / "eval_metrics.json").read_text())
     print(

@@ -49,9 +49,9 @@ import numpy as np
 from machine import cpu_model  # benchmarks/machine.py
 
 from resq_jax.nn.calibrate import CalibrationMethods, calibrate_model
-from resq_jax.nn.clip import run_clip
 from resq_jax.nn.costs import bops_report, flatten_stats, layer_costs
 from resq_jax.nn.layers import QConv
+from resq_jax.nn.runner import run_clip
 from resq_jax.quant.dynamic import FixedStepPolicy
 from resq_jax.quant.recipe import LayerRecipe, dynamic_recipe, float_recipe, fq_recipe, resq_recipe
 

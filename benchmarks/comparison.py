@@ -25,15 +25,21 @@ from absl import app, flags
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from resq_jax import config_lib, errors, eval_lib, log, train_lib  # noqa: E402
+from resq_jax import errors  # noqa: E402
 from resq_jax.evaluation import load_results, plot_pareto, results_markdown  # noqa: E402
-from resq_jax.evaluation.claims import claims_markdown  # noqa: E402
-from resq_jax.evaluation.summary import (  # noqa: E402
+from resq_jax.evaluation.claims import (  # noqa: E402
+  claims_markdown,
   decision_matrix,
   effective_rows,
   front_summary,
 )
-from resq_jax.pipeline import stage_config  # noqa: E402
+from resq_jax.experiment import (  # noqa: E402
+  evaluate,
+  log,
+  parse,
+  train,
+)
+from resq_jax.experiment.demo import stage_config  # noqa: E402
 
 STAGES = ("fp", "qat", "sweep", "report")
 _PLAN = flags.DEFINE_string("plan", "configs/comparison.py", "The plan module (data).")
@@ -107,12 +113,12 @@ def run_task(plan, name: str, task: dict, root: pathlib.Path, stages) -> None:
   if "fp" in stages:
     logger.info(f"== {name}: float training ({task['fp_config']})")
     start = time.perf_counter()
-    train_lib.train_and_evaluate(config_lib.parse(load_config(task["fp_config"])), fp_dir)
+    train.train_and_evaluate(parse.parse(load_config(task["fp_config"])), fp_dir)
     logger.info(f"{name} float run: {(time.perf_counter() - start) / 60:.1f} min")
   if "qat" in stages:
     for q, qat_dir in zip(task["qat_runs"], qat_dirs):
       logger.info(f"== {name}: QAT {q}")
-      train_lib.train_and_evaluate(config_lib.parse(qat_config(plan, task, q, fp_dir)), qat_dir)
+      train.train_and_evaluate(parse.parse(qat_config(plan, task, q, fp_dir)), qat_dir)
   if "sweep" in stages:
     for regime in task_regimes(task):
       out = root / name / regime
@@ -122,7 +128,7 @@ def run_task(plan, name: str, task: dict, root: pathlib.Path, stages) -> None:
       logger.info(f"== {name} / {regime}: sweep")
       start = time.perf_counter()
       config = sweep_config(task, regime, fp_dir, qat_dirs)
-      eval_lib.evaluate_sweep(config_lib.parse(config, needs_init_from=True), str(out))
+      evaluate.evaluate_sweep(parse.parse(config, needs_init_from=True), str(out))
       logger.info(f"{name} / {regime}: {(time.perf_counter() - start) / 60:.1f} min")
 
 
@@ -238,4 +244,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=errors.parse_flags)
+  app.run(main, flags_parser=parse.parse_flags)

@@ -40,11 +40,11 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from machine import cpu_model  # noqa: E402  (benchmarks/machine.py)
 
-from resq_jax import runs, stream_lib  # noqa: E402
 from resq_jax.data import generate_clip  # noqa: E402
 from resq_jax.data.scene import cut_frames  # noqa: E402
-from resq_jax.experiment import calibration_period  # noqa: E402
-from resq_jax.model_factory import init_from_fp  # noqa: E402
+from resq_jax.experiment import runs  # noqa: E402
+from resq_jax.experiment.models import init_from_fp  # noqa: E402
+from resq_jax.experiment.spec import calibration_period  # noqa: E402
 from resq_jax.nn import (  # noqa: E402
   KeyframeTrigger,
   bops_report,
@@ -57,6 +57,7 @@ from resq_jax.nn import (  # noqa: E402
   trigger_ops,
 )
 from resq_jax.quant.recipe import resq_recipe  # noqa: E402
+from resq_jax.stream.options import run_experiment  # noqa: E402
 from resq_jax.tasks import normalise_frames  # noqa: E402
 
 KEY_BITS = (8, 8)
@@ -111,7 +112,7 @@ class Setup:
   """The float model, its variables, the run's Experiment and calibration observations."""
 
   def __init__(self, workdir: str, calib_clips: int, calib_frames: int):
-    self.experiment = stream_lib.run_experiment(workdir)
+    self.experiment = run_experiment(workdir)
     self.fp_model, self.fp_vars = runs.load_fp(self.experiment, workdir)
     calib = clips("slow_pan", "train", range(calib_clips), calib_frames)
     self.observations = observe(self.fp_model, self.fp_vars, [calib])

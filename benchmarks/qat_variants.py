@@ -10,7 +10,7 @@ Each variant is ``name=`` (the plan's QAT config as it is) or ``name=key=value[,
 with float overrides of that config. Variants train (150 steps with the plan's settings, a
 few minutes each on 2 cores) into ``<workdir>/<task>_<run>_<name>`` and resume when rerun;
 then the PTQ twin and every variant are evaluated on the validation split with fidelity to
-the float run (``eval_lib.evaluate_sweep``), and a table is printed.
+the float run (``evaluate.evaluate_sweep``), and a table is printed.
 """
 
 from __future__ import annotations
@@ -23,8 +23,12 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.comparison import load_config, load_plan, qat_config  # noqa: E402
-from resq_jax import config_lib, eval_lib, train_lib  # noqa: E402
-from resq_jax.pipeline import stage_config  # noqa: E402
+from resq_jax.experiment import (  # noqa: E402
+  evaluate,
+  parse,
+  train,
+)
+from resq_jax.experiment.demo import stage_config  # noqa: E402
 
 
 def parse_variant(text: str) -> tuple[str, dict[str, float]]:
@@ -51,7 +55,7 @@ def variant_config(plan, task: dict, run: str, fp_dir: str, overrides: dict[str,
   return config
 
 
-def evaluate(plan, task: dict, run: str, fp_dir: str, qat_dirs: list[str], out: str):
+def evaluate_variants(plan, task: dict, run: str, fp_dir: str, qat_dirs: list[str], out: str):
   """The PTQ twin (the run's quant settings, calibrated) and the QAT runs, validation split."""
   config = stage_config(load_config(task["config"]), "fp", fp_dir, mode="float")
   config.unlock()
@@ -60,7 +64,7 @@ def evaluate(plan, task: dict, run: str, fp_dir: str, qat_dirs: list[str], out: 
   config.eval.sweeps["qat_variants"] = (dict(plan.QAT_RUNS[run]),)
   config.eval.sweep = "qat_variants"
   config.lock()
-  return eval_lib.evaluate_sweep(config_lib.parse(config, needs_init_from=True), out)
+  return evaluate.evaluate_sweep(parse.parse(config, needs_init_from=True), out)
 
 
 def main() -> None:
@@ -81,9 +85,11 @@ def main() -> None:
   for name, overrides in args.variant:
     out = pathlib.Path(args.workdir) / f"{args.task}_{args.run}_{name}"
     config = variant_config(plan, task, args.run, fp_dir, overrides)
-    train_lib.train_and_evaluate(config_lib.parse(config), str(out))
+    train.train_and_evaluate(parse.parse(config), str(out))
     dirs.append(str(out))
-  rows = evaluate(plan, task, args.run, fp_dir, dirs, str(pathlib.Path(args.workdir) / "eval"))
+  rows = evaluate_variants(
+    plan, task, args.run, fp_dir, dirs, str(pathlib.Path(args.workdir) / "eval")
+  )
   print("| setting | metric (%) | fidelity error | rel L2 |\n| --- | ---: | ---: | ---: |")
   for r in rows:
     key = r.fidelity_error

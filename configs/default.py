@@ -1,18 +1,19 @@
-"""Documented defaults of every setting (resq_jax/config_defaults.py, the schema inside the
+"""Documented defaults of every setting (resq_jax/experiment/schema.py, the schema inside the
 package) plus the repository's named evaluation sweeps (configs/sweeps.py); each experiment
 config starts from these.
 
 Run: python train.py --config configs/<name>.py --workdir DIR [--config.optim.lr=1e-3 ...]
 
 Every key has a rule (type, allowed range, relations to other keys) in
-resq_jax.config_lib.RULES; a bad setting or an unknown key is rejected with one line per problem
+resq_jax.experiment.rules.RULES; a bad setting or an unknown key is rejected with one line per
+problem
 (``key: got VALUE (allowed: ...)``) before any data is built or anything compiles.
 """
 
 import ml_collections
 
 from configs import sweeps
-from resq_jax.config_defaults import default_config
+from resq_jax.experiment.schema import default_config
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -1,5 +1,5 @@
 """Named evaluation sweeps (data): each is a tuple of settings, a setting a dict of ``quant``
-keys that override the config's ``quant`` section (resq_jax/config_defaults.py documents
+keys that override the config's ``quant`` section (resq_jax/experiment/schema.py documents
 them), plus an optional display ``name`` and report ``family``. ``configs/default.py`` puts
 ``SWEEPS`` into ``eval.sweeps``; ``--config.eval.sweep=NAME`` picks one.
 

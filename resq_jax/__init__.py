@@ -1,14 +1,71 @@
 """resq_jax: Residual Quantization (ResQ, ICCV 2023) for video perception networks in JAX/Flax.
 
-Packages (imports only point down): ``resq_jax.quant`` (pure math) <- ``resq_jax.nn`` (Flax
-layers, clip runner) <- ``resq_jax.training`` (data-parallel steps, checkpoints, metrics);
-``resq_jax.data`` (SynthRes dataset, grain pipeline) and ``resq_jax.evaluation`` (metrics,
-report, plots) are independent; ``resq_jax.tasks`` defines what a task is (segmentation, pose).
-On top: ``config_lib`` parses a config into a typed ``experiment.Experiment``;
-``model_factory`` (model), ``inputs`` (data), ``runs`` (runs on disk), ``train_lib``,
-``eval_lib`` and ``pipeline`` (the demo) take its parts; ``log`` is the project logger.
-``resq_jax.ops.conv2d`` (a conv with an im2col kernel-gradient VJP for XLA:CPU) is a standalone
-operation: no layer calls it yet.
+The public face: quantize a Flax model by recipe rules, calibrate it, run it over clips or
+online, and count its bit operations::
+
+  import resq_jax as rq
+
+  rules = rq.RecipeRules(((r".*", rq.resq_recipe((8, 8), (4, 4))),))
+  model = rq.with_recipe_rules(float_model, rules)   # float_model built from rq.QConv / QDense
+  variables = rq.calibrate_model(
+    model, float_model=float_model, variables=float_variables, clips=clips, period=4
+  )
+  result = rq.run_clip(model, variables, clip, period=4)       # clip [B, T, H, W, C]
+  report = rq.bops_report(result.stats, rq.layer_costs(model, variables, clip[:, 0]))
+
+The packages, bottom floor first (each imports only from the floors below it; the import graph
+is checked by tests/test_layout.py and drawn in docs/design.md section 1):
+
+- ``errors``: the failure classes and their exit codes (a leaf);
+- ``quant`` (pure array math: quantizers, recipes, ResQ step math, dynamic policies, costs),
+  ``ops`` (array operations tuned per backend), ``data`` (SynthRes and the real datasets),
+  ``evaluation`` (metrics, bootstrap, equal-cost comparison, reports, plots);
+- ``nn`` (Flax layers, the clip/stream runner, calibration, per-layer costs; on quant and ops);
+- ``tasks`` (segmentation, pose: losses, predictions, metrics) and ``training``
+  (data-parallel steps, checkpoints, metric logs);
+- ``experiment``: everything that reads a config or an ``Experiment`` (schema and rules, parse,
+  data, models, runs, train, evaluate, the demo, logging);
+- ``stream``: the video application (``stream.py``).
 """
 
+from resq_jax.nn.calibrate import CalibrationMethods, calibrate_model
+from resq_jax.nn.costs import bops_report, format_bops_report, layer_costs
+from resq_jax.nn.layers import QConv, QConvTranspose, QDense, with_recipe_rules
+from resq_jax.nn.runner import ClipResult, StreamState, run_clip, stream_init, stream_step
+from resq_jax.quant.keyframes import KeyframeTrigger
+from resq_jax.quant.recipe import (
+  LayerRecipe,
+  RecipeRules,
+  dynamic_recipe,
+  float_recipe,
+  fq_recipe,
+  hold_recipe,
+  resq_recipe,
+)
+
 __version__ = "0.1.0"
+
+__all__ = [
+  "CalibrationMethods",
+  "ClipResult",
+  "KeyframeTrigger",
+  "LayerRecipe",
+  "QConv",
+  "QConvTranspose",
+  "QDense",
+  "RecipeRules",
+  "StreamState",
+  "bops_report",
+  "calibrate_model",
+  "dynamic_recipe",
+  "float_recipe",
+  "format_bops_report",
+  "fq_recipe",
+  "hold_recipe",
+  "layer_costs",
+  "resq_recipe",
+  "run_clip",
+  "stream_init",
+  "stream_step",
+  "with_recipe_rules",
+]

@@ -6,7 +6,7 @@ the checkpoints" (3). ``train.py``, ``eval.py`` and ``demo.py`` run through :fun
 which prints such an error as one line (plus a hint) on stderr, without a traceback, and exits
 with its code. Anything else is a bug: its traceback is printed and the exit code is 1.
 
-This module imports nothing from the project at import time (every layer may raise these).
+This module imports nothing from the project (every layer may raise these).
 """
 
 from __future__ import annotations
@@ -69,18 +69,7 @@ class PreemptedError(ResqError):
 
 def exit_code_of(exc: BaseException) -> int | None:
   """The exit code of a known failure, or None for an unexpected exception (a bug)."""
-  if isinstance(exc, ResqError):
-    return exc.exit_code
-  # Raised by lower layers that do not depend on this module; imported lazily.
-  from resq_jax import config_lib  # pylint: disable=import-outside-toplevel
-  from resq_jax.data.loader import SynthResDataError  # pylint: disable=import-outside-toplevel
-
-  config_error = getattr(config_lib, "ConfigError", None)
-  if config_error is not None and isinstance(exc, config_error):
-    return EXIT_CONFIG
-  if isinstance(exc, SynthResDataError):
-    return EXIT_DATA
-  return None
+  return exc.exit_code if isinstance(exc, ResqError) else None
 
 
 def run_cli(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -107,20 +96,3 @@ def run_cli(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
       message = f"error: {message}"
     print(message, file=sys.stderr, flush=True)
     sys.exit(code)
-
-
-def parse_flags(argv: list[str]) -> list[str]:
-  """``absl.app.run(main, flags_parser=parse_flags)``: a bad flag (e.g. an unknown
-  ``--config.*`` key or a config file that fails to load) exits with EXIT_CONFIG.
-  ``config_lib.parse_flags`` does it when present (it names the config key's rule)."""
-  from absl import flags  # pylint: disable=import-outside-toplevel
-
-  from resq_jax import config_lib  # pylint: disable=import-outside-toplevel
-
-  if hasattr(config_lib, "parse_flags"):
-    return config_lib.parse_flags(argv)
-  try:
-    return flags.FLAGS(argv)
-  except flags.Error as e:
-    print(f"invalid flags: {e}", file=sys.stderr, flush=True)
-    sys.exit(EXIT_CONFIG)

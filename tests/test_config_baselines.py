@@ -12,8 +12,8 @@ import pathlib
 import ml_collections
 import pytest
 
-from resq_jax import config_lib
-from resq_jax.experiment import FramePrecisionPlan, Setting
+from resq_jax.experiment import parse
+from resq_jax.experiment.spec import FramePrecisionPlan, Setting
 from resq_jax.nn.frame_precision import FramePrecisionPolicy
 from resq_jax.quant.dynamic import GatePolicy
 from resq_jax.quant.recipe import (
@@ -75,7 +75,7 @@ def tiny_config(**overrides):
 
 
 def test_sweep_settings_parse_into_the_documented_recipes():
-  hold, skip, delta, videoiq, resq = config_lib.parse(tiny_config(), num_devices=8).eval.sweep
+  hold, skip, delta, videoiq, resq = parse.parse(tiny_config(), num_devices=8).eval.sweep
   period = tiny_config().quant.period  # 2
   assert hold.recipe == hold_recipe() and hold.period == period and hold.family == "hold"
   assert skip.recipe == skip_conv_recipe(0.5) and skip.family == "skipconv"
@@ -99,7 +99,7 @@ def test_sweep_settings_parse_into_the_documented_recipes():
   config = tiny_config()
   unnamed = {k: v for k, v in BASELINES[2].items() if k != "name"}
   config.eval.sweeps = ml_collections.ConfigDict({"baselines": (unnamed,)})
-  (default_delta,) = config_lib.parse(config, num_devices=8).eval.sweep
+  (default_delta,) = parse.parse(config, num_devices=8).eval.sweep
   assert default_delta.name == "Gate K=2 closed W8A16 thr=2 step=0.00388"
 
 
@@ -111,11 +111,11 @@ def test_frame_precision_keys_and_gate_threshold_reach_the_plan():
       "quant.frame_thresholds": (0.1, 0.3),
     }
   )
-  plan = config_lib.parse(config, num_devices=8).quant
+  plan = parse.parse(config, num_devices=8).quant
   assert plan.frame_precision.candidates == (fq_recipe(2, 4), fq_recipe(4, 4), fq_recipe(8, 8))
   assert plan.frame_precision.thresholds == (0.1, 0.3)
   assert plan.recipe == fq_recipe(8, 8) and plan.period == 1
-  gate = config_lib.policy_from(
+  gate = parse.policy_from(
     {"policy": "gate", "policy_bits": [0, 4], "gate_threshold": 3, "policy_step": 0.5}
   )
   assert gate == GatePolicy((0, 4), 3.0, 0.5)
@@ -126,22 +126,22 @@ def test_json_round_trip_and_old_qat_configs_parse():
   the new keys existed takes their defaults."""
   config = tiny_config()
   again = ml_collections.ConfigDict(json.loads(config.to_json()))
-  assert config_lib.parse(again, num_devices=8).eval.sweep == (
-    config_lib.parse(config, num_devices=8).eval.sweep
+  assert parse.parse(again, num_devices=8).eval.sweep == (
+    parse.parse(config, num_devices=8).eval.sweep
   )
   saved = json.loads(config.to_json())
   for key in ("gate_threshold", "frame_bits", "frame_thresholds"):
     del saved["quant"][key]
   saved["quant"].update(mode="dynamic", policy="fixed_step")
-  setting = config_lib.qat_setting(saved, "runs/qat", "QAT qat")
+  setting = parse.qat_setting(saved, "runs/qat", "QAT qat")
   assert setting.recipe == dynamic_recipe(None, (8, 8), (4, 4), "closed")
   assert setting.source == "qat" and setting.family == "dynamic"
 
 
 def test_distillation_keys_reach_train_spec():
-  spec = config_lib.parse(tiny_config(), num_devices=8).train
+  spec = parse.parse(tiny_config(), num_devices=8).train
   assert (spec.distill_weight, spec.distill_temperature) == (0.0, 1.0)
-  spec = config_lib.parse(
+  spec = parse.parse(
     tiny_config(**{"train.distill_weight": 0.5, "train.distill_temperature": 4.0}), num_devices=8
   ).train
   assert (spec.distill_weight, spec.distill_temperature) == (0.5, 4.0)

@@ -14,7 +14,7 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
-from resq_jax import config_lib
+from resq_jax.experiment import parse, rules, schema
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 NAN, INF = math.nan, math.inf
@@ -247,16 +247,16 @@ def names_key(line: str, key: str) -> bool:
 
 def rejected(overrides, key, fragment) -> bool:
   try:
-    config_lib.validate(apply(load_config(), overrides), num_devices=8)
-  except config_lib.ConfigError as e:
+    parse.validate(apply(load_config(), overrides), num_devices=8)
+  except parse.ConfigError as e:
     return len(e.problems) == 1 and names_key(e.problems[0], key) and fragment in str(e)
   return False
 
 
 @pytest.mark.parametrize("overrides, key, fragment", BAD, ids=IDS)
 def test_bad_setting_is_rejected_with_one_line_naming_its_key(overrides, key, fragment):
-  with pytest.raises(config_lib.ConfigError) as info:
-    config_lib.validate(apply(load_config(), overrides), num_devices=8)
+  with pytest.raises(parse.ConfigError) as info:
+    parse.validate(apply(load_config(), overrides), num_devices=8)
   assert isinstance(info.value, ValueError)
   problems = info.value.problems
   assert len(problems) == 1, problems  # one mistake, one line
@@ -273,10 +273,10 @@ def test_rejection_rate_of_the_table():
 
 
 def test_every_key_has_a_rule_and_a_bad_setting_in_the_table():
-  default_keys = {name for name, _ in config_lib._flatten(config_lib.default_config())}
-  assert set(config_lib.RULES) == default_keys
+  default_keys = {name for name, _ in parse._flatten(schema.default_config())}
+  assert set(rules.RULES) == default_keys
   tested = {key for overrides, _, _ in BAD for key in overrides}
-  assert set(config_lib.RULES) - tested == set()
+  assert set(rules.RULES) - tested == set()
 
 
 @pytest.mark.parametrize(
@@ -292,9 +292,9 @@ def test_shipped_configs_and_their_json_round_trip_validate(name):
   if config.stage in ("ptq", "qat"):
     config.init_from = "runs/fp"
   for num_devices in (1, 8):
-    config_lib.validate(config, num_devices=num_devices)
+    parse.validate(config, num_devices=num_devices)
   # QAT runs are read back from config.json, where tuples become lists.
-  config_lib.validate(ml_collections.ConfigDict(json.loads(config.to_json())), num_devices=8)
+  parse.validate(ml_collections.ConfigDict(json.loads(config.to_json())), num_devices=8)
 
 
 @pytest.mark.parametrize(
@@ -339,13 +339,13 @@ def test_shipped_configs_and_their_json_round_trip_validate(name):
   ],
 )
 def test_edge_values_are_accepted(overrides):
-  config_lib.validate(apply(load_config(), overrides), num_devices=8)
+  parse.validate(apply(load_config(), overrides), num_devices=8)
 
 
 def test_every_problem_is_listed():
   config = apply(load_config(), {"optim.lr": -1.0, "train.log_every": 0, "optim.lrr": 1.0})
-  with pytest.raises(config_lib.ConfigError) as info:
-    config_lib.validate(config, num_devices=8)
+  with pytest.raises(parse.ConfigError) as info:
+    parse.validate(config, num_devices=8)
   assert info.value.problems == (
     "unknown config key 'optim.lrr' (did you mean 'optim.lr'?)",
     "optim.lr: got -1.0 (allowed: finite number > 0)",
@@ -356,10 +356,10 @@ def test_every_problem_is_listed():
 def test_missing_key_and_eval_needs_init_from():
   config = load_config()
   del config.train["unroll"]
-  with pytest.raises(config_lib.ConfigError, match=r"^train.unroll: missing \(allowed: True"):
-    config_lib.validate(config, num_devices=8)
-  with pytest.raises(config_lib.ConfigError, match="the evaluation sweep needs init_from"):
-    config_lib.validate(load_config(), num_devices=8, needs_init_from=True)
+  with pytest.raises(parse.ConfigError, match=r"^train.unroll: missing \(allowed: True"):
+    parse.validate(config, num_devices=8)
+  with pytest.raises(parse.ConfigError, match="the evaluation sweep needs init_from"):
+    parse.validate(load_config(), num_devices=8, needs_init_from=True)
 
 
 def test_multi_host_config_validates_before_jax_distributed_initialize(monkeypatch):
@@ -373,19 +373,19 @@ def test_multi_host_config_validates_before_jax_distributed_initialize(monkeypat
   monkeypatch.setattr(jax.distributed, "is_initialized", lambda: False)
   multi_host = {"distributed": True, "data.batch_size": 12}
   config = apply(load_config(), multi_host)
-  config_lib.validate(config)  # divisibility is checked again after initialising
-  with pytest.raises(config_lib.ConfigError, match="^optim.lr: got -1.0"):
-    config_lib.validate(apply(load_config(), {**multi_host, "optim.lr": -1.0}))
+  parse.validate(config)  # divisibility is checked again after initialising
+  with pytest.raises(parse.ConfigError, match="^optim.lr: got -1.0"):
+    parse.validate(apply(load_config(), {**multi_host, "optim.lr": -1.0}))
   monkeypatch.setattr(jax.distributed, "is_initialized", lambda: True)
   monkeypatch.setattr(jax, "device_count", lambda: 8)
-  with pytest.raises(config_lib.ConfigError, match="^data.batch_size: 12 is not divisible"):
-    config_lib.validate(config)
+  with pytest.raises(parse.ConfigError, match="^data.batch_size: 12 is not divisible"):
+    parse.validate(config)
 
 
 def test_table_is_rejected_by_train_lib_before_data_or_compilation(monkeypatch, tmp_path):
   """Through the real entry of train.py: ConfigError before any data is built, any model made
   or anything compiled. The device count is jax.device_count() (8 virtual CPU devices)."""
-  from resq_jax import inputs, model_factory, train_lib
+  from resq_jax.experiment import inputs, models, train
 
   def forbidden(*args, **kwargs):
     raise AssertionError("built something before validating the config")
@@ -398,13 +398,13 @@ def test_table_is_rejected_by_train_lib_before_data_or_compilation(monkeypatch, 
   for module, name in (
     (inputs, "ensure_data"),
     (inputs, "loader"),
-    (model_factory, "make_model"),
-    (model_factory, "init_variables"),
-    (train_lib, "make_model"),
-    (train_lib, "init_variables"),
+    (models, "make_model"),
+    (models, "init_variables"),
+    (train, "make_model"),
+    (train, "init_variables"),
   ):
     monkeypatch.setattr(module, name, forbidden)
-  monkeypatch.setattr(train_lib, "maybe_initialize_distributed", no_distributed)
+  monkeypatch.setattr(train, "maybe_initialize_distributed", no_distributed)
   compiled = []
   listener = lambda event, duration, **kwargs: compiled.append(event)
   jax.monitoring.register_event_duration_secs_listener(listener)
@@ -413,11 +413,9 @@ def test_table_is_rejected_by_train_lib_before_data_or_compilation(monkeypatch, 
     for i, (overrides, key, _) in enumerate(BAD):
       workdir = tmp_path / str(i)
       try:
-        train_lib.train_and_evaluate(
-          config_lib.parse(apply(load_config(), overrides)), str(workdir)
-        )
+        train.train_and_evaluate(parse.parse(apply(load_config(), overrides)), str(workdir))
         outcomes.append(False)
-      except config_lib.ConfigError as e:
+      except parse.ConfigError as e:
         outcomes.append(names_key(str(e), key) and not workdir.exists())
       except AssertionError:  # something was built (or initialised) first
         outcomes.append(False)
@@ -462,7 +460,7 @@ def test_parse_flags_prints_one_line_and_exits_2(flag_values, monkeypatch, capsy
   monkeypatch.chdir(ROOT)
   monkeypatch.setattr(sys, "argv", argv)  # ml_collections reads overrides from sys.argv
   with pytest.raises(SystemExit) as info:
-    config_lib.parse_flags(argv, flag_values)
+    parse.parse_flags(argv, flag_values)
   assert info.value.code == 2
   assert capsys.readouterr().err.splitlines() == [line]
 
@@ -478,7 +476,7 @@ def test_parse_flags_accepts_good_overrides(flag_values, monkeypatch):
     "--noconfig.train.unroll",
   ]
   monkeypatch.setattr(sys, "argv", argv)
-  assert config_lib.parse_flags(argv, flag_values) == ["train.py"]
+  assert parse.parse_flags(argv, flag_values) == ["train.py"]
   config = flag_values["config"].value
   assert config.optim.lr == 0.01 and config.train.unroll is False
-  config_lib.validate(config, num_devices=8)
+  parse.validate(config, num_devices=8)

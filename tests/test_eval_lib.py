@@ -6,10 +6,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from resq_jax import eval_lib
 from resq_jax.evaluation import bootstrap_ci
-from resq_jax.experiment import Setting
-from resq_jax.model_factory import init_variables
+from resq_jax.experiment import evaluate
+from resq_jax.experiment.models import init_variables
+from resq_jax.experiment.spec import Setting
 from resq_jax.nn import SegNet, run_clip, segnet_preset
 from resq_jax.quant.recipe import float_recipe
 from resq_jax.tasks.segmentation import SegmentationTask
@@ -48,7 +48,7 @@ def test_float_model_against_itself_is_exact(setup):
   # The FP row of the sweep (same model and variables: its own outputs are the reference) and
   # an equal copy of the variables (a second forward through the same compiled program).
   for reference in ((model, variables), (model.clone(), jax.tree.map(jnp.copy, variables))):
-    result = eval_lib.evaluate_model(TASK, model, variables, batches, SETTING, reference)
+    result = evaluate.evaluate_model(TASK, model, variables, batches, SETTING, reference)
     m = result.metrics
     assert m["agreement"] == 1.0 and m["rel_l2"] == 0.0
     assert m["agreement_ci"] == [1.0, 1.0] and m["rel_l2_ci"] == [0.0, 0.0]
@@ -58,7 +58,7 @@ def test_float_model_against_itself_is_exact(setup):
 
 def test_fidelity_of_a_perturbed_model_matches_numpy(setup):
   model, variables, noisy, batches = setup
-  result = eval_lib.evaluate_model(TASK, model, noisy, batches, SETTING, (model, variables))
+  result = evaluate.evaluate_model(TASK, model, noisy, batches, SETTING, (model, variables))
   agreement, rel, agreement_t, rel_t = [], [], [], []
   for batch in batches:
     frames = TASK.prepare(batch)[0]
@@ -95,9 +95,9 @@ def test_per_clip_errors_are_those_of_each_clip_evaluated_alone(setup, tmp_path)
   from resq_jax.evaluation import load_results, write_results
 
   model, variables, noisy, batches = setup
-  result = eval_lib.evaluate_model(TASK, model, noisy, batches, SETTING, (model, variables))
+  result = evaluate.evaluate_model(TASK, model, noisy, batches, SETTING, (model, variables))
   alone = [
-    eval_lib.evaluate_model(
+    evaluate.evaluate_model(
       TASK, model, noisy, [{k: v[i : i + 1] for k, v in batch.items()}], SETTING, (model, variables)
     ).metrics["rel_l2"]
     for batch in batches
@@ -109,27 +109,27 @@ def test_per_clip_errors_are_those_of_each_clip_evaluated_alone(setup, tmp_path)
   write_results(tmp_path, [result.to_row()])
   (loaded,), _ = load_results(tmp_path)
   assert loaded["rel_l2_per_clip"] == per_clip
-  assert eval_lib.EvalResult.from_row(loaded).metrics["rel_l2_per_clip"] == per_clip
+  assert evaluate.EvalResult.from_row(loaded).metrics["rel_l2_per_clip"] == per_clip
 
 
 def test_without_reference_no_fidelity_and_old_rows_load(setup):
   model, variables, _, batches = setup
-  result = eval_lib.evaluate_model(TASK, model, variables, batches[:1], SETTING)
+  result = evaluate.evaluate_model(TASK, model, variables, batches[:1], SETTING)
   assert result.fidelity_error is None
   assert not {"agreement", "rel_l2", "agreement_ci"} & set(result.metrics)
   row = dict(result.to_row(), fidelity_error="rel_l2", rel_l2=0.5)
-  back = eval_lib.EvalResult.from_row(row)
+  back = evaluate.EvalResult.from_row(row)
   assert back.fidelity_error == "rel_l2" and back.metrics["rel_l2"] == 0.5
   del row["fidelity_error"]  # a row written before fidelity existed
-  assert eval_lib.EvalResult.from_row(row).fidelity_error is None
+  assert evaluate.EvalResult.from_row(row).fidelity_error is None
 
 
 def test_frame_precision_setting_counts_each_frame_at_its_chosen_candidate(setup):
   """A VideoIQ-style setting through evaluate_model: with a threshold no frame reaches, every
   frame after the first runs at the low candidate (W4A4), the first at the top (W8A8); outputs
   match the candidates run alone and BOPs per frame average (64 + (T-1) * 16) / T W8A8 units."""
-  from resq_jax.experiment import FramePrecisionPlan
-  from resq_jax.model_factory import init_from_fp
+  from resq_jax.experiment.models import init_from_fp
+  from resq_jax.experiment.spec import FramePrecisionPlan
   from resq_jax.nn import calibrate_model
   from resq_jax.quant.recipe import fq_recipe
 
@@ -144,7 +144,7 @@ def test_frame_precision_setting_counts_each_frame_at_its_chosen_candidate(setup
     calibrated.append(calibrate_model(m, model, v, clips, period=1))
   plan = FramePrecisionPlan((low, top), (1e6,))
   setting = Setting("VideoIQ", top, 1, "ptq", family_label="videoiq", frame_precision=plan)
-  result = eval_lib.evaluate_model(
+  result = evaluate.evaluate_model(
     TASK, tuple(models), tuple(calibrated), batches, setting, (model, variables)
   )
   assert result.family == "videoiq"
@@ -165,18 +165,18 @@ def test_a_cached_reference_gives_the_same_rows_with_one_float_forward_per_batch
   """A sweep's ReferenceCache: the same metrics as a fresh reference for every setting, the
   float forward run once per batch (counted), and a batch that changed is refused."""
   model, variables, noisy, batches = setup
-  plain = eval_lib.evaluate_model(TASK, model, noisy, batches, SETTING, (model, variables))
+  plain = evaluate.evaluate_model(TASK, model, noisy, batches, SETTING, (model, variables))
   calls = []
-  forward = eval_lib.outputs_and_predict_clip
+  forward = evaluate.outputs_and_predict_clip
 
   def counted(m, *args, **kwargs):
     calls.append(m)
     return forward(m, *args, **kwargs)
 
-  monkeypatch.setattr(eval_lib, "outputs_and_predict_clip", counted)
-  cache = eval_lib.ReferenceCache(model, variables)
+  monkeypatch.setattr(evaluate, "outputs_and_predict_clip", counted)
+  cache = evaluate.ReferenceCache(model, variables)
   for _ in range(2):  # two settings of a sweep (the same perturbed weights)
-    cached = eval_lib.evaluate_model(TASK, model, noisy, batches, SETTING, cache)
+    cached = evaluate.evaluate_model(TASK, model, noisy, batches, SETTING, cache)
     assert cached.metrics["rel_l2_per_clip"] == plain.metrics["rel_l2_per_clip"]
     assert cached.metrics["agreement"] == plain.metrics["agreement"]
   # Per setting one forward of the evaluated weights per batch, plus the float reference's
@@ -184,9 +184,9 @@ def test_a_cached_reference_gives_the_same_rows_with_one_float_forward_per_batch
   assert len(calls) == 2 * len(batches) + len(batches)
   # The FP setting itself fills no second forward: its own outputs are the reference.
   calls.clear()
-  fresh = eval_lib.ReferenceCache(model, variables)
-  fp = eval_lib.evaluate_model(TASK, model, variables, batches, SETTING, fresh)
+  fresh = evaluate.ReferenceCache(model, variables)
+  fp = evaluate.evaluate_model(TASK, model, variables, batches, SETTING, fresh)
   assert len(calls) == len(batches) and fp.metrics["rel_l2"] == 0.0
   swapped = [batches[1], batches[0]]
   with pytest.raises(ValueError, match="evaluation batch 0 differs"):
-    eval_lib.evaluate_model(TASK, model, noisy, swapped, SETTING, fresh)
+    evaluate.evaluate_model(TASK, model, noisy, swapped, SETTING, fresh)

@@ -13,14 +13,13 @@ import pytest
 
 from resq_jax.evaluation.claims import (
   CLAIMS,
-  beats_at_equal_cost,
   claims_markdown,
   evaluate_claims,
   interval_trend,
-  paired_diff_ci,
   ref_mode_order,
   residuals_quantize_better,
 )
+from resq_jax.evaluation.equal_cost import beats_at_equal_cost, paired_diff_ci
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -163,7 +162,7 @@ def test_a_group_of_families_forms_one_front():
 
 
 def test_periods_longer_than_the_clip_are_reported_as_the_clip_length():
-  from resq_jax.evaluation.summary import effective_rows
+  from resq_jax.evaluation.claims import effective_rows
 
   rows = [
     {"name": "ResQ K=8 closed W8A8/W4A4", "period": 8, "source": "ptq"},
@@ -328,7 +327,7 @@ def test_qat_matches_ptq_when_a_lower_metric_is_not_significantly_further_from_f
 
 
 def test_decision_matrix_names_the_closest_family_and_resq_best_ratio_per_band():
-  from resq_jax.evaluation.summary import decision_matrix
+  from resq_jax.evaluation.claims import decision_matrix
 
   # % of W8A8 = 25 * gbops: FQ W4A4 at 25%, FQ W8A8 at 100%; ResQ at 30% and 40% (err/FQ
   # 0.8 and 1.3 as the report would write them); hold at 40% closest to float in 25-50%;

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from resq_jax.evaluation import davis as davis_metrics
 from resq_jax.evaluation import metrics
 
 
@@ -130,7 +131,7 @@ def _square(size=10, top=3, left=3, side=4):
 
 
 def test_seg2bmap_marks_4k_pixels_of_a_square():
-  b = metrics.seg2bmap(_square())  # rows / columns 3-6
+  b = davis_metrics.seg2bmap(_square())  # rows / columns 3-6
   # The row above and the column left of the square (outside, 5 + 4 pixels) and its own
   # right column and bottom row (inside, 4 + 3 pixels).
   want = np.zeros((10, 10), bool)
@@ -144,39 +145,39 @@ def test_seg2bmap_marks_4k_pixels_of_a_square():
 
 def test_j_and_f_identical_disjoint_and_empty_masks():
   sq = _square()
-  assert metrics.region_similarity(sq, sq) == 1.0
-  assert metrics.boundary_f_measure(sq, sq) == 1.0
+  assert davis_metrics.region_similarity(sq, sq) == 1.0
+  assert davis_metrics.boundary_f_measure(sq, sq) == 1.0
   far = np.zeros((10, 10), bool)
   far[8:10, 8:10] = True  # disjoint, boundaries 2+ pixels apart
-  assert metrics.region_similarity(sq, far) == 0.0
-  assert metrics.boundary_f_measure(sq, far, bound_th=1) == 0.0
+  assert davis_metrics.region_similarity(sq, far) == 0.0
+  assert davis_metrics.boundary_f_measure(sq, far, bound_th=1) == 0.0
   empty = np.zeros((10, 10), bool)
   # DAVIS: both empty J = F = 1; one empty J = F = 0.
-  assert metrics.region_similarity(empty, empty) == 1.0
-  assert metrics.boundary_f_measure(empty, empty) == 1.0
-  assert metrics.region_similarity(sq, empty) == 0.0
-  assert metrics.boundary_f_measure(sq, empty) == 0.0
-  assert metrics.boundary_f_measure(empty, sq) == 0.0
+  assert davis_metrics.region_similarity(empty, empty) == 1.0
+  assert davis_metrics.boundary_f_measure(empty, empty) == 1.0
+  assert davis_metrics.region_similarity(sq, empty) == 0.0
+  assert davis_metrics.boundary_f_measure(sq, empty) == 0.0
+  assert davis_metrics.boundary_f_measure(empty, sq) == 0.0
 
 
 def test_j_and_f_square_shifted_by_one_pixel():
   gt, pred = _square(), _square(left=4)
   # J: overlap 4 x 3 = 12, union 4 x 5 = 20.
-  assert metrics.region_similarity(gt, pred) == pytest.approx(0.6)
+  assert davis_metrics.region_similarity(gt, pred) == pytest.approx(0.6)
   # Tolerance 1 pixel (also the default on a 10 x 10 image: ceil(0.008 * 14.1) = 1): every
   # boundary pixel has a partner one column away, P = R = F = 1.
-  assert metrics.boundary_tolerance((10, 10)) == 1
-  assert metrics.boundary_f_measure(gt, pred, bound_th=1) == 1.0
-  assert metrics.boundary_f_measure(gt, pred) == 1.0
+  assert davis_metrics.boundary_tolerance((10, 10)) == 1
+  assert davis_metrics.boundary_f_measure(gt, pred, bound_th=1) == 1.0
+  assert davis_metrics.boundary_f_measure(gt, pred) == 1.0
   # Tolerance 0 (exact matches): of the 16 boundary pixels of each, 8 coincide -- row 2
   # columns 3-6, (6, 3) and row 6 columns 4-6 -- so P = R = 8 / 16 and F = 0.5.
-  assert metrics.boundary_tolerance((10, 10), bound_th=0) == 0
-  assert metrics.boundary_f_measure(gt, pred, bound_th=0) == pytest.approx(0.5)
+  assert davis_metrics.boundary_tolerance((10, 10), bound_th=0) == 0
+  assert davis_metrics.boundary_f_measure(gt, pred, bound_th=0) == pytest.approx(0.5)
   # Large image: the tolerance 0.008 * diagonal covers a 3-pixel shift but not a 4-pixel one.
   big_gt = _square(size=200, top=50, left=50, side=40)
-  assert metrics.boundary_tolerance((200, 200)) == 3  # ceil(0.008 * 282.8)
-  assert metrics.boundary_f_measure(big_gt, _square(200, 50, 53, 40)) == 1.0
-  assert metrics.boundary_f_measure(big_gt, _square(200, 50, 54, 40)) < 1.0
+  assert davis_metrics.boundary_tolerance((200, 200)) == 3  # ceil(0.008 * 282.8)
+  assert davis_metrics.boundary_f_measure(big_gt, _square(200, 50, 53, 40)) == 1.0
+  assert davis_metrics.boundary_f_measure(big_gt, _square(200, 50, 54, 40)) < 1.0
 
 
 def test_davis_j_and_f_over_objects_frames_and_void():
@@ -190,7 +191,7 @@ def test_davis_j_and_f_over_objects_frames_and_void():
   pred[1, 0, :2] = 2
   gt[:, 9, 9] = 255  # void
   pred[:, 9, 9] = 1  # predicting the void pixel costs nothing
-  res = metrics.davis_j_and_f(gt, pred, bound_th=1)
+  res = davis_metrics.davis_j_and_f(gt, pred, bound_th=1)
   np.testing.assert_allclose(res["J"], [[1.0, 0.6], [0.0, 1.0]])
   np.testing.assert_allclose(res["F"], [[1.0, 1.0], [0.0, 1.0]])
   np.testing.assert_allclose(res["J_mean"], [0.8, 0.5])
@@ -198,16 +199,16 @@ def test_davis_j_and_f_over_objects_frames_and_void():
   assert res["F_seq"] == pytest.approx(0.75)
   assert res["JF_seq"] == pytest.approx(0.7)
   # One more sequence predicted perfectly: pooled over the four (sequence, object) pairs.
-  perfect = metrics.davis_j_and_f(gt, gt)
+  perfect = davis_metrics.davis_j_and_f(gt, gt)
   assert perfect["JF_seq"] == 1.0 and perfect["J_mean"].shape == (2,)
-  summary = metrics.davis_summary([res, perfect])
+  summary = davis_metrics.davis_summary([res, perfect])
   assert summary["J"] == pytest.approx((0.8 + 0.5 + 1.0 + 1.0) / 4)
   assert summary["F"] == pytest.approx((1.0 + 0.5 + 1.0 + 1.0) / 4)
   assert summary["J&F"] == pytest.approx((summary["J"] + summary["F"]) / 2)
   # Skipping the first and last frames (official semi-supervised protocol).
   three = np.concatenate([gt, gt[:1]])
-  res3 = metrics.davis_j_and_f(
+  res3 = davis_metrics.davis_j_and_f(
     three, np.concatenate([pred, pred[:1]]), bound_th=1, skip_first_last=True
   )
   np.testing.assert_allclose(res3["J"], [[0.6], [1.0]])
-  assert np.isnan(metrics.davis_summary([])["J&F"])
+  assert np.isnan(davis_metrics.davis_summary([])["J&F"])

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from resq_jax.evaluation import report
+from resq_jax.evaluation import pareto, report
 
 ROWS = [
   dict(
@@ -220,5 +220,5 @@ def test_setting_and_short_names():
   assert report.short_name(dict(resq, key_bits=(8, 6))) == "ResQ W8A6/4 K4"
   assert report.short_name(dyn) == "Dyn ladder τ.1/.25 K8 key"
   assert report.short_name(dict(resq, label="mine")) == "mine"
-  assert math.isnan(float("nan")) and report.finite_float(float("nan")) is None
-  assert report.finite_float(True) is None and report.finite_float("3.5") == 3.5
+  assert math.isnan(float("nan")) and pareto.finite_float(float("nan")) is None
+  assert pareto.finite_float(True) is None and pareto.finite_float("3.5") == 3.5

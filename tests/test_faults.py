@@ -12,8 +12,9 @@ import time
 
 import pytest
 
-from resq_jax import errors, pipeline, train_lib
-from resq_jax.training import checkpoint as ckpt_lib
+from resq_jax import errors
+from resq_jax.experiment import demo, schema, train
+from resq_jax.training import checkpoint_files
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -78,7 +79,7 @@ def _wait_for(predicate, proc, timeout=240.0):
 
 def test_sigkill_keeps_logged_rows_and_sigterm_saves_and_exits_75(tmp_path):
   workdir, data_dir = tmp_path / "run", tmp_path / "data"
-  ckpt_dir = pathlib.Path(ckpt_lib.checkpoint_dir(workdir))
+  ckpt_dir = pathlib.Path(checkpoint_files.checkpoint_dir(workdir))
 
   # 1. SIGKILL once step 4 is committed: every row logged before it must be in the file (the
   #    row of a step is written before its checkpoint), and TensorBoard flushed at step 2.
@@ -103,8 +104,8 @@ def test_sigkill_keeps_logged_rows_and_sigterm_saves_and_exits_75(tmp_path):
   saved = max(int(p.name) for p in ckpt_dir.iterdir() if p.name.isdigit())
   assert f"preempted: saved step {saved} " in err and "Traceback" not in err
   assert saved == _rows(workdir)[-1]["step"] < 200
-  assert ckpt_lib.damage_of(ckpt_dir / str(saved)) is None
-  assert (ckpt_dir / str(saved) / ckpt_lib.CHECKSUM_FILE).is_file()
+  assert checkpoint_files.damage_of(ckpt_dir / str(saved)) is None
+  assert (ckpt_dir / str(saved) / checkpoint_files.CHECKSUM_FILE).is_file()
   assert not (workdir / "eval_metrics.json").exists()
   assert json.loads((workdir / "config.json").read_text())["train"]["num_steps"] == 200
 
@@ -151,8 +152,8 @@ def test_demo_stops_at_a_preempted_stage(monkeypatch, tmp_path):
     calls.append(pathlib.Path(workdir).name)
     raise errors.PreemptedError("preempted: saved step 3")
 
-  monkeypatch.setattr(train_lib, "train_and_evaluate", fake_train)
-  base = train_lib.config_lib.default_config()
+  monkeypatch.setattr(train, "train_and_evaluate", fake_train)
+  base = schema.default_config()
   with pytest.raises(errors.PreemptedError):
-    pipeline.run_demo(base, str(tmp_path), qat_stages={"qat_fq": {"mode": "fq"}}, qat_lr=1e-4)
+    demo.run_demo(base, str(tmp_path), qat_stages={"qat_fq": {"mode": "fq"}}, qat_lr=1e-4)
   assert calls == ["fp"]  # no QAT stage starts from the half-trained FP run

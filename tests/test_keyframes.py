@@ -11,8 +11,8 @@ from tiny_nets import TinyNet, random_walk_clip
 
 from resq_jax.nn import KeyframeTrigger, trigger_ops
 from resq_jax.nn.calibrate import CalibrationMethods, calibrate_model
-from resq_jax.nn.clip import run_clip, stream_init, stream_step
 from resq_jax.nn.costs import bops_report, layer_costs, stack_stream_stats
+from resq_jax.nn.runner import run_clip, stream_init, stream_step
 from resq_jax.quant.dynamic import FixedStepPolicy
 from resq_jax.quant.keyframes import decide, trigger_init
 from resq_jax.quant.recipe import dynamic_recipe, float_recipe, resq_recipe

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 
 from resq_jax.nn.calibrate import CalibrationMethods, calibrate_model
-from resq_jax.nn.clip import run_clip
 from resq_jax.nn.costs import bops_report, clip_bops, flatten_stats, layer_costs, network_macs
 from resq_jax.nn.frame_precision import FramePrecisionPolicy, run_clip_frame_precision
 from resq_jax.nn.models import SegNet, segnet_preset
+from resq_jax.nn.runner import run_clip
 from resq_jax.quant.recipe import fq_recipe, hold_recipe
 
 NUM_CLASSES, HW = 3, 32

@@ -10,8 +10,8 @@ from jax.sharding import PartitionSpec as P
 from tiny_nets import TinyNet, random_walk_clip
 
 from resq_jax.nn.calibrate import CalibrationMethods, calibrate_model
-from resq_jax.nn.clip import run_clip, stream_init, stream_step
 from resq_jax.nn.costs import bops_report, layer_costs
+from resq_jax.nn.runner import run_clip, stream_init, stream_step
 from resq_jax.quant.dynamic import FixedStepPolicy, LadderPolicy
 from resq_jax.quant.recipe import dynamic_recipe, float_recipe, fq_recipe, resq_recipe
 
@@ -280,7 +280,7 @@ def test_empty_and_integer_inputs_raise_clear_errors(clip):
 
 
 def test_nan_poisons_its_static_group_and_reset_on_nonfinite_recovers(clip):
-  """Documented behaviour (resq_jax.nn.clip): a NaN at residual frame 1 poisons frames 1-2 of
+  """Documented behaviour (resq_jax.nn.runner): a NaN at residual frame 1 poisons frames 1-2 of
   its group under closed-loop static ResQ and the keyframe at t = 3 clears it. With
   reset_on_nonfinite the stream forces a keyframe at t = 2 (the state is not finite), whose
   output equals the model run on that frame as a keyframe."""

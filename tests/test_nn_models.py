@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 
 from resq_jax.nn.calibrate import CalibrationMethods, calibrate_model
-from resq_jax.nn.clip import run_clip
-from resq_jax.nn.costs import layer_costs, network_macs, visit_layers
+from resq_jax.nn.costs import layer_costs, network_macs
 from resq_jax.nn.layers import QConv
 from resq_jax.nn.models import SEGNET_PRESETS, SegNet, segnet_preset
+from resq_jax.nn.runner import run_clip
+from resq_jax.nn.tracing import visit_layers
 from resq_jax.quant.recipe import float_recipe, fq_recipe, resq_recipe
 
 NUM_CLASSES, HW, PERIOD, T = 7, 32, 4, 4  # one keyframe, three residual frames

@@ -11,9 +11,11 @@ import numpy as np
 import optax
 import pytest
 
-from resq_jax import config_lib, errors, eval_lib, inputs, train_lib
+from resq_jax import errors
 from resq_jax.evaluation import load_results
-from resq_jax.model_factory import init_variables, make_model
+from resq_jax.experiment import evaluate, inputs, parse, train
+from resq_jax.experiment.models import init_variables, make_model
+from resq_jax.nn import quantized
 from resq_jax.training import TrainState, make_train_step, replicate, shard_batch
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -30,9 +32,9 @@ def load_config(name, **overrides):
   return config
 
 
-def train(config, workdir, **kwargs) -> dict:
+def parse_and_train(config, workdir, **kwargs) -> dict:
   """train.py's path: parse (validate) the config, train and evaluate; the result's row."""
-  result = train_lib.train_and_evaluate(config_lib.parse(config), workdir, **kwargs)
+  result = train.train_and_evaluate(parse.parse(config), workdir, **kwargs)
   return result.to_row()
 
 
@@ -55,7 +57,7 @@ def fp_run(tmp_path_factory, data_dir):
   """A finished tiny FP run (4 steps, checkpoints at 2 and 4, a loss logged every step)."""
   workdir = tmp_path_factory.mktemp("fp")
   config = load_config("tiny", **{"data.data_dir": data_dir, "train.log_every": 1})
-  metrics = train(config, str(workdir))
+  metrics = parse_and_train(config, str(workdir))
   return config, workdir, metrics
 
 
@@ -86,7 +88,7 @@ def test_resume_reproduces_uninterrupted_losses(fp_run, tmp_path, monkeypatch):
   jsonl = copy / "train_metrics.jsonl"
   jsonl.write_text("\n".join(jsonl.read_text().splitlines()[:2]) + "\n")
   monkeypatch.chdir(tmp_path)
-  train(config, "fp")
+  parse_and_train(config, "fp")
   original, resumed = read_losses(workdir), read_losses(copy)
   for step in (3, 4):
     assert resumed[step] == pytest.approx(original[step], rel=1e-5)
@@ -105,7 +107,7 @@ def test_qat_leaves_fp_checkpoint_untouched_and_reports_bops(fp_run, tmp_path, d
       "train.num_steps": 2,
     },
   )
-  metrics = train(qat, str(tmp_path / "qat"))
+  metrics = parse_and_train(qat, str(tmp_path / "qat"))
   after = {p: p.read_bytes() for p in (fp_dir / "checkpoints").rglob("*") if p.is_file()}
   assert before == after
   # K = 2: keyframes at W8A8 (64 bits), residual frames at W4A4 (16 bits): average 40/64.
@@ -117,7 +119,7 @@ def test_eval_sweep_writes_report(fp_run, tmp_path):
   config = load_config("tiny", **{"data.data_dir": config.data.data_dir, "init_from": str(fp_dir)})
   rows = [
     r.to_row()
-    for r in eval_lib.evaluate_sweep(config_lib.parse(config, needs_init_from=True), str(tmp_path))
+    for r in evaluate.evaluate_sweep(parse.parse(config, needs_init_from=True), str(tmp_path))
   ]
   loaded, meta = load_results(tmp_path / "report")
   assert [r["name"] for r in loaded] == [r["name"] for r in rows]
@@ -148,8 +150,8 @@ def test_every_config_loads_and_validates(path):
   config = load_config(path.stem)
   if config.stage in ("ptq", "qat"):
     config.init_from = "runs/fp"
-  config_lib.validate(config, num_devices=8)
-  config_lib.recipe_from(config.quant)
+  parse.validate(config, num_devices=8)
+  parse.recipe_from(config.quant)
 
 
 @pytest.mark.parametrize(
@@ -179,7 +181,7 @@ def test_invalid_configs_are_rejected(overrides, message):
     else:
       target[leaf] = value
   with pytest.raises(ValueError) as info:
-    config_lib.validate(config, num_devices=8)
+    parse.validate(config, num_devices=8)
   assert message in str(info.value)
 
 
@@ -191,7 +193,7 @@ def test_sharded_train_step_equals_single_device(data_dir):
     "tiny",
     **{"data.data_dir": data_dir, "stage": "qat", "init_from": "unused", "quant.mode": "resq"},
   )
-  experiment = config_lib.parse(config, num_devices=8)
+  experiment = parse.parse(config, num_devices=8)
   model = make_model(experiment.model, experiment.task, experiment.quant.recipe)
   variables = init_variables(model, experiment.data.frame_shape, jax.random.key(0))
   # Plain SGD: Adam's first step divides by |g|, which amplifies round-off where g ~ 0.
@@ -204,7 +206,7 @@ def test_sharded_train_step_equals_single_device(data_dir):
       (len(devices),), ("data",), devices=devices, axis_types=(jax.sharding.AxisType.Auto,)
     )
     step = make_train_step(
-      train_lib.make_loss_fn(experiment, model), optimizer, mesh, has_model_state=True, donate=False
+      train.make_loss_fn(experiment, model), optimizer, mesh, has_model_state=True, donate=False
     )
     state = replicate(
       TrainState.create(
@@ -226,7 +228,7 @@ def test_sharded_train_step_equals_single_device(data_dir):
     # A quantizer scale's LSQ gradient sums round(v) - v over many elements: a 1-ulp change of
     # an activation (different conv batch sizes per device) can flip one rounding, so
     # quantizer updates get 1% of the largest update as tolerance, weights 0.01%.
-    quantizer = train_lib.is_quantizer_param(path)
+    quantizer = quantized.is_quantizer_param(path)
     np.testing.assert_allclose(
       d8, d1, rtol=0, atol=(1e-2 if quantizer else 1e-4) * scale, err_msg=jax.tree_util.keystr(path)
     )
@@ -242,7 +244,7 @@ def _copy_run(fp_run, tmp_path):
 def test_rerun_of_a_finished_run_returns_its_metrics_without_training(fp_run, tmp_path):
   config, copy, metrics = _copy_run(fp_run, tmp_path)
   rows = (copy / "train_metrics.jsonl").read_text()
-  result = train(config, str(copy))
+  result = parse_and_train(config, str(copy))
   assert set(result) == set(metrics)
   assert result["miou"] == pytest.approx(metrics["miou"])
   assert result["per_class_iou"] == pytest.approx(metrics["per_class_iou"])
@@ -263,14 +265,14 @@ def test_resume_with_a_changed_config_is_refused_unless_allowed(fp_run, tmp_path
     },
   )  # not compared
   with pytest.raises(errors.ConfigMismatchError) as info:
-    train(changed, str(copy))
+    parse_and_train(changed, str(copy))
   message = str(info.value)
   assert "optim.lr: 0.002 -> 0.2" in message and "train.num_steps: 4 -> 6" in message
   assert "checkpoint_every" not in message and "--allow_config_change" in message
   assert "move" not in message
   assert (copy / "config.json").read_text() == saved  # written only after a restore
   changed.train.num_steps = 4  # same steps, new lr: nothing to train, evaluated again
-  train(changed, str(copy), allow_config_change=True)
+  parse_and_train(changed, str(copy), allow_config_change=True)
   assert json.loads((copy / "config.json").read_text())["optim"]["lr"] == pytest.approx(0.2)
 
 
@@ -291,7 +293,7 @@ def test_bit_flip_in_the_newest_checkpoint_resumes_from_the_intact_one(fp_run, t
   target.write_bytes(bytes(blob))
   (copy / "eval_metrics.json").unlink()  # as if it was killed before evaluating
   with caplog.at_level("WARNING"):
-    train(config, str(copy))
+    parse_and_train(config, str(copy))
   assert any("step 4" in r.getMessage() and "damaged" in r.getMessage() for r in caplog.records)
   assert [p.name.split("-")[0] for p in (ckpt_dir / "damaged").iterdir()] == ["4"]
   assert sorted(int(p.name) for p in ckpt_dir.iterdir() if p.name.isdigit()) == [2, 4]
@@ -305,7 +307,7 @@ def test_non_finite_loss_stops_before_saving_with_its_step(data_dir, tmp_path):
     "tiny", **{"data.data_dir": data_dir, "optim.lr": 1e30, "train.checkpoint_every": 1}
   )
   with pytest.raises(errors.NonFiniteError, match="step 3") as info:
-    train(config, str(tmp_path))
+    parse_and_train(config, str(tmp_path))
   assert info.value.exit_code == errors.EXIT_NON_FINITE
   # Steps 1-2 were finite and saved; nothing from step 3 on, and no evaluation.
   steps = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
@@ -329,16 +331,16 @@ def test_init_from_a_run_of_another_model_names_the_mismatch(fp_run, tmp_path, d
     errors.ConfigMismatchError,
     match="model.preset: 'tiny' in init_from run .*, 'demo' in this config",
   ):
-    train(qat, str(tmp_path / "qat"))
+    parse_and_train(qat, str(tmp_path / "qat"))
 
 
 def test_a_truncated_validation_split_fails_before_training(tmp_path):
   config = load_config("tiny", **{"data.data_dir": str(tmp_path / "data")})
-  inputs.ensure_data(config_lib.parse(config).data)
+  inputs.ensure_data(parse.parse(config).data)
   (path,) = (tmp_path / "data").rglob("*validation.array_record*")
   path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
   with pytest.raises(errors.DataError, match="validation split"):
-    train(config, str(tmp_path / "run"))
+    parse_and_train(config, str(tmp_path / "run"))
   assert not (tmp_path / "run" / "checkpoints").exists()
 
 
@@ -348,17 +350,17 @@ def test_keys_added_to_the_schema_at_their_default_are_not_a_change():
   saved = {"optim": {"lr": 0.1}, "data": {"regime": "slow_pan"}}
   defaults = {"optim": {"lr": 0.002}, "data": {"regime": "slow_pan", "dataset": "synth_res"}}
   new = {"optim": {"lr": 0.1}, "data": {"regime": "slow_pan", "dataset": "synth_res"}}
-  assert train_lib.config_changes(saved, new, defaults) == []
+  assert train.config_changes(saved, new, defaults) == []
   new["data"]["dataset"] = "jhmdb"
-  assert train_lib.config_changes(saved, new, defaults) == ["data.dataset: (absent) -> 'jhmdb'"]
+  assert train.config_changes(saved, new, defaults) == ["data.dataset: (absent) -> 'jhmdb'"]
   new["data"]["dataset"], new["optim"]["lr"] = "synth_res", 0.2
-  assert train_lib.config_changes(saved, new, defaults) == ["optim.lr: 0.1 -> 0.2"]
+  assert train.config_changes(saved, new, defaults) == ["optim.lr: 0.1 -> 0.2"]
 
 
 def test_distillation_adds_the_weighted_kl_to_the_float_teacher(fp_run, data_dir):
   """QAT with train.distill_weight = w: the loss is the task loss plus w times the class KL
   between the float run's outputs (recomputed here with a plain apply) and the student's."""
-  from resq_jax import runs
+  from resq_jax.experiment import runs
   from resq_jax.nn import run_clip
   from resq_jax.tasks.distill import class_kl
 
@@ -370,14 +372,14 @@ def test_distillation_adds_the_weighted_kl_to_the_float_teacher(fp_run, data_dir
     "quant.mode": "resq",
     "train.distill_temperature": 2.0,
   }
-  plain = config_lib.parse(load_config("tiny", **overrides))
-  distilled = config_lib.parse(load_config("tiny", **overrides, **{"train.distill_weight": 0.5}))
+  plain = parse.parse(load_config("tiny", **overrides))
+  distilled = parse.parse(load_config("tiny", **overrides, **{"train.distill_weight": 0.5}))
   model = make_model(plain.model, plain.task, plain.quant.recipe)
-  variables = train_lib.initial_variables(plain, model)
+  variables = train.initial_variables(plain, model)
   batch = next(inputs.train_batches(plain.data, plain.seed))
   args = (variables["params"], variables["batch_stats"], batch, jax.random.key(0))
-  base, _ = train_lib.make_loss_fn(plain, model)(*args)
-  total, (_, extra) = train_lib.make_loss_fn(distilled, model)(*args)
+  base, _ = train.make_loss_fn(plain, model)(*args)
+  total, (_, extra) = train.make_loss_fn(distilled, model)(*args)
 
   frames, _ = plain.task.prepare(batch)
   fp_model, fp_vars = runs.load_fp(plain, str(fp_dir))

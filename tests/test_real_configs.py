@@ -19,8 +19,9 @@ import pytest
 import tensorflow_datasets as tfds
 from fake_real_data import fake_cityscapes, fake_jhmdb
 
-from resq_jax import config_lib, errors, inputs, train_lib
+from resq_jax import errors
 from resq_jax.data import cityscapes_video, jhmdb
+from resq_jax.experiment import inputs, parse, train
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SIZE, FRAMES, BATCH = 32, 2, 8  # 8 clips a batch: one per virtual device
@@ -87,7 +88,7 @@ def records(data_dir, name, split):
 
 
 def test_cityscapes_trains_and_scores_the_annotated_frame_only(built, tmp_path):
-  experiment = config_lib.parse(load_config("cityscapes_fp", **{"data.data_dir": built}))
+  experiment = parse.parse(load_config("cityscapes_fp", **{"data.data_dir": built}))
   task, data = experiment.task, experiment.data
   assert task.num_outputs() == cityscapes_video.NUM_CLASSES == 19
   (batch,) = inputs.eval_batches(data, batch_size=BATCH, num_batches=1)
@@ -115,16 +116,16 @@ def test_cityscapes_trains_and_scores_the_annotated_frame_only(built, tmp_path):
   accumulator.update(np.asarray(task.predict(shifted)), np.asarray(labels))
   assert accumulator.result()["miou"] == 0.0
 
-  fp = train_lib.train_and_evaluate(experiment, str(tmp_path / "fp")).to_row()
+  fp = train.train_and_evaluate(experiment, str(tmp_path / "fp")).to_row()
   assert 0.0 <= fp["miou"] <= 1.0 and fp["source"] == "fp"
   assert len(fp["per_class_iou"]) == 19
   # The QAT configs read the same build (their runs take as long again: not run here).
   qat = load_config("cityscapes_qat_resq", **{"data.data_dir": built, "init_from": "fp"})
-  assert config_lib.parse(qat).data == data
+  assert parse.parse(qat).data == data
 
 
 def test_jhmdb_trains_and_scores_pck_with_the_builders_boxes(built, tmp_path):
-  experiment = config_lib.parse(load_config("jhmdb_fp", **{"data.data_dir": built}))
+  experiment = parse.parse(load_config("jhmdb_fp", **{"data.data_dir": built}))
   task, data = experiment.task, experiment.data
   assert experiment.eval.split == "test" and task.num_outputs() == 15
   (batch,) = inputs.eval_batches(data, batch_size=BATCH, num_batches=1, split="test")
@@ -149,7 +150,7 @@ def test_jhmdb_trains_and_scores_pck_with_the_builders_boxes(built, tmp_path):
     result = accumulator.result()
     assert result["pck"] == pck and result["joints_evaluated"] == evaluated
 
-  row = train_lib.train_and_evaluate(experiment, str(tmp_path / "fp")).to_row()
+  row = train.train_and_evaluate(experiment, str(tmp_path / "fp")).to_row()
   assert row["source"] == "fp" and 0.0 <= row["pck"] <= 1.0 and not math.isnan(row["pck"])
 
 

@@ -1,4 +1,4 @@
-"""Video in and out (resq_jax.video) and online streaming of a run over a video (stream.py)."""
+"""Video in and out (resq_jax.stream.video) and streaming a run over a video (stream.py)."""
 
 import csv
 import importlib.util
@@ -13,7 +13,8 @@ import optax
 import pytest
 from absl import flags
 
-from resq_jax import config_lib, errors, model_factory, stream_lib, video
+from resq_jax import errors
+from resq_jax.experiment import models, parse
 from resq_jax.nn import (
   QConv,
   bops_report,
@@ -25,6 +26,8 @@ from resq_jax.nn import (
 from resq_jax.nn.costs import layer_costs, network_macs
 from resq_jax.quant.cost import LayerCost
 from resq_jax.quant.recipe import float_recipe, resq_recipe
+from resq_jax.stream import compare, setup, video
+from resq_jax.stream.options import StreamOptions, run_experiment
 from resq_jax.training import Checkpointer, TrainState, checkpoint_dir
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -140,7 +143,7 @@ def load_config(name, **overrides):
 def random_variables(model, frame_shape, seed=1) -> dict:
   """He-normal kernels, unit BatchNorm scales and variances, zero biases and means, in the
   shapes of the model's init (traced only: compiling Flax's init takes 20 s on 2 busy cores)."""
-  shapes = model_factory.abstract_variables(model, frame_shape)
+  shapes = models.abstract_variables(model, frame_shape)
   rng = np.random.default_rng(seed)
 
   def value(path, s):
@@ -159,8 +162,8 @@ def fp_run(tmp_path_factory):
   (what train.py leaves behind, without building a dataset or training)."""
   workdir = tmp_path_factory.mktemp("fp_run")
   config = load_config("tiny")
-  experiment = config_lib.parse(config, num_devices=1)
-  model = model_factory.make_model(experiment.model, experiment.task, float_recipe())
+  experiment = parse.parse(config, num_devices=1)
+  model = models.make_model(experiment.model, experiment.task, float_recipe())
   variables = random_variables(model, experiment.data.frame_shape)
   save_run(workdir, config, variables)
   frame = jnp.zeros(experiment.data.frame_shape, jnp.float32)
@@ -170,7 +173,7 @@ def fp_run(tmp_path_factory):
 def read_rows(out):
   with open(out / "frames.csv", newline="") as f:
     rows = list(csv.DictReader(f))
-  assert list(rows[0]) == list(stream_lib.CSV_COLUMNS)
+  assert list(rows[0]) == list(compare.CSV_COLUMNS)
   return [{k: float(v) for k, v in row.items()} for row in rows]
 
 
@@ -217,7 +220,7 @@ def test_stream_quantized_recipes_cost_oracle(clip_file, fp_run, tmp_path, recip
   ResQ: 8x8 at t % K == 0, 4x4 between; dynamic ResQ: 8x8 at keyframes, at most 4 x 8 bits
   per MAC between, density 1 at keyframes."""
   workdir, macs = fp_run
-  options = stream_lib.StreamOptions(
+  options = StreamOptions(
     recipe=recipe,
     key_bits=(8, 8),
     residual_bits=(4, 4),
@@ -225,7 +228,7 @@ def test_stream_quantized_recipes_cost_oracle(clip_file, fp_run, tmp_path, recip
     calibration_frames=8,
     show_progress=False,
   )
-  summary = stream_lib.stream_video(str(clip_file), str(workdir), str(tmp_path), options)
+  summary = compare.stream_video(str(clip_file), str(workdir), str(tmp_path), options)
   rows = read_rows(tmp_path)
   assert len(rows) == T and summary["frames"] == T and summary["recompilations"] == 0
   for t, r in enumerate(rows):
@@ -257,8 +260,8 @@ def test_stream_py_adaptive_keyframes(clip_file, fp_run, tmp_path, stream_py):
   argv = ["--video", str(clip_file), "--workdir", str(workdir), "--out", str(tmp_path)]
   stream_py(*argv, "--recipe", "resq", "--period", "6", "--drift_threshold", "0.2")
   frames = video.read_video(clip_file, size=(32, 32))
-  x = np.concatenate([np.asarray(stream_lib.normalise(f)) for f in frames])[None]
-  want = numpy_decisions(stream_lib.StreamOptions(drift_threshold=0.2).trigger(6), x)[0]
+  x = np.concatenate([np.asarray(setup.normalise(f)) for f in frames])[None]
+  want = numpy_decisions(StreamOptions(drift_threshold=0.2).trigger(6), x)[0]
   assert want != [t % 6 == 0 for t in range(T)]  # the trigger, not the period, decides
   rows = read_rows(tmp_path)
   assert [bool(r["is_keyframe"]) for r in rows] == want
@@ -287,19 +290,19 @@ def test_ptq_run_streams_with_its_own_quantizers(clip_file, fp_run, tmp_path):
   config = load_config(
     "tiny", **{"stage": "ptq", "init_from": str(fp_dir), "quant.mode": "resq", "quant.period": 3}
   )
-  options = stream_lib.StreamOptions(recipe="resq", period=3)
-  experiment = stream_lib.run_experiment(str(fp_dir), options)
-  assert experiment.quant.recipe == config_lib.parse(config, num_devices=1).quant.recipe
-  model, variables, float_model, _, needs = stream_lib.load_models(experiment, str(fp_dir), options)
+  options = StreamOptions(recipe="resq", period=3)
+  experiment = run_experiment(str(fp_dir), options)
+  assert experiment.quant.recipe == parse.parse(config, num_devices=1).quant.recipe
+  model, variables, float_model, _, needs = setup.load_models(experiment, str(fp_dir), options)
   assert needs
   frames = video.read_video(clip_file, size=(32, 32), max_frames=8)
-  clip = jnp.concatenate([stream_lib.normalise(f) for f in frames])[None]
+  clip = jnp.concatenate([setup.normalise(f) for f in frames])[None]
   variables = calibrate_model(
     model, float_model, variables, [clip], period=3, methods=experiment.quant.calibration
   )
   save_run(tmp_path / "ptq", config, variables)
-  options = stream_lib.StreamOptions(max_frames=7, show_progress=False)
-  summary = stream_lib.stream_video(
+  options = StreamOptions(max_frames=7, show_progress=False)
+  summary = compare.stream_video(
     str(clip_file), str(tmp_path / "ptq"), str(tmp_path / "out"), options
   )
   assert (summary["mode"], summary["period"], summary["calibrated_on_frames"]) == ("resq", 3, 0)
@@ -310,30 +313,30 @@ def test_ptq_run_streams_with_its_own_quantizers(clip_file, fp_run, tmp_path):
     assert r["gbops"] == pytest.approx(bits * macs / 1e9, rel=1e-9)
     assert 0 < r["rel_error"] < 1
   with pytest.raises(errors.InvalidConfigError, match="needs the workdir of an FP run"):
-    stream_lib.stream_video(
+    compare.stream_video(
       str(clip_file),
       str(tmp_path / "ptq"),
       str(tmp_path / "out2"),
-      stream_lib.StreamOptions(recipe="fq"),
+      StreamOptions(recipe="fq"),
     )
 
 
 def test_clear_errors(fp_run, clip_file, tmp_path):
   workdir, _ = fp_run
   with pytest.raises(errors.DataError, match="no video file"):
-    stream_lib.stream_video(str(tmp_path / "missing.mp4"), str(workdir), str(tmp_path))
+    compare.stream_video(str(tmp_path / "missing.mp4"), str(workdir), str(tmp_path))
   (tmp_path / "text.mp4").write_text("not a video")
   with pytest.raises(errors.DataError, match="cannot decode"):
-    stream_lib.stream_video(str(tmp_path / "text.mp4"), str(workdir), str(tmp_path))
+    compare.stream_video(str(tmp_path / "text.mp4"), str(workdir), str(tmp_path))
   with pytest.raises(errors.CheckpointError, match="config.json"):
-    stream_lib.stream_video(str(clip_file), str(tmp_path), str(tmp_path))
+    compare.stream_video(str(clip_file), str(tmp_path), str(tmp_path))
   pose = load_config("tiny")
   pose.task = "pose"
   (tmp_path / "config.json").write_text(pose.to_json_best_effort())
   with pytest.raises(errors.InvalidConfigError, match="segmentation runs only"):
-    stream_lib.stream_video(str(clip_file), str(tmp_path), str(tmp_path))
+    compare.stream_video(str(clip_file), str(tmp_path), str(tmp_path))
   with pytest.raises(errors.InvalidConfigError, match="recipe"):
-    stream_lib.run_experiment(str(workdir), stream_lib.StreamOptions(recipe="int3"))
+    run_experiment(str(workdir), StreamOptions(recipe="int3"))
 
 
 def write_run_config(workdir, config: dict) -> str:
@@ -356,7 +359,7 @@ def test_run_experiment_of_old_and_invalid_run_configs(tmp_path, caplog):
   saved["eval"]["sweep"] = "gone"  # a sweep no longer in configs/sweeps.py
   workdir = write_run_config(tmp_path / "old", saved)
   with caplog.at_level("WARNING", logger="resq_jax"):
-    experiment = stream_lib.run_experiment(workdir)
+    experiment = run_experiment(workdir)
   assert experiment.task.name == "segmentation" and experiment.model.preset == "tiny"
   assert (experiment.quant.recipe.mode, experiment.quant.period) == ("resq", 3)
   recipe = experiment.quant.recipe
@@ -365,23 +368,21 @@ def test_run_experiment_of_old_and_invalid_run_configs(tmp_path, caplog):
   assert (experiment.data.height, experiment.data.width) == (32, 32)
   assert experiment.train.num_steps >= 2  # today's default
   assert "quant.ema_decay" in caplog.text and "train.num_steps" in caplog.text
-  options = stream_lib.StreamOptions(recipe="fq", key_bits=(4, 4), period=5)
-  fq = stream_lib.run_experiment(workdir, options).quant
+  options = StreamOptions(recipe="fq", key_bits=(4, 4), period=5)
+  fq = run_experiment(workdir, options).quant
   assert (fq.recipe.mode, fq.recipe.key.bits, fq.period, fq.calibration_period) == (
     "fq",
     (4, 4),
     1,
     2,
   )  # FQ has no keyframes: period 1, calibration sees K = 2
-  with pytest.raises(config_lib.ConfigError, match=r"quant\.residual_bits") as info:
-    stream_lib.run_experiment(
-      workdir, stream_lib.StreamOptions(key_bits=(4, 4), residual_bits=(8, 8))
-    )
+  with pytest.raises(parse.ConfigError, match=r"quant\.residual_bits") as info:
+    run_experiment(workdir, StreamOptions(key_bits=(4, 4), residual_bits=(8, 8)))
   assert len(info.value.problems) == 1
   saved["quant"]["period"] = 0
   saved["model"]["preset"] = "huge"
-  with pytest.raises(config_lib.ConfigError) as info:
-    stream_lib.run_experiment(write_run_config(tmp_path / "bad", saved))
+  with pytest.raises(parse.ConfigError) as info:
+    run_experiment(write_run_config(tmp_path / "bad", saved))
   assert [p.partition(":")[0] for p in info.value.problems] == ["model.preset", "quant.period"]
 
 
@@ -395,10 +396,10 @@ def test_frame_cost_by_hand_with_a_plain_float_op():
   stats = {
     "q": {"w_bits": np.array([4]), "act_bits": np.array([2 * 8]), "density": np.array([0.5])}
   }
-  bops, density = stream_lib.frame_cost(stats, costs)
+  bops, density = compare.frame_cost(stats, costs)
   assert bops == 4 * 100 * 16 / 4 + 1024 * 50
   assert density == pytest.approx((100 * 0.5 + 50) / 150)
-  assert stream_lib.layer_densities(stats, costs) == [0.5, 1.0]
+  assert compare.layer_densities(stats, costs) == [0.5, 1.0]
 
 
 class ResQThenPlain(flax.linen.Module):
@@ -425,7 +426,7 @@ def test_frame_cost_of_streamed_model_with_a_plain_op():
   for t in range(4):
     _, stats, state = stream_step(model, variables, state, clip[:, t], period=2)
     frames_stats.append(jax.device_get(stats))
-    per_frame.append(stream_lib.frame_cost(frames_stats[-1], costs))
+    per_frame.append(compare.frame_cost(frames_stats[-1], costs))
   report = bops_report(stack_stream_stats(frames_stats), costs)
   np.testing.assert_allclose([b for b, _ in per_frame], report["bops_per_frame"], rtol=1e-12)
   q, plain = costs["q"].macs, costs["plain"].macs

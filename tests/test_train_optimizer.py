@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from resq_jax.experiment import OptimSpec
-from resq_jax.train_lib import make_optimizer
+from resq_jax.experiment.spec import OptimSpec
+from resq_jax.experiment.train import make_optimizer
 
 SPEC = OptimSpec(lr=0.1, quant_lr=0.01, weight_decay=0.0, warmup_steps=1, grad_clip=1e9)
 

@@ -13,7 +13,9 @@ import numpy as np
 import optax
 import pytest
 
+from resq_jax import errors
 from resq_jax.training import checkpoint as ckpt_lib
+from resq_jax.training import checkpoint_files, checkpoint_reader
 from resq_jax.training import parallel as par
 
 
@@ -91,7 +93,7 @@ def test_keep_n_periodic_saves_and_resume_from_latest(tmp_path, mesh):
     assert ckpt.latest_step() == 6
     restored = ckpt.restore_latest(_state(mesh, seed=0))
     _assert_trees_equal(restored, jax.device_get(_state(mesh, seed=6, step=6)))
-    with pytest.raises(ckpt_lib.CheckpointError, match="no data iterator"):
+    with pytest.raises(errors.CheckpointError, match="no data iterator"):
       ckpt.restore_latest(_state(mesh, seed=0), data_iterator=iter(_dataset()))
     assert ckpt.read_extra() is None
 
@@ -128,7 +130,7 @@ def _digest(root) -> dict:
 
 def test_restore_params_from_reads_params_and_never_writes(tmp_path, mesh):
   init_workdir = tmp_path / "pretrained"
-  init_dir = ckpt_lib.checkpoint_dir(init_workdir)
+  init_dir = checkpoint_files.checkpoint_dir(init_workdir)
   with ckpt_lib.Checkpointer(init_dir, save_every_steps=1) as ckpt:
     ckpt.save(3, _state(mesh, seed=4, step=3), data_iterator=iter(_dataset()))
     ckpt.save(5, _state(mesh, seed=5, step=5), data_iterator=iter(_dataset()))
@@ -137,16 +139,16 @@ def test_restore_params_from_reads_params_and_never_writes(tmp_path, mesh):
   template = _state(mesh, seed=0).params
   expected = jax.device_get(_state(mesh, seed=5).params)
   for path in (init_workdir, init_dir, os.path.join(init_dir, "5")):
-    params = ckpt_lib.restore_params_from(path, template)
+    params = checkpoint_reader.restore_params_from(path, template)
     _assert_trees_equal(params, expected)
     assert params["w"].sharding == template["w"].sharding
   _assert_trees_equal(
-    ckpt_lib.restore_params_from(os.path.join(init_dir, "3"), template),
+    checkpoint_reader.restore_params_from(os.path.join(init_dir, "3"), template),
     jax.device_get(_state(mesh, seed=4).params),
   )
   assert _digest(init_workdir) == before
   with pytest.raises(FileNotFoundError):
-    ckpt_lib.restore_params_from(tmp_path / "nothing_here", template)
+    checkpoint_reader.restore_params_from(tmp_path / "nothing_here", template)
 
 
 def test_half_written_temp_dir_is_ignored(tmp_path, mesh):
@@ -165,7 +167,7 @@ def test_half_written_temp_dir_is_ignored(tmp_path, mesh):
     assert ckpt.all_steps() == [1, 2]
     restored = ckpt.restore_latest(_state(mesh, seed=0))
   _assert_trees_equal(restored, jax.device_get(_state(mesh, seed=2, step=2)))
-  params = ckpt_lib.restore_params_from(tmp_path, _state(mesh, seed=0).params)
+  params = checkpoint_reader.restore_params_from(tmp_path, _state(mesh, seed=0).params)
   _assert_trees_equal(params, jax.device_get(_state(mesh, seed=2).params))
 
 
@@ -195,7 +197,7 @@ def test_truncated_step_dir_falls_back_to_the_newest_intact_step(tmp_path, mesh,
   (tmp_path / "2" / "state").mkdir()  # step 2 looks complete by name but holds no arrays
 
   with ckpt_lib.Checkpointer(tmp_path, save_every_steps=1) as ckpt:
-    with pytest.raises(ckpt_lib.CheckpointError, match="step 2 .* is damaged"):
+    with pytest.raises(errors.CheckpointError, match="step 2 .* is damaged"):
       ckpt.restore(2, _state(mesh, seed=0))
     with caplog.at_level("WARNING"):
       restored = ckpt.restore_latest(_state(mesh, seed=0))
@@ -211,10 +213,10 @@ def test_every_save_gets_checksums_even_when_the_process_ends_right_after(tmp_pa
     ckpt.save(2, _state(mesh, seed=2, step=2))
   # Leaving the block only waits; the checksums were part of each committed step.
   for step in ("1", "2"):
-    with open(tmp_path / step / ckpt_lib.CHECKSUM_FILE) as f:
+    with open(tmp_path / step / checkpoint_files.CHECKSUM_FILE) as f:
       listed = json.load(f)["sha256"]
     assert any(k.startswith("state" + os.sep) for k in listed)
-    assert ckpt_lib.damage_of(tmp_path / step) is None
+    assert checkpoint_files.damage_of(tmp_path / step) is None
   assert not list(tmp_path.glob("*.orbax-checkpoint-tmp*"))
 
 
@@ -223,10 +225,10 @@ def test_bit_flip_in_newest_step_falls_back_and_the_step_can_be_saved_again(tmp_
     for step in (2, 4):
       ckpt.save(step, _state(mesh, seed=step, step=step), data_iterator=iter(_dataset()))
   _flip_bytes(tmp_path / "4")
-  assert "does not match its checksum" in ckpt_lib.damage_of(tmp_path / "4")
+  assert "does not match its checksum" in checkpoint_files.damage_of(tmp_path / "4")
 
   # A read-only reader (init_from, evaluation) skips it too, without moving anything.
-  params = ckpt_lib.restore_params_from(tmp_path, _state(mesh, seed=0).params)
+  params = checkpoint_reader.restore_params_from(tmp_path, _state(mesh, seed=0).params)
   _assert_trees_equal(params, jax.device_get(_state(mesh, seed=2).params))
   assert (tmp_path / "4").is_dir()
 
@@ -250,13 +252,13 @@ def test_no_intact_step_and_a_mismatching_template_raise_checkpoint_errors(tmp_p
   wrong = _state(mesh, seed=0).replace(params={"w": jnp.zeros((5, 3), jnp.float32)})
   with (
     ckpt_lib.Checkpointer(tmp_path, save_every_steps=1) as ckpt,
-    pytest.raises(ckpt_lib.CheckpointError, match="intact .* does not fit"),
+    pytest.raises(errors.CheckpointError, match="intact .* does not fit"),
   ):
     ckpt.restore_latest(wrong)
   _flip_bytes(tmp_path / "1")
   with ckpt_lib.Checkpointer(tmp_path, save_every_steps=1) as ckpt:
-    with pytest.raises(ckpt_lib.CheckpointError, match="no intact checkpoint"):
+    with pytest.raises(errors.CheckpointError, match="no intact checkpoint"):
       ckpt.restore_latest(_state(mesh, seed=0))
     assert ckpt.all_steps() == [1]  # nothing moved when nothing is left to resume from
-  with pytest.raises(ckpt_lib.CheckpointError, match="no intact checkpoint"):
-    ckpt_lib.restore_params_from(tmp_path, _state(mesh, seed=0).params)
+  with pytest.raises(errors.CheckpointError, match="no intact checkpoint"):
+    checkpoint_reader.restore_params_from(tmp_path, _state(mesh, seed=0).params)

@@ -27,13 +27,14 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
+from resq_jax import errors
 from resq_jax.data import builder as builder_lib
 from resq_jax.data import cityscapes_video, davis, jhmdb, spec
 
 SYNTH_RES = "synth_res"
 
 
-class SynthResDataError(RuntimeError):
+class SynthResDataError(errors.DataError):
   """A record file (of SynthRes or a real dataset) is missing, truncated or corrupted (the
   message names it)."""
 

@@ -8,32 +8,35 @@ and the equal-cost comparison with frame quantization (err/FQ).
 The evaluation loop that produces the rows lives above this package.
 """
 
+from resq_jax.evaluation.davis import (
+  boundary_f_measure,
+  boundary_tolerance,
+  davis_j_and_f,
+  davis_summary,
+  region_similarity,
+  seg2bmap,
+)
 from resq_jax.evaluation.metrics import (
   MAX_PIXELS_PER_CALL,
   ConfusionAccumulator,
   FidelityAccumulator,
   bbox_size,
   bootstrap_ci,
-  boundary_f_measure,
-  boundary_tolerance,
   clip_confusion_matrices,
   confusion_matrix,
-  davis_j_and_f,
-  davis_summary,
   miou,
   miou_of_clips,
   pck,
   pck_counts,
   pixel_accuracy,
   pixel_accuracy_of_clips,
-  region_similarity,
   relative_l2,
-  seg2bmap,
 )
 from resq_jax.evaluation.pareto import (
   Front,
   equal_cost_metric_delta,
   equal_cost_ratio,
+  finite_float,
   fq_front,
   pareto_front,
 )
@@ -52,7 +55,6 @@ from resq_jax.evaluation.report import (
   RESULTS_JSON,
   RESULTS_MD,
   equal_cost_columns,
-  finite_float,
   load_results,
   metric_interval,
   primary_error,

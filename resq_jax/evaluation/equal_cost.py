@@ -9,8 +9,8 @@ dearest point, that point's error: it fits the budget).
 
 Whether a budget counts as better, worse or a tie is decided by a *paired* bootstrap over clips
 when both rows carry their per-clip errors (``<key>_per_clip``, written by
-``resq_jax.eval_lib``): every setting of a sweep is evaluated on the same clips in the same
-order, so the two groups' per-clip errors at the budget (interpolated clip by clip with the
+``resq_jax.experiment.evaluate``): every setting of a sweep is evaluated on the same clips in
+the same order, so the two groups' per-clip errors at the budget (interpolated clip by clip with the
 front's weights, so that their mean is the front's error) are resampled with the same clip
 indices, and the 95% percentile interval of the mean difference A - B decides (`paired_diff_ci`:
 better when it lies below 0, worse above 0, else a tie). Pairing removes the variation between

@@ -371,14 +371,3 @@ def pck(pred_joints, gt_joints, visible, bbox, alpha: float = 0.2) -> float:
   correct, evaluated = pck_counts(pred_joints, gt_joints, visible, bbox, alpha)
   total = evaluated.sum()
   return float(correct.sum() / total) if total > 0 else float("nan")
-
-
-# DAVIS J&F lives in its own module; re-exported so that existing imports keep working.
-from resq_jax.evaluation.davis import (  # noqa: E402, F401
-  boundary_f_measure,
-  boundary_tolerance,
-  davis_j_and_f,
-  davis_summary,
-  region_similarity,
-  seg2bmap,
-)

@@ -1,6 +1,6 @@
 """Evaluation results on disk: `results.json` (machine-readable) and `results.md` (a table).
 
-A *row* is one evaluated setting, a flat dict: ``resq_jax.eval_lib.EvalResult.to_row()``
+A *row* is one evaluated setting, a flat dict: ``resq_jax.experiment.evaluate.EvalResult.to_row()``
 writes them. Recognised keys (all optional except that a row without its metric and
 `gbops_avg` shows dashes; rows written before a key existed load and show 'n/a' there):
 

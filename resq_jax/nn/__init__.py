@@ -8,16 +8,6 @@ from resq_jax.nn.calibrate import (
   observe,
   residual_samples,
 )
-from resq_jax.nn.clip import (
-  ClipResult,
-  StreamState,
-  check_hashable,
-  model_has_state,
-  model_variables,
-  run_clip,
-  stream_init,
-  stream_step,
-)
 from resq_jax.nn.costs import (
   PLAIN_LINEAR_OPS,
   bops_report,
@@ -28,7 +18,6 @@ from resq_jax.nn.costs import (
   network_macs,
   plain_op_macs,
   stack_stream_stats,
-  visit_layers,
 )
 from resq_jax.nn.layers import (
   CONV_IMPLS,
@@ -46,6 +35,15 @@ from resq_jax.nn.layers import (
 )
 from resq_jax.nn.models import SEGNET_PRESETS, BasicBlock, Fusion, SegNet, segnet_preset
 from resq_jax.nn.quantized import PHASES, QUANT_PARAMS, is_quantizer_param, quantized_linear
+from resq_jax.nn.runner import (
+  ClipResult,
+  StreamState,
+  model_has_state,
+  run_clip,
+  stream_init,
+  stream_step,
+)
+from resq_jax.nn.tracing import check_hashable, model_variables, visit_layers
 from resq_jax.nn.weights import (
   StaleQuantizerError,
   check_quantizers,

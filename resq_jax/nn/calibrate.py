@@ -28,10 +28,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from resq_jax.nn.clip import check_hashable, model_variables
-from resq_jax.nn.costs import flatten_stats, visit_layers
+from resq_jax.nn.costs import flatten_stats
 from resq_jax.nn.layers import float_twin
 from resq_jax.nn.quantized import KEY_A, KEY_W, RES_A, RES_W, scale_name, zero_point_name
+from resq_jax.nn.tracing import check_hashable, model_variables, visit_layers
 from resq_jax.quant.calibration import calibrate
 from resq_jax.quant.recipe import LayerRecipe
 

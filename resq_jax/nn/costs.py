@@ -25,8 +25,8 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from resq_jax.nn.clip import model_variables
 from resq_jax.nn.layers import QuantLayer
+from resq_jax.nn.tracing import trace_calls
 from resq_jax.quant.cost import (
   FP32_BITS,
   LayerCost,
@@ -37,40 +37,6 @@ from resq_jax.quant.cost import (
 )
 
 PLAIN_LINEAR_OPS = (nn.Conv, nn.ConvTranspose, nn.Dense, nn.DenseGeneral, nn.Einsum)
-
-
-def _trace(model, variables, frame, on_call) -> None:
-  """Trace ``model`` abstractly on ``frame``, calling ``on_call(module, args, out)`` for every
-  ``__call__`` of a submodule."""
-
-  def interceptor(next_fun, args, kwargs, context):
-    out = next_fun(*args, **kwargs)
-    if context.method_name == "__call__":
-      on_call(context.module, args, kwargs, out)
-    return out
-
-  def trace(v, x):
-    with nn.intercept_methods(interceptor):
-      return model.apply(v, x, phase="key", mutable=["resq_state", "resq_stats"])
-
-  jax.eval_shape(trace, model_variables(variables), frame)
-
-
-def visit_layers(model: nn.Module, variables, frame: jax.Array, fn) -> dict:
-  """``{layer path: fn(layer, input_shape)}`` over the quantized layers of ``model``.
-
-  The model is traced abstractly on a frame batch ``[B, H, W, C]`` (nothing is computed).
-  Paths are the module names joined by '/', matching the nesting of ``resq_stats``. ``layer``
-  is bound: ``layer.active_recipe`` is the recipe it executes (per-layer rules applied).
-  """
-  found = {}
-
-  def on_call(module, args, kwargs, out):
-    if isinstance(module, QuantLayer):
-      found["/".join(module.path)] = fn(module, tuple(args[0].shape))
-
-  _trace(model, variables, frame, on_call)
-  return found
 
 
 def _tuple(v, n: int) -> tuple:
@@ -129,7 +95,7 @@ def layer_costs(
         macs=macs, n_locations=max(1, math.prod(x_shape[1:-1])), float_op=True
       )
 
-  _trace(model, variables, frame, on_call)
+  trace_calls(model, variables, frame, on_call)
   plain = {p: c.macs for p, c in found.items() if c.float_op}
   if plain and warn:
     listed = ", ".join(f"{p} ({m} MACs)" for p, m in plain.items())

@@ -27,7 +27,8 @@ import math
 import jax
 import jax.numpy as jnp
 
-from resq_jax.nn.clip import ClipResult, check_hashable, model_variables, run_clip
+from resq_jax.nn.runner import ClipResult, run_clip
+from resq_jax.nn.tracing import check_hashable, model_variables
 
 Array = jax.Array
 
@@ -86,7 +87,7 @@ def run_clip_frame_precision(
       ``(frame, phase=...)``, e.g. the same SegNet under stateless FQ recipes).
     variables: their variables, one set per model (each calibrated for its own recipe).
     policy: :class:`FramePrecisionPolicy` with ``len(models) - 1`` thresholds.
-    check: refuse stale quantizer parameters (as :func:`~resq_jax.nn.clip.run_clip`).
+    check: refuse stale quantizer parameters (as :func:`~resq_jax.nn.runner.run_clip`).
   Returns:
     ``(ClipResult, index)``: ``outputs [B, T, ...]`` and ``stats[layer][name] [T, B, ...]`` of
     the chosen candidate per frame (``bops_report`` counts each frame at its precision), state

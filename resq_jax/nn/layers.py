@@ -5,7 +5,7 @@ Every layer executes a :class:`~resq_jax.quant.recipe.LayerRecipe` (float, FQ, s
 ResQ): its own ``recipe`` attribute unless a :class:`~resq_jax.quant.recipe.RecipeRules` of an
 enclosing module (an attribute named ``recipe_rules``, or :func:`with_recipe_rules`) matches the
 layer's path (:func:`layer_recipe`). Call them with ``phase='key'`` or ``phase='residual'``; the
-clip runner (``resq_jax.nn.clip``) does that for you. Without ``phase`` a layer whose recipe has
+clip runner (``resq_jax.nn.runner``) does that for you. Without ``phase`` a layer whose recipe has
 state (ResQ) raises instead of silently running the keyframe branch on every frame; float and FQ
 layers do not need it.
 """

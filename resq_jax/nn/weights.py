@@ -54,7 +54,7 @@ _FACTS: dict = {}
 def layer_facts(model, variables, frame) -> dict:
   """``{path: (recipe, bn_epsilon or None)}`` of the quantized layers (abstract trace, cached
   per model and frame shape)."""
-  from resq_jax.nn.costs import visit_layers  # costs imports clip, which imports this module
+  from resq_jax.nn.tracing import visit_layers
 
   key = (model, tuple(frame.shape), jnp.dtype(frame.dtype))
   if key not in _FACTS:

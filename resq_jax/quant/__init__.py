@@ -52,7 +52,6 @@ from resq_jax.quant.keyframes import (
 )
 from resq_jax.quant.recipe import (
   MODES,
-  REF_MODES,
   LayerRecipe,
   QuantPair,
   RecipeRules,
@@ -67,6 +66,7 @@ from resq_jax.quant.recipe import (
   skip_conv_recipe,
 )
 from resq_jax.quant.resq import (
+  REF_MODES,
   ResQState,
   add_bias,
   check_ref_mode,

@@ -13,7 +13,7 @@ per example (each video of a batch for itself), whether to start a new keyframe:
 
 never when fewer than ``min_period`` frames have passed since the keyframe, and always on an
 example's first frame. Means are over every axis but the batch, in input units (the model's
-normalised frames). Everything here is pure array math; ``resq_jax.nn.clip`` runs it.
+normalised frames). Everything here is pure array math; ``resq_jax.nn.runner`` runs it.
 """
 
 from __future__ import annotations

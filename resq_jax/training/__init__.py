@@ -3,14 +3,10 @@
 Nothing here knows about models or quantization: `train_lib` plugs in a loss function.
 """
 
-from resq_jax.training.checkpoint import (
-  Checkpointer,
-  CheckpointError,
-  checkpoint_dir,
-  damage_of,
-  restore_fields_from,
-  restore_params_from,
-)
+from resq_jax.errors import CheckpointError
+from resq_jax.training.checkpoint import Checkpointer
+from resq_jax.training.checkpoint_files import checkpoint_dir, damage_of
+from resq_jax.training.checkpoint_reader import restore_fields_from, restore_params_from
 from resq_jax.training.metrics import (
   JsonlWriter,
   MetricWriter,

@@ -58,22 +58,19 @@ from etils import epath
 from jax.experimental import multihost_utils
 
 from resq_jax.errors import CheckpointError
-from resq_jax.training.checkpoint_files import (  # noqa: F401 (re-exported: defined here before)
+from resq_jax.training.checkpoint_files import (
   CHECKSUM_FILE,
   DAMAGED_DIR,
   DATA_ITEM,
   EXTRA_ITEM,
   STATE_ITEM,
-  checkpoint_dir,
   damage_of,
   has_checksums,
   write_checksums,
 )
-from resq_jax.training.checkpoint_reader import (  # noqa: F401 (re-exported: defined here before)
+from resq_jax.training.checkpoint_reader import (
   PyTree,
   _abstract,
-  restore_fields_from,
-  restore_params_from,
 )
 
 

@@ -1,4 +1,4 @@
-"""The building blocks of the config rules (:data:`resq_jax.config_rules.RULES`): the
+"""The building blocks of the config rules (:data:`resq_jax.experiment.rules.RULES`): the
 :class:`Rule` type, the :class:`_Context` through which a rule's relation reads other keys,
 rule constructors for ints, reals, choices, booleans and bit-width pairs, the checks of single
 values, and the allowed values of the choice keys (stages, quant modes, policies, calibration

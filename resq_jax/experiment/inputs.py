@@ -1,7 +1,7 @@
 """Input data of an experiment: build SynthRes (or find a built real dataset), verify its
 splits, and batch it.
 
-Takes the typed :class:`resq_jax.experiment.DataSpec` (plus the few numbers a caller needs:
+Takes the typed :class:`resq_jax.experiment.spec.DataSpec` (plus the few numbers a caller needs:
 batch size, seed, how many batches). Batches are the loader's NumPy dicts; a task's
 ``prepare`` turns them into model inputs and targets (``resq_jax.tasks``). Building the data
 is an explicit step (:func:`ensure_data`), never a side effect of opening a loader.
@@ -26,12 +26,13 @@ from collections.abc import Iterable, Iterator
 import grain
 import jax
 
-from resq_jax import errors, log
+from resq_jax import errors
 from resq_jax.data import build_synthres, make_loader
 from resq_jax.data import builder as data_builder
 from resq_jax.data import loader as data_loader
 from resq_jax.data.loader import SynthResDataError, SynthResSource
-from resq_jax.experiment import DataSpec
+from resq_jax.experiment import log
+from resq_jax.experiment.spec import DataSpec
 
 
 def real_config_name(data: DataSpec) -> str:

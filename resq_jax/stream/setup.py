@@ -2,7 +2,7 @@
 run's models loaded and, for a quantized recipe on an FP run, calibrated on the video's first
 frames.
 
-The model under test runs the recipe of :func:`resq_jax.stream_config.run_experiment`; the
+The model under test runs the recipe of :func:`resq_jax.stream.options.run_experiment`; the
 float model (the same weights under the float recipe) runs beside it as the reference for
 fidelity. The newest checkpoint of the workdir gives the weights (``runs.load_run``). No Flax
 ``init`` runs: variables are restored into abstract templates
@@ -23,12 +23,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from resq_jax import errors, runs, video
-from resq_jax.experiment import Experiment
-from resq_jax.model_factory import abstract_variables, init_from_fp, make_model
+from resq_jax import errors
+from resq_jax.experiment import runs
+from resq_jax.experiment.models import abstract_variables, init_from_fp, make_model
+from resq_jax.experiment.spec import Experiment
 from resq_jax.nn import calibrate_model, layer_costs
 from resq_jax.quant.recipe import LayerRecipe, float_recipe
-from resq_jax.stream_config import StreamOptions, run_experiment
+from resq_jax.stream import video
+from resq_jax.stream.options import StreamOptions, run_experiment
 from resq_jax.tasks import normalise_frames
 
 

@@ -3,14 +3,14 @@
 The model comes from a run's workdir: the run's own recipe, or an FP run's weights under FQ,
 static or dynamic ResQ, calibrated on the video's first frames; keyframes every ``period``
 frames or where a keyframe trigger fires (docs/drift.md). :class:`StreamOptions` and
-:func:`run_experiment` (``resq_jax.stream_config``) turn the run's ``config.json`` and the
-options into the :class:`~resq_jax.experiment.Experiment` to stream; :func:`prepare` and
-:func:`load_models` (``resq_jax.stream_setup``) open the video, load the models and calibrate a
+:func:`run_experiment` (``resq_jax.stream.options``) turn the run's ``config.json`` and the
+options into the :class:`~resq_jax.experiment.spec.Experiment` to stream; :func:`prepare` and
+:func:`load_models` (``resq_jax.stream.setup``) open the video, load the models and calibrate a
 quantized recipe. Both modules' public names are re-exported here.
 
 The float model (the same weights under the float recipe) always runs beside it, frame by
 frame, as the reference for fidelity. Frames are decoded, scaled and centre-cropped to the
-run's training size (``resq_jax.video``), normalised as in training
+run's training size (``resq_jax.stream.video``), normalised as in training
 (``resq_jax.tasks.normalise_frames``) and fed one at a time (batch 1) to the jitted
 ``stream_step``; both models are compiled on the first frame before timing starts, and the
 number of recompilations afterwards (0 expected) is reported.
@@ -48,19 +48,15 @@ import warnings
 import jax
 import numpy as np
 
-from resq_jax import video
 from resq_jax.nn import clip_bops, stack_stream_stats, stream_init, stream_step, trigger_ops
 from resq_jax.nn.costs import flatten_stats
 from resq_jax.quant.cost import LayerCost
-from resq_jax.stream_config import (  # noqa: F401 (re-exported: they were defined here before)
-  RECIPES,
-  STREAM_KEYS,
+from resq_jax.stream import video
+from resq_jax.stream.options import (
   StreamOptions,
-  run_experiment,
 )
-from resq_jax.stream_setup import (  # noqa: F401 (load_models: re-exported, as above)
+from resq_jax.stream.setup import (
   _Stream,
-  load_models,
   normalise,
   prepare,
 )

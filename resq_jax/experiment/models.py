@@ -21,7 +21,7 @@ import flax
 import jax
 import jax.numpy as jnp
 
-from resq_jax.experiment import ModelSpec
+from resq_jax.experiment.spec import ModelSpec
 from resq_jax.nn import QUANT_PARAMS
 from resq_jax.nn.models import SegNet, segnet_preset
 from resq_jax.quant.recipe import LayerRecipe

@@ -1,7 +1,7 @@
 """Training stages: FP training, PTQ calibration and QAT fine-tuning over clips.
 
 ``train_and_evaluate(experiment, workdir)`` is what ``train.py`` runs once it has parsed its
-config (``config_lib.parse``): it prepares data, resumes from the newest checkpoint in
+config (``parse.parse``): it prepares data, resumes from the newest checkpoint in
 ``workdir`` (or initialises: FP from scratch; PTQ / QAT from the FP run ``init_from``, which is
 only read), trains data-parallel over all devices (``jax.shard_map``) and evaluates the result
 on the evaluation split (``eval.split``, validation by default). The task
@@ -20,11 +20,12 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from resq_jax import config_defaults, config_lib, errors, eval_lib, inputs, runs
-from resq_jax.eval_lib import EvalResult
-from resq_jax.experiment import Experiment, OptimSpec, Setting
-from resq_jax.log import get_logger
-from resq_jax.model_factory import abstract_variables, init_from_fp, init_variables, make_model
+from resq_jax import errors
+from resq_jax.experiment import evaluate, inputs, parse, runs, schema
+from resq_jax.experiment.evaluate import EvalResult
+from resq_jax.experiment.log import get_logger
+from resq_jax.experiment.models import abstract_variables, init_from_fp, init_variables, make_model
+from resq_jax.experiment.spec import Experiment, OptimSpec, Setting
 from resq_jax.nn import calibrate_model, is_quantizer_param, run_clip
 from resq_jax.nn.quantized import ACT_QUANTIZERS, zero_point_name
 from resq_jax.training import (
@@ -242,7 +243,7 @@ def check_resume_config(
   path = workdir / "config.json"
   if not path.is_file():
     return []
-  defaults = json.loads(config_defaults.default_config().to_json_best_effort())
+  defaults = json.loads(schema.default_config().to_json_best_effort())
   changes = config_changes(
     json.loads(path.read_text()), json.loads(experiment.config_json), defaults
   )
@@ -278,7 +279,7 @@ def train_and_evaluate(
   Returns the evaluation (task metric, BOPs) of the trained model on ``eval.split``;
   it is also written to ``<workdir>/eval_metrics.json`` (``EvalResult.to_row()``). A rerun of
   a finished run (same config) returns that file's result without training or evaluating
-  again. ``experiment`` comes from ``config_lib.parse`` (validated before anything starts).
+  again. ``experiment`` comes from ``parse.parse`` (validated before anything starts).
 
   Resuming compares the config with the run's saved ``config.json``
   (``check_resume_config``); ``allow_config_change`` adopts the new values. ``config.json``
@@ -293,7 +294,7 @@ def train_and_evaluate(
     PreemptedError: SIGTERM arrived; the step reached was saved and evaluation skipped.
   """
   if maybe_initialize_distributed(experiment.distributed):
-    config_lib.check_device_count(experiment, jax.device_count())  # the global count
+    parse.check_device_count(experiment, jax.device_count())  # the global count
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   inputs.ensure_data(experiment.data)
@@ -444,8 +445,8 @@ def evaluate_run(experiment: Experiment, workdir: pathlib.Path, model=None) -> E
     num_batches=experiment.eval.num_batches,
     split=experiment.eval.split,
   )
-  result = eval_lib.evaluate_model(experiment.task, model, variables, batches, setting)
+  result = evaluate.evaluate_model(experiment.task, model, variables, batches, setting)
   if jax.process_index() == 0:
     (workdir / "eval_metrics.json").write_text(json.dumps(result.to_row(), indent=2))
-  log.info(f"eval: {eval_lib.result_line(result)}")
+  log.info(f"eval: {evaluate.result_line(result)}")
   return result

@@ -95,7 +95,7 @@ class DataSpec:
   ``dataset``: ``synth_res`` (built on first use from ``regime`` ... ``num_test``) or a real
   dataset built beforehand by ``python -m resq_jax.data.build`` into ``data_dir`` at
   ``height`` x ``width`` with ``num_frames``-frame clips (``regime`` and the clip counts are
-  then unused; ``resq_jax.inputs``)."""
+  then unused; ``resq_jax.experiment.inputs``)."""
 
   data_dir: str
   regime: str

@@ -1,8 +1,8 @@
-"""The :class:`~resq_jax.experiment.Experiment` that ``stream.py`` streams: a run's
+"""The :class:`~resq_jax.experiment.spec.Experiment` that ``stream.py`` streams: a run's
 ``config.json`` with the stream options applied.
 
 :class:`StreamOptions` say how to stream; :func:`run_experiment` parses the run's
-``config.json`` (``config_lib.parse``) with them applied:
+``config.json`` (``parse.parse``) with them applied:
 
 * ``recipe='run'``: the run's own recipe: an FP run runs in float; a PTQ or QAT run runs with
   its calibrated / learned quantizers.
@@ -11,7 +11,7 @@
   run config's ``quant.ref_mode`` and policy); the quantizer ranges are calibrated (PTQ, with
   the run config's ``calibration`` methods, ``QuantPlan.calibration``) on the first
   ``calibration_frames`` frames of the video itself, as one clip, with keyframes every
-  ``max(2, period)`` frames (``QuantPlan.calibration_period``; ``resq_jax.stream_setup``).
+  ``max(2, period)`` frames (``QuantPlan.calibration_period``; ``resq_jax.stream.setup``).
 
 Adaptive keyframes (``cut_threshold`` / ``drift_threshold``): a
 :class:`~resq_jax.quant.keyframes.KeyframeTrigger` with ``max_period = period``
@@ -25,10 +25,11 @@ import dataclasses
 
 import ml_collections
 
-from resq_jax import config_lib, errors, runs
-from resq_jax.config_defaults import default_config
-from resq_jax.experiment import Experiment
-from resq_jax.log import get_logger
+from resq_jax import errors
+from resq_jax.experiment import parse, rules, runs
+from resq_jax.experiment.log import get_logger
+from resq_jax.experiment.schema import default_config
+from resq_jax.experiment.spec import Experiment
 from resq_jax.nn import KeyframeTrigger
 
 log = get_logger(__name__)
@@ -124,8 +125,8 @@ def _stream_config(saved: dict, overrides: dict, keep) -> tuple[ml_collections.C
   that today's schema does not know."""
   config = default_config().to_dict()
   unknown = []
-  for key, value in config_lib._flatten(saved):  # pylint: disable=protected-access
-    if key not in config_lib.RULES:
+  for key, value in parse._flatten(saved):  # pylint: disable=protected-access
+    if key not in rules.RULES:
       unknown.append(key)
     elif keep(key) and key not in ("eval.sweeps", "eval.sweep"):
       _set(config, key, value)
@@ -140,7 +141,7 @@ def _stream_config(saved: dict, overrides: dict, keep) -> tuple[ml_collections.C
 
 
 def run_experiment(workdir: str, options: StreamOptions = StreamOptions()) -> Experiment:
-  """The run's ``config.json`` parsed (``config_lib.parse``) into the Experiment to stream,
+  """The run's ``config.json`` parsed (``parse.parse``) into the Experiment to stream,
   ``options`` applied (recipe, bits, period: ``Experiment.quant``; its ``eval.sweep`` is that
   one setting).
 
@@ -162,14 +163,14 @@ def run_experiment(workdir: str, options: StreamOptions = StreamOptions()) -> Ex
       f"{workdir}: config.json keys no longer in the schema ignored: {', '.join(unknown)}"
     )
   try:
-    return config_lib.parse(config, num_devices=1)
-  except config_lib.ConfigError as e:
+    return parse.parse(config, num_devices=1)
+  except parse.ConfigError as e:
     relevant = [p for p in e.problems if _is_stream_key(p.partition(":")[0])]
     if relevant:
-      raise config_lib.ConfigError(relevant) from None
+      raise parse.ConfigError(relevant) from None
     log.warning(
       f"{workdir}: config.json fails today's validation in keys streaming does not "
       f"read; they take today's defaults: {'; '.join(e.problems)}"
     )
   config, _ = _stream_config(saved, overrides, keep=_is_stream_key)
-  return config_lib.parse(config, num_devices=1)
+  return parse.parse(config, num_devices=1)

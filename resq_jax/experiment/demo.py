@@ -8,7 +8,7 @@ later stage ever starts from a half-trained run.
 
 This module works at the level of the entry points: it derives one ConfigDict per stage from
 the base config (so that each run saves the config it was trained with) and parses each with
-``config_lib.parse``; what the stages are (``QAT_STAGES``, ``QAT_LR``) is data of
+``parse.parse``; what the stages are (``QAT_STAGES``, ``QAT_LR``) is data of
 ``configs/demo.py``.
 """
 
@@ -20,8 +20,8 @@ from collections.abc import Mapping
 
 import ml_collections
 
-from resq_jax import config_lib, eval_lib, train_lib
-from resq_jax.log import get_logger
+from resq_jax.experiment import evaluate, parse, train
+from resq_jax.experiment.log import get_logger
 
 log = get_logger(__name__)
 
@@ -69,38 +69,38 @@ def run_demo(
   qat_lr: float | Mapping[str, float],
   qat_steps: int = 60,
   allow_config_change: bool = False,
-) -> list[eval_lib.EvalResult]:
+) -> list[evaluate.EvalResult]:
   """Run the whole demo under ``workdir``; returns the sweep's results.
 
   ``qat_stages``: workdir name -> overrides of the ``quant`` section, one QAT run each, at
   learning rate ``qat_lr`` (one value, or one per family: ``{mode: lr}``) for ``qat_steps``
   steps. Every stage's config is validated before
   the first one starts. ``allow_config_change`` lets resumed stages adopt a changed config
-  (see ``train_lib.check_resume_config``). Exceptions of a stage (e.g.
+  (see ``train.check_resume_config``). Exceptions of a stage (e.g.
   ``errors.PreemptedError``) propagate: the demo stops there.
   """
   workdir = pathlib.Path(workdir)
   start = time.perf_counter()
   fp_dir = str(workdir / "fp")
   qat_dirs = [str(workdir / name) for name in qat_stages]
-  fp = config_lib.parse(stage_config(base, "fp", mode="float"))
+  fp = parse.parse(stage_config(base, "fp", mode="float"))
   qat = [
-    config_lib.parse(
+    parse.parse(
       stage_config(base, "qat", fp_dir, num_steps=qat_steps, lr=_stage_lr(qat_lr, quant), **quant)
     )
     for quant in qat_stages.values()
   ]
-  sweep = config_lib.parse(
+  sweep = parse.parse(
     stage_config(base, "fp", fp_dir, mode="float", qat_runs=",".join(qat_dirs)),
     needs_init_from=True,
   )
   log.info("== FP training")
-  train_lib.train_and_evaluate(fp, fp_dir, allow_config_change=allow_config_change)
+  train.train_and_evaluate(fp, fp_dir, allow_config_change=allow_config_change)
   for name, experiment, qat_dir in zip(qat_stages, qat, qat_dirs):
     log.info(f"== QAT {name}")
-    train_lib.train_and_evaluate(experiment, qat_dir, allow_config_change=allow_config_change)
+    train.train_and_evaluate(experiment, qat_dir, allow_config_change=allow_config_change)
   log.info("== evaluation sweep")
-  results = eval_lib.evaluate_sweep(sweep, str(workdir))
+  results = evaluate.evaluate_sweep(sweep, str(workdir))
   minutes = (time.perf_counter() - start) / 60
   log.info(f"demo finished in {minutes:.1f} min; report: {workdir / 'report' / 'results.md'}")
   return results

@@ -14,8 +14,8 @@ import pathlib
 import jax
 
 from resq_jax import errors
-from resq_jax.experiment import Experiment
-from resq_jax.model_factory import abstract_variables, make_model
+from resq_jax.experiment.models import abstract_variables, make_model
+from resq_jax.experiment.spec import Experiment
 from resq_jax.nn.models import SegNet
 from resq_jax.quant.recipe import LayerRecipe, float_recipe
 from resq_jax.training import restore_fields_from

@@ -1,13 +1,13 @@
 """The config boundary: validate an experiment ConfigDict once and parse it into a typed
-:class:`resq_jax.experiment.Experiment`.
+:class:`resq_jax.experiment.spec.Experiment`.
 
 The entry points (``train.py``, ``eval.py``, ``demo.py`` through ``pipeline``) call
 :func:`parse` before any data is built or anything compiles; everything below them takes the
 ``Experiment`` (or one of its parts) and never reads a ConfigDict (docs/design.md section 1).
 
-Every key of the schema (``resq_jax.config_defaults.default_config``, re-exported by
+Every key of the schema (``resq_jax.experiment.schema.default_config``, re-exported by
 ``configs/default.py``) has a :class:`Rule` in :data:`RULES` (its type and range, and
-its relations to other keys; ``resq_jax.config_rules``, re-exported here, built from
+its relations to other keys; ``resq_jax.experiment.rules``, re-exported here, built from
 ``config_checks`` and ``config_relations``); ``tests/test_config_validation.py`` keeps the two
 key sets equal.
 :func:`validate` is pure Python and raises one :class:`ConfigError` listing every problem, one
@@ -32,24 +32,17 @@ from absl import flags
 from ml_collections.config_flags.config_flags import is_config_flag
 
 from resq_jax import errors
-from resq_jax.config_checks import (  # noqa: F401 (re-exported: they were defined here before)
-  CALIBRATION_METHODS,
-  FAMILY_PATTERN,
+from resq_jax.experiment.checks import (
   FRAME_PRECISION,
-  POLICIES,
-  QUANT_MODES,
   SETTING_FAMILY_KEY,
   SETTING_KEYS,
   SETTING_NAME_KEY,
-  STAGES,
-  Rule,
   _Context,
   _pairs,
 )
-from resq_jax.config_defaults import default_config
-from resq_jax.config_relations import task_for
-from resq_jax.config_rules import _ALIASES, RULES, SECTIONS
-from resq_jax.experiment import (
+from resq_jax.experiment.rules import _ALIASES, RULES, SECTIONS, task_for
+from resq_jax.experiment.schema import default_config
+from resq_jax.experiment.spec import (
   DataSpec,
   EvalSpec,
   Experiment,
@@ -72,11 +65,8 @@ from resq_jax.quant.recipe import (
 from resq_jax.tasks import Task
 
 __all__ = [
-  "RULES",
   "ConfigError",
-  "Rule",
   "check_device_count",
-  "default_config",
   "frame_precision_from",
   "parse",
   "parse_flags",

@@ -24,14 +24,15 @@ from typing import Any
 import jax
 import numpy as np
 
-from resq_jax import errors, inputs, runs
-from resq_jax.config_lib import qat_setting
+from resq_jax import errors
 from resq_jax.evaluation import plot_bit_map, plot_pareto, plot_variance, write_results
 from resq_jax.evaluation.metrics import PER_CLIP, FidelityAccumulator
 from resq_jax.evaluation.plots import variance_ratio_pct
-from resq_jax.experiment import Experiment, Setting, calibration_period
-from resq_jax.log import get_logger
-from resq_jax.model_factory import init_from_fp
+from resq_jax.experiment import inputs, runs
+from resq_jax.experiment.log import get_logger
+from resq_jax.experiment.models import init_from_fp
+from resq_jax.experiment.parse import qat_setting
+from resq_jax.experiment.spec import Experiment, Setting, calibration_period
 from resq_jax.nn import (
   bops_report,
   calibrate_model,
