@@ -15,6 +15,7 @@ ALLOWED = {
   "ops": set(),
   "quant": set(),
   "evaluation": set(),
+  "interop": set(),
   "data": {"errors"},
   "nn": {"quant", "ops"},
   "tasks": {"data", "evaluation"},
@@ -32,7 +33,7 @@ ALLOWED = {
     "experiment",
   },
   # The public face re-exports the library's core (never the config-driven layers).
-  "__init__": {"nn", "quant"},
+  "__init__": {"nn", "quant", "interop"},
 }
 
 
