@@ -1,7 +1,8 @@
 """The TFLite importer against NumPy references of TFLite's kernels (tiny models written with
 the flatbuffer builder, tests/tflite_builder.py), and against the LiteRT runtime on real
 pretrained models when both are present (``pip install -e ".[litert]"`` and the ``.tflite``
-files in ``$RESQ_TFLITE_DIR``, default ``runs/tflite``: docs/real_models.md says where they come
+files in ``$RESQ_TFLITE_DIR``, default ``runs/real/tflite``, written by
+``python benchmarks/real_assets.py``: docs/real_models.md says where they come
 from)."""
 
 import os
@@ -291,7 +292,7 @@ def test_unsupported_and_foreign_inputs_are_named():
 
 # --- Real models against the LiteRT runtime (skipped without them) ---------------------------
 
-MODEL_DIR = pathlib.Path(os.environ.get("RESQ_TFLITE_DIR", "runs/tflite"))
+MODEL_DIR = pathlib.Path(os.environ.get("RESQ_TFLITE_DIR", "runs/real/tflite"))
 REAL = {
   # file: (output checked, max abs error, LiteRT op resolver). XNNPACK (AUTO) is the only
   # LiteRT path that runs MediaPipe's custom transposed convolution; the builtin kernels are

@@ -13,12 +13,13 @@ in tests/test_interop_tflite.py and against the LiteRT runtime on real models:
   Flax's 'SAME' (the extra row / column of an odd total goes after).
 - ``DEPTHWISE_CONV_2D`` filter ``[1, kh, kw, C * m]`` -> ``[kh, kw, 1, C * m]`` with
   ``feature_group_count=C`` (output channel ``c * m + j`` is input channel ``c``'s j-th).
-- ``TRANSPOSE_CONV`` and MediaPipe's ``Convolution2DTransposeBias`` filter ``[O, kh, kw, I]``
-  -> ``nn.ConvTranspose(transpose_kernel=True)`` kernel ``[kh, kw, O, I]``: TF's transposed
-  convolution is the gradient of a forward convolution with that kernel, which is what
-  ``transpose_kernel=True`` computes (the kernel is flipped spatially inside; forgetting the
-  flip gives plausible but wrong outputs). Padding is explicit: a forward convolution from the
-  output size with TF's padding rule, mirrored.
+- ``TRANSPOSE_CONV`` and MediaPipe's ``Convolution2DTransposeBias`` filter ``[O, kh, kw, I]``:
+  TF's transposed convolution is the gradient of a forward convolution whose kernel is
+  ``[kh, kw, O, I]``; as an ``nn.ConvTranspose`` with Flax's default unflipped convention
+  (``transpose_kernel=False``, a convolution of the stride-dilated input) its kernel is that
+  one flipped spatially with in/out swapped: ``W[:, ::-1, ::-1, :].transpose(1, 2, 3, 0)``,
+  ``[kh, kw, I, O]``. Forgetting the flip gives plausible but wrong outputs. Padding is
+  explicit: a forward convolution from the output size with TF's padding rule, mirrored.
 - ``FULLY_CONNECTED`` weights ``[O, I]`` -> kernel ``[I, O]``.
 
 Shapes keep TFLite's layout (NHWC) but not its batch: any ``B`` works, and ``RESHAPE`` keeps the
@@ -218,7 +219,6 @@ class TFLiteNet(nn.Module):
         _transpose_padding(x.shape[1], out_h, kh, sh, pad),
         _transpose_padding(x.shape[2], out_w, kw, sw, pad),
       ),
-      transpose_kernel=True,
       use_bias=use_bias,
       precision=hp,
       name=name,
@@ -325,8 +325,8 @@ def tflite_params(graph: Graph, constants: dict[int, np.ndarray]) -> dict:
       kernel = w.reshape(w.shape[1:3] + (1, w.shape[3]))
     elif op.kind == "FULLY_CONNECTED":
       kernel = w.T
-    else:
-      kernel = w.transpose(1, 2, 0, 3)
+    else:  # transposed: flipped, [kh, kw, I, O] (module docstring)
+      kernel = w[:, ::-1, ::-1, :].transpose(1, 2, 3, 0)
     entry = {"kernel": jnp.asarray(kernel)}
     if len(op.inputs) > bias_index and op.inputs[bias_index] >= 0:
       entry["bias"] = jnp.asarray(constants[op.inputs[bias_index]])
