@@ -16,17 +16,12 @@ Usage:  python benchmarks/bench_conv.py [--rounds 5] [--batch 32] [--frames 8] [
 
 from __future__ import annotations
 
-import argparse
-import datetime
-import os
-import platform
+import functools
 import time
-from collections.abc import Callable
 
+import harness  # benchmarks/harness.py
 import jax
 import jax.numpy as jnp
-import numpy as np
-from machine import cpu_model  # benchmarks/machine.py
 
 from resq_jax.ops import conv2d
 
@@ -43,26 +38,10 @@ LAYERS = [
 ]
 
 
-def machine_header() -> str:
-  return (
-    f"- machine: {cpu_model()}, {jax.device_count()} x {jax.devices()[0].device_kind}, "
-    f"backend {jax.default_backend()}\n- jax {jax.__version__}, python "
-    f"{platform.python_version()}\n- date: {datetime.date.today().isoformat()}, load "
-    f"average at start {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
-  )
-
-
-def time_round_robin(fns: dict[str, Callable], args, rounds: int) -> dict[str, float]:
+def time_round_robin(fns: dict, args, rounds: int) -> dict:
   """Median wall time in ms of each fn(*args), timed round-robin after one warm-up call."""
-  for fn in fns.values():
-    jax.block_until_ready(fn(*args))
-  times = {k: [] for k in fns}
-  for _ in range(rounds):
-    for k, fn in fns.items():
-      t0 = time.perf_counter()
-      jax.block_until_ready(fn(*args))
-      times[k].append(time.perf_counter() - t0)
-  return {k: float(np.median(v)) * 1e3 for k, v in times.items()}
+  t = harness.time_interleaved({k: functools.partial(f, *args) for k, f in fns.items()}, rounds)
+  return {k: t.median_ms(k) for k in fns}
 
 
 def layer_fns(stride, groups, impl):
@@ -84,11 +63,10 @@ def layer_fns(stride, groups, impl):
 
 
 def bench_layers(batch: int, rounds: int) -> str:
-  rows = [
-    f"| conv (64x64 in, batch {batch}) | fwd XLA | fwd im2col | dx XLA | dx im2col | dw XLA "
-    "| dw im2col | fwd+bwd XLA | fwd+bwd im2col | speed-up fwd+bwd | max rel err dw |",
-    "|" + " --- |" * 11,
-  ]
+  head = [f"conv (64x64 in, batch {batch})"]
+  head += [f"{c} {i}" for c in ("fwd", "dx", "dw", "fwd+bwd") for i in ("XLA", "im2col")]
+  head += ["speed-up fwd+bwd", "max rel err dw"]
+  rows = []
   key = jax.random.PRNGKey(0)
   for name, c_in, c_out, k, stride, groups in LAYERS:
     kx, kw_, kg = jax.random.split(jax.random.fold_in(key, c_in * 1000 + c_out), 3)
@@ -107,8 +85,8 @@ def bench_layers(batch: int, rounds: int) -> str:
       f"{ms[f'{c} {i}']:.1f}" for c in ("fwd", "dx", "dw", "fwd+bwd") for i in ("xla", "im2col")
     ]
     speed = ms["fwd+bwd xla"] / ms["fwd+bwd im2col"]
-    rows.append(f"| {name} | " + " | ".join(cells) + f" | {speed:.1f}x | {err:.0e} |")
-  return "\n".join(rows)
+    rows.append([name, *cells, f"{speed:.1f}x", f"{err:.0e}"])
+  return harness.markdown_table(head, rows)
 
 
 # ----------------------------------------------------------------------------- scan trap
@@ -169,18 +147,18 @@ def bench_scan(frames: int, batch: int, rounds: int) -> str:
       fns[(mode, impl)] = jax.jit(
         jax.grad(lambda p, c, impl=impl, mode=mode: clip_loss(p, c, impl, mode))
       )
-  compile_s = {}
-  for k, fn in fns.items():  # compile time grows with T when the loop is unrolled
-    t0 = time.perf_counter()
-    fn.lower(params, clip).compile()
-    compile_s[k] = time.perf_counter() - t0
+  # compile time grows with T when the loop is unrolled
+  compile_s = {k: harness.compile_ahead(fn, params, clip)[1] for k, fn in fns.items()}
   ms = time_round_robin(fns, (params, clip), rounds)
   ref = fns[("python", "xla")](params, clip)
-  rows = [
-    f"| formulation (T={frames}, {batch} x 64x64 per frame, 4 conv layers) | XLA conv ms "
-    "| im2col conv ms | compile s XLA / im2col | max rel err of grad vs (python, XLA) |",
-    "| --- | --- | --- | --- | --- |",
+  head = [
+    f"formulation (T={frames}, {batch} x 64x64 per frame, 4 conv layers)",
+    "XLA conv ms",
+    "im2col conv ms",
+    "compile s XLA / im2col",
+    "max rel err of grad vs (python, XLA)",
   ]
+  rows = []
   for mode in ("scan", "scan-unroll", "python", "frames-batched"):
     g = fns[(mode, "im2col")](params, clip)
     err = max(
@@ -188,23 +166,29 @@ def bench_scan(frames: int, batch: int, rounds: int) -> str:
       for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(ref))
     )
     rows.append(
-      f"| {mode} | {ms[(mode, 'xla')]:.0f} | {ms[(mode, 'im2col')]:.0f} "
-      f"| {compile_s[(mode, 'xla')]:.1f} / {compile_s[(mode, 'im2col')]:.1f} "
-      f"| {err:.0e} |"
+      [
+        mode,
+        f"{ms[(mode, 'xla')]:.0f}",
+        f"{ms[(mode, 'im2col')]:.0f}",
+        f"{compile_s[(mode, 'xla')]:.1f} / {compile_s[(mode, 'im2col')]:.1f}",
+        f"{err:.0e}",
+      ]
     )
   b_ = ms[("scan", "im2col")]
-  rows.append("")
-  rows.append(
-    "Ratios: (b) scan+im2col / (d) python+im2col = "
-    f"{b_ / ms[('python', 'im2col')]:.2f}; "
-    f"(b) / (c) python+XLA = {b_ / ms[('python', 'xla')]:.2f}; "
-    f"(a) scan+XLA / (b) scan+im2col = {ms[('scan', 'xla')] / b_:.1f}; "
-    f"scan-unroll+im2col / python+im2col = "
-    f"{ms[('scan-unroll', 'im2col')] / ms[('python', 'im2col')]:.2f}."
+  return "\n\n".join(
+    [
+      harness.markdown_table(head, rows),
+      "Ratios: (b) scan+im2col / (d) python+im2col = "
+      f"{b_ / ms[('python', 'im2col')]:.2f}; "
+      f"(b) / (c) python+XLA = {b_ / ms[('python', 'xla')]:.2f}; "
+      f"(a) scan+XLA / (b) scan+im2col = {ms[('scan', 'xla')] / b_:.1f}; "
+      f"scan-unroll+im2col / python+im2col = "
+      f"{ms[('scan-unroll', 'im2col')] / ms[('python', 'im2col')]:.2f}.",
+    ]
   )
-  return "\n".join(rows)
 
 
+SCAN_MODES = ("scan", "unrolled")
 # (name, C_in, C_out, kernel, stride, groups) for the per-layer scan-vs-unrolled table
 SCAN_LAYERS = [
   ("3x3 32->32", 32, 32, 3, 1, 1),
@@ -217,11 +201,9 @@ SCAN_LAYERS = [
 
 def bench_scan_layers(frames: int, batch: int, rounds: int) -> str:
   """Gradient (w and x) of sum_t |conv(x_t, w)|^2 over T frames: lax.scan vs Python loop."""
-  rows = [
-    f"| one conv layer, T={frames}, {batch} x 64x64 per frame | scan XLA | unrolled XLA "
-    "| scan im2col | unrolled im2col |",
-    "|" + " --- |" * 5,
-  ]
+  head = [f"one conv layer, T={frames}, {batch} x 64x64 per frame"]
+  head += ["scan XLA", "unrolled XLA", "scan im2col", "unrolled im2col"]
+  rows = []
   key = jax.random.PRNGKey(2)
   for name, c_in, c_out, k, stride, groups in SCAN_LAYERS:
     xs = jax.random.normal(key, (frames, batch, 64, 64, c_in), jnp.float32)
@@ -244,33 +226,30 @@ def bench_scan_layers(frames: int, batch: int, rounds: int) -> str:
         jax.grad(lambda w_, xs_, impl=impl, mode=mode: loss(w_, xs_, impl, mode), (0, 1))
       )
       for impl in ("xla", "im2col")
-      for mode in ("scan", "unrolled")
+      for mode in SCAN_MODES
     }
     ms = time_round_robin(fns, (w, xs), rounds)
-    rows.append(
-      f"| {name} | "
-      + " | ".join(f"{ms[(i, m)]:.0f}" for i in ("xla", "im2col") for m in ("scan", "unrolled"))
-      + " |"
-    )
-  return "\n".join(rows)
+    rows.append([name] + [f"{ms[(i, m)]:.0f}" for i in ("xla", "im2col") for m in SCAN_MODES])
+  return harness.markdown_table(head, rows)
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--rounds", type=int, default=5)
+  parser = harness.BenchParser(__doc__, rounds=5)
   parser.add_argument("--batch", type=int, default=32, help="frames per conv call (layers)")
   parser.add_argument("--frames", type=int, default=8, help="T of the scan benchmark")
   parser.add_argument("--clip-batch", type=int, default=4, help="clips per frame (scan)")
   parser.add_argument("--only", choices=("layers", "scan", "scan-layers"), default=None)
   args = parser.parse_args()
-  print(machine_header())
+  start = time.perf_counter()
+  print(harness.machine().text())
   print(f"- medians of {args.rounds} round-robin rounds, times in ms\n")
   if args.only in (None, "layers"):
     print(bench_layers(args.batch, args.rounds), "\n", flush=True)
   if args.only in (None, "scan"):
     print(bench_scan(args.frames, args.clip_batch, args.rounds), "\n", flush=True)
   if args.only in (None, "scan-layers"):
-    print(bench_scan_layers(args.frames, args.clip_batch, args.rounds), flush=True)
+    print(bench_scan_layers(args.frames, args.clip_batch, args.rounds), "\n", flush=True)
+  print(harness.footer(start))
 
 
 if __name__ == "__main__":

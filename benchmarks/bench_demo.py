@@ -10,14 +10,13 @@ frames/s, and the results table of the evaluation sweep.
 import argparse
 import datetime
 import json
-import os
 import pathlib
 import shutil
 import statistics
 import sys
 import time
 
-from machine import cpu_model  # benchmarks/machine.py
+import harness  # benchmarks/harness.py
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -38,38 +37,29 @@ def main():
   workdir = pathlib.Path(args.workdir)
   if args.fresh and workdir.exists():
     shutil.rmtree(workdir)
-  import jax  # noqa: PLC0415 (after argument parsing: --help stays fast)
-
   from configs import demo as demo_config  # noqa: PLC0415
   from resq_jax.experiment import demo  # noqa: PLC0415
 
   config = demo_config.get_config()
   config.data.data_dir = str(workdir / "data")
-  load_before = os.getloadavg()
+  facts = harness.machine()  # the load average before the demo
   start = time.perf_counter()
   demo.run_demo(config, str(workdir), qat_stages=demo_config.QAT_STAGES, qat_lr=demo_config.QAT_LR)
   wall = time.perf_counter() - start
   print(f"\n## Demo benchmark ({datetime.date.today().isoformat()})\n")
-  print(
-    f"- command: `python benchmarks/bench_demo.py --workdir {args.workdir}"
-    f"{' --fresh' if args.fresh else ''}`"
-  )
-  print(
-    f"- machine: {cpu_model()}, {os.cpu_count()} cores, jax {jax.__version__}, "
-    f"backend {jax.default_backend()}, {jax.device_count()} device(s)"
-  )
-  print(f"- load average before / after: {load_before[0]:.1f} / {os.getloadavg()[0]:.1f}")
+  print(facts.text())
+  print(harness.footer(start))
   print(f"- demo wall time: {wall / 60:.1f} min (includes building SynthRes if absent)\n")
-  print("| stage | training clips/s | eval frames/s | mIoU (%) | % of W8A8 BOPs |")
-  print("| --- | ---: | ---: | ---: | ---: |")
+  rows = []
   for name in ["fp", *demo_config.QAT_STAGES]:
     run = workdir / name
     metrics = json.loads((run / "eval_metrics.json").read_text())
-    print(
-      f"| {name} | {_throughput(run):.1f} | {metrics['frames_per_s']:.0f} | "
-      f"{100 * metrics['miou']:.1f} | {metrics['pct_w8a8']:.1f} |"
+    rows.append(
+      [name, f"{_throughput(run):.1f}", f"{metrics['frames_per_s']:.0f}"]
+      + [f"{100 * metrics['miou']:.1f}", f"{metrics['pct_w8a8']:.1f}"]
     )
-  print()
+  head = ["stage", "training clips/s", "eval frames/s", "mIoU (%)", "% of W8A8 BOPs"]
+  print(harness.markdown_table(head, rows, "lrrrr") + "\n")
   print((workdir / "report" / "results.md").read_text())
 
 

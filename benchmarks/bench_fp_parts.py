@@ -14,17 +14,15 @@ in JAX (jitted) and in eager PyTorch, interleaved round-robin:
 
 from __future__ import annotations
 
-import argparse
-import datetime
 import os
 import time
 
+import harness  # benchmarks/harness.py
 import jax
 import jax.numpy as jnp
 import numpy as np
 import torch
 import torch.nn.functional as F
-from machine import cpu_model  # benchmarks/machine.py
 
 N = 64  # frames per step in the peer benchmark
 
@@ -83,20 +81,6 @@ def _torch_bn(hw, c):
   return step
 
 
-def round_robin(steps: dict, rounds: int) -> dict:
-  """Seconds per call of each step over ``rounds`` rounds (one warm-up call each first), the
-  starting step rotating every round so that both see the same load."""
-  for step in steps.values():
-    step()
-  names, times = list(steps), {name: [] for name in steps}
-  for r in range(rounds):
-    for name in names[r % len(names) :] + names[: r % len(names)]:
-      t0 = time.perf_counter()
-      steps[name]()
-      times[name].append(time.perf_counter() - t0)
-  return times
-
-
 PARTS = {
   "stem1 3->24 s2 @64x64": (lambda: _jax_conv(3, 24, 64, 2), lambda: _torch_conv(3, 24, 64, 2)),
   "conv 24->24 @16x16": (lambda: _jax_conv(24, 24, 16, 1), lambda: _torch_conv(24, 24, 16, 1)),
@@ -106,28 +90,18 @@ PARTS = {
 
 
 def main() -> None:
-  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  p.add_argument("--rounds", type=int, default=30)
-  a = p.parse_args()
+  a = harness.BenchParser(__doc__, rounds=30).parse_args()
+  start = time.perf_counter()
   torch.set_num_threads(os.cpu_count() or 1)
-  print(
-    f"# {datetime.datetime.now():%Y-%m-%d %H:%M} {cpu_model()}, {os.cpu_count()} cores, "
-    f"jax {jax.__version__}, torch {torch.__version__}, load {os.getloadavg()}",
-    flush=True,
-  )
-  print("| part (fwd + bwd, 64 frames) | JAX ms | PyTorch ms | JAX / PyTorch (IQR) |")
-  print("| --- | ---: | ---: | --- |")
+  print(harness.machine(["torch"]).text() + "\n", flush=True)
+  head = ["part (fwd + bwd, 64 frames)", "JAX ms", "PyTorch ms", "JAX / PyTorch (IQR)"]
+  print(harness.table_head(head, "lrrl"), flush=True)
   for name, (make_jax, make_torch) in PARTS.items():
-    jax_step, torch_step = make_jax(), make_torch()
-    times = round_robin({"jax": jax_step, "torch": torch_step}, a.rounds)
-    ratio = np.asarray(times["jax"]) / np.asarray(times["torch"])
-    q1, q3 = np.percentile(ratio, [25, 75])
-    print(
-      f"| {name} | {1e3 * np.median(times['jax']):.1f} | "
-      f"{1e3 * np.median(times['torch']):.1f} | {np.median(ratio):.2f} ({q1:.2f}-{q3:.2f}) |",
-      flush=True,
-    )
-  print(f"# load after {os.getloadavg()}", flush=True)
+    # Round-robin, the starting step rotating every round, so that both see the same load.
+    t = harness.time_interleaved({"jax": make_jax(), "torch": make_torch()}, a.rounds, sync=None)
+    cells = [f"{t.median_ms('jax'):.1f}", f"{t.median_ms('torch'):.1f}"]
+    print(harness.table_row([name, *cells, t.ratio_text("jax", "torch", unit="")]), flush=True)
+  print("\n" + harness.footer(start), flush=True)
 
 
 if __name__ == "__main__":

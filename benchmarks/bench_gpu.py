@@ -29,6 +29,8 @@ import subprocess
 import sys
 import time
 
+import harness  # benchmarks/harness.py
+
 JOBS = ("train_fp", "train_fq", "train_resq", "train_dynamic", "eval_fp", "eval_resq")
 
 
@@ -125,19 +127,17 @@ def run_job(job: str, a) -> dict:
   if model.recipe.is_quantized:
     minmax = CalibrationMethods("minmax", "minmax", "minmax", "minmax")
     variables = calibrate_model(
-      model, model.float_twin(), variables, [clips[:2]], period=a.period, methods=minmax
+      model,
+      float_model=model.float_twin(),
+      variables=variables,
+      clips=[clips[:2]],
+      period=a.period,
+      methods=minmax,
     )
   fn, args = _step_fn(job, model, variables, a.period, a.bf16 and job == "train_fp")
-  call = lambda: jax.block_until_ready(fn(*args(clips, labels)))
-  t0 = time.perf_counter()
-  call()
-  compile_s = time.perf_counter() - t0
-  times = []
-  for _ in range(a.rounds):
-    t0 = time.perf_counter()
-    call()
-    times.append(time.perf_counter() - t0)
-  step_s = float(np.median(times))
+  call = lambda: fn(*args(clips, labels))
+  _, compile_s = harness.timed(call)  # the first call compiles
+  step_s = harness.time_interleaved({job: call}, a.rounds, warmup=0).median_ms(job) / 1e3
   frames = a.batch * a.frames
   return dict(
     job=job,
@@ -185,32 +185,26 @@ def _fill_batch(row: dict, a) -> int:
 
 
 def _table(rows: list[dict]) -> str:
-  head = (
-    "| job | clips/step | clips/s | frames/s | ms/step | compile s | peak MiB |\n"
-    "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
-  )
-  lines = [head]
+  head = ["job", "clips/step", "clips/s", "frames/s", "ms/step", "compile s", "peak MiB"]
+  cells = []
   for r in rows:
     if "error" in r:
-      lines.append(f"| {r['job']} | {r['batch_clips']} | error: {r['error']} | | | | |")
+      cells.append([r["job"], r["batch_clips"], f"error: {r['error']}", "", "", "", ""])
       continue
     peak = "n/a" if r["peak_mib"] is None else f"{r['peak_mib']:.0f}"
     name = r["job"] + (" (bf16)" if r["bf16"] else "")
-    lines.append(
-      f"| {name} | {r['batch_clips']} | {r['clips_per_s']} | {r['frames_per_s']} | "
-      f"{r['ms_per_step']} | {r['compile_s']} | {peak} |"
-    )
-  return "\n".join(lines)
+    keys = ("batch_clips", "clips_per_s", "frames_per_s", "ms_per_step", "compile_s")
+    cells.append([name, *(r[k] for k in keys), peak])
+  return harness.markdown_table(head, cells, "lrrrrrr")
 
 
 def main() -> None:
-  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p = harness.BenchParser(__doc__, rounds=5)
   p.add_argument("--preset", default="base")
   p.add_argument("--batch", type=int, default=16, help="clips per step (first run)")
   p.add_argument("--frames", type=int, default=8)
   p.add_argument("--hw", type=int, default=128)
   p.add_argument("--period", type=int, default=4)
-  p.add_argument("--rounds", type=int, default=5)
   p.add_argument("--fill", type=float, default=0.0, help="fraction of device memory to fill")
   p.add_argument("--max_batch", type=int, default=1024)
   p.add_argument("--bf16", action="store_true")
@@ -221,6 +215,8 @@ def main() -> None:
     print(json.dumps(run_job(a.job, a)), flush=True)
     return
   # The parent never initialises JAX: a backend here would hold device memory that the jobs need.
+  start = time.perf_counter()
+  print(harness.machine(["jax", "jaxlib", "flax"], jax=False).text() + "\n", flush=True)
   rows = []
   for job in a.jobs.split(","):
     row = _subprocess(job, a, a.batch)
@@ -230,6 +226,8 @@ def main() -> None:
         row = _subprocess(job, a, batch)
     print(json.dumps(row), flush=True)
     rows.append(row)
+  # The table last: gpu_check.sh shows the script's last 8 lines.
+  print(harness.footer(start) + "\n", flush=True)
   print(_table(rows), flush=True)
 
 

@@ -34,10 +34,8 @@ Needs the ``peer`` extra: ``pip install -e ".[peer]"`` (CPU PyTorch).
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -50,8 +48,8 @@ import numpy as np
 import optax
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402  benchmarks/harness.py
 import peak_rss  # noqa: E402
-from machine import cpu_model  # noqa: E402  benchmarks/machine.py
 
 from resq_jax.nn import CalibrationMethods, SegNet, calibrate_model, run_clip, segnet_preset  # noqa: E402
 from resq_jax.nn.costs import layer_costs, network_macs  # noqa: E402
@@ -151,7 +149,12 @@ def quant_variables(preset: str, name: str, fp_vars: dict, calib_clip: np.ndarra
     "batch_stats": fp_vars["batch_stats"],
   }
   return calibrate_model(
-    model, model.float_twin(), variables, [jnp.asarray(calib_clip)], period=PERIOD, methods=MINMAX
+    model,
+    float_model=model.float_twin(),
+    variables=variables,
+    clips=[jnp.asarray(calib_clip)],
+    period=PERIOD,
+    methods=MINMAX,
   )
 
 
@@ -224,13 +227,6 @@ def jax_job(job: str, model, variables: dict, clip, labels):
   batch_stats = jax.tree.map(jnp.array, variables["batch_stats"])
   fn = jax.jit(step, donate_argnums=(0, 1, 2))
   return fn, (params, opt.init(params), batch_stats, clip, labels), None
-
-
-def compile_jax(fn, args):
-  """AOT compile; returns ``(compiled, seconds)`` (tracing, lowering and XLA compilation)."""
-  t0 = time.perf_counter()
-  compiled = fn.lower(*args).compile()
-  return compiled, time.perf_counter() - t0
 
 
 def jax_caller(job: str, compiled, args):
@@ -513,7 +509,7 @@ def format_verification(results: dict, preset: str, shape) -> str:
         f"{r['adam_step_max_abs_param_diff']:.1e}",
       ]
     rows.append(row)
-  lines.append(_table(rows, head))
+  lines.append(harness.markdown_table(head, rows))
   if not trained:
     lines += [
       "",
@@ -546,47 +542,14 @@ def format_verification(results: dict, preset: str, shape) -> str:
 # Timing
 
 
-def _load() -> str:
-  return "load average (1/5/15 min): " + " / ".join(f"{v:.2f}" for v in os.getloadavg())
-
-
-def _table(rows, head) -> str:
-  out = ["| " + " | ".join(head) + " |", "|" + "|".join(" --- " for _ in head) + "|"]
-  return "\n".join(out + ["| " + " | ".join(r) + " |" for r in rows])
-
-
-def _log(msg: str) -> None:
-  print(f"[{time.perf_counter() - _T0:6.0f} s] {msg}", file=sys.stderr, flush=True)
-
-
-_T0 = time.perf_counter()
-
-
-def time_pairs(fns: dict, rounds: int, budget_s: float, max_rounds: int = 30) -> dict:
-  """Round-robin timing of ``{(job, framework): callable}``: one warm-up call each, then
-  rounds calling every callable once (the starting one rotates every round); at least
-  ``rounds``, more while the estimated total fits ``budget_s``. Returns per key the list of
-  seconds per round."""
+def _sync(out):
+  """Wait for a step's result: PyTorch runs eagerly (its tensor is already computed; converted
+  all the same, so that both frameworks' timed spans end alike), JAX dispatches asynchronously."""
   import torch  # pylint: disable=import-outside-toplevel
 
-  keys = list(fns)
-  for k in keys:
-    jax.block_until_ready(fns[k]())
-  times = {k: [] for k in keys}
-  n_rounds, r = rounds, 0
-  while r < n_rounds:
-    t_round = time.perf_counter()
-    for k in keys[r % len(keys) :] + keys[: r % len(keys)]:
-      t0 = time.perf_counter()
-      out = fns[k]()
-      if isinstance(out, torch.Tensor):
-        out = out.detach().numpy()  # eager: already computed; keep both paths symmetric
-      jax.block_until_ready(out)
-      times[k].append(time.perf_counter() - t0)
-    if r == 0:
-      n_rounds = max(rounds, min(max_rounds, int(budget_s / (time.perf_counter() - t_round))))
-    r += 1
-  return times
+  if isinstance(out, torch.Tensor):
+    out = out.detach().numpy()
+  return jax.block_until_ready(out)
 
 
 # --------------------------------------------------------------------------------------------
@@ -608,7 +571,7 @@ def memory_worker(framework: str, job: str, preset: str, data_path: str, steps: 
     )
     out["rss_before_mib"] = peak_rss.rss_mib()
     out["reset"] = peak_rss.reset_peak()
-    compiled, out["compile_s"] = compile_jax(fn, args)
+    compiled, out["compile_s"] = harness.compile_ahead(fn, *args)
     out["peak_compile_mib"] = peak_rss.peak_mib()
     call = jax_caller(job, compiled, args)
   else:  # pragma: no cover - the PyTorch worker is peer_torch.py's main
@@ -628,7 +591,7 @@ def measure_memory(jobs_data: dict, preset: str, steps: int) -> dict:
       path = os.path.join(tmp, f"{job}.npz")
       np.savez(path, __clip=clip, __labels=labels, **flat)
       for fw in ("jax", "torch"):
-        _log(f"memory: {fw} {job}")
+        harness.log(f"memory: {fw} {job}")
         if fw == "jax":
           cmd = [
             sys.executable,
@@ -663,39 +626,28 @@ def measure_memory(jobs_data: dict, preset: str, steps: int) -> dict:
 # --------------------------------------------------------------------------------------------
 
 
-def header(args, threads: int) -> str:
-  import jaxlib  # pylint: disable=import-outside-toplevel
+def header(threads: int) -> str:
   import torch  # pylint: disable=import-outside-toplevel
 
   return "\n".join(
     [
       "# Peer benchmark: resq_jax vs PyTorch",
       "",
-      f"- date: {datetime.datetime.now().isoformat(timespec='seconds')}",
-      f"- command: `python {' '.join(sys.argv)}`",
-      f"- CPU: {cpu_model()}, {os.cpu_count()} cores; jax backend {jax.default_backend()}",
-      f"- jax {jax.__version__}, jaxlib {jaxlib.__version__}, flax {flax.__version__}, "
-      f"optax {optax.__version__}; torch {torch.__version__} (eager, "
-      f"torch.set_num_threads({threads}), {torch.get_num_interop_threads()} interop threads, "
-      f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}); "
-      f"python {platform.python_version()}",
-      f"- {_load()} (at start)",
+      harness.machine(["flax", "optax", "torch"]).text(),
+      f"- torch: eager, torch.set_num_threads({threads}), {torch.get_num_interop_threads()} "
+      f"interop threads, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}",
     ]
   )
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument(
-    "--quick",
-    action="store_true",
-    help="a short run (mostly XLA "
-    "compilation: 3.5 min at load average 7-9 on 2 cores, meant for < 2 min "
-    "idle): >= 3 rounds, 2 clips, verification of evaluation only, no memory "
+  parser = harness.BenchParser(
+    __doc__,
+    rounds=7,
+    quick_rounds=3,
+    quick_help="a short run (mostly XLA compilation: 3.5 min at load average 7-9 on 2 cores, "
+    "meant for < 2 min idle): >= 3 rounds, 2 clips, verification of evaluation only, no memory "
     "subprocesses",
-  )
-  parser.add_argument(
-    "--rounds", type=int, default=None, help="minimum timed rounds (default 7, 3 with --quick)"
   )
   parser.add_argument("--preset", default="demo")
   parser.add_argument(
@@ -721,16 +673,15 @@ def main():
       jax.config.update("jax_platforms", "cpu")
     print(json.dumps(memory_worker(fw, job, args.preset, path, args.memory_steps or 3)))
     return
-  args.rounds = args.rounds or (3 if args.quick else 7)
   args.clips = args.clips or (2 if args.quick else 8)
   budget = 10.0 if args.quick else 240.0
   t_start = time.perf_counter()
   torch = torch_setup()
   threads = torch.get_num_threads()
-  print(header(args, threads), flush=True)
+  print(header(threads), flush=True)
 
   if not args.quick:
-    _log("verification (tiny)")
+    harness.log("verification (tiny)")
     shape = (2, 8, 32, 32, 3)
     print("\n" + format_verification(verify("tiny", *shape[:3]), "tiny", shape), flush=True)
 
@@ -739,10 +690,10 @@ def main():
   fp_vars = float_variables(args.preset, clip[:1, 0])
   variables = {"float": fp_vars}
   for name in ("fq", "resq"):
-    _log(f"calibrating {name}")
+    harness.log(f"calibrating {name}")
     variables[name] = quant_variables(args.preset, name, fp_vars, calib)
   # The timed preset and weights, on the first two clips (--quick: evaluation only).
-  _log(f"verification ({args.preset})")
+  harness.log(f"verification ({args.preset})")
   vdata = (clip[:2], labels[:2], variables)
   print(
     "\n"
@@ -758,18 +709,19 @@ def main():
   fns, compile_s, jobs_data = {}, {}, {}
   for job in JOBS:
     name = RECIPE_OF_JOB[job]
-    _log(f"compiling {job}")
+    harness.log(f"compiling {job}")
     fn, fargs, _ = jax_job(job, make_model(args.preset, name), variables[name], jclip, jlabels)
-    compiled, compile_s[job] = compile_jax(fn, fargs)
+    compiled, compile_s[job] = harness.compile_ahead(fn, *fargs)
     fns[(job, "jax")] = jax_caller(job, compiled, fargs)
     flat = flat_numpy(variables[name])
     fns[(job, "torch")] = torch_job(job, args.preset, flat, clip, labels)
     jobs_data[job] = (flat, clip, labels)
 
-  load_before = _load()
-  _log("timing")
-  times = time_pairs(fns, args.rounds, budget)
-  load_after = _load()
+  load_before = harness.load_text()
+  harness.log("timing")
+  # The 10 callables round-robin in one process, the starting one rotating every round.
+  times = harness.time_interleaved(fns, args.rounds, budget_s=budget, max_rounds=30, sync=_sync)
+  load_after = harness.load_text()
   memory = None
   if args.memory if args.memory is not None else not args.quick:
     memory = measure_memory(jobs_data, args.preset, args.memory_steps or (2 if args.quick else 3))
@@ -784,7 +736,7 @@ def main():
         f"K = {PERIOD}",
         "",
         f"- {load_before} (before timing), {load_after} (after)",
-        f"- {len(times[(JOBS[0], 'jax')])} round-robin rounds of the 10 callables after one "
+        f"- {times.rounds} round-robin rounds of the 10 callables after one "
         "warm-up call each; ms per step (a whole batch of clips); ratio: median (interquartile "
         "range) over rounds of resq_jax / PyTorch in the same round",
         "",
@@ -794,15 +746,13 @@ def main():
   )
   rows = []
   for job in JOBS:
-    tj, tt = np.asarray(times[(job, "jax")]), np.asarray(times[(job, "torch")])
-    ratios = tj / tt
-    q1, q3 = np.percentile(ratios, (25, 75))
+    mj, mt = times.median_ms((job, "jax")), times.median_ms((job, "torch"))
     row = [
       JOB_LABELS[job],
-      f"{1e3 * np.median(tj):.0f}",
-      f"{1e3 * np.median(tt):.0f}",
-      f"{np.median(ratios):.2f}x ({q1:.2f}-{q3:.2f})",
-      f"{n_frames / np.median(tj):.0f} / {n_frames / np.median(tt):.0f}",
+      f"{mj:.0f}",
+      f"{mt:.0f}",
+      times.ratio_text((job, "jax"), (job, "torch")),
+      f"{1e3 * n_frames / mj:.0f} / {1e3 * n_frames / mt:.0f}",
       f"{compile_s[job]:.1f}",
     ]
     if memory:
@@ -827,7 +777,7 @@ def main():
       "PyTorch peak RSS MiB (+ over pre-step)",
       "resq_jax peak RSS during compile MiB",
     ]
-  print(_table(rows, head), flush=True)
+  print(harness.markdown_table(head, rows), flush=True)
   notes = [
     "",
     "JAX compile s: `jit(...).lower(...).compile()` of the step in the timing "
@@ -852,7 +802,7 @@ def main():
       "the model and the data were already resident)."
     )
   print("\n".join(notes), flush=True)
-  print(f"\n_Total wall time: {time.perf_counter() - t_start:.0f} s; {_load()} at end._")
+  print("\n" + harness.footer(t_start))
 
 
 if __name__ == "__main__":

@@ -34,19 +34,13 @@ Usage:  python benchmarks/bench_resq.py [--quick] [--rounds N] [--only layer|net
 
 from __future__ import annotations
 
-import argparse
-import datetime
-import os
-import platform
-import sys
 import time
-from collections.abc import Callable
 
 import flax.linen as nn
+import harness  # benchmarks/harness.py
 import jax
 import jax.numpy as jnp
 import numpy as np
-from machine import cpu_model  # benchmarks/machine.py
 
 from resq_jax.nn.calibrate import CalibrationMethods, calibrate_model
 from resq_jax.nn.costs import bops_report, flatten_stats, layer_costs
@@ -61,26 +55,15 @@ DYNAMIC_POLICY = FixedStepPolicy(bits=(0, 2, 4, 8), step=1.0)
 
 
 # --------------------------------------------------------------------------------------------
-# Machine header and timing
-
-
-def _load() -> str:
-  return "load average (1/5/15 min): " + " / ".join(f"{v:.2f}" for v in os.getloadavg())
+# Header and timing
 
 
 def header(args) -> str:
-  import jaxlib  # pylint: disable=import-outside-toplevel
-
   return "\n".join(
     [
       "# resq_jax benchmark: fake-quant and ResQ overhead",
       "",
-      f"- date: {datetime.datetime.now().isoformat(timespec='seconds')}",
-      f"- command: `python {' '.join(sys.argv)}`",
-      f"- CPU: {cpu_model()}, {os.cpu_count()} cores; backend {jax.default_backend()}, "
-      f"{jax.device_count()} device(s)",
-      f"- jax {jax.__version__}, jaxlib {jaxlib.__version__}, python {platform.python_version()}",
-      f"- {_load()} (at start)",
+      harness.machine().text(),
       f"- timing: one warm-up (compile) call, then at least {args.rounds} round-robin rounds "
       f"(more, up to 60, where a table's rounds fit in {args.budget:.0f} s)",
       "- ratios: median over rounds of (variant time / float time in the same round), with "
@@ -89,71 +72,13 @@ def header(args) -> str:
   )
 
 
-def time_interleaved(
-  fns: dict[str, Callable[[], object]],
-  rounds: int,
-  base: str,
-  budget_s: float = 0.0,
-  max_rounds: int = 60,
-) -> dict[str, dict]:
-  """Round-robin timing of zero-argument callables.
-
-  Every callable is called once to compile and warm up. Then rounds call each of them once (the
-  starting variant rotates every round): at least ``rounds``, more (up to ``max_rounds``) while
-  the estimated total stays within ``budget_s``, so cheap variants get more samples. Returns per
-  name: median and min ms, the number of rounds, and the median and interquartile range over
-  rounds of ``t / t[base]`` measured in the same round.
-  """
-  names = list(fns)
-  for name in names:
-    jax.block_until_ready(fns[name]())
-  times = {k: [] for k in names}
-  n_rounds, r = rounds, 0
-  while r < n_rounds:
-    order = names[r % len(names) :] + names[: r % len(names)]
-    t_round = time.perf_counter()
-    for name in order:
-      t0 = time.perf_counter()
-      jax.block_until_ready(fns[name]())
-      times[name].append(time.perf_counter() - t0)
-    if r == 0:  # size the run from the first round
-      per_round = time.perf_counter() - t_round
-      n_rounds = max(rounds, min(max_rounds, int(budget_s / max(per_round, 1e-9))))
-    r += 1
-  base_t = np.asarray(times[base])
-  out = {}
-  for k, v in times.items():
-    ratios = np.asarray(v) / base_t
-    out[k] = {
-      "median_ms": float(np.median(v)) * 1e3,
-      "min_ms": float(np.min(v)) * 1e3,
-      "rounds": len(v),
-      "ratio": float(np.median(ratios)),
-      "ratio_iqr": tuple(float(q) for q in np.percentile(ratios, (25, 75))),
-    }
-  return out
-
-
-def _ratio(res: dict) -> str:
-  """``median ratio (interquartile range)``; the base row is exactly 1."""
-  lo, hi = res["ratio_iqr"]
-  return (
-    "1.00x" if lo == hi == res["ratio"] == 1.0 else (f"{res['ratio']:.2f}x ({lo:.2f}-{hi:.2f})")
-  )
-
-
-_T0 = time.perf_counter()
-
-
-def _log(msg: str) -> None:
-  """Progress on stderr (the tables go to stdout)."""
-  print(f"[{time.perf_counter() - _T0:6.0f} s] {msg}", file=sys.stderr, flush=True)
-
-
-def _table(rows: list[list[str]], head: list[str]) -> str:
-  out = ["| " + " | ".join(head) + " |", "|" + "|".join(" --- " for _ in head) + "|"]
-  out += ["| " + " | ".join(r) + " |" for r in rows]
-  return "\n".join(out)
+def _timed(fns: dict, rounds: int, budget_s: float, what: str) -> tuple[harness.Timings, list]:
+  """``harness.time_interleaved`` of one table, and its bullets: the load average before and
+  after, and the number of timed rounds."""
+  before = f"- {harness.load_text()} (before)"
+  harness.log(what)
+  t = harness.time_interleaved(fns, rounds, budget_s=budget_s)
+  return t, [before, f"- {harness.load_text()} (after)", f"- timed rounds: {t.rounds}"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -196,35 +121,27 @@ def bench_layer(rounds: int, budget_s: float, key, extras: bool) -> str:
     fwd[name] = lambda f=f, p=params, x=x, s=state: f(p, x, s)
     fwd_bwd[name] = lambda g=g, p=params, x=x, s=state: g(p, x, s)
 
+  before = f"- {harness.load_text()} (before)"
+  harness.log("layer: forward")
+  res_f = harness.time_interleaved(fwd, rounds, budget_s=budget_s)
+  harness.log("layer: forward+backward")
+  res_b = harness.time_interleaved(fwd_bwd, rounds, budget_s=budget_s)
   lines = [
     "## 1. One QConv layer: 3x3, 32->32, 64x64, batch of 8 frames",
     "",
-    f"- {_load()} (before)",
+    before,
+    f"- {harness.load_text()} (after)",
+    f"- timed rounds: {res_f.rounds} (fwd), {res_b.rounds} (fwd+bwd)",
+    "",
   ]
-  _log("layer: forward")
-  res_f = time_interleaved(fwd, rounds, "float", budget_s)
-  _log("layer: forward+backward")
-  res_b = time_interleaved(fwd_bwd, rounds, "float", budget_s)
-  lines.append(f"- {_load()} (after)")
+  rows = []
+  for name in variants:
+    row = [name]
+    for t in (res_f, res_b):
+      row += [f"{t.median_ms(name):.1f}", f"{t.min_ms(name):.1f}", t.ratio_text(name, "float")]
+    rows.append(row)
   lines.append(
-    f"- timed rounds: {res_f['float']['rounds']} (fwd), {res_b['float']['rounds']} (fwd+bwd)"
-  )
-  lines.append("")
-  rows = [
-    [
-      name,
-      f"{res_f[name]['median_ms']:.1f}",
-      f"{res_f[name]['min_ms']:.1f}",
-      _ratio(res_f[name]),
-      f"{res_b[name]['median_ms']:.1f}",
-      f"{res_b[name]['min_ms']:.1f}",
-      _ratio(res_b[name]),
-    ]
-    for name in variants
-  ]
-  lines.append(
-    _table(
-      rows,
+    harness.markdown_table(
       [
         "recipe",
         "fwd ms (median)",
@@ -234,6 +151,7 @@ def bench_layer(rounds: int, budget_s: float, key, extras: bool) -> str:
         "fwd+bwd ms (min)",
         "fwd+bwd / float (IQR)",
       ],
+      rows,
     )
   )
   lines += [
@@ -325,7 +243,12 @@ def _net_variables(recipe, key, calib_clip):
   variables = model.init(key, calib_clip[:, 0], phase="key")
   if recipe.is_quantized:
     variables = calibrate_model(
-      model, SmallNet(float_recipe()), variables, [calib_clip], period=PERIOD, methods=MINMAX
+      model,
+      float_model=SmallNet(float_recipe()),
+      variables=variables,
+      clips=[calib_clip],
+      period=PERIOD,
+      methods=MINMAX,
     )
   return model, variables
 
@@ -335,12 +258,12 @@ def bench_net(rounds: int, budget_s: float, key, extras: bool) -> str:
   shape = (2, 16, 64, 64, 3)
   clip = moving_object_clip(0, shape)
   calib_clip = moving_object_clip(1, shape)
-  _log("net: calibration (min-max)")
+  harness.log("net: calibration (min-max)")
   nets = {name: _net_variables(r, kp, calib_clip) for name, r in NET_RECIPES.items()}
 
   # BOPs of every recipe on the timed clip (exact, from the stats of the same run_clip call
   # that is timed below, which also compiles it).
-  _log("net: BOPs")
+  harness.log("net: BOPs")
   bops, stats, outputs = {}, {}, {}
   for name, (model, variables) in nets.items():
     result = run_clip(model, variables, clip, period=PERIOD, unroll=1)  # same call as timed
@@ -398,20 +321,18 @@ def bench_net(rounds: int, budget_s: float, key, extras: bool) -> str:
     "",
     "### 2a. Eval forward (`run_clip`, ms per clip batch of 2 x 16 frames) and BOPs",
     "",
-    f"- {_load()} (before)",
   ]
-  _log("net: eval forward")
-  res_e = time_interleaved(eval_fns, rounds, "float", budget_s)
-  lines += [f"- {_load()} (after)", f"- timed rounds: {res_e['float']['rounds']}", ""]
+  res_e, bullets = _timed(eval_fns, rounds, budget_s, "net: eval forward")
+  lines += [*bullets, ""]
   rows = []
   for label, name, _ in eval_rows:
     b = bops[name]
     rows.append(
       [
         label,
-        f"{res_e[label]['median_ms']:.1f}",
-        f"{res_e[label]['min_ms']:.1f}",
-        _ratio(res_e[label]),
+        f"{res_e.median_ms(label):.1f}",
+        f"{res_e.min_ms(label):.1f}",
+        res_e.ratio_text(label, "float"),
         f"{b['bops_avg'] / 1e9:.3f}",
         f"{b['bops_peak'] / 1e9:.3f}",
         f"{100 * b['ratio_w8a8_avg']:.1f}%",
@@ -421,8 +342,7 @@ def bench_net(rounds: int, budget_s: float, key, extras: bool) -> str:
       ]
     )
   lines.append(
-    _table(
-      rows,
+    harness.markdown_table(
       [
         "recipe",
         "ms (median)",
@@ -435,6 +355,7 @@ def bench_net(rounds: int, budget_s: float, key, extras: bool) -> str:
         "ResQ state KiB/example",
         "output rel. RMS error vs float",
       ],
+      rows,
     )
   )
   lines += [
@@ -452,21 +373,16 @@ def bench_net(rounds: int, budget_s: float, key, extras: bool) -> str:
     "### 2b. Training-style forward+backward through `run_clip` "
     "(grad of mean(outputs^2) wrt params, ms per clip batch)",
     "",
-    f"- {_load()} (before)",
   ]
-  _log("net: forward+backward")
-  res_t = time_interleaved(train_fns, rounds, "float", budget_s)
-  lines += [f"- {_load()} (after)", f"- timed rounds: {res_t['float']['rounds']}", ""]
+  res_t, bullets = _timed(train_fns, rounds, budget_s, "net: forward+backward")
+  lines += [*bullets, ""]
   rows = [
-    [
-      label,
-      f"{res_t[label]['median_ms']:.1f}",
-      f"{res_t[label]['min_ms']:.1f}",
-      _ratio(res_t[label]),
-    ]
+    [label, f"{res_t.median_ms(label):.1f}", f"{res_t.min_ms(label):.1f}"]
+    + [res_t.ratio_text(label, "float")]
     for label, _, _ in train_rows
   ]
-  lines.append(_table(rows, ["recipe", "ms (median)", "ms (min)", "time / float (IQR)"]))
+  head = ["recipe", "ms (median)", "ms (min)", "time / float (IQR)"]
+  lines.append(harness.markdown_table(head, rows))
   lines += [
     "",
     "Float and FQ have no temporal state: `run_clip` folds all 32 frames into one "
@@ -493,7 +409,7 @@ def _dynamic_by_content(nets, key, shape, bops, stats) -> str:
   """Dynamic ResQ's BOPs depend on the clip content (static ResQ's do not): the timed clip
   against a random-walk clip where every pixel changes on every frame."""
   name = "dynamic ResQ 0/2/4/8"
-  _log("net: dynamic ResQ BOPs on a random-walk clip")
+  harness.log("net: dynamic ResQ BOPs on a random-walk clip")
   model, _ = nets[name]
   walk = random_walk_clip(0, shape)
   _, variables = _net_variables(NET_RECIPES[name], key, random_walk_clip(1, shape))
@@ -513,8 +429,7 @@ def _dynamic_by_content(nets, key, shape, bops, stats) -> str:
     [
       "### 2c. Dynamic ResQ bit allocation depends on the content",
       "",
-      _table(
-        rows,
+      harness.markdown_table(
         [
           "clip (calibrated on a clip of the same kind)",
           "avg BOPs % of W8A8 FQ",
@@ -523,6 +438,7 @@ def _dynamic_by_content(nets, key, shape, bops, stats) -> str:
           "4 bits",
           "8 bits",
         ],
+        rows,
       ),
       "",
       "Share of the input locations at residual frames that got each bit-width, pooled over "
@@ -534,20 +450,14 @@ def _dynamic_by_content(nets, key, shape, bops, stats) -> str:
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument(
-    "--quick", action="store_true", help="fewer rounds and only the required variants (~1-2 min)"
-  )
-  parser.add_argument(
-    "--rounds",
-    type=int,
-    default=None,
-    help="minimum timed rounds per table (default 7, 3 with --quick)",
+  parser = harness.BenchParser(
+    __doc__,
+    rounds=7,
+    quick_rounds=3,
+    quick_help="fewer rounds and only the required variants (~1-2 min)",
   )
   parser.add_argument("--only", choices=("layer", "net"), default=None)
   args = parser.parse_args()
-  if args.rounds is None:
-    args.rounds = 3 if args.quick else 7
   args.budget = 4.0 if args.quick else 45.0
   t0 = time.perf_counter()
   print(header(args), flush=True)
@@ -557,7 +467,7 @@ def main():
   if args.only in (None, "net"):
     net = bench_net(args.rounds, args.budget, jax.random.fold_in(key, 1), extras=not args.quick)
     print("\n" + net, flush=True)
-  print(f"\n_Total benchmark wall time: {time.perf_counter() - t0:.0f} s; {_load()} at end._")
+  print("\n" + harness.footer(t0))
 
 
 if __name__ == "__main__":

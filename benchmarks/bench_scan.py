@@ -25,20 +25,17 @@ of one run of each in a fresh subprocess (``--rss``).
 
 from __future__ import annotations
 
-import argparse
-import datetime
 import os
-import platform
 import resource
 import subprocess
 import sys
 import time
 
+import harness  # benchmarks/harness.py
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from machine import cpu_model  # benchmarks/machine.py
 
 from resq_jax.nn import SegNet, calibrate_model, run_clip, segnet_preset
 from resq_jax.nn.calibrate import CalibrationMethods
@@ -58,7 +55,12 @@ def _setup(frames: int = FRAMES):
   labels = jnp.asarray(rng.integers(0, CLASSES, size=(BATCH, frames, HW, HW)), jnp.int32)
   variables = model.init(jax.random.key(0), clip[:, 0], phase="key")
   variables = calibrate_model(
-    model, model.float_twin(), variables, [clip[:, :8]], period=4, methods=MINMAX
+    model,
+    float_model=model.float_twin(),
+    variables=variables,
+    clips=[clip[:, :8]],
+    period=4,
+    methods=MINMAX,
   )
   return model, variables, clip, labels
 
@@ -79,51 +81,29 @@ def _step(model, variables, period: int, unroll, remat: bool = False):
   return jax.jit(jax.grad(loss))
 
 
-def _compile(fn, *args):
-  t0 = time.perf_counter()
-  compiled = fn.lower(*args).compile()
-  return compiled, time.perf_counter() - t0
-
-
-def _time(compiled, args) -> float:
-  t0 = time.perf_counter()
-  jax.block_until_ready(compiled(*args))
-  return time.perf_counter() - t0
-
-
 def scan_table(ks, rounds: int, trap_k: int | None) -> list[str]:
-  lines = [
-    "| K | unrolled ms | rolled ms | rolled / unrolled (IQR) | compile unrolled s | "
-    "compile rolled s | rolled, xla convs ms |",
-    "| ---: | ---: | ---: | --- | ---: | ---: | ---: |",
-  ]
-  print("\n".join(lines), flush=True)
+  head = ["K", "unrolled ms", "rolled ms", "rolled / unrolled (IQR)", "compile unrolled s"]
+  head += ["compile rolled s", "rolled, xla convs ms"]
+  lines = [harness.table_head(head, "rrrlrrr")]
+  print(lines[0], flush=True)
   model, variables, clip, labels = _setup()
   xla_model = model.clone(conv_impl="xla")
   args = (variables["params"], clip, labels)
   for k in ks:
     variants = {
-      "unrolled": _compile(_step(model, variables, k, True), *args),
-      "rolled": _compile(_step(model, variables, k, 1), *args),
+      "unrolled": harness.compile_ahead(_step(model, variables, k, True), *args),
+      "rolled": harness.compile_ahead(_step(model, variables, k, 1), *args),
     }
     if k == trap_k:
-      variants["trap"] = _compile(_step(xla_model, variables, k, 1), *args)
-    for compiled, _ in variants.values():
-      jax.block_until_ready(compiled(*args))  # warm-up
-    times = {name: [] for name in variants}
-    names = list(variants)
-    for r in range(rounds):
-      for name in names[r % len(names) :] + names[: r % len(names)]:
-        times[name].append(_time(variants[name][0], args))
-    ratio = np.asarray(times["rolled"]) / np.asarray(times["unrolled"])
-    q1, q3 = np.percentile(ratio, [25, 75])
-    trap = f"{1e3 * np.median(times['trap']):.0f}" if "trap" in times else ""
-    lines.append(
-      f"| {k} | {1e3 * np.median(times['unrolled']):.0f} | "
-      f"{1e3 * np.median(times['rolled']):.0f} | {np.median(ratio):.2f} "
-      f"({q1:.2f}-{q3:.2f}) | {variants['unrolled'][1]:.1f} | "
-      f"{variants['rolled'][1]:.1f} | {trap} |"
+      variants["trap"] = harness.compile_ahead(_step(xla_model, variables, k, 1), *args)
+    # Round-robin, the starting variant rotating, so that the per-round ratio sees the same load.
+    t = harness.time_interleaved(
+      {name: lambda c=compiled: c(*args) for name, (compiled, _) in variants.items()}, rounds
     )
+    trap = f"{t.median_ms('trap'):.0f}" if "trap" in variants else ""
+    row = [k, f"{t.median_ms('unrolled'):.0f}", f"{t.median_ms('rolled'):.0f}"]
+    row += [t.ratio_text("rolled", "unrolled", unit=""), f"{variants['unrolled'][1]:.1f}"]
+    lines.append(harness.table_row([*row, f"{variants['rolled'][1]:.1f}", trap]))
     print(lines[-1], flush=True)
   return lines
 
@@ -145,48 +125,42 @@ def _one_run(frames: int, remat: bool) -> None:
 
 
 def memory_table(lengths, rss: bool) -> list[str]:
-  lines = [
-    "| T = K | XLA temp MiB | with remat | ratio | peak RSS MiB | with remat |",
-    "| ---: | ---: | ---: | ---: | ---: | ---: |",
-  ]
-  print("\n".join(lines), flush=True)
+  head = ["T = K", "XLA temp MiB", "with remat", "ratio", "peak RSS MiB", "with remat"]
+  lines = [harness.table_head(head, "rrrrrr")]
+  print(lines[0], flush=True)
   for t in lengths:
     model, variables, clip, labels = _setup(t)
     args = (variables["params"], clip, labels)
     temp = {}
     for remat in (False, True):
-      compiled, _ = _compile(_step(model, variables, t, 1, remat), *args)
+      compiled, _ = harness.compile_ahead(_step(model, variables, t, 1, remat), *args)
       temp[remat] = compiled.memory_analysis().temp_size_in_bytes / 2**20
     peaks = ["", ""]
     if rss:  # ru_maxrss of children is a running max: measure the larger case last
       peaks = [f"{_rss_of(t, True):.0f}", f"{_rss_of(t, False):.0f}"][::-1]
-    lines.append(
-      f"| {t} | {temp[False]:.0f} | {temp[True]:.0f} | "
-      f"{temp[True] / temp[False]:.2f} | {peaks[0]} | {peaks[1]} |"
-    )
+    ratio = temp[True] / temp[False]
+    row = [t, f"{temp[False]:.0f}", f"{temp[True]:.0f}", f"{ratio:.2f}", *peaks]
+    lines.append(harness.table_row(row))
     print(lines[-1], flush=True)
   return lines
 
 
 def main() -> None:
-  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  p.add_argument("--quick", action="store_true", help="K in {4, 8}, 3 rounds, T in {8, 16}")
-  p.add_argument("--rounds", type=int, default=7)
+  p = harness.BenchParser(__doc__, rounds=7, quick_rounds=3, quick_help="K in {4, 8}, T in {8, 16}")
   p.add_argument("--only", choices=("scan", "memory"))
   p.add_argument("--trap_k", type=int, default=4)
   p.add_argument("--rss", action="store_true")
   a = p.parse_args()
-  ks, lengths, rounds = ((4, 8), (8, 16), 3) if a.quick else ((4, 8, 16, 32), (8, 16, 32), a.rounds)
-  print(
-    f"# {datetime.date.today()} {cpu_model()}, {os.cpu_count()} cores, {platform.python_version()}"
-    f", jax {jax.__version__}, backend {jax.default_backend()}, load {os.getloadavg()}",
-    flush=True,
-  )
+  ks, lengths = ((4, 8), (8, 16)) if a.quick else ((4, 8, 16, 32), (8, 16, 32))
+  start = time.perf_counter()
+  print(harness.machine().text() + "\n", flush=True)
   if a.only != "memory":
-    scan_table(ks, rounds, a.trap_k)  # prints its rows as they are measured
+    scan_table(ks, a.rounds, a.trap_k)  # prints its rows as they are measured
+    print(flush=True)
   if a.only != "scan":
     memory_table(lengths, a.rss)
-  print(f"# load after {os.getloadavg()}", flush=True)
+    print(flush=True)
+  print(harness.footer(start), flush=True)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,10 @@
 """SegNet MACs, parameters and CPU throughput on 64x64 frames (docs/model.md)."""
 
 import json
-import os
 import sys
 import time
 
+import harness  # benchmarks/harness.py
 import jax
 import numpy as np
 import optax
@@ -14,17 +14,11 @@ from resq_jax.quant.recipe import resq_recipe
 
 
 def median_fps(f, args, frames, n):
-  jax.block_until_ready(f(*args))  # warm-up (after compilation)
-  wall, cpu = [], []
-  for _ in range(n):
-    c0, t0 = time.process_time(), time.perf_counter()
-    jax.block_until_ready(f(*args))
-    wall.append(time.perf_counter() - t0)
-    cpu.append(time.process_time() - c0)
+  t = harness.time_interleaved({"f": lambda: f(*args)}, n)  # one warm-up call (after compiling)
   return dict(
-    fps_median=round(frames / np.median(wall), 1),
-    fps_best=round(frames / min(wall), 1),
-    cpu_ms_per_frame=round(1e3 * np.median(cpu) / frames, 2),
+    fps_median=round(1e3 * frames / t.median_ms("f"), 1),
+    fps_best=round(1e3 * frames / t.min_ms("f"), 1),
+    cpu_ms_per_frame=round(t.cpu_median_ms("f") / frames, 2),
   )
 
 
@@ -62,13 +56,15 @@ def bench(kw, batch=16, hw=64, n=15):
     params=int(sum(p.size for p in jax.tree.leaves(v["params"]))),
   )
   for name, (f, args) in jobs.items():
-    t0 = time.perf_counter()
-    jax.block_until_ready(f(*args))
-    out[name] = dict(compile_s=round(time.perf_counter() - t0, 1), **median_fps(f, args, batch, n))
+    _, compile_s = harness.timed(lambda f=f, args=args: f(*args))  # the first call compiles
+    out[name] = dict(compile_s=round(compile_s, 1), **median_fps(f, args, batch, n))
   return out
 
 
 if __name__ == "__main__":
+  start = time.perf_counter()
+  print(harness.machine().text() + "\n", flush=True)
   for arg in sys.argv[1:] or ["tiny", "demo", "base"]:
     kw = json.loads(arg) if arg.startswith("{") else segnet_preset(arg)
-    print(json.dumps(bench(kw)), "loadavg", os.getloadavg(), flush=True)
+    print(json.dumps(bench(kw)), "loadavg", harness.load_average(), flush=True)
+  print("\n" + harness.footer(start), flush=True)

@@ -15,15 +15,13 @@ Timings on a shared machine are noisy: the load average at start and end is prin
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
-import platform
 import resource
 import shutil
 import tempfile
 import time
 
-from machine import cpu_model  # benchmarks/machine.py
+import harness  # benchmarks/harness.py
 
 
 def _cpu_seconds() -> float:
@@ -44,13 +42,8 @@ def bench_generation(regime: str, n: int = 50, repeats: int = 3) -> float:
   from resq_jax.data import generate_clip
 
   generate_clip(regime, "train", 0)  # texture bank and imports out of the timing
-  best = float("inf")
-  for _ in range(repeats):
-    start = time.perf_counter()
-    for i in range(n):
-      generate_clip(regime, "train", i)
-    best = min(best, (time.perf_counter() - start) / n * 1e3)
-  return best
+  batch = lambda: [generate_clip(regime, "train", i) for i in range(n)]
+  return harness.time_interleaved({"gen": batch}, repeats, warmup=0, sync=None).min_ms("gen") / n
 
 
 def bench_build(regime: str, counts: tuple[int, int, int], workers: int) -> dict:
@@ -116,39 +109,26 @@ def main() -> None:
   args = parser.parse_args()
   counts = (args.num_train, args.num_validation, args.num_test)
 
-  load_start = os.getloadavg()
+  facts = harness.machine(["numpy", "tensorflow-datasets", "grain"], jax=False)
+  start = time.perf_counter()
   gen_ms = bench_generation(args.regime)
   rows = [bench_build(args.regime, counts, w) for w in args.workers]
-  load_end = os.getloadavg()
 
-  import grain
-  import numpy
-  import tensorflow_datasets
-
-  print(f"Date: {datetime.datetime.now().isoformat(timespec='minutes')}  ")
+  print(facts.text())
+  print(harness.footer(start))
   print(
-    f"Machine: {cpu_model()}, {os.cpu_count()} logical CPUs, "
-    f"load average {load_start[0]:.1f} at start, {load_end[0]:.1f} at end  "
-  )
-  print(
-    f"Software: Python {platform.python_version()}, NumPy {numpy.__version__}, "
-    f"tensorflow-datasets {tensorflow_datasets.__version__}, grain {grain.__version__}  "
-  )
-  print(
-    f"Config: regime {args.regime}, 64x64x16, {counts[0]}/{counts[1]}/{counts[2]} "
+    f"- config: regime {args.regime}, 64x64x16, {counts[0]}/{counts[1]}/{counts[2]} "
     f"train/validation/test clips; generate_clip alone: {gen_ms:.1f} ms/clip "
     f"(best of 3 x 50)\n"
   )
-  print(
-    "| workers | build wall (s) | CPU incl. workers (s) | clips/s | size on disk (MB) "
-    "| loader read, batch 32 (clips/s) |"
-  )
-  print("| ---: | ---: | ---: | ---: | ---: | ---: |")
-  for r in rows:
-    print(
-      f"| {r['workers']} | {r['wall']:.1f} | {r['cpu']:.1f} | {r['clips_per_s']:.0f} | "
-      f"{r['size_mb']:.0f} | {r['read_clips_per_s']:.0f} |"
-    )
+  head = ["workers", "build wall (s)", "CPU incl. workers (s)", "clips/s", "size on disk (MB)"]
+  head.append("loader read, batch 32 (clips/s)")
+  cells = [
+    [r["workers"], f"{r['wall']:.1f}", f"{r['cpu']:.1f}", f"{r['clips_per_s']:.0f}"]
+    + [f"{r['size_mb']:.0f}", f"{r['read_clips_per_s']:.0f}"]
+    for r in rows
+  ]
+  print(harness.markdown_table(head, cells, "rrrrrr"))
 
 
 if __name__ == "__main__":  # the worker pool uses "spawn", which re-imports this file

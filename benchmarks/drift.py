@@ -24,10 +24,7 @@ tables and writes the plots ``drift_curves.png``, ``drift_stream.png`` and
 from __future__ import annotations
 
 import argparse
-import datetime
-import os
 import pathlib
-import platform
 import sys
 import time
 
@@ -38,7 +35,7 @@ import numpy as np
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from machine import cpu_model  # noqa: E402  (benchmarks/machine.py)
+import harness  # noqa: E402  (benchmarks/harness.py)
 
 from resq_jax.data import generate_clip  # noqa: E402
 from resq_jax.data.scene import cut_frames  # noqa: E402
@@ -128,8 +125,8 @@ class Setup:
       v = init_from_fp(model, self.fp_vars, self.experiment.data.frame_shape)
       v = calibrate_model(
         model,
-        self.fp_model,
-        v,
+        float_model=self.fp_model,
+        variables=v,
         period=cal_period,
         methods=self.experiment.quant.calibration,
         observations=self.observations,
@@ -234,7 +231,7 @@ def part_c(s: Setup, args) -> list[dict]:
   for name, period, trigger in settings:
     rel, agree, pct, keys, after, caught, mixed = [], [], [], [], [], [], []
     for x, ref, clip_cuts in zip(batches, refs, cuts):
-      result = run_clip(model, v, x, period=period, trigger=trigger)
+      result = run_clip(model, v, x, period=None if trigger else period, trigger=trigger)
       r, a = frame_errors(result.outputs, ref)
       rel.append(r)
       agree.append(a)
@@ -281,51 +278,46 @@ def _bits(b) -> str:
 
 
 def table_a(rows) -> str:
-  lines = [
-    "| mode | residual | K | rel err d=0 | d=1 | d=K/2 | d=K-1 | (K-1)/1 | mean rel err "
-    "| agreement mean | agreement d=K-1 | BOPs % W8A8 |",
-    "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-  ]
+  head = ["mode", "residual", "K", "rel err d=0", "d=1", "d=K/2", "d=K-1", "(K-1)/1"]
+  head += ["mean rel err", "agreement mean", "agreement d=K-1", "BOPs % W8A8"]
+  cells = []
   for r in rows:
     d = r["rel_d"]
-    half = d[len(d) // 2]
-    lines.append(
-      f"| {r['mode']} | {_bits(r['bits'])} | {r['k']} | {d[0]:.4f} | {d[1]:.4f} | {half:.4f} "
-      f"| {d[-1]:.4f} | {d[-1] / d[1]:.2f}x | {r['rel']:.4f} | {100 * r['agree']:.2f}% "
-      f"| {100 * r['agree_d'][-1]:.2f}% | {r['pct']:.1f} |"
+    cells.append(
+      [r["mode"], _bits(r["bits"]), r["k"]]
+      + [f"{v:.4f}" for v in (d[0], d[1], d[len(d) // 2], d[-1])]
+      + [f"{d[-1] / d[1]:.2f}x", f"{r['rel']:.4f}", f"{100 * r['agree']:.2f}%"]
+      + [f"{100 * r['agree_d'][-1]:.2f}%", f"{r['pct']:.1f}"]
     )
-  return "\n".join(lines)
+  return harness.markdown_table(head, cells, "llrrrrrrrrrr")
 
 
 def table_b(rows) -> str:
-  lines = [
-    "| mode | residual | K | frames | mean rel err | agreement | rel err d=1, first / last "
-    "period | rel err d=K-1, first / last period | stream_step ms/frame |",
-    "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-  ]
+  head = ["mode", "residual", "K", "frames", "mean rel err", "agreement"]
+  head += ["rel err d=1, first / last period", "rel err d=K-1, first / last period"]
+  head.append("stream_step ms/frame")
+  cells = []
   for r in rows:
     n = len(r["rel_t"])
-    lines.append(
-      f"| {r['mode']} | {_bits(r['bits'])} | {r['k']} | {n} | {r['rel']:.4f} "
-      f"| {100 * r['agree']:.2f}% | {r['rel_d1'][0]:.4f} / {r['rel_d1'][-1]:.4f} "
-      f"| {r['rel_last_d'][0]:.4f} / {r['rel_last_d'][-1]:.4f} | {1000 * r['seconds'] / n:.1f} |"
+    cells.append(
+      [r["mode"], _bits(r["bits"]), r["k"], n, f"{r['rel']:.4f}", f"{100 * r['agree']:.2f}%"]
+      + [f"{r['rel_d1'][0]:.4f} / {r['rel_d1'][-1]:.4f}"]
+      + [f"{r['rel_last_d'][0]:.4f} / {r['rel_last_d'][-1]:.4f}", f"{1000 * r['seconds'] / n:.1f}"]
     )
-  return "\n".join(lines)
+  return harness.markdown_table(head, cells, "llrrrrrrr")
 
 
 def table_c(rows) -> str:
-  lines = [
-    "| setting | BOPs % W8A8 | keyframes | cuts keyed | mean rel err | rel err, 4 frames from "
-    "a cut | agreement | trigger ops/frame (per MAC) | mixed frames |",
-    "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+  head = ["setting", "BOPs % W8A8", "keyframes", "cuts keyed", "mean rel err"]
+  head += ["rel err, 4 frames from a cut", "agreement", "trigger ops/frame (per MAC)"]
+  head.append("mixed frames")
+  cells = [
+    [r["name"], f"{r['pct']:.1f}", f"{100 * r['key_fraction']:.1f}%", r["caught"]]
+    + [f"{r['rel']:.4f}", f"{r['rel_after_cut']:.4f}", f"{100 * r['agree']:.2f}%"]
+    + [f"{r['trigger_ops']:,} ({r['ops_per_mac']:.4f})", f"{100 * r['mixed']:.0f}%"]
+    for r in rows
   ]
-  for r in rows:
-    lines.append(
-      f"| {r['name']} | {r['pct']:.1f} | {100 * r['key_fraction']:.1f}% | {r['caught']} "
-      f"| {r['rel']:.4f} | {r['rel_after_cut']:.4f} | {100 * r['agree']:.2f}% "
-      f"| {r['trigger_ops']:,} ({r['ops_per_mac']:.4f}) | {100 * r['mixed']:.0f}% |"
-    )
-  return "\n".join(lines)
+  return harness.markdown_table(head, cells, "lrrrrrrrr")
 
 
 def equal_bops(rows) -> str:
@@ -445,12 +437,7 @@ def main(argv=None) -> None:
   out = pathlib.Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
   start = time.perf_counter()
-  print(f"# drift.py {' '.join(sys.argv[1:])}")
-  print(
-    f"date {datetime.date.today()}, {cpu_model()}, {os.cpu_count()} cores, Python "
-    f"{platform.python_version()}, jax {jax.__version__} ({jax.default_backend()}), "
-    f"load average {os.getloadavg()[0]:.1f}"
-  )
+  print("# drift.py\n\n" + harness.machine().text())
   s = Setup(args.workdir, args.calib_clips, args.calib_frames)
   preset, methods = s.experiment.model.preset, s.experiment.quant.calibration
   print(f"model: {args.workdir} ({preset}), calibration {methods}")
@@ -467,7 +454,7 @@ def main(argv=None) -> None:
   plot_a(a, out / "drift_curves.png")
   plot_b(b, out / "drift_stream.png")
   plot_c(c, out / "drift_adaptive.png")
-  print(f"\nwall {time.perf_counter() - start:.0f} s, load average {os.getloadavg()[0]:.1f}")
+  print("\n" + harness.footer(start))
 
 
 if __name__ == "__main__":

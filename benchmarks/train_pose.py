@@ -7,8 +7,8 @@ It reads the same config keys as ``train.py`` (data, model, optim, train, seed) 
 the checkpoint layout ``train.py`` writes (``<workdir>/checkpoints``, ``config.json``), so
 the run can be the ``init_from`` of PTQ / QAT configs once the loops run pose.
 
-  python benchmarks/train_pose.py --config configs/pose_fp.py --workdir runs/pose_fp
-  python benchmarks/train_pose.py --config configs/pose_fp.py --workdir runs/pose_fp \\
+  python benchmarks/train_pose.py --config configs/synthres.py:pose:fp --workdir runs/pose_fp
+  python benchmarks/train_pose.py --config configs/synthres.py:pose:fp --workdir runs/pose_fp \\
       --notrain --ptq fp,fq8,fq4,resq4
 
 Prints (and writes to ``<workdir>/pose_metrics.json``, or ``pose_ptq_metrics.json`` with
@@ -19,14 +19,15 @@ interval, GBOPs per frame, wall times and the load average; with more than one s
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
-import os
 import pathlib
 import sys
 import time
 
 import flax
+import harness  # benchmarks/harness.py
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -64,7 +65,7 @@ from resq_jax.training import (
   shard_batch,
 )
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/pose_fp.py", "pose config")
+_CONFIG = config_flags.DEFINE_config_file("config", "configs/synthres.py:pose:fp", "pose config")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/pose_fp", "run directory")
 _TRAIN = flags.DEFINE_bool("train", True, "train (else evaluate the checkpoint in --workdir)")
 _EVAL_SPLIT = flags.DEFINE_string("eval_split", "test", "split to evaluate")
@@ -183,7 +184,7 @@ def train(config, task, workdir: pathlib.Path) -> dict:
     if done % log_every == 0 or done == total:
       m = {k: float(v) for k, v in metrics.items()}
       now = time.perf_counter()
-      m.update(step=done, seconds=now - start, window_s=now - last, load1=os.getloadavg()[0])
+      m.update(step=done, seconds=now - start, window_s=now - last, load1=harness.load_average()[0])
       last = now
       log.append(m)
       print(
@@ -216,7 +217,9 @@ def quantized_variables(model, fp_model, fp_vars, config, calib, period) -> dict
     "params": flax.traverse_util.unflatten_dict(fresh),
     "batch_stats": fp_vars["batch_stats"],
   }
-  return calibrate_model(model, fp_model, variables, calib, period=max(2, period))
+  return calibrate_model(
+    model, float_model=fp_model, variables=variables, clips=calib, period=max(2, period)
+  )
 
 
 def evaluate(model, variables, task, batches, period: int) -> dict:
@@ -267,14 +270,14 @@ def main(argv):
     raise SystemExit(f"config task is {config.task!r}, this script trains 'pose'")
   workdir = pathlib.Path(_WORKDIR.value)
   workdir.mkdir(parents=True, exist_ok=True)
-  t0, load0 = time.perf_counter(), os.getloadavg()
+  t0, facts = time.perf_counter(), harness.machine()
+  print(facts.text(), flush=True)
   build_synthres(config.data.data_dir, **data_kwargs(config))
   out = {
     "command": " ".join(sys.argv),
     "task": repr(task),
-    "load_start": load0,
+    "machine": dataclasses.asdict(facts),
     "build_seconds": time.perf_counter() - t0,
-    "devices": jax.device_count(),
   }
   if _TRAIN.value:
     out.update(train(config, task, workdir))
@@ -311,7 +314,7 @@ def main(argv):
       f"{r['gbops_avg']:.4f} GBOPs/frame ({r['pct_w8a8']:.1f}% of W8A8)",
       flush=True,
     )
-  out.update(settings=rows, wall_seconds=time.perf_counter() - t0, load_end=os.getloadavg())
+  out.update(settings=rows, wall_seconds=time.perf_counter() - t0, load_end=harness.load_average())
   if len(rows) > 1:
     report_rows = [
       {**setting_row(key), "metric_name": task.metric_name, **rows[SETTINGS[key][0]]}
@@ -327,11 +330,7 @@ def main(argv):
     print(f"report and Pareto plot in {report_dir}", flush=True)
   name = "pose_metrics.json" if _TRAIN.value else "pose_ptq_metrics.json"
   (workdir / name).write_text(json.dumps(out, indent=2))
-  print(
-    f"wall {out['wall_seconds']:.0f} s, load average {load0[0]:.1f} -> "
-    f"{out['load_end'][0]:.1f}; metrics in {workdir / name}",
-    flush=True,
-  )
+  print(f"{harness.footer(t0)}; metrics in {workdir / name}", flush=True)
 
 
 if __name__ == "__main__":
