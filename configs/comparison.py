@@ -45,8 +45,8 @@ QAT_RUNS = {
 # for everything, docs/results.md).
 TASKS = {
   "segmentation": {
-    "fp_config": "configs/results_seg_fp.py",
-    "config": "configs/results_seg.py",
+    "fp_config": "configs/results.py:seg:fp",
+    "config": "configs/results.py:seg",
     "qat_runs": tuple(QAT_RUNS),
     "main_regime": "slow_pan",
     "main_sweep": "comparison",
@@ -54,8 +54,8 @@ TASKS = {
     "regime_sweep": "core",
   },
   "pose": {
-    "fp_config": "configs/results_pose_fp.py",
-    "config": "configs/results_pose.py",
+    "fp_config": "configs/results.py:pose:fp",
+    "config": "configs/results.py:pose",
     "qat_runs": (
       "qat_fq_w3a3",
       "qat_fq_w4a4",

@@ -1,13 +1,11 @@
 """Documented defaults of every setting (resq_jax/experiment/schema.py, the schema inside the
-package) plus the repository's named evaluation sweeps (configs/sweeps.py); each experiment
-config starts from these.
+package: each key declared once with its default, rule and help text) plus the repository's
+named evaluation sweeps (configs/sweeps.py); each experiment config starts from these.
 
-Run: python train.py --config configs/<name>.py --workdir DIR [--config.optim.lr=1e-3 ...]
+Run: python train.py --config configs/<name>.py[:arg] --workdir DIR [--config.optim.lr=1e-3 ...]
 
-Every key has a rule (type, allowed range, relations to other keys) in
-resq_jax.experiment.rules.RULES; a bad setting or an unknown key is rejected with one line per
-problem
-(``key: got VALUE (allowed: ...)``) before any data is built or anything compiles.
+A bad setting or an unknown key is rejected with one line per problem (``key: got VALUE
+(allowed: ...)``) before any data is built or anything compiles.
 """
 
 import ml_collections

@@ -15,7 +15,7 @@ FP = {"mode": "float", "name": "FP32"}
 
 KEY_GRIDS = ((8, 8), (6, 6), (4, 4))
 RESIDUAL_GRIDS = ((4, 4), (3, 3), (2, 2), (8, 4), (4, 8))
-# Periods up to the clip length (8 frames in configs/results_*.py): a longer K runs as K = T.
+# Periods up to the clip length (8 frames in configs/results.py): a longer K runs as K = T.
 # Longer periods (to 64) are measured on 64-frame clips in docs/drift.md.
 PERIODS = (2, 4, 8)
 
@@ -174,7 +174,7 @@ SWEEPS = {
     hold(4),
   ),
   "tiny": (FP, fq(8, 8), resq(2), dynamic(1.0, 2)),
-  # Clips of 4 frames (configs/cityscapes_*.py): periods up to 4.
+  # Clips of 4 frames (configs/cityscapes.py): periods up to 4.
   "short": (FP, fq(8, 8), fq(4, 4), resq(2), resq(4), dynamic(1.0), dynamic(2.0), hold(4)),
   "comparison": (FP, *FQ_FRONT, *STATIC_GRID, *REF_MODE_POINTS, *DYNAMIC_POINTS, *CONTROLS),
   "core": (

@@ -149,12 +149,29 @@ def test_distillation_keys_reach_train_spec():
 
 def test_setting_checks_its_frame_precision_plan():
   plan = FramePrecisionPlan((fq_recipe(4, 4), fq_recipe(8, 8)), (0.1,))
-  assert Setting("x", fq_recipe(8, 8), frame_precision=plan).family == "frame_precision"
+  assert Setting(name="x", recipe=fq_recipe(8, 8), frame_precision=plan).family == (
+    "frame_precision"
+  )
   with pytest.raises(ValueError, match="top candidate"):
-    Setting("x", fq_recipe(4, 4), frame_precision=plan)
+    Setting(name="x", recipe=fq_recipe(4, 4), frame_precision=plan)
+  with pytest.raises(TypeError, match="positional"):  # keyword-only: no silent reordering
+    Setting("x", fq_recipe(8, 8), 4, "ptq")
   with pytest.raises(ValueError, match="one threshold fewer"):
     FramePrecisionPlan((fq_recipe(4, 4), fq_recipe(8, 8)), (0.1, 0.2))
   with pytest.raises(ValueError, match="stateless"):
     FramePrecisionPlan((fq_recipe(4, 4), resq_recipe()), (0.1,))
   with pytest.raises(ValueError, match="strictly ascending"):
     FramePrecisionPlan((fq_recipe(2, 2), fq_recipe(4, 4), fq_recipe(8, 8)), (0.2, 0.1))
+
+
+def test_setting_from_merges_a_sweep_entry_over_the_quant_section():
+  """parse.setting_from: the entry's quant keys override the section; name, family, source
+  and run_dir as given (oracle: the recipe constructors and the documented default name)."""
+  section = dict(tiny_config().quant)  # period 2
+  entry = {"mode": "resq", "residual_bits": (2, 2), "family": "mine"}
+  setting = parse.setting_from(section, entry, source="qat", run_dir="runs/q")
+  assert setting.recipe == resq_recipe((8, 8), (2, 2)) and setting.period == 2
+  assert (setting.family, setting.source, setting.run_dir) == ("mine", "qat", "runs/q")
+  assert setting.name == "ResQ K=2 closed W8A8/W2A2 QAT"
+  fp = parse.setting_from(section, {"mode": "float", "name": "FP"})
+  assert (fp.name, fp.source, fp.period) == ("FP", "fp", 1)

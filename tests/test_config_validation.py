@@ -2,6 +2,7 @@
 naming its key; every key of configs/default.py has a rule; bad flags exit 2 without a traceback.
 """
 
+import dataclasses
 import importlib.util
 import json
 import math
@@ -14,7 +15,7 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
-from resq_jax.experiment import parse, rules, schema
+from resq_jax.experiment import parse, schema, spec
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 NAN, INF = math.nan, math.inf
@@ -43,8 +44,6 @@ BAD = [
   ({"seed": 2**32}, "seed", "32-bit seeds"),
   ({"seed": 1.5}, "seed", "got 1.5"),
   ({"stage": "train"}, "stage", "fp | ptq | qat"),
-  ({"stage": "qat"}, "init_from", "stage 'qat' needs init_from"),
-  ({"stage": "ptq"}, "init_from", "stage 'ptq' needs init_from"),
   ({"init_from": None}, "init_from", "got None"),
   ({"distributed": "yes"}, "distributed", "True | False"),
   ({"distributed": 1}, "distributed", "True | False"),
@@ -74,6 +73,7 @@ BAD = [
   ({"data.batch_size": 8.0}, "data.batch_size", "got 8.0"),
   ({"data.worker_count": -1}, "data.worker_count", "int >= 0"),
   ({"model.preset": "small"}, "model.preset", "(allowed: tiny | demo | "),
+  ({"model.conv_impl": "cudnn"}, "model.conv_impl", "(allowed: auto | xla | im2col)"),
   ({"quant.mode": "int8"}, "quant.mode", "float | fq | resq | dynamic"),
   ({"quant.key_bits": (1, 8)}, "quant.key_bits", "zero every positive weight"),
   ({"quant.key_bits": (8, 17)}, "quant.key_bits", "activation in [1, 16]"),
@@ -272,11 +272,59 @@ def test_rejection_rate_of_the_table():
   assert rate == 1.0, rate
 
 
-def test_every_key_has_a_rule_and_a_bad_setting_in_the_table():
-  default_keys = {name for name, _ in parse._flatten(schema.default_config())}
-  assert set(rules.RULES) == default_keys
+def test_every_declared_key_is_documented_valid_by_default_and_in_the_table():
+  """The schema is one declaration (schema.KEYS): each key has help text, its default passes
+  its own rule, it fills a real field of the Experiment (or a builder of parse reads it), and
+  the table above has a bad setting for it."""
+  experiment_parts = {f.name: f.type for f in dataclasses.fields(spec.Experiment)}
+  for key in schema.KEYS:
+    assert key.help.strip() and key.rule.describe(), key.name
+    assert key.rule.accepts(key.default), (key.name, key.default)
+    if key.field is not None:
+      part, _, field = key.field.rpartition(".")
+      owner = getattr(spec, experiment_parts[part]) if part else spec.Experiment
+      assert field in {f.name for f in dataclasses.fields(owner)}, key.field
+  assert sorted(schema.RULES) == sorted(name for name, _ in parse.flatten(schema.default_config()))
   tested = {key for overrides, _, _ in BAD for key in overrides}
-  assert set(rules.RULES) - tested == set()
+  assert set(schema.RULES) - tested == set()
+
+
+def test_every_experiment_field_is_filled_by_a_key_or_a_builder():
+  """Every field of the Experiment parts that parse builds from keys is declared by a key's
+  ``field``, except those parse derives from several keys (recipe, task, sweep, ...)."""
+  derived = {"task", "config_json", "quant.recipe", "quant.period", "quant.calibration"}
+  derived |= {"quant.frame_precision", "eval.sweep", "eval.qat_runs"}
+  declared = {k.field for k in schema.KEYS if k.field is not None}
+  fields = set()
+  for f in dataclasses.fields(spec.Experiment):
+    owner = getattr(spec, f.type, None) if isinstance(f.type, str) else None
+    if dataclasses.is_dataclass(owner):
+      fields |= {f"{f.name}.{g.name}" for g in dataclasses.fields(owner)}
+    else:
+      fields.add(f.name)
+  assert fields - derived == declared
+
+
+def test_stock_qat_configs_parse_without_init_from_and_only_the_train_entry_needs_it(
+  monkeypatch, tmp_path
+):
+  """Friction 1: a QAT / PTQ config parses (to build a loss or a step from random weights);
+  only train.train_and_evaluate, which restores the FP run, refuses an empty init_from, with
+  the one line train.py prints (exit code 2), before building anything."""
+  from resq_jax import errors
+  from resq_jax.experiment import inputs, train
+
+  monkeypatch.setattr(inputs, "ensure_data", lambda *a, **k: pytest.fail("built data"))
+  for stage in ("qat", "ptq"):
+    experiment = parse.parse(apply(load_config(), {"stage": stage}), num_devices=8)
+    assert experiment.stage == stage and experiment.init_from == ""
+    with pytest.raises(errors.InvalidConfigError) as info:
+      train.train_and_evaluate(experiment, str(tmp_path / stage))
+    assert str(info.value) == (
+      f"init_from: empty, but stage {stage!r} needs init_from (allowed: the workdir of an FP run)"
+    )
+    assert errors.exit_code_of(info.value) == errors.EXIT_CONFIG == 2
+    assert not (tmp_path / stage).exists()
 
 
 @pytest.mark.parametrize(
@@ -289,8 +337,6 @@ def test_every_key_has_a_rule_and_a_bad_setting_in_the_table():
 )
 def test_shipped_configs_and_their_json_round_trip_validate(name):
   config = load_config(name)
-  if config.stage in ("ptq", "qat"):
-    config.init_from = "runs/fp"
   for num_devices in (1, 8):
     parse.validate(config, num_devices=num_devices)
   # QAT runs are read back from config.json, where tuples become lists.

@@ -1,4 +1,4 @@
-"""configs/cityscapes_*.py and configs/jhmdb_*.py end to end on tiny fake copies of the real
+"""configs/cityscapes.py and configs/jhmdb.py end to end on tiny fake copies of the real
 datasets (tests/fake_real_data.py): built with the builders of resq_jax.data at 32x32 with
 2-frame clips, trained for 2 steps and evaluated through train_lib with the tiny model, and the
 metrics checked against oracles (Cityscapes: mIoU over the annotated frame only; JHMDB: PCK
@@ -37,11 +37,12 @@ JHMDB = {
 }
 
 
-def load_config(name, **overrides):
+def load_config(name, stage, **overrides):
+  """``--config=configs/<name>.py:<stage>``, shrunk to the fake datasets."""
   spec = importlib.util.spec_from_file_location(f"cfg_{name}", ROOT / "configs" / f"{name}.py")
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  config = module.get_config()
+  config = module.get_config(stage)
   tiny = {
     "data.height": SIZE,
     "data.width": SIZE,
@@ -88,7 +89,7 @@ def records(data_dir, name, split):
 
 
 def test_cityscapes_trains_and_scores_the_annotated_frame_only(built, tmp_path):
-  experiment = parse.parse(load_config("cityscapes_fp", **{"data.data_dir": built}))
+  experiment = parse.parse(load_config("cityscapes", "fp", **{"data.data_dir": built}))
   task, data = experiment.task, experiment.data
   assert task.num_outputs() == cityscapes_video.NUM_CLASSES == 19
   (batch,) = inputs.eval_batches(data, batch_size=BATCH, num_batches=1)
@@ -120,12 +121,12 @@ def test_cityscapes_trains_and_scores_the_annotated_frame_only(built, tmp_path):
   assert 0.0 <= fp["miou"] <= 1.0 and fp["source"] == "fp"
   assert len(fp["per_class_iou"]) == 19
   # The QAT configs read the same build (their runs take as long again: not run here).
-  qat = load_config("cityscapes_qat_resq", **{"data.data_dir": built, "init_from": "fp"})
+  qat = load_config("cityscapes", "qat_resq", **{"data.data_dir": built})
   assert parse.parse(qat).data == data
 
 
 def test_jhmdb_trains_and_scores_pck_with_the_builders_boxes(built, tmp_path):
-  experiment = parse.parse(load_config("jhmdb_fp", **{"data.data_dir": built}))
+  experiment = parse.parse(load_config("jhmdb", "fp", **{"data.data_dir": built}))
   task, data = experiment.task, experiment.data
   assert experiment.eval.split == "test" and task.num_outputs() == 15
   (batch,) = inputs.eval_batches(data, batch_size=BATCH, num_batches=1, split="test")
@@ -162,7 +163,7 @@ def test_missing_build_exits_5_with_the_build_command(tmp_path):
       sys.executable,
       str(ROOT / "train.py"),
       "--config",
-      str(ROOT / "configs" / "jhmdb_fp.py"),
+      f"{ROOT / 'configs' / 'jhmdb.py'}:fp",
       "--workdir",
       str(tmp_path / "run"),
       f"--config.data.data_dir={tmp_path / 'empty'}",

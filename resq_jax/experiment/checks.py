@@ -1,11 +1,10 @@
-"""The building blocks of the config rules (:data:`resq_jax.experiment.rules.RULES`): the
-:class:`Rule` type, the :class:`_Context` through which a rule's relation reads other keys,
-rule constructors for ints, reals, choices, booleans and bit-width pairs, the checks of single
-values, and the allowed values of the choice keys (stages, quant modes, policies, calibration
-methods, the keys of an ``eval.sweeps`` setting).
+"""The building blocks of the config schema (:data:`resq_jax.experiment.schema.KEYS`): the
+:class:`Key` declaration, its :class:`Rule`, the :class:`Context` through which a rule's relation
+reads other keys, rule constructors for ints, reals, choices, booleans and bit-width pairs, the
+checks of single values, and the allowed values of the choice keys (stages, quant modes,
+policies, calibration methods, the keys of an ``eval.sweeps`` setting).
 
-Pure Python over single values. Names with a leading underscore are shared by the
-``config_*`` modules only, not public API.
+Pure Python over single values.
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ import itertools
 import math
 import numbers
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from resq_jax.quant import calibration
@@ -34,6 +33,8 @@ SETTING_FAMILY_KEY = "family"
 SETTING_KEYS = (SETTING_NAME_KEY, SETTING_FAMILY_KEY)
 FAMILY_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,23}")
 
+Relation = Callable[[Any, "Context"], "str | None"]
+
 
 @dataclasses.dataclass(frozen=True)
 class Rule:
@@ -42,68 +43,110 @@ class Rule:
   ok: whether the value on its own is valid (type and range). allowed: what is (a string, or a
   callable for names only known at run time). relation: for a valid value, a message (ending in
   ``(allowed: ...)``) when it clashes with other keys, else None; other keys are read through
-  :class:`_Context`, which hides invalid ones so that one mistake is reported once.
+  :class:`Context`, which hides invalid ones so that one mistake is reported once.
   """
 
   ok: Callable[[Any], bool]
   allowed: str | Callable[[], str]
-  relation: Callable[[Any, _Context], str | None] | None = None
+  relation: Relation | None = None
 
   def describe(self) -> str:
     return self.allowed() if callable(self.allowed) else self.allowed
 
+  def accepts(self, value) -> bool:
+    """``ok(value)``, False where comparing the value raises (e.g. a string with an int)."""
+    try:
+      return bool(self.ok(value))
+    except (TypeError, ValueError, OverflowError):
+      return False
+
 
 @dataclasses.dataclass(frozen=True)
-class _Context:
+class Key:
+  """One config key, declared once: its dotted ``name``, ``default``, :class:`Rule` (type,
+  range and relation to other keys), ``help`` text, and the field of the typed ``Experiment``
+  it fills (``field``: a dotted path into ``Experiment``; ``''``, the default, means the same
+  path as ``name``; ``None`` means a builder of ``parse`` reads it, e.g. the quant keys that
+  make the recipe). ``aliases``: names users reach for (optax, PyTorch, the paper) that the
+  unknown-key hint maps onto this key."""
+
+  name: str
+  default: Any
+  rule: Rule
+  help: str
+  field: str | None = ""
+  aliases: tuple[str, ...] = ()
+
+  def __post_init__(self):
+    if self.field == "":
+      object.__setattr__(self, "field", self.name)
+
+  @property
+  def leaf(self) -> str:
+    return self.name.rpartition(".")[2]
+
+
+@dataclasses.dataclass(frozen=True)
+class Context:
+  """What a relation sees of the other keys: their values, which of them passed their own check,
+  the device count (None: not known yet, multi-host before ``jax.distributed.initialize``),
+  whether the caller needs an FP run (``init_from``), and the rules themselves (for the sweep
+  settings, checked against the quant rules)."""
+
   values: dict
   valid: frozenset
-  num_devices: int | None  # None: not known yet (multi-host, before jax.distributed.initialize)
+  num_devices: int | None
   needs_init_from: bool
+  rules: Mapping[str, Rule]
 
   def get(self, key: str):
     """The value of ``key`` if it passed its own check, else None."""
     return self.values[key] if key in self.valid else None
 
 
-def _is_int(v) -> bool:
+def is_int(v) -> bool:
   return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 
 
-def _is_finite(v) -> bool:
+def is_finite(v) -> bool:
   return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def _is_seq(v) -> bool:
+def is_seq(v) -> bool:
   return isinstance(v, (tuple, list))
 
 
-def _int(low: int, high: int | None = None, note: str = "", relation=None) -> Rule:
+def integer(low: int, high: int | None = None, note: str = "", relation=None) -> Rule:
   allowed = (f"int >= {low}" if high is None else f"int in [{low}, {high}]") + note
-  return Rule(lambda v: _is_int(v) and v >= low and (high is None or v <= high), allowed, relation)
+  return Rule(lambda v: is_int(v) and v >= low and (high is None or v <= high), allowed, relation)
 
 
-def _real(low: float, *, strict: bool) -> Rule:
+def real(low: float, *, strict: bool, note: str = "") -> Rule:
   return Rule(
-    lambda v: _is_finite(v) and (v > low if strict else v >= low),
-    f"finite number {'>' if strict else '>='} {low:g}",
+    lambda v: is_finite(v) and (v > low if strict else v >= low),
+    f"finite number {'>' if strict else '>='} {low:g}{note}",
   )
 
 
-def _choice(options: Sequence[str] | Callable[[], Sequence[str]]) -> Rule:
+def choice(
+  options: Sequence[str] | Callable[[], Sequence[str]], note: str = "", relation=None
+) -> Rule:
   names = options if callable(options) else (lambda: options)
-  return Rule(lambda v: isinstance(v, str) and v in names(), lambda: " | ".join(names()))
+  return Rule(
+    lambda v: isinstance(v, str) and v in names(), lambda: " | ".join(names()) + note, relation
+  )
 
 
-def _bool() -> Rule:
+def boolean() -> Rule:
   return Rule(lambda v: isinstance(v, bool), "True | False")
 
 
-def _bits(weight_low: int, act_low: int, relation=None) -> Rule:
+def bits(weight_low: int, act_low: int, relation=None) -> Rule:
   def ok(v):
     return (
-      _is_seq(v)
+      is_seq(v)
       and len(v) == 2
-      and all(map(_is_int, v))
+      and all(map(is_int, v))
       and weight_low <= v[0] <= MAX_BITS
       and act_low <= v[1] <= MAX_BITS
     )
@@ -117,43 +160,43 @@ def _bits(weight_low: int, act_low: int, relation=None) -> Rule:
   )
 
 
-def _policy_bits_ok(v) -> bool:
+def policy_bits_ok(v) -> bool:
   return (
-    _is_seq(v)
+    is_seq(v)
     and len(v) > 0
-    and all(_is_int(b) and (b == 0 or 2 <= b <= MAX_BITS) for b in v)
+    and all(is_int(b) and (b == 0 or 2 <= b <= MAX_BITS) for b in v)
     and list(v) == sorted(set(v))
   )
 
 
-def _thresholds_ok(v) -> bool:
+def thresholds_ok(v) -> bool:
   return (
-    _is_seq(v)
+    is_seq(v)
     and len(v) > 0
-    and all(_is_finite(t) and t > 0 for t in v)
+    and all(is_finite(t) and t > 0 for t in v)
     and all(a < b for a, b in itertools.pairwise(v))
   )
 
 
-def _frame_bits_ok(v) -> bool:
+def frame_bits_ok(v) -> bool:
   """At least two (weight, activation) pairs; neither bit-width decreases, no pair repeats."""
-  if not (_is_seq(v) and len(v) >= 2):
+  if not (is_seq(v) and len(v) >= 2):
     return False
-  pairs = [tuple(p) if _is_seq(p) else None for p in v]
-  if not all(p is not None and len(p) == 2 and all(map(_is_int, p)) for p in pairs):
+  pairs = [tuple(p) if is_seq(p) else None for p in v]
+  if not all(p is not None and len(p) == 2 and all(map(is_int, p)) for p in pairs):
     return False
   if not all(2 <= w <= MAX_BITS and 1 <= a <= MAX_BITS for w, a in pairs):
     return False
   return all(b[0] >= a[0] and b[1] >= a[1] and a != b for a, b in itertools.pairwise(pairs))
 
 
-def _family_ok(v) -> bool:
+def family_ok(v) -> bool:
   return isinstance(v, str) and FAMILY_PATTERN.fullmatch(v) is not None
 
 
-def _qat_runs_ok(v) -> bool:
+def qat_runs_ok(v) -> bool:
   return isinstance(v, str) and (v == "" or all(d and d == d.strip() for d in v.split(",")))
 
 
-def _pairs(v) -> tuple:
+def pairs(v) -> tuple:
   return tuple(tuple(p) for p in v)

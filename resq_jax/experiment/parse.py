@@ -5,11 +5,9 @@ The entry points (``train.py``, ``eval.py``, ``demo.py`` through ``pipeline``) c
 :func:`parse` before any data is built or anything compiles; everything below them takes the
 ``Experiment`` (or one of its parts) and never reads a ConfigDict (docs/design.md section 1).
 
-Every key of the schema (``resq_jax.experiment.schema.default_config``, re-exported by
-``configs/default.py``) has a :class:`Rule` in :data:`RULES` (its type and range, and
-its relations to other keys; ``resq_jax.experiment.rules``, re-exported here, built from
-``config_checks`` and ``config_relations``); ``tests/test_config_validation.py`` keeps the two
-key sets equal.
+Every key is declared once, in ``resq_jax.experiment.schema.KEYS``: its default, its rule (type
+and range, and its relation to other keys, ``resq_jax.experiment.rules``) and the
+``Experiment`` field it fills, which :func:`parse` follows.
 :func:`validate` is pure Python and raises one :class:`ConfigError` listing every problem, one
 line each: ``key: got VALUE (allowed: RANGE)``, or ``unknown config key 'optim.learning_rate'
 (did you mean 'optim.lr'?)``. The entry points print those lines and exit with status 2, without
@@ -19,6 +17,7 @@ flags, which absl parses before ``main`` runs).
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import difflib
 import re
@@ -37,11 +36,11 @@ from resq_jax.experiment.checks import (
   SETTING_FAMILY_KEY,
   SETTING_KEYS,
   SETTING_NAME_KEY,
-  _Context,
-  _pairs,
+  Context,
+  pairs,
 )
-from resq_jax.experiment.rules import _ALIASES, RULES, SECTIONS, task_for
-from resq_jax.experiment.schema import default_config
+from resq_jax.experiment.rules import task_for
+from resq_jax.experiment.schema import KEYS, RULES, SECTIONS, default_config
 from resq_jax.experiment.spec import (
   DataSpec,
   EvalSpec,
@@ -62,16 +61,17 @@ from resq_jax.quant.recipe import (
   fq_recipe,
   resq_recipe,
 )
-from resq_jax.tasks import Task
 
 __all__ = [
   "ConfigError",
   "check_device_count",
+  "flatten",
   "frame_precision_from",
   "parse",
   "parse_flags",
   "problems",
   "recipe_from",
+  "setting_from",
   "validate",
 ]
 
@@ -86,12 +86,13 @@ class ConfigError(errors.InvalidConfigError):  # a ValueError; exit code errors.
 
 
 # --- Validation ----------------------------------------------------------------------------------
-def _flatten(config, prefix: str = "") -> Iterator[tuple[str, Any]]:
-  """``(dotted key, value)`` of every leaf; known leaves are never descended into."""
+def flatten(config, prefix: str = "") -> Iterator[tuple[str, Any]]:
+  """``(dotted key, value)`` of every leaf of ``config`` (a ConfigDict or a nested dict, e.g. a
+  run's ``config.json``); the schema's keys are never descended into (``eval.sweeps``)."""
   for key in config:
     name, value = f"{prefix}{key}", config[key]
     if name not in RULES and isinstance(value, (ml_collections.ConfigDict, dict)):
-      yield from _flatten(value, name + ".")
+      yield from flatten(value, name + ".")
     else:
       yield name, value
 
@@ -99,7 +100,7 @@ def _flatten(config, prefix: str = "") -> Iterator[tuple[str, Any]]:
 def suggest(name: str) -> str | None:
   """The config key that an unknown ``name`` most likely meant, or None."""
   section, _, leaf = name.rpartition(".")
-  leaf = _ALIASES.get(leaf.lower(), leaf)
+  leaf = next((k.leaf for k in KEYS if leaf.lower() in k.aliases), leaf)
   same_leaf = [k for k in RULES if k.rpartition(".")[2] == leaf]
   if same_leaf:
     return next((k for k in same_leaf if k.startswith(section + ".")), same_leaf[0])
@@ -121,7 +122,7 @@ def _show(value) -> str:
 def problems(config, *, num_devices: int | None = None, needs_init_from: bool = False) -> list[str]:
   """Every problem of ``config``, one ``key: message (allowed: ...)`` line each."""
   found, values, broken = [], {}, set()
-  for name, value in _flatten(config):
+  for name, value in flatten(config):
     if name in RULES:
       values[name] = value
     elif name in SECTIONS:  # a section replaced by a plain value
@@ -136,11 +137,7 @@ def problems(config, *, num_devices: int | None = None, needs_init_from: bool = 
       if key.partition(".")[0] not in broken:
         found.append(f"{key}: missing (allowed: {rule.describe()})")
       continue
-    try:
-      ok = bool(rule.ok(values[key]))
-    except (TypeError, ValueError, OverflowError):  # e.g. strings compared with ints
-      ok = False
-    if ok:
+    if rule.accepts(values[key]):
       valid.add(key)
     else:
       found.append(f"{key}: got {_show(values[key])} (allowed: {rule.describe()})")
@@ -148,7 +145,7 @@ def problems(config, *, num_devices: int | None = None, needs_init_from: bool = 
     values.get("distributed") is True and not jax.distributed.is_initialized()
   ):
     num_devices = jax.device_count()  # else unknown until jax.distributed.initialize()
-  ctx = _Context(values, frozenset(valid), num_devices, needs_init_from)
+  ctx = Context(values, frozenset(valid), num_devices, needs_init_from, RULES)
   for key, rule in RULES.items():
     if key in valid and rule.relation is not None:
       message = rule.relation(values[key], ctx)
@@ -169,8 +166,8 @@ def validate(
   ``num_devices``, by default ``jax.device_count()``; except that for ``distributed=True`` before
   ``jax.distributed.initialize()`` that check is skipped (the global count is not known yet, and
   asking for it would start the backend, after which initialize fails): validate again after
-  initialising. ``needs_init_from``: the caller (the evaluation sweep) needs an FP run even at
-  stage 'fp'.
+  initialising. ``needs_init_from``: the caller restores the FP run (an evaluation sweep, or
+  the entry of a PTQ / QAT stage), so ``init_from`` must be set; parsing alone never needs it.
   """
   found = problems(config, num_devices=num_devices, needs_init_from=needs_init_from)
   if found:
@@ -267,7 +264,7 @@ def frame_precision_from(q) -> FramePrecisionPlan | None:
   candidates from ``frame_bits``, ``frame_thresholds``), else None."""
   if q["mode"] != FRAME_PRECISION:
     return None
-  candidates = tuple(fq_recipe(w, a) for w, a in _pairs(q["frame_bits"]))
+  candidates = tuple(fq_recipe(w, a) for w, a in pairs(q["frame_bits"]))
   return FramePrecisionPlan(candidates, tuple(float(t) for t in q["frame_thresholds"]))
 
 
@@ -286,20 +283,27 @@ def recipe_from(q) -> LayerRecipe:
   return dynamic_recipe(policy_from(q), key_bits, res_bits, q["ref_mode"], q["stop_ref_gradient"])
 
 
-def _setting(quant: dict, overrides, source: str | None = None, run_dir: str = "") -> Setting:
-  values = {**quant, **{k: overrides[k] for k in overrides if k not in SETTING_KEYS}}
+def setting_from(
+  quant: Mapping, entry: Mapping, *, source: str | None = None, run_dir: str = ""
+) -> Setting:
+  """The :class:`Setting` of one sweep entry: ``entry`` (an ``eval.sweeps`` setting: quant keys
+  plus an optional display ``name`` and ``family``) merged over ``quant`` (a whole ``quant``
+  section, e.g. the config's). ``source``: where its weights come from (default: 'fp' for the
+  float recipe, else 'ptq'); ``run_dir``: the QAT run of source 'qat'. Without a ``name`` the
+  setting is named by :func:`default_setting_name`."""
+  values = {**quant, **{k: entry[k] for k in entry if k not in SETTING_KEYS}}
   recipe = recipe_from(values)
-  get = overrides.get if hasattr(overrides, "get") else lambda key: None
   setting = Setting(
-    "",
-    recipe,
-    values["period"],
-    source or ("fp" if recipe.mode == "float" else "ptq"),
-    run_dir,
-    family_label=get(SETTING_FAMILY_KEY) or "",
+    name="",
+    recipe=recipe,
+    period=values["period"],
+    source=source or ("fp" if recipe.mode == "float" else "ptq"),
+    run_dir=run_dir,
+    family_label=entry.get(SETTING_FAMILY_KEY) or "",
     frame_precision=frame_precision_from(values),
   )
-  return dataclasses.replace(setting, name=get(SETTING_NAME_KEY) or default_setting_name(setting))
+  name = entry.get(SETTING_NAME_KEY) or default_setting_name(setting)
+  return dataclasses.replace(setting, name=name)
 
 
 def default_setting_name(setting: Setting) -> str:
@@ -336,19 +340,13 @@ def default_setting_name(setting: Setting) -> str:
 def qat_setting(run_config: Mapping, run_dir: str, name: str) -> Setting:
   """The evaluated setting of a finished QAT run, from its saved ``config.json`` (a dict)."""
   # Keys added to the schema after the run take their defaults.
-  quant = {**_section(default_config(), "quant"), **dict(run_config["quant"])}
-  return _setting(quant, {SETTING_NAME_KEY: name}, "qat", run_dir)
+  quant = {**default_config().quant.to_dict(), **dict(run_config["quant"])}
+  return setting_from(quant, {SETTING_NAME_KEY: name}, source="qat", run_dir=run_dir)
 
 
-def _weighted(task: Task, class_weights) -> Task:
-  """``task`` with the loss weights of ``train.class_weights`` (unchanged when empty)."""
-  if len(class_weights) == 0:
-    return task
-  return dataclasses.replace(task, class_weights=tuple(float(w) for w in class_weights))
-
-
-def _section(config, name: str) -> dict:
-  return {k: config[name][k] for k in config[name]}
+def _frozen(value):
+  """Lists (a config read back from JSON) as tuples, so that every spec stays hashable."""
+  return tuple(_frozen(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
 def parse(
@@ -359,45 +357,44 @@ def parse(
 ) -> Experiment:
   """Validate ``config`` (:func:`validate`, same arguments) and build its :class:`Experiment`.
 
-  The one place where config keys are read: ``quant`` becomes a :class:`QuantPlan` (recipe,
-  normalised period, calibration), ``eval.sweeps[eval.sweep]`` a tuple of
-  :class:`Setting`, ``task`` a :class:`resq_jax.tasks.Task` (:func:`task_for` the dataset).
+  The one place where config keys are read: each key of ``schema.KEYS`` with a ``field`` fills
+  that field; the others are read here: ``quant`` and ``calibration`` become a
+  :class:`QuantPlan` (recipe, normalised period, calibration), ``eval.sweeps[eval.sweep]`` a
+  tuple of :class:`Setting`, ``task`` a :class:`resq_jax.tasks.Task` (:func:`task_for` the
+  dataset, with the loss weights ``train.class_weights``).
   """
   validate(config, num_devices=num_devices, needs_init_from=needs_init_from)
-  quant, cal = _section(config, "quant"), config.calibration
-  eval_ = config.eval
+  values = dict(flatten(config))
+  parts = collections.defaultdict(dict)  # Experiment part ('' : its own fields) -> fields
+  for key in KEYS:
+    if key.field is not None:
+      part, _, field = key.field.rpartition(".")
+      parts[part][field] = _frozen(values[key.name])
+  quant = {k.leaf: values[k.name] for k in KEYS if k.name.startswith("quant.")}
+  cal = {k.leaf: values[k.name] for k in KEYS if k.name.startswith("calibration.")}
+  del cal["num_batches"]
+  task = task_for(values["task"], values["data.dataset"])
+  if parts["train"]["class_weights"]:
+    task = dataclasses.replace(task, class_weights=parts["train"]["class_weights"])
+  sweep = values["eval.sweeps"][values["eval.sweep"]]
   return Experiment(
-    seed=int(config.seed),
-    stage=config.stage,
-    init_from=config.init_from,
-    distributed=bool(config.distributed),
-    task=_weighted(task_for(config.task, config.data.dataset), config.train.class_weights),
-    data=DataSpec(**_section(config, "data")),
-    model=ModelSpec(**_section(config, "model")),
+    **parts[""],
+    task=task,
+    data=DataSpec(**parts["data"]),
+    model=ModelSpec(**parts["model"]),
     quant=QuantPlan(
+      **parts["quant"],
       recipe=recipe_from(quant),
       period=int(quant["period"]),
       frame_precision=frame_precision_from(quant),
-      calibration=CalibrationMethods(
-        weight=cal.weight,
-        key_act=cal.key_act,
-        residual_act=cal.residual_act,
-        residual_weight=cal.residual_weight,
-      ),
-      calibration_batches=int(cal.num_batches),
+      calibration=CalibrationMethods(**cal),
     ),
-    optim=OptimSpec(**_section(config, "optim")),
-    train=TrainSpec(
-      **{**_section(config, "train"), "class_weights": tuple(config.train.class_weights)}
-    ),
+    optim=OptimSpec(**parts["optim"]),
+    train=TrainSpec(**parts["train"]),
     eval=EvalSpec(
-      batch_size=eval_.batch_size,
-      num_batches=eval_.num_batches,
-      split=eval_.split,
-      sweep_name=eval_.sweep,
-      sweep=tuple(_setting(quant, s) for s in eval_.sweeps[eval_.sweep]),
-      qat_runs=tuple(d for d in eval_.qat_runs.split(",") if d),
-      plots=bool(eval_.plots),
+      **parts["eval"],
+      sweep=tuple(setting_from(quant, entry) for entry in sweep),
+      qat_runs=tuple(d for d in values["eval.qat_runs"].split(",") if d),
     ),
     config_json=config.to_json_best_effort(indent=2),
   )

@@ -1,10 +1,12 @@
-"""The typed, frozen experiment: what ``config_lib.parse`` makes of a validated ConfigDict.
+"""The typed, frozen experiment: what ``parse.parse`` makes of a validated ConfigDict.
 
-Everything below the entry points (``train_lib``, ``eval_lib``, ``pipeline``, ``inputs``,
-``model_factory``, ``runs``) takes an :class:`Experiment` or one of its parts, never the
-ConfigDict: a setting is read once, in ``config_lib.parse``, and reaches the code that uses it
-as a typed field (``Experiment.quant.recipe`` -> ``model_factory.make_model`` -> ``SegNet`` ->
-each ``QConv``). Every part is a frozen, hashable dataclass.
+Everything below the entry points (``experiment.train``, ``experiment.evaluate``, ``inputs``,
+``models``, ``runs``) takes an :class:`Experiment` or one of its parts, never the ConfigDict: a
+setting is read once, in ``parse.parse``, and reaches the code that uses it as a typed field
+(``Experiment.quant.recipe`` -> ``models.make_model`` -> ``SegNet`` -> each ``QConv``). Every
+part is a frozen, hashable, keyword-only dataclass (a call with fields out of order cannot
+silently swap them); which config key fills which field is declared in
+``resq_jax.experiment.schema.KEYS``.
 
 Derived rules live here, once:
 
@@ -88,7 +90,7 @@ class FramePrecisionPlan:
     return self.candidates[-1]
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class DataSpec:
   """Which dataset build to read and how to batch it (``data`` section).
 
@@ -133,12 +135,16 @@ class DataSpec:
     return (1, self.height, self.width, 3)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class ModelSpec:
-  preset: str  # resq_jax.nn.models.segnet_preset name
+  """The network: a ``resq_jax.nn.models.segnet_preset`` name and every ``QConv``'s
+  ``conv_impl`` (``resq_jax.nn.layers.CONV_IMPLS``)."""
+
+  preset: str
+  conv_impl: str = "auto"
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class QuantPlan:
   """How the model is quantized: the layer recipe, its keyframe period (normalised by
   :func:`keyframe_period` at construction) and how quantizer ranges are calibrated.
@@ -160,7 +166,7 @@ class QuantPlan:
     return calibration_period(self.period)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class OptimSpec:
   lr: float
   quant_lr: float
@@ -169,7 +175,7 @@ class OptimSpec:
   grad_clip: float
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class TrainSpec:
   num_steps: int
   log_every: int
@@ -185,7 +191,7 @@ class TrainSpec:
   class_weights: tuple[float, ...] = ()
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class Setting:
   """One evaluated configuration: a recipe, its keyframe period (normalised at construction)
   and where its weights come from (``source``: 'fp' the float checkpoint; 'ptq' float weights
@@ -217,7 +223,7 @@ class Setting:
     return "frame_precision" if self.frame_precision is not None else family_of(self.recipe)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class EvalSpec:
   """The evaluation: batching, the sweep (settings of ``eval.sweeps[eval.sweep]``), the QAT
   runs evaluated after it and whether plots are drawn."""
@@ -231,7 +237,7 @@ class EvalSpec:
   plots: bool
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class Experiment:
   """A whole experiment. ``config_json`` is the ConfigDict it was parsed from, as JSON: what a
   run saves as ``config.json`` and compares on resume."""
