@@ -3,7 +3,7 @@
 FP training, the QAT stages of configs/demo.py (FQ W4A4 / static ResQ / dynamic ResQ), and the
 evaluation report (accuracy vs BOPs table and plots) under --workdir. A stage that fails or is
 preempted (SIGTERM: saved, exit 75) stops the demo; rerun the same command to resume.
---task pose runs the same stages for pose estimation (configs/demo_pose.py, PCK@0.2 on the test
+--task pose runs the same stages for pose estimation (configs/demo.py:pose, PCK@0.2 on the test
 split; default workdir runs/demo_pose). --verbose shows the libraries' logging too.
 Exit codes: docs/failure_behaviour.md.
 """
@@ -12,7 +12,6 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from configs import demo as demo_config
-from configs import demo_pose
 from resq_jax import errors
 from resq_jax.experiment import demo, log, parse
 
@@ -28,7 +27,7 @@ _TASK = flags.DEFINE_enum(
   "task",
   "segmentation",
   ["segmentation", "pose"],
-  "segmentation: --config (configs/demo.py); pose: configs/demo_pose.py.",
+  "segmentation: --config (configs/demo.py); pose: configs/demo.py:pose.",
 )
 _QAT_STEPS = flags.DEFINE_integer("qat_steps", 60, "Fine-tuning steps of each QAT stage.")
 _ALLOW_CHANGE = flags.DEFINE_bool(
@@ -44,7 +43,7 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}", exitcode=errors.EXIT_CONFIG)
   log.setup(verbose=_VERBOSE.value)
   pose = _TASK.value == "pose"
-  config = demo_pose.get_config() if pose else _CONFIG.value
+  config = demo_config.get_config("pose") if pose else _CONFIG.value
   workdir = _WORKDIR.value or ("runs/demo_pose" if pose else "runs/demo")
   errors.run_cli(
     demo.run_demo,

@@ -8,12 +8,14 @@ QAT run's quantizers); fp | fq | resq | dynamic need an FP run, whose weights ar
 beside it for fidelity. Frames are scaled to cover the run's training size and centre-cropped.
 --cut_threshold / --drift_threshold switch on adaptive keyframes (docs/drift.md).
 Outputs in --out: overlay.mp4 (or .gif), frames.csv, summary.json, and for dynamic ResQ
-bit_map.png and density.png (see resq_jax/stream/compare.py).
+bit_map.png and density.png (see resq_jax/stream/compare.py). It prints its own lines only
+(the libraries' logging is dropped) unless --verbose.
 """
 
 from absl import app, flags
 
 from resq_jax import errors
+from resq_jax.experiment import log
 from resq_jax.stream import compare
 from resq_jax.stream.options import RECIPES, StreamOptions
 
@@ -60,6 +62,7 @@ _DRIFT = flags.DEFINE_float(
 _MIN_PERIOD = flags.DEFINE_integer(
   "min_period", 1, "Adaptive keyframes: never two keyframes closer than this.", lower_bound=1
 )
+_VERBOSE = flags.DEFINE_bool("verbose", False, "Show the libraries' INFO and WARNING logging.")
 flags.mark_flags_as_required(["video", "workdir"])
 
 
@@ -91,6 +94,8 @@ def main(argv):
     drift_threshold=_DRIFT.value,
     min_period=_MIN_PERIOD.value,
   )
+  if _VERBOSE.value:  # else stream_video drops the libraries' lines (log.quiet_libraries)
+    log.setup(verbose=True)
   out = _OUT.value or f"{_WORKDIR.value.rstrip('/')}/stream"
   summary = errors.run_cli(compare.stream_video, _VIDEO.value, _WORKDIR.value, out, options)
   print(

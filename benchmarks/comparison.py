@@ -54,10 +54,12 @@ logger = log.get_logger("comparison")
 
 
 def load_config(path: str):
+  """``configs/NAME.py`` or ``configs/NAME.py:ARG`` (ml_collections' --config syntax)."""
+  path, _, arg = path.partition(":")
   spec = importlib.util.spec_from_file_location(pathlib.Path(path).stem, ROOT / path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  return module.get_config()
+  return module.get_config(arg) if arg else module.get_config()
 
 
 def load_plan(path: str):

@@ -49,6 +49,11 @@ class CheckpointError(ResqError, RuntimeError):
   exit_code = EXIT_CHECKPOINT
 
 
+class MissingCheckpointError(CheckpointError, FileNotFoundError):
+  """No complete checkpoint where one was expected (e.g. ``init_from`` names a directory that
+  holds none); also a ``FileNotFoundError``."""
+
+
 class NonFiniteError(ResqError, FloatingPointError):
   """Training produced a non-finite loss, gradient norm or state; nothing of it was saved."""
 
@@ -87,7 +92,7 @@ def run_cli(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     message = str(e).strip() or type(e).__name__
     if code == EXIT_CONFIG and not isinstance(e, ConfigMismatchError):
       lines = getattr(e, "problems", None) or [
-        line.strip().lstrip("- ")
+        line.strip().removeprefix("- ")  # a problem list item, not a --flag
         for line in message.splitlines()
         if line.strip() and line.strip() != "invalid config:"
       ]

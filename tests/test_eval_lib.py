@@ -16,7 +16,7 @@ from resq_jax.tasks.segmentation import SegmentationTask
 
 C, B, T, HW = 3, 2, 3, 32
 TASK = SegmentationTask(num_classes=C)
-SETTING = Setting("FP32", float_recipe(), period=1, source="fp")
+SETTING = Setting(name="FP32", recipe=float_recipe(), period=1, source="fp")
 
 
 @pytest.fixture(scope="module")
@@ -141,9 +141,11 @@ def test_frame_precision_setting_counts_each_frame_at_its_chosen_candidate(setup
     m = model.clone(recipe=recipe)
     v = init_from_fp(m, variables, (1, HW, HW, 3))
     models.append(m)
-    calibrated.append(calibrate_model(m, model, v, clips, period=1))
+    calibrated.append(calibrate_model(m, float_model=model, variables=v, clips=clips, period=1))
   plan = FramePrecisionPlan((low, top), (1e6,))
-  setting = Setting("VideoIQ", top, 1, "ptq", family_label="videoiq", frame_precision=plan)
+  setting = Setting(
+    name="VideoIQ", recipe=top, period=1, source="ptq", family_label="videoiq", frame_precision=plan
+  )
   result = evaluate.evaluate_model(
     TASK, tuple(models), tuple(calibrated), batches, setting, (model, variables)
   )

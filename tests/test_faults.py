@@ -157,3 +157,52 @@ def test_demo_stops_at_a_preempted_stage(monkeypatch, tmp_path):
   with pytest.raises(errors.PreemptedError):
     demo.run_demo(base, str(tmp_path), qat_stages={"qat_fq": {"mode": "fq"}}, qat_lr=1e-4)
   assert calls == ["fp"]  # no QAT stage starts from the half-trained FP run
+
+
+_DAMAGED_RESUME = """
+import pathlib, sys
+import jax.numpy as jnp
+from resq_jax.experiment import log
+from resq_jax.training import Checkpointer
+
+log.setup()  # quiet mode, as train.py runs without --verbose
+directory = pathlib.Path(sys.argv[1])
+with Checkpointer(directory, save_every_steps=1, async_save=False) as ckpt:
+  ckpt.save(1, {"w": jnp.zeros(8)})
+  ckpt.save(2, {"w": jnp.ones(8)})
+data = max((p for p in (directory / "2").rglob("*") if p.is_file() and "ocdbt.process" in str(p)),
+           key=lambda p: p.stat().st_size)
+blob = bytearray(data.read_bytes())
+blob[len(blob) // 2] ^= 0xFF
+data.write_bytes(bytes(blob))
+with Checkpointer(directory, save_every_steps=1, async_save=False) as ckpt:
+  restored = ckpt.restore_latest({"w": jnp.zeros(8)})
+print("restored sum", float(restored["w"].sum()))
+"""
+
+
+def test_a_damaged_checkpoint_and_the_step_resumed_from_are_printed_in_quiet_mode(tmp_path):
+  """The warning about a damaged newest step and the 'resuming from step N' line are the
+  project's own lines (logger ``resq_jax.training.checkpoint``): quiet mode prints them, and
+  nothing else (no Orbax or absl line), where absl's logging would have been silenced."""
+  directory = tmp_path / "ckpt"
+  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+  env.pop("XLA_FLAGS", None)
+  proc = subprocess.run(
+    [sys.executable, "-c", _DAMAGED_RESUME, str(directory)],
+    cwd=ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  (moved,) = (directory / checkpoint_files.DAMAGED_DIR).iterdir()
+  damage = checkpoint_files.damage_of(moved)  # what is wrong, as the checker sees it
+  assert moved.name.startswith("2-") and damage.endswith("does not match its checksum")
+  assert proc.stdout.splitlines() == [
+    f"checkpoint step 2 in {directory} is damaged ({damage}): moved to {moved.parent}/",
+    f"resuming from step 1 in {directory}",
+    "restored sum 0.0",  # step 1's zeros, not the damaged step 2's ones
+  ]
+  assert proc.stderr == ""

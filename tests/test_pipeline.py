@@ -166,7 +166,6 @@ def test_every_config_loads_and_validates(path):
       "quant.thresholds: got (1.0, 0.5, 2.0, 3.0)",
     ),
     ({"data.batch_size": 12}, "data.batch_size: 12 is not divisible by the device count 8"),
-    ({"stage": "qat"}, "needs init_from"),
     ({"quant.ref_mode": "open"}, "quant.ref_mode: got 'open' (allowed: closed | key | prev)"),
   ],
 )

@@ -3,7 +3,11 @@
 import csv
 import importlib.util
 import json
+import os
 import pathlib
+import re
+import subprocess
+import sys
 
 import flax.linen
 import jax
@@ -214,6 +218,39 @@ def test_stream_py_fp_end_to_end(clip_file, fp_run, tmp_path, stream_py, capsys)
   assert not (tmp_path / "bit_map.png").exists()
 
 
+def test_stream_py_prints_only_its_own_lines(clip_file, fp_run, tmp_path):
+  """stream.py as a user runs it (absl's app.run sets INFO verbosity): its one result line on
+  stdout and nothing on stderr (no Orbax restore lines, no JAX backend probe); --verbose lets
+  the libraries' INFO lines through."""
+  workdir, _ = fp_run
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
+  env.pop("XLA_FLAGS", None)
+  argv = [sys.executable, str(ROOT / "stream.py"), "--video", str(clip_file)]
+  argv += ["--workdir", str(workdir), "--max_frames", "3", "--format", "gif"]
+  quiet = subprocess.run(
+    [*argv, "--out", str(tmp_path / "quiet")], env=env, capture_output=True, text=True
+  )
+  assert quiet.returncode == 0, quiet.stderr[-3000:]
+  summary = json.loads((tmp_path / "quiet" / "summary.json").read_text())
+  first, last, result = quiet.stdout.splitlines()  # its progress bar (not a TTY), its result
+  assert first == "step 1/3 (33%)" and re.fullmatch(
+    r"step 3/3 \(100%\) \| [0-9.]+ frames/s \| ETA 0:00:00", last
+  )
+  assert [result] == [
+    f"3 frames, {summary['gbops_avg']:.4g} GBOPs/frame ({summary['pct_w8a8_avg']:.1f}% of "
+    f"W8A8), agreement with float {100 * summary['agreement_avg']:.2f}%; outputs in "
+    f"{tmp_path / 'quiet'}"
+  ]
+  assert quiet.stderr == ""
+  verbose = subprocess.run(
+    [*argv, "--out", str(tmp_path / "verbose"), "--verbose"],
+    env=env,
+    capture_output=True,
+    text=True,
+  )
+  assert verbose.returncode == 0 and "orbax" in verbose.stderr.lower()
+
+
 @pytest.mark.parametrize("recipe, period", [("fq", 0), ("resq", 3), ("dynamic", 4)])
 def test_stream_quantized_recipes_cost_oracle(clip_file, fp_run, tmp_path, recipe, period):
   """Calibrated on the video's first frames. FQ W8A8: 64 bits per MAC on every frame; static
@@ -298,7 +335,12 @@ def test_ptq_run_streams_with_its_own_quantizers(clip_file, fp_run, tmp_path):
   frames = video.read_video(clip_file, size=(32, 32), max_frames=8)
   clip = jnp.concatenate([setup.normalise(f) for f in frames])[None]
   variables = calibrate_model(
-    model, float_model, variables, [clip], period=3, methods=experiment.quant.calibration
+    model,
+    float_model=float_model,
+    variables=variables,
+    clips=[clip],
+    period=3,
+    methods=experiment.quant.calibration,
   )
   save_run(tmp_path / "ptq", config, variables)
   options = StreamOptions(max_frames=7, show_progress=False)
@@ -417,7 +459,7 @@ def test_frame_cost_of_streamed_model_with_a_plain_op():
   model = ResQThenPlain()
   clip = jnp.asarray(moving_squares(4, 16, 16)[None], jnp.float32) / 255.0
   variables = calibrate_model(
-    model, None, model.init(jax.random.key(0), clip[:, 0]), [clip], period=2
+    model, variables=model.init(jax.random.key(0), clip[:, 0]), clips=[clip], period=2
   )
   with pytest.warns(UserWarning, match="plain Flax linear op"):
     costs = layer_costs(model, variables, clip[:, 0])

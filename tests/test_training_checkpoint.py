@@ -199,12 +199,14 @@ def test_truncated_step_dir_falls_back_to_the_newest_intact_step(tmp_path, mesh,
   with ckpt_lib.Checkpointer(tmp_path, save_every_steps=1) as ckpt:
     with pytest.raises(errors.CheckpointError, match="step 2 .* is damaged"):
       ckpt.restore(2, _state(mesh, seed=0))
-    with caplog.at_level("WARNING"):
+    with caplog.at_level("INFO", logger="resq_jax"):
       restored = ckpt.restore_latest(_state(mesh, seed=0))
     assert ckpt.all_steps() == [1]
   _assert_trees_equal(restored, jax.device_get(_state(mesh, seed=1, step=1)))
   warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
-  assert len(warnings) == 1 and "step 2" in warnings[0] and "step 1" in warnings[0]
+  assert len(warnings) == 1 and "step 2" in warnings[0] and "damaged" in warnings[0]
+  infos = [r.getMessage() for r in caplog.records if r.levelname == "INFO"]
+  assert [m.split(" in ")[0] for m in infos] == ["resuming from step 1"]
 
 
 def test_every_save_gets_checksums_even_when_the_process_ends_right_after(tmp_path, mesh):

@@ -10,6 +10,12 @@ FP; FQ; static ResQ per period and reference mode; dynamic ResQ per policy step;
 checkpoint) and the QAT runs of ``eval.qat_runs``, every one against the FP model, and writes
 ``results.json`` (one :class:`EvalResult` row per setting), ``results.md`` (with the equal-cost
 comparison to frame quantization, err/FQ) and plots into ``<workdir>/report``.
+
+One setting the way the sweep evaluates it: :func:`evaluate_setting` (built from
+:func:`setting_variables`, :func:`eval_batches` and :func:`calibration_clips`). A setting's
+programs are compiled once per (model recipe, period) and reused by every later evaluation of
+an equal setting, whatever its weights or calibration values (``tests/test_experiment_evaluate``
+counts the compiles).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import functools
 import json
 import pathlib
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import jax
@@ -31,7 +38,7 @@ from resq_jax.evaluation.plots import variance_ratio_pct
 from resq_jax.experiment import inputs, runs
 from resq_jax.experiment.log import get_logger
 from resq_jax.experiment.models import init_from_fp
-from resq_jax.experiment.parse import qat_setting
+from resq_jax.experiment.parse import default_setting_name, qat_setting
 from resq_jax.experiment.spec import Experiment, Setting, calibration_period
 from resq_jax.nn import (
   bops_report,
@@ -42,8 +49,10 @@ from resq_jax.nn import (
   residual_samples,
   run_clip,
 )
+from resq_jax.nn.calibrate import CalibrationMethods
 from resq_jax.nn.frame_precision import run_clip_frame_precision
 from resq_jax.quant.cost import pct_of_w8a8, state_memory_bytes, w8a8_bops
+from resq_jax.quant.recipe import LayerRecipe, float_recipe
 
 log = get_logger(__name__)
 
@@ -216,9 +225,7 @@ def evaluate_model(task, model, variables, batches, setting: Setting, reference=
       outputs, pred, stats, state = frame_precision_clip(
         model, task, variables, frames, policy=setting.frame_precision.policy
       )
-    elif fidelity is None:
-      pred, stats, state = predict_clip(model, task, variables, frames, period=setting.period)
-    else:
+    else:  # with or without a reference: one compiled program per (model, period)
       outputs, pred, stats, state = outputs_and_predict_clip(
         model, task, variables, frames, period=setting.period
       )
@@ -320,21 +327,17 @@ def evaluate_sweep(experiment: Experiment, workdir: str) -> list[EvalResult]:
   inputs.verify_splits(data)
   runs.check_init_from(experiment, experiment.init_from)
   qat = _qat_settings(experiment.eval.qat_runs)
-  report_dir = pathlib.Path(workdir) / "report"
-  report_dir.mkdir(parents=True, exist_ok=True)
+  report_dir = runs.make_workdir(pathlib.Path(workdir) / "report")
   fp_model, fp_vars = runs.load_fp(experiment, experiment.init_from)
-  calib = [
-    task.prepare(b)[0]
-    for b in inputs.calibration_batches(data, experiment.seed, experiment.quant.calibration_batches)
-  ]
+  calib = calibration_clips(experiment)
   observations = observe(fp_model, fp_vars, calib)
   settings = list(experiment.eval.sweep) + qat
   reference = ReferenceCache(fp_model, fp_vars)
   results, bit_map_done = [], False
   for i, setting in enumerate(settings):
-    model, variables = _setting_variables(experiment, setting, fp_model, fp_vars, observations)
+    model, variables = setting_variables(experiment, setting, fp_model, fp_vars, observations)
     result = evaluate_model(
-      task, model, variables, _eval_batches(experiment), setting, reference=reference
+      task, model, variables, eval_batches(experiment), setting, reference=reference
     )
     results.append(result)
     log.info(f"[{i + 1}/{len(settings)}] {setting.name}: {result_line(result)}")
@@ -361,7 +364,11 @@ def evaluate_sweep(experiment: Experiment, workdir: str) -> list[EvalResult]:
   return results
 
 
-def _eval_batches(experiment: Experiment):
+def eval_batches(experiment: Experiment) -> Iterable[dict]:
+  """The evaluation batches of ``experiment``: ``eval.split`` in order, one pass of
+  ``eval.batch_size`` clips per batch (its first ``eval.num_batches`` if > 0), the loader's
+  dicts (``frames [B, T, H, W, 3]`` uint8 and the task's targets). Every call reads the same
+  clips in the same order (what a sweep's settings and its :class:`ReferenceCache` rely on)."""
   return inputs.eval_batches(
     experiment.data,
     batch_size=experiment.eval.batch_size,
@@ -370,12 +377,30 @@ def _eval_batches(experiment: Experiment):
   )
 
 
-def _setting_variables(experiment: Experiment, setting: Setting, fp_model, fp_vars, observations):
-  """(model, variables) of a setting; for frame precision, a tuple of each (one per candidate,
-  each calibrated as its own FQ setting)."""
+def calibration_clips(experiment: Experiment) -> list:
+  """The PTQ calibration clips of ``experiment``: ``quant.calibration_batches`` shuffled
+  training batches (seed ``seed + 1``), prepared by the task: ``[B, T, H, W, 3]`` float."""
+  batches = inputs.calibration_batches(
+    experiment.data, experiment.seed, experiment.quant.calibration_batches
+  )
+  return [experiment.task.prepare(b)[0] for b in batches]
+
+
+def setting_variables(
+  experiment: Experiment, setting: Setting, fp_model, fp_vars, observations=None
+) -> tuple[Any, dict]:
+  """``(model, variables)`` of one ``setting`` as the sweep evaluates it: the float model
+  ``fp_model`` cloned with the setting's recipe, and its variables by ``setting.source``:
+  'fp' the float variables ``fp_vars``; 'qat' the newest checkpoint of ``setting.run_dir``;
+  'ptq' the float weights with every quantizer calibrated (``quant.calibration`` methods,
+  at the setting's calibration period) on ``observations`` (``resq_jax.nn.observe`` of the
+  float model on :func:`calibration_clips`; computed here when None). A frame-precision
+  setting gives a tuple of each (one per candidate, each calibrated as its own FQ setting)."""
+  if observations is None and _needs_calibration(setting):
+    observations = observe(fp_model, fp_vars, calibration_clips(experiment))
   if setting.frame_precision is not None:
     pairs = [
-      _setting_variables(
+      setting_variables(
         experiment,
         dataclasses.replace(setting, recipe=r, frame_precision=None),
         fp_model,
@@ -393,18 +418,139 @@ def _setting_variables(experiment: Experiment, setting: Setting, fp_model, fp_va
   variables = init_from_fp(model, fp_vars, experiment.data.frame_shape)
   return model, calibrate_model(
     model,
-    fp_model,
-    variables,
+    float_model=fp_model,
+    variables=variables,
     period=calibration_period(setting.period),
     methods=experiment.quant.calibration,
     observations=observations,
   )
 
 
+def _needs_calibration(setting: Setting) -> bool:
+  return setting.source == "ptq" or (
+    setting.frame_precision is not None and setting.source != "qat"
+  )
+
+
+def evaluate_setting(
+  experiment: Experiment,
+  setting: Setting,
+  *,
+  fp: tuple[Any, dict] | None = None,
+  observations=None,
+  reference: ReferenceCache | tuple | None | bool = True,
+) -> EvalResult:
+  """One ``setting`` evaluated exactly as :func:`evaluate_sweep` evaluates it: the same
+  variables (:func:`setting_variables`), batches (:func:`eval_batches`) and fidelity to the
+  float model, so its metrics equal the sweep's row (only the timings differ).
+
+  ``setting``: e.g. ``parse.setting_from(config.quant, {'mode': 'fq', 'w_bits': 4, ...})``,
+  an entry of ``experiment.eval.sweep`` or ``parse.qat_setting(...)``. ``fp``: ``(float model,
+  float variables)``, default ``runs.load_fp(experiment, experiment.init_from)``;
+  ``observations``: the float model's calibration observations (computed when None and the
+  setting calibrates); ``reference``: True (the float model, in a fresh
+  :class:`ReferenceCache` as in the sweep), a :class:`ReferenceCache` to share the float
+  forward between calls, ``(model, variables)``, or None / False (no fidelity).
+  The data must be built (``inputs.ensure_data``). Repeated calls with equal settings reuse
+  the compiled programs (jit caches on the model's recipe and the period)."""
+  if fp is None:
+    if not experiment.init_from:
+      raise errors.InvalidConfigError(
+        "init_from: empty, but evaluate_setting needs init_from or fp=(model, variables)"
+      )
+    fp = runs.load_fp(experiment, experiment.init_from)
+  fp_model, fp_vars = fp
+  model, variables = setting_variables(experiment, setting, fp_model, fp_vars, observations)
+  if reference is True:  # the sweep's own path (host-side reference): the same programs
+    reference = ReferenceCache(fp_model, fp_vars)
+  elif reference is False:
+    reference = None
+  return evaluate_model(
+    experiment.task, model, variables, eval_batches(experiment), setting, reference=reference
+  )
+
+
+def sweep_recipes(
+  model,
+  float_variables: dict,
+  recipes,
+  batches,
+  *,
+  task,
+  calibration=(),
+  period: int = 1,
+  methods: CalibrationMethods = CalibrationMethods(),
+) -> list[EvalResult]:
+  """A sweep over recipes of your own model, without an :class:`Experiment` config: each
+  entry calibrated (PTQ) from the float weights and evaluated as :func:`evaluate_sweep`
+  evaluates a setting (task metric, BOPs, fidelity to the float model), in order.
+
+  Args:
+    model: the float model, a Flax module with a ``recipe`` attribute (cloned per recipe:
+      ``model.clone(recipe=r)``), or a function ``recipe -> model`` (e.g. one that adds
+      ``with_recipe_rules``); it must give the float model for ``float_recipe()``.
+    float_variables: the float model's variables.
+    recipes: ``Setting`` (name, recipe, period, source 'fp' or 'ptq') or ``LayerRecipe``
+      entries (named by ``parse.default_setting_name``, at ``period``; source 'fp' for a float
+      recipe, else 'ptq').
+    batches: the evaluation batches, the task's dicts (``frames [B, T, H, W, C]`` uint8 and
+      targets); a sequence, read once per entry in the same order.
+    task: a ``resq_jax.tasks`` task (``SegmentationTask``, ``PoseTask``).
+    calibration: clip batches ``[B, T, H, W, C]`` (float, as ``task.prepare`` gives) that
+      calibrate every quantized entry; observed once for all of them.
+    methods: the calibration method of each quantizer kind.
+
+  The float forward of every batch runs once for the whole sweep (a :class:`ReferenceCache`);
+  each distinct (recipe, period) compiles one program, reused by later calls.
+  """
+  make = model if not hasattr(model, "clone") else (lambda r: model.clone(recipe=r))
+  float_model = make(float_recipe())
+  batches = list(batches)
+  if not batches:
+    raise ValueError("batches: empty (allowed: a sequence of at least one evaluation batch)")
+  settings = []
+  for entry in recipes:
+    if isinstance(entry, LayerRecipe):
+      source = "ptq" if entry.is_quantized else "fp"
+      entry = Setting(name="", recipe=entry, period=period, source=source)
+      entry = dataclasses.replace(entry, name=default_setting_name(entry))
+    if not isinstance(entry, Setting) or entry.source not in ("fp", "ptq"):
+      raise TypeError(
+        f"recipes: got {entry!r} (allowed: LayerRecipe, or Setting with source 'fp' or 'ptq')"
+      )
+    settings.append(entry)
+  observations = None
+  if any(s.source == "ptq" for s in settings):
+    calibration = list(calibration)
+    if not calibration:
+      raise ValueError("calibration: empty, but a quantized recipe needs calibration clips")
+    observations = observe(float_model, float_variables, calibration)
+  frame_shape = (1, *task.prepare(batches[0])[0].shape[2:])
+  reference = ReferenceCache(float_model, float_variables)
+  results = []
+  for setting in settings:
+    quantized = make(setting.recipe)
+    variables = float_variables
+    if setting.source == "ptq":
+      variables = calibrate_model(
+        quantized,
+        float_model=float_model,
+        variables=init_from_fp(quantized, float_variables, frame_shape),
+        period=calibration_period(setting.period),
+        methods=methods,
+        observations=observations,
+      )
+    results.append(evaluate_model(task, quantized, variables, batches, setting, reference))
+  return results
+
+
 def _plot_bit_map(experiment: Experiment, model, variables, setting: Setting, path):
-  batch = next(iter(_eval_batches(experiment)))
+  batch = next(iter(eval_batches(experiment)))
   frames, _ = experiment.task.prepare(batch)
-  _, stats, _ = predict_clip(model, experiment.task, variables, frames, period=setting.period)
+  # The program the sweep just ran for this setting: no compile of its own.
+  _, _, stats, _ = outputs_and_predict_clip(
+    model, experiment.task, variables, frames, period=setting.period
+  )
   maps = [np.asarray(s["bit_map"]) for s in flatten_stats(stats).values() if "bit_map" in s]
   bit_maps = max(maps, key=lambda m: m[0, 0].size)[:, 0]  # finest layer, first clip: [T, h, w]
   keyframes = [t % setting.period == 0 for t in range(bit_maps.shape[0])]

@@ -19,6 +19,7 @@ other frames get 255 (ignored by the loss and mIoU); JHMDB already has the pose 
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import itertools
 from collections.abc import Iterable, Iterator
@@ -64,13 +65,37 @@ def ensure_data(data: DataSpec) -> None:
   that it is built (``DataError`` naming the build command otherwise).
 
   Unless logging is verbose (``log.setup(verbose=True)``), TFDS's own output of the offline
-  build (its progress bars and the ``Downloading and preparing dataset`` / ``Dataset ...
-  downloaded and prepared`` lines it prints on stdout) is dropped; the builder's lines about
-  generating and the build time are logged.
+  build (its progress bars, the ``Downloading and preparing dataset`` / ``Dataset ...
+  downloaded and prepared`` lines it prints on stdout and its absl warnings) is dropped, with
+  or without ``log.setup``; the builder's lines about generating and the build time are logged
+  (printed by the entry points).
+
+  Raises ``InvalidConfigError`` when ``data.data_dir`` cannot be created or written (no
+  permission, a file in the way, a read-only file system) and ``DataError`` when the build
+  fails otherwise.
   """
   if data.is_real:
     _check_real(data)
     return
+  try:
+    with log.quiet_libraries():
+      _build_synthres(data)
+  except OSError as e:  # a one-line error naming the key instead of TFDS's traceback
+    if e.errno in _NOT_WRITABLE:
+      raise errors.InvalidConfigError(
+        f"data.data_dir: cannot build SynthRes in {data.data_dir!r} ({type(e).__name__}: "
+        f"{e.strerror or e}) (allowed: a directory this process can create and write, or one "
+        "holding the built dataset)"
+      ) from e
+    raise errors.DataError(f"building SynthRes in {data.data_dir!r} failed: {e}") from e
+
+
+# A data_dir the user must change (a file in the way, no permission, read-only file system),
+# as opposed to a failure while writing (ENOSPC, EIO: DataError).
+_NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EEXIST)
+
+
+def _build_synthres(data: DataSpec) -> None:
   if log.is_verbose():
     build_synthres(data.data_dir, verbose=True, **data.dataset_kwargs())
     return
@@ -88,6 +113,7 @@ def ensure_data(data: DataSpec) -> None:
       log.get_logger(__name__).info(line)
 
 
+@log.quiet_libraries()  # TFDS's 'Load dataset info' INFO lines
 def verify_splits(data: DataSpec) -> None:
   """Open every built split (train, validation, test), which checks that each record file
   exists and holds the promised number of records, so that a damaged split fails before
@@ -120,6 +146,7 @@ def _open(data: DataSpec, split: str) -> SynthResSource:
     raise errors.DataError(f"{data.dataset} {split} split: {e}") from e
 
 
+@log.quiet_libraries()  # TFDS's 'Load dataset info' INFO lines
 def loader(
   data: DataSpec,
   split: str,

@@ -15,14 +15,24 @@ What is silenced, at its source:
   ``Unable to initialize backend 'tpu'`` (``jax._src.xla_bridge``), logged while JAX probes
   for accelerators.
 
+Without :func:`setup` (the library used from Python) nothing is changed globally, but the
+calls that drive those libraries (building SynthRes, ``stream.compare.stream_video``) run inside
+:func:`quiet_libraries`, which raises their loggers to ERROR for the duration of the call only,
+and drop TFDS's printed banners and progress bars: a library call prints none of their INFO or
+WARNING lines unless the user asks (``setup(verbose=True)``). The project's own lines go to the
+``resq_jax`` logger, which has no handler until :func:`setup` (Python's default: warnings on
+stderr).
+
 Errors are never silenced. Library code logs; it does not print (entry points may print their
 final one-line result).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
+from collections.abc import Iterator
 
 ROOT = "resq_jax"
 QUIET_LOGGERS = (
@@ -37,7 +47,7 @@ QUIET_LOGGERS = (
   "tensorflow",
 )
 _HANDLER_NAME = "resq_jax.stdout"
-_verbose = True  # until setup(): a library user sees everything, as without this module
+_verbose = False  # the libraries' chatter is dropped unless the user asks: setup(verbose=True)
 
 
 def get_logger(name: str | None = None) -> logging.Logger:
@@ -60,8 +70,28 @@ class _StdoutHandler(logging.StreamHandler):
 
 
 def is_verbose() -> bool:
-  """False after ``setup(verbose=False)``: library output is to be dropped."""
+  """True only after ``setup(verbose=True)``; otherwise library output is to be dropped."""
   return _verbose
+
+
+@contextlib.contextmanager
+def quiet_libraries() -> Iterator[None]:
+  """Within the block, unless verbose, the loggers of ``QUIET_LOGGERS`` (absl, and through it
+  Orbax and TFDS; jax, grain, ...) drop records below ERROR; their levels are restored on exit,
+  so a library user's own logging configuration is left as it was."""
+  if _verbose:
+    yield
+    return
+  loggers = [logging.getLogger(name) for name in QUIET_LOGGERS]
+  previous = [logger.level for logger in loggers]
+  for logger in loggers:
+    if logger.getEffectiveLevel() < logging.ERROR:
+      logger.setLevel(logging.ERROR)
+  try:
+    yield
+  finally:
+    for logger, level in zip(loggers, previous):
+      logger.setLevel(level)
 
 
 def setup(verbose: bool = False) -> None:

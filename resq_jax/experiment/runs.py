@@ -14,11 +14,26 @@ import pathlib
 import jax
 
 from resq_jax import errors
+from resq_jax.experiment import log
 from resq_jax.experiment.models import abstract_variables, make_model
 from resq_jax.experiment.spec import Experiment
 from resq_jax.nn.models import SegNet
 from resq_jax.quant.recipe import LayerRecipe, float_recipe
 from resq_jax.training import restore_fields_from
+
+
+def make_workdir(workdir: str | pathlib.Path, flag: str = "--workdir") -> pathlib.Path:
+  """``workdir`` created (with its parents) if missing; ``InvalidConfigError`` naming ``flag``
+  when it cannot be (no permission, a file in the way, a read-only file system)."""
+  path = pathlib.Path(workdir)
+  try:
+    path.mkdir(parents=True, exist_ok=True)
+  except OSError as e:
+    raise errors.InvalidConfigError(
+      f"{flag}: cannot create {str(workdir)!r} ({type(e).__name__}: {e.strerror or e}) "
+      "(allowed: a directory this process can create and write)"
+    ) from e
+  return path
 
 
 def read_run_config(run_dir: str) -> dict | None:
@@ -56,9 +71,10 @@ def check_init_from(experiment: Experiment, run_dir: str) -> None:
 
 
 def _restore(run_dir: str, variables: dict) -> dict:
-  restored = restore_fields_from(
-    run_dir, params=variables["params"], model_state=variables.get("batch_stats", {})
-  )
+  with log.quiet_libraries():  # Orbax's INFO lines about the restore (unless verbose)
+    restored = restore_fields_from(
+      run_dir, params=variables["params"], model_state=variables.get("batch_stats", {})
+    )
   return {"params": restored["params"], "batch_stats": restored["model_state"]}
 
 

@@ -171,7 +171,12 @@ def initial_variables(experiment: Experiment, model) -> dict:
     for b in inputs.calibration_batches(experiment.data, experiment.seed, plan.calibration_batches)
   ]
   return calibrate_model(
-    model, fp_model, variables, clips, period=plan.calibration_period, methods=plan.calibration
+    model,
+    float_model=fp_model,
+    variables=variables,
+    clips=clips,
+    period=plan.calibration_period,
+    methods=plan.calibration,
   )
 
 
@@ -293,10 +298,14 @@ def train_and_evaluate(
     NonFiniteError: a non-finite loss, gradient norm or state; nothing non-finite was saved.
     PreemptedError: SIGTERM arrived; the step reached was saved and evaluation skipped.
   """
+  if experiment.stage in ("ptq", "qat") and not experiment.init_from:  # before anything starts
+    raise errors.InvalidConfigError(
+      f"init_from: empty, but stage {experiment.stage!r} needs init_from (allowed: the workdir "
+      "of an FP run)"
+    )
   if maybe_initialize_distributed(experiment.distributed):
     parse.check_device_count(experiment, jax.device_count())  # the global count
-  workdir = pathlib.Path(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
+  workdir = runs.make_workdir(workdir)
   inputs.ensure_data(experiment.data)
   inputs.verify_splits(experiment.data)
   model = make_model(experiment.model, experiment.task, experiment.quant.recipe)
@@ -436,15 +445,14 @@ def evaluate_run(experiment: Experiment, workdir: pathlib.Path, model=None) -> E
   _, variables = runs.load_run(experiment, str(workdir), recipe)
   source = {"fp": "fp", "ptq": "ptq", "qat": "qat"}[experiment.stage]
   setting = Setting(
-    pathlib.Path(workdir).name, recipe, experiment.quant.period, source, str(workdir)
+    name=pathlib.Path(workdir).name,
+    recipe=recipe,
+    period=experiment.quant.period,
+    source=source,
+    run_dir=str(workdir),
   )
   model = make_model(experiment.model, experiment.task, recipe) if model is None else model
-  batches = inputs.eval_batches(
-    experiment.data,
-    batch_size=experiment.eval.batch_size,
-    num_batches=experiment.eval.num_batches,
-    split=experiment.eval.split,
-  )
+  batches = evaluate.eval_batches(experiment)
   result = evaluate.evaluate_model(experiment.task, model, variables, batches, setting)
   if jax.process_index() == 0:
     (workdir / "eval_metrics.json").write_text(json.dumps(result.to_row(), indent=2))

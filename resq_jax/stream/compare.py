@@ -48,6 +48,7 @@ import warnings
 import jax
 import numpy as np
 
+from resq_jax.experiment import log
 from resq_jax.nn import clip_bops, stack_stream_stats, stream_init, stream_step, trigger_ops
 from resq_jax.nn.costs import flatten_stats
 from resq_jax.quant.cost import LayerCost
@@ -188,7 +189,14 @@ def stream_video(
   video_path: str, workdir: str, out_dir: str, options: StreamOptions = StreamOptions()
 ) -> dict:
   """Stream ``video_path`` through the model of ``workdir``; write the outputs (module
-  docstring) to ``out_dir`` and return the summary."""
+  docstring) to ``out_dir`` and return the summary. The libraries' logging (Orbax's restore,
+  JAX's backend probe) is dropped during the call unless ``log.setup(verbose=True)``
+  (``resq_jax.experiment.log.quiet_libraries``)."""
+  with log.quiet_libraries():
+    return _stream_video(video_path, workdir, out_dir, options)
+
+
+def _stream_video(video_path: str, workdir: str, out_dir: str, options: StreamOptions) -> dict:
   s = prepare(video_path, workdir, options)
   out = pathlib.Path(out_dir)
   out.mkdir(parents=True, exist_ok=True)

@@ -26,9 +26,9 @@ import dataclasses
 import ml_collections
 
 from resq_jax import errors
-from resq_jax.experiment import parse, rules, runs
+from resq_jax.experiment import parse, runs
 from resq_jax.experiment.log import get_logger
-from resq_jax.experiment.schema import default_config
+from resq_jax.experiment.schema import RULES, default_config
 from resq_jax.experiment.spec import Experiment
 from resq_jax.nn import KeyframeTrigger
 
@@ -125,8 +125,8 @@ def _stream_config(saved: dict, overrides: dict, keep) -> tuple[ml_collections.C
   that today's schema does not know."""
   config = default_config().to_dict()
   unknown = []
-  for key, value in parse._flatten(saved):  # pylint: disable=protected-access
-    if key not in rules.RULES:
+  for key, value in parse.flatten(saved):
+    if key not in RULES:
       unknown.append(key)
     elif keep(key) and key not in ("eval.sweeps", "eval.sweep"):
       _set(config, key, value)

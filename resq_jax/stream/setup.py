@@ -135,9 +135,9 @@ def prepare(video_path: str, workdir: str, options: StreamOptions) -> _Stream:
     clip = jnp.concatenate([normalise(f) for f in head])[None]
     variables = calibrate_model(
       model,
-      float_model,
-      variables,
-      [clip],
+      float_model=float_model,
+      variables=variables,
+      clips=[clip],
       period=plan.calibration_period,
       methods=plan.calibration,
     )

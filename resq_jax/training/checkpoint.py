@@ -73,6 +73,10 @@ from resq_jax.training.checkpoint_reader import (
   _abstract,
 )
 
+# A child of the project's logger ``resq_jax`` (``resq_jax.experiment.log``): the entry points
+# print its records in quiet mode too, unlike absl's, which quiet mode silences with Orbax's.
+log = logging.getLogger(__name__)
+
 
 def _any_process(flag: bool) -> bool:
   """OR of `flag` over all processes (a collective: every process must call it)."""
@@ -195,7 +199,7 @@ class Checkpointer:
       write_checksums(target)
     except Exception:  # pylint: disable=broad-except
       # The save itself is complete: the step restores unverified rather than failing.
-      logging.exception("could not write %s for step %d", CHECKSUM_FILE, step)
+      log.exception("could not write %s for step %d", CHECKSUM_FILE, step)
 
   def should_save(self, step: int) -> bool:
     """Whether `maybe_save(step, ...)` would save: `step` is on the save grid or a stop
@@ -220,7 +224,7 @@ class Checkpointer:
       return False
     saved = self.save(step, state, data_iterator=data_iterator, extra=extra)
     if self._stop_requested:
-      logging.warning("stop requested: saved step %d to %s", step, self._directory)
+      log.warning("stop requested: saved step %d to %s", step, self._directory)
     return saved
 
   @property
@@ -350,17 +354,16 @@ class Checkpointer:
         )
       return None
     for bad, damage in damaged.items():
-      logging.warning(
-        "checkpoint step %d in %s is damaged (%s): moved to %s/, resuming from step %d",
+      log.warning(
+        "checkpoint step %d in %s is damaged (%s): moved to %s/",
         bad,
         self._directory,
         damage,
-        DAMAGED_DIR,
-        step,
+        self._directory / DAMAGED_DIR,
       )
     if damaged:
       self._quarantine(sorted(damaged))
-    logging.info("resuming from step %d in %s", step, self._directory)
+    log.info("resuming from step %d in %s", step, self._directory)
     return self._restore_unverified(step, template, data_iterator)
 
   def read_extra(self, step: int | None = None) -> dict[str, Any] | None:

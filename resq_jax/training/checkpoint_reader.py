@@ -19,8 +19,10 @@ import jax
 import orbax.checkpoint as ocp
 from etils import epath
 
-from resq_jax.errors import CheckpointError
+from resq_jax.errors import CheckpointError, MissingCheckpointError
 from resq_jax.training.checkpoint_files import STATE_ITEM, damage_of
+
+log = logging.getLogger(__name__)  # a child of the project's logger: printed in quiet mode
 
 PyTree = Any
 
@@ -43,7 +45,8 @@ def _resolve_step_dir(path: epath.Path) -> epath.Path:
   moves them), or the given step directory if intact.
 
   Raises:
-    FileNotFoundError: no complete checkpoint there.
+    MissingCheckpointError: no complete checkpoint there (a ``CheckpointError`` and a
+      ``FileNotFoundError``).
     CheckpointError: the given step directory, or every step, is damaged.
   """
   if (path / "checkpoints").is_dir():
@@ -57,7 +60,7 @@ def _resolve_step_dir(path: epath.Path) -> epath.Path:
       damage = damage_of(step_path)
       if damage is None:
         for bad, what in damaged.items():
-          logging.warning("checkpoint %s is damaged (%s): reading %s instead", bad, what, step_path)
+          log.warning("checkpoint %s is damaged (%s): reading %s instead", bad, what, step_path)
         return step_path
       damaged[step_path] = damage
     if damaged:
@@ -70,7 +73,10 @@ def _resolve_step_dir(path: epath.Path) -> epath.Path:
     if damage is not None:
       raise CheckpointError(f"checkpoint {path} is damaged: {damage}")
     return path
-  raise FileNotFoundError(f"no complete checkpoint found in {path}")
+  raise MissingCheckpointError(
+    f"no complete checkpoint found in {path} (expected: a run's workdir, its checkpoints "
+    "directory or one step directory)"
+  )
 
 
 def restore_params_from(path: str | os.PathLike, params_template: PyTree) -> PyTree:
