@@ -1,7 +1,8 @@
 """Train one stage (fp / ptq / qat) of a resq_jax experiment and evaluate it.
 
   python train.py --config configs/synthres.py:segmentation:fp --workdir runs/fp
-  python train.py --config configs/synthres.py:segmentation:qat_resq --workdir runs/qat_resq --config.init_from=runs/fp
+  python train.py --config configs/synthres.py:segmentation:qat_resq --workdir runs/qat_resq \
+      --config.init_from=runs/fp
 
 Rerunning the same command resumes from the newest intact checkpoint in --workdir (SIGTERM
 saves one and exits with 75). A resumed run must use the config it was started with unless

@@ -3,10 +3,11 @@
 The "original" network (``FloatMobileSeg``) is plain Flax: ``nn.Conv`` + ``nn.BatchNorm`` with
 hard-swish, inverted residual blocks with depthwise 3x3 / 5x5 convs and squeeze-excite 1x1 convs,
 a 2x2 stride-2 transposed conv and a bilinear upsampling of the logits. Its (here: randomly
-drawn, as if pretrained) float weights are loaded into the same network built from ``QConv`` /
-``QConvTranspose`` (``QMobileSeg``) through a name mapping, and the clip runs under
+drawn, as if pretrained) float weights run as they are: ``resq_jax.quantize(FloatMobileSeg(),
+rules)`` intercepts its ``nn.Conv`` / ``nn.ConvTranspose`` calls (no copy of the network, no name
+mapping, BatchNorm left unfolded after its conv), and the clip runs under
 
-* FP (float recipe; equal to the original network),
+* FP (float recipe; equal to the original network, bit for bit),
 * FQ W8A8 (every layer),
 * static ResQ W8A8 keyframes / W4A4 residuals, stem and classifier kept at W8A8 FQ by a rule,
 * dynamic ResQ with the same rule,
@@ -24,15 +25,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from resq_jax.nn import (
-  QConv,
-  QConvTranspose,
   bops_report,
   calibrate_model,
   format_bops_report,
+  init_quantizers,
   layer_costs,
-  load_float_weights,
+  quantize,
   run_clip,
-  with_recipe_rules,
 )
 from resq_jax.quant import (
   FixedStepPolicy,
@@ -96,57 +95,13 @@ class FloatMobileSeg(nn.Module):
     return jax.image.resize(logits, (x.shape[0], *in_hw, self.num_classes), "bilinear")
 
 
-# ---------------------------------------------------------------------------------------------
-# The same network on QConv / QConvTranspose: every linear op executes a recipe.
+# Mixed precision: the first and the last layer stay at W8A8 frame quantization (rules match the
+# float model's own module paths, first match wins).
+EDGES = r"stem_conv|classifier_conv"
 
 
-class QMobileSeg(nn.Module):
-  num_classes: int = NUM_CLASSES
-  recipe: object = float_recipe()
-
-  def _conv_bn(self, x, features, name, phase, kernel=1, stride=1, groups=1, act=nn.hard_swish):
-    x = QConv(
-      features,
-      (kernel, kernel),
-      (stride, stride),
-      feature_group_count=groups,
-      use_bias=False,
-      use_bn=True,
-      recipe=self.recipe,
-      name=name,
-    )(x, phase)
-    return act(x) if act is not None else x
-
-  @nn.compact
-  def __call__(self, x, phase=None):
-    in_hw = x.shape[1:3]
-    x = self._conv_bn(x, 16, "stem", phase, kernel=3, stride=2)
-    for name, expand, out, k, stride, se in BLOCKS:
-      y = self._conv_bn(x, expand, f"{name}_expand", phase)
-      y = self._conv_bn(y, expand, f"{name}_dw", phase, kernel=k, stride=stride, groups=expand)
-      if se:
-        s = jnp.mean(y, axis=(1, 2), keepdims=True)
-        s = nn.relu(QConv(expand // 4, (1, 1), recipe=self.recipe, name=f"{name}_se1")(s, phase))
-        y = y * hard_sigmoid(
-          QConv(expand, (1, 1), recipe=self.recipe, name=f"{name}_se2")(s, phase)
-        )
-      y = self._conv_bn(y, out, f"{name}_project", phase, act=None)
-      x = x + y if stride == 1 and x.shape[-1] == out else y
-    x = QConvTranspose(HEAD_WIDTH, (2, 2), (2, 2), recipe=self.recipe, name="up")(x, phase)
-    x = self._conv_bn(nn.hard_swish(x), HEAD_WIDTH, "head", phase, kernel=3)
-    logits = QConv(self.num_classes, (1, 1), recipe=self.recipe, name="classifier")(x, phase)
-    return jax.image.resize(logits, (x.shape[0], *in_hw, self.num_classes), "bilinear")
-
-
-# Float checkpoint names -> QConv names (paths are '/'-joined, collection first).
-NAME_MAPPING = (
-  (r"params/(.*)_conv/(kernel|bias)", r"params/\1/\2"),
-  (r"params/(.*)_bn/scale", r"params/\1/bn_scale"),
-  (r"params/(.*)_bn/bias", r"params/\1/bn_bias"),
-  (r"batch_stats/(.*)_bn/(mean|var)", r"batch_stats/\1/\2"),
-)
-# Mixed precision: the first and the last layer stay at W8A8 frame quantization.
-EDGE_RULES = RecipeRules(((r"stem|classifier", fq_recipe(8, 8)),))
+def rules(recipe) -> RecipeRules:
+  return RecipeRules(((EDGES, fq_recipe(8, 8)), (r".*", recipe)))
 
 
 def pretrained_float_variables(key, frame):
@@ -175,12 +130,9 @@ def moving_clip(key, batch=1, frames=8, size=64):
 
 
 def quantized_variables(model, float_vars, clip, period):
-  frame = clip[:, 0]
-  variables = model.init(jax.random.key(1), frame, phase="key")
-  variables = load_float_weights(model, variables, float_vars, frame=frame, mapping=NAME_MAPPING)
-  if model.recipe.is_quantized or getattr(model, "recipe_rules", None) is not None:
-    variables = calibrate_model(model, None, variables, [clip], period=period)
-  return variables
+  """The float variables as they are, plus quantizer parameters calibrated on ``clip``."""
+  variables = init_quantizers(model, float_vars, clip[:, 0])
+  return calibrate_model(model, variables=variables, clips=[clip], period=period)
 
 
 def main(size: int = 64, frames: int = 8, period: int = 4, verbose: bool = True) -> dict:
@@ -190,17 +142,13 @@ def main(size: int = 64, frames: int = 8, period: int = 4, verbose: bool = True)
   reference = jax.vmap(lambda x: FloatMobileSeg().apply(float_vars, x), in_axes=1, out_axes=1)(
     clip
   )  # [B, T, H, W, C]
+  net = FloatMobileSeg()
   settings = {
-    "FP": (QMobileSeg(recipe=float_recipe()), 1),
-    "FQ W8A8": (QMobileSeg(recipe=fq_recipe(8, 8)), 1),
-    "ResQ W8A8/W4A4 (edges FQ8)": (
-      with_recipe_rules(QMobileSeg(recipe=resq_recipe((8, 8), (4, 4))), EDGE_RULES),
-      period,
-    ),
+    "FP": (quantize(net, ((r".*", float_recipe()),)), 1),
+    "FQ W8A8": (quantize(net, ((r".*", fq_recipe(8, 8)),)), 1),
+    "ResQ W8A8/W4A4 (edges FQ8)": (quantize(net, rules(resq_recipe((8, 8), (4, 4)))), period),
     "DynResQ (edges FQ8)": (
-      with_recipe_rules(
-        QMobileSeg(recipe=dynamic_recipe(FixedStepPolicy(bits=(0, 2, 4, 8), step=1.0))), EDGE_RULES
-      ),
+      quantize(net, rules(dynamic_recipe(FixedStepPolicy(bits=(0, 2, 4, 8), step=1.0)))),
       period,
     ),
   }

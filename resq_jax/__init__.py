@@ -6,12 +6,13 @@ online, and count its bit operations::
   import resq_jax as rq
 
   rules = rq.RecipeRules(((r".*", rq.resq_recipe((8, 8), (4, 4))),))
-  model = rq.with_recipe_rules(float_model, rules)   # float_model built from rq.QConv / QDense
-  variables = rq.calibrate_model(
-    model, float_model=float_model, variables=float_variables, clips=clips, period=4
-  )
+  model = rq.quantize(float_model, rules)      # any flax.linen model: nn.Conv / nn.Dense ...
+  variables = rq.init_quantizers(model, float_variables, clip[:, 0])
+  variables = rq.calibrate_model(model, variables=variables, clips=[clip], period=4)
   result = rq.run_clip(model, variables, clip, period=4)       # clip [B, T, H, W, C]
   report = rq.bops_report(result.stats, rq.layer_costs(model, variables, clip[:, 0]))
+
+Models written with ``rq.QConv`` / ``rq.QDense`` take their rules with ``rq.with_recipe_rules``.
 
 The packages, bottom floor first (each imports only from the floors below it; the import graph
 is checked by tests/test_layout.py and drawn in docs/design.md section 1):
@@ -30,6 +31,7 @@ is checked by tests/test_layout.py and drawn in docs/design.md section 1):
 
 from resq_jax.nn.calibrate import CalibrationMethods, calibrate_model
 from resq_jax.nn.costs import bops_report, format_bops_report, layer_costs
+from resq_jax.nn.intercept import init_quantizers, quantize
 from resq_jax.nn.layers import QConv, QConvTranspose, QDense, with_recipe_rules
 from resq_jax.nn.runner import ClipResult, StreamState, run_clip, stream_init, stream_step
 from resq_jax.quant.keyframes import KeyframeTrigger
@@ -62,7 +64,9 @@ __all__ = [
   "format_bops_report",
   "fq_recipe",
   "hold_recipe",
+  "init_quantizers",
   "layer_costs",
+  "quantize",
   "resq_recipe",
   "run_clip",
   "stream_init",

@@ -110,7 +110,7 @@ def test_trigger_ops_and_validation():
 
 # One trigger and period for the model tests (one compilation each): on cut_clip() its keyframes
 # are [[0, 5, 11], [0, 6], [0, 6, 8]], so frames 0 (all key) and 5, 6, 8, 11 (mixed) occur.
-TRIGGER, PERIOD = KeyframeTrigger(cut_threshold=1.0, drift_threshold=0.6, max_period=64), 6
+TRIGGER, PERIOD = KeyframeTrigger(cut_threshold=1.0, drift_threshold=0.6, max_period=6), 6
 
 
 @functools.cache
@@ -119,7 +119,9 @@ def _variables(name):
   clip = cut_clip()
   variables = model.init(jax.random.key(1), clip[:, 0])
   if RECIPES[name].is_quantized:
-    variables = calibrate_model(model, TinyNet(), variables, [clip], period=4, methods=MINMAX)
+    variables = calibrate_model(
+      model, float_model=TinyNet(), variables=variables, clips=[clip], period=4, methods=MINMAX
+    )
   return model, variables
 
 
@@ -149,7 +151,7 @@ def test_triggered_run_clip_equals_per_example_loop_and_stream(name):
   model, variables = _variables(name)
   clip, trigger = cut_clip(), TRIGGER
   result = run_clip(model, variables, clip, period=PERIOD, trigger=trigger)
-  flags = numpy_decisions(trigger.capped(PERIOD), clip)
+  flags = numpy_decisions(trigger, clip)
   assert [np.flatnonzero(r).tolist() for r in flags] == [[0, 5, 11], [0, 6], [0, 6, 8]]
   want_keys = np.asarray(flags) if name != "float" else np.ones((3, T), bool)
   np.testing.assert_array_equal(result.keyframes, want_keys)
@@ -171,7 +173,7 @@ def test_period_only_trigger_equals_fixed_period(name):
   model, variables = _variables(name)
   clip = cut_clip()
   fixed = run_clip(model, variables, clip, period=4)
-  triggered = run_clip(model, variables, clip, period=4, trigger=KeyframeTrigger())
+  triggered = run_clip(model, variables, clip, trigger=KeyframeTrigger(max_period=4))
   np.testing.assert_allclose(triggered.outputs, fixed.outputs, atol=1e-5, rtol=1e-5)
   jax.tree.map(np.testing.assert_array_equal, triggered.stats, fixed.stats)
   np.testing.assert_array_equal(triggered.keyframes, fixed.keyframes)
@@ -185,7 +187,7 @@ def test_triggered_keyframes_cost_key_bops():
   result = run_clip(model, variables, clip, period=PERIOD, trigger=trigger)
   costs = layer_costs(model, variables, clip[:, 0])
   macs = sum(c.macs for c in costs.values())
-  keys = np.asarray(numpy_decisions(trigger.capped(PERIOD), clip))
+  keys = np.asarray(numpy_decisions(trigger, clip))
   want = macs * np.where(keys, 64, 16).mean(axis=0)
   np.testing.assert_array_equal(bops_report(result.stats, costs)["bops_per_frame"], want)
   assert want[0] == macs * 64 and want[1] == macs * 16
@@ -215,9 +217,9 @@ def test_trigger_reset_on_nonfinite_is_per_example():
     )
     keys.append(np.asarray(stream.is_keyframe))
     outs.append(y)
-  want = np.asarray(numpy_decisions(TRIGGER.capped(PERIOD), clip))
+  want = np.asarray(numpy_decisions(TRIGGER, clip))
   want[1, :3] = [True, False, True]
-  want[1, 3:] = numpy_decisions(TRIGGER.capped(PERIOD), clip[1:2, 3:])[0]
+  want[1, 3:] = numpy_decisions(TRIGGER, clip[1:2, 3:])[0]
   np.testing.assert_array_equal(np.stack(keys, 1), want)
   assert all(bool(jnp.all(jnp.isfinite(outs[t][1]))) for t in range(3, T))
   assert all(bool(jnp.all(jnp.isfinite(outs[t][::2]))) for t in range(T))
@@ -230,7 +232,27 @@ def test_trigger_argument_errors():
     run_clip(model, variables, clip, period=4, trigger={"cut_threshold": 1.0})
   plain = stream_init(model, variables, clip[:, 0])
   with pytest.raises(ValueError, match="stream_init"):
-    stream_step(model, variables, plain, clip[:, 0], period=4, trigger=KeyframeTrigger())
+    stream_step(model, variables, plain, clip[:, 0], trigger=KeyframeTrigger())
   triggered = stream_init(model, variables, clip[:, 0], trigger=KeyframeTrigger())
   with pytest.raises(ValueError, match="stream_init"):
     stream_step(model, variables, triggered, clip[:, 0], period=4)
+
+
+def test_period_and_trigger_have_one_source():
+  """Under a trigger its max_period alone caps the distance between keyframes: period may be
+  left out or equal it; a different period is refused, and no period without a trigger too."""
+  model, variables = _variables("resq_closed")
+  clip = cut_clip()
+  same = run_clip(model, variables, clip, period=PERIOD, trigger=TRIGGER)
+  left_out = run_clip(model, variables, clip, trigger=TRIGGER)
+  np.testing.assert_array_equal(same.keyframes, left_out.keyframes)
+  np.testing.assert_array_equal(same.outputs, left_out.outputs)
+  with pytest.raises(ValueError, match=r"run_clip: period=4 disagrees with trigger.max_period=6"):
+    run_clip(model, variables, clip, period=4, trigger=TRIGGER)
+  stream = stream_init(model, variables, clip[:, 0], trigger=TRIGGER)
+  with pytest.raises(ValueError, match=r"stream_step: period=64 disagrees"):
+    stream_step(model, variables, stream, clip[:, 0], period=64, trigger=TRIGGER)
+  with pytest.raises(ValueError, match="calibrate_model: period=3 disagrees"):
+    calibrate_model(model, variables=variables, clips=[clip], period=3, trigger=TRIGGER)
+  with pytest.raises(ValueError, match="run_clip: period is required without a keyframe trigger"):
+    run_clip(model, variables, clip)

@@ -55,7 +55,9 @@ def make_variables(model, frame):
 def calibrated(recipe, clip, period):
   model = segnet(recipe)
   variables = make_variables(model, clip[:, 0])
-  return model, calibrate_model(model, None, variables, [clip], period=period, methods=MINMAX)
+  return model, calibrate_model(
+    model, variables=variables, clips=[clip], period=period, methods=MINMAX
+  )
 
 
 def random_walk_clip(seed, shape, step=0.1):

@@ -94,7 +94,7 @@ def test_conv_transpose_equals_flax_and_has_per_channel_scales():
   layer = QConvTranspose(5, (2, 2), (2, 2), recipe=fq_recipe(16, 16))
   v = layer.init(jax.random.key(2), x)
   v = load_float_weights(layer, v, rv, frame=x)
-  v = calibrate_model(layer, None, v, [x[:, None]], period=1, methods=MINMAX)
+  v = calibrate_model(layer, variables=v, clips=[x[:, None]], period=1, methods=MINMAX)
   assert v["params"]["key_w_scale"].shape[-1] == 5
   np.testing.assert_allclose(layer.apply(v, x), ref.apply(rv, x), atol=1e-3)
 
@@ -161,7 +161,7 @@ def test_recipe_rules_mixed_precision_in_execution_calibration_and_costs(clip):
   )
   assert "res_w_scale" not in v["params"]["stem"] and "res_w_scale" in v["params"]["body"]
   assert model_has_state(model, v, clip[:, 0])
-  v = calibrate_model(model, None, v, [clip], period=3, methods=MINMAX)
+  v = calibrate_model(model, variables=v, clips=[clip], period=3, methods=MINMAX)
   result = run_clip(model, v, clip, period=3)
   costs = layer_costs(model, v, clip[:, 0])
   assert costs["stem"].state_elements == 0 < costs["body"].state_elements
@@ -181,7 +181,11 @@ def test_16_bit_rules_with_transposed_conv_equal_float(clip):
   rules16 = RecipeRules(((r"stem", fq_recipe(16, 16)), (r".*", resq_recipe((16, 16), (16, 16)))))
   model = RuleNet(recipe_rules=rules16)
   v = calibrate_model(
-    model, None, model.init(jax.random.key(1), clip[:, 0]), [clip], period=3, methods=MINMAX
+    model,
+    variables=model.init(jax.random.key(1), clip[:, 0]),
+    clips=[clip],
+    period=3,
+    methods=MINMAX,
   )
   out = run_clip(model, v, clip, period=3).outputs
   ref = run_clip(RuleNet(), v, clip, period=3).outputs
@@ -221,7 +225,9 @@ class MixedNet(nn.Module):
 
 def test_plain_flax_ops_are_counted_as_float(clip):
   model = MixedNet()
-  v = calibrate_model(model, None, model.init(jax.random.key(1), clip[:, 0]), [clip], period=1)
+  v = calibrate_model(
+    model, variables=model.init(jax.random.key(1), clip[:, 0]), clips=[clip], period=1
+  )
   with pytest.warns(UserWarning, match="3 plain Flax linear op"):
     costs = layer_costs(model, v, clip[:, 0])
   assert costs["plain_conv"].float_op and costs["plain_conv"].macs == 8 * 8 * 9 * 8 * 6
@@ -293,7 +299,7 @@ def test_load_float_weights_refreshes_and_invalidates(clip):
   loaded = load_float_weights(model, init, fv, frame=frame, mapping=MAPPING)
   with pytest.raises(StaleQuantizerError, match="not finite.*calibrate_model"):
     run_clip(model, loaded, clip, period=3)
-  calibrated = calibrate_model(model, None, loaded, [clip], period=3)
+  calibrated = calibrate_model(model, variables=loaded, clips=[clip], period=3)
   out = run_clip(model, calibrated, clip, period=3).outputs
   assert float(jnp.max(jnp.abs(out - ref))) < 0.1 * float(jnp.max(jnp.abs(ref)))
   with pytest.raises(ValueError, match="stem/bn_scale: not loaded"):
@@ -322,7 +328,7 @@ def test_streaming_calibration_equals_in_memory_on_small_sets(clip):
   v = model.init(jax.random.key(1), clip[:, 0])
   clips = [clip[:1], clip[1:]]
   methods = CalibrationMethods()  # mse: needs the samples, not only min / max
-  got = calibrate_model(model, None, v, iter(clips), period=3, methods=methods)["params"]
+  got = calibrate_model(model, variables=v, clips=iter(clips), period=3, methods=methods)["params"]
   ref = _reference_calibration(model, v, clips, 3, methods)
   for path, entry in ref.items():
     for name, value in entry.items():
@@ -351,7 +357,11 @@ def test_reservoir_memory_is_bounded_and_min_max_exact():
 def test_stream_stats_feed_bops_report_through_stack(clip):
   model = RuleNet(recipe_rules=RULES)
   v = calibrate_model(
-    model, None, model.init(jax.random.key(1), clip[:, 0]), [clip], period=3, methods=MINMAX
+    model,
+    variables=model.init(jax.random.key(1), clip[:, 0]),
+    clips=[clip],
+    period=3,
+    methods=MINMAX,
   )
   costs = layer_costs(model, v, clip[:, 0])
   stream, per_frame = stream_init(model, v, clip[:, 0]), []

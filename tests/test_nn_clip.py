@@ -41,7 +41,9 @@ def _variables(name):
   clip = random_walk_clip(jax.random.key(0), (2, T, 8, 8, 3))
   variables = model.init(jax.random.key(1), clip[:, 0])
   if RECIPES[name].is_quantized:
-    variables = calibrate_model(model, TinyNet(), variables, [clip], period=PERIOD, methods=MINMAX)
+    variables = calibrate_model(
+      model, float_model=TinyNet(), variables=variables, clips=[clip], period=PERIOD, methods=MINMAX
+    )
   return model, variables
 
 
@@ -92,7 +94,9 @@ def test_16_bit_resq_network_equals_float(clip, ref_mode):
   (atol 5e-3 on outputs of order 1)."""
   model = TinyNet(resq_recipe((16, 16), (16, 16), ref_mode))
   variables = model.init(jax.random.key(1), clip[:, 0])
-  variables = calibrate_model(model, TinyNet(), variables, [clip], period=PERIOD, methods=MINMAX)
+  variables = calibrate_model(
+    model, float_model=TinyNet(), variables=variables, clips=[clip], period=PERIOD, methods=MINMAX
+  )
   out = run_clip(model, variables, clip, period=PERIOD).outputs
   ref = run_clip(TinyNet(), variables, clip, period=PERIOD).outputs
   assert float(jnp.max(jnp.abs(ref))) > 0.5
@@ -184,7 +188,9 @@ def test_qat_gradients_of_16_bit_resq_match_float(clip):
   float network's kernel gradients (0.2% relative L2 error)."""
   model = TinyNet(resq_recipe((16, 16), (16, 16), "closed"))
   variables = model.init(jax.random.key(1), clip[:, 0])
-  variables = calibrate_model(model, TinyNet(), variables, [clip], period=PERIOD, methods=MINMAX)
+  variables = calibrate_model(
+    model, float_model=TinyNet(), variables=variables, clips=[clip], period=PERIOD, methods=MINMAX
+  )
   # Min-max puts the extreme values exactly on the grids' edges, where float round-off decides
   # whether the straight-through gradient passes; widen every grid by 1%.
   widen = lambda path, v: v * 1.01 if path[-1].key.endswith(("_w_scale", "_a_scale")) else v
@@ -324,7 +330,9 @@ def test_calibration_on_a_constant_clip_warns():
   model, variables = _variables("resq_closed")
   still = jnp.zeros((1, 4, 8, 8, 3), jnp.float32)
   with pytest.warns(UserWarning, match="zero range"):
-    calibrate_model(model, TinyNet(), variables, [still], period=2, methods=MINMAX)
+    calibrate_model(
+      model, float_model=TinyNet(), variables=variables, clips=[still], period=2, methods=MINMAX
+    )
 
 
 def test_conv_impl_auto_resolves_by_loop_and_backend():

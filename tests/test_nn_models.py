@@ -81,9 +81,9 @@ def _resq16():
   clip = random_walk_clip(0, (2, T, HW, HW, 3))
   variables = calibrate_model(
     model,
-    model.float_twin(),
-    make_variables(model, clip[:, 0]),
-    [clip],
+    float_model=model.float_twin(),
+    variables=make_variables(model, clip[:, 0]),
+    clips=[clip],
     period=PERIOD,
     methods=MINMAX,
   )

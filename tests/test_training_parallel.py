@@ -254,3 +254,56 @@ def test_synchronised_batch_norm_one_and_eight_devices_agree():
   # The control: per-device statistics change the step.
   loss8_local, _ = run(None, 8)
   assert abs(loss8_local - loss1) > 1e-3 * abs(loss1)
+
+
+def test_make_model_batch_norm_follows_where_it_runs():
+  """``make_model``'s SegNet (BatchNorm axis 'data', set by make_model, nothing by the user):
+  inside make_train_step on 8 devices the batch statistics are synchronised, so the step equals
+  a plain single-device SGD step of the same model outside any shard_map (a user's own loop,
+  where the statistics are the whole batch's)."""
+  from resq_jax.experiment.models import make_model
+  from resq_jax.experiment.spec import ModelSpec
+  from resq_jax.quant.recipe import float_recipe
+
+  class Task:
+    def num_outputs(self):
+      return 3
+
+  model = make_model(ModelSpec(preset="tiny"), Task(), float_recipe())
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(8, 16, 16, 3)), jnp.float32)
+  y = jnp.asarray(np.random.default_rng(1).integers(0, 3, size=(8, 16, 16)), jnp.int32)
+  variables = model.init(jax.random.key(0), x[:1])
+
+  def loss_fn(params, batch_stats, batch, rng):
+    del rng
+    logits, mutated = model.apply(
+      {"params": params, "batch_stats": batch_stats},
+      batch["x"],
+      train=True,
+      mutable=["batch_stats"],
+    )
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"])
+    return jnp.mean(ce), (mutated["batch_stats"], {})
+
+  optimizer = optax.sgd(0.1)
+  # The user's loop: no mesh, no shard_map.
+  grad_fn = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))
+  (loss, (stats, _)), grads = grad_fn(
+    variables["params"], variables["batch_stats"], {"x": x, "y": y}, None
+  )
+  updates, _ = optimizer.update(grads, optimizer.init(variables["params"]))
+  want = (optax.apply_updates(variables["params"], updates), stats)
+  # The sharded step on 8 devices.
+  mesh = par.make_data_mesh()
+  step = par.make_train_step(loss_fn, optimizer, mesh, has_model_state=True, donate=False)
+  state = par.replicate(
+    par.TrainState.create(
+      variables["params"], optimizer, jax.random.key(0), variables["batch_stats"]
+    ),
+    mesh,
+  )
+  new_state, metrics = step(state, par.shard_batch({"x": x, "y": y}, mesh))
+  assert float(metrics["loss"]) == pytest.approx(float(loss), rel=1e-5)
+  got = jax.device_get((new_state.params, new_state.model_state))
+  for a, e in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+    np.testing.assert_allclose(a, e, rtol=1e-4, atol=1e-5)

@@ -5,8 +5,10 @@ output channels) and a layer recipe; ``init_variables`` initialises it on one fr
 random weights: what a new FP run starts from); ``abstract_variables`` gives their shapes and
 dtypes without computing anything (templates for restoring a checkpoint, whose values
 overwrite them anyway); and ``init_from_fp`` starts a quantized model from float weights.
-Float training averages BatchNorm statistics over the data axis (synchronised BatchNorm), so 1
-and N devices train alike.
+Float training averages BatchNorm statistics over the data axis (synchronised BatchNorm) inside
+``make_train_step``'s ``shard_map``, so 1 and N devices train alike; the same model applied with
+``train=True`` outside it (a user's own loop) uses the batch's own statistics
+(``SegNet.bn_axis_name``).
 
 Why templates are abstract: Flax's ``model.init`` runs eagerly, op by op, compiling each op
 on first use: 17-24 s for the tiny float preset in a fresh process on 2 busy CPU cores (jitted:
@@ -31,11 +33,14 @@ from resq_jax.training import DATA_AXIS
 
 def make_model(model: ModelSpec, task: Task, recipe: LayerRecipe) -> SegNet:
   """``SegNet(num_classes=task.num_outputs(), recipe=recipe)`` of the preset ``model.preset``:
-  a dense head at input resolution (class logits, or joint heatmaps for pose)."""
+  a dense head at input resolution (class logits, or joint heatmaps for pose); every ``QConv``
+  runs with ``model.conv_impl``. BatchNorm statistics are synchronised over ``data`` where the
+  model runs under that axis (``make_train_step``), and are the batch's own elsewhere."""
   return SegNet(
     num_classes=task.num_outputs(),
     recipe=recipe,
     bn_axis_name=DATA_AXIS,
+    conv_impl=model.conv_impl,
     **segnet_preset(model.preset),
   )
 

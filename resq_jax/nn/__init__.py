@@ -19,6 +19,8 @@ from resq_jax.nn.costs import (
   plain_op_macs,
   stack_stream_stats,
 )
+from resq_jax.nn.frame_precision import FramePrecisionPolicy, run_clip_frame_precision
+from resq_jax.nn.intercept import InterceptedOp, QuantizedModel, init_quantizers, quantize
 from resq_jax.nn.layers import (
   CONV_IMPLS,
   QConv,
@@ -43,7 +45,7 @@ from resq_jax.nn.runner import (
   stream_init,
   stream_step,
 )
-from resq_jax.nn.tracing import check_hashable, model_variables, visit_layers
+from resq_jax.nn.tracing import check_hashable, layer_calls, model_variables, visit_layers
 from resq_jax.nn.weights import (
   StaleQuantizerError,
   check_quantizers,
@@ -78,6 +80,13 @@ __all__ = [
   "plain_op_macs",
   "stack_stream_stats",
   "visit_layers",
+  "layer_calls",
+  "InterceptedOp",
+  "QuantizedModel",
+  "init_quantizers",
+  "quantize",
+  "FramePrecisionPolicy",
+  "run_clip_frame_precision",
   "QConv",
   "QConvTranspose",
   "QDense",

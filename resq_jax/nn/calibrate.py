@@ -6,7 +6,10 @@ from :func:`resq_jax.quant.calibration.calibrate`:
 
 * key activations: all frames; weights: the folded weights;
 * residual activations: the residuals the layer would see in float execution, ``x_t - x_{t-1}``
-  for 'closed' / 'prev' and ``x_t - x_key`` for 'key', at non-key frames (t % period != 0).
+  for 'closed' / 'prev' and ``x_t - x_key`` for 'key', at the non-key frames of the run: those
+  with ``t % period != 0``, or under a keyframe trigger (``trigger=``) every frame where the
+  trigger does not fire on that example's clip (``quant.keyframes.trigger_keyframes``: the
+  keyframes ``run_clip(..., trigger=)`` uses).
   Residuals are heavy-tailed (docs/design.md section 3): prefer 'mse' or 'percentile' over 'minmax'.
 
 Clip batches stream through one at a time; per quantizer a running min / max and a bounded
@@ -31,8 +34,9 @@ import numpy as np
 from resq_jax.nn.costs import flatten_stats
 from resq_jax.nn.layers import float_twin
 from resq_jax.nn.quantized import KEY_A, KEY_W, RES_A, RES_W, scale_name, zero_point_name
-from resq_jax.nn.tracing import check_hashable, model_variables, visit_layers
+from resq_jax.nn.tracing import check_hashable, layer_calls, model_variables
 from resq_jax.quant.calibration import calibrate
+from resq_jax.quant.keyframes import KeyframeTrigger, keyframe_period, trigger_keyframes
 from resq_jax.quant.recipe import LayerRecipe
 
 
@@ -63,14 +67,34 @@ def _observe(float_model, variables, clip):
   return flat
 
 
-def residual_samples(x: np.ndarray, period: int, ref_mode: str) -> np.ndarray:
-  """Float residuals ``[B, n, ...]`` of layer inputs ``x [B, T, ...]`` at non-key frames."""
-  t = np.arange(x.shape[1])
-  res_t = t[t % period != 0]
-  if res_t.size == 0:
-    raise ValueError(f"clips of {x.shape[1]} frames have no residual frame at period={period}")
-  ref_t = res_t - res_t % period if ref_mode == "key" else res_t - 1
-  return x[:, res_t] - x[:, ref_t]
+def residual_samples(x: np.ndarray, keyframes, ref_mode: str) -> np.ndarray:
+  """Float residuals of layer inputs ``x [B, T, ...]`` at non-key frames, against the previous
+  frame ('closed', 'prev') or the example's last keyframe ('key').
+
+  ``keyframes``: a period K (keyframes at ``t % K == 0``) or a bool mask ``[T]`` shared by the
+  batch, giving residuals ``[B, n, ...]``; or a per-example bool mask ``[B, T]`` (e.g.
+  :func:`~resq_jax.quant.keyframes.trigger_keyframes`), giving ``[N, ...]`` (the non-key
+  ``(b, t)`` in order, empty where every frame is a keyframe). Frame 0 must be a keyframe."""
+  length = x.shape[1]
+  if isinstance(keyframes, (int, np.integer)) and not isinstance(keyframes, bool):
+    keys = np.arange(length) % int(keyframes) == 0
+  else:
+    keys = np.asarray(keyframes, bool)
+  if keys.shape not in ((length,), (x.shape[0], length)):
+    raise ValueError(f"keyframes must be a period, [T] or [B, T] = {x.shape[:2]}, got {keys.shape}")
+  if not np.all(keys[..., 0]):
+    raise ValueError("keyframes: frame 0 of every clip must be a keyframe (it has no reference)")
+  t = np.broadcast_to(np.arange(length), keys.shape)
+  last_key = np.maximum.accumulate(np.where(keys, t, 0), axis=-1)
+  ref = last_key if ref_mode == "key" else t - 1
+  if keys.ndim == 1:
+    if keys.all():
+      what = f"period={keyframes}" if np.ndim(keyframes) == 0 else "these keyframes"
+      raise ValueError(f"clips of {length} frames have no residual frame at {what}")
+    res_t = np.flatnonzero(~keys)
+    return x[:, res_t] - x[:, ref[res_t]]
+  b, res_t = np.nonzero(~keys)
+  return x[b, res_t] - x[b, ref[b, res_t]]
 
 
 MAX_ACT_SAMPLES = 1 << 18
@@ -176,13 +200,15 @@ class _LayerData:
     self.key = _Accumulator(recipe.key.act)
     self.residual = _Accumulator(recipe.residual.act) if recipe.has_state else None
 
-  def add(self, entry) -> None:
+  def add(self, entry, keyframes=None) -> None:
+    """One batch; ``keyframes``: its per-example keyframes ``[B, T]`` (None: the period)."""
     if self.w is None:
       self.w = np.asarray(entry["w"])
     x = np.asarray(entry["x"])
     self.key.add(x)
     if self.residual is not None:
-      self.residual.add(residual_samples(x, self.period, self.recipe.ref_mode))
+      keys = self.period if keyframes is None else keyframes
+      self.residual.add(residual_samples(x, keys, self.recipe.ref_mode))
 
 
 def _qparams(path: str, data: _LayerData, methods: CalibrationMethods) -> dict:
@@ -195,6 +221,11 @@ def _qparams(path: str, data: _LayerData, methods: CalibrationMethods) -> dict:
     out[zero_point_name(KEY_A)] = z
   if recipe.has_state:
     out[scale_name(RES_W)] = calibrate(w, recipe.residual.weight, methods.residual_weight)[0]
+    if data.residual.reservoir is None or data.residual.reservoir.lo is None:
+      raise ValueError(
+        f"calibration of layer {path!r}: the trigger made every frame of the clips a keyframe, "
+        "so there is no residual to calibrate on: use longer or calmer clips"
+      )
     _warn_if_constant(path, "residual", data.residual)
     s, z = data.residual.calibrate(methods.residual_act)
     out[scale_name(RES_A)] = s
@@ -227,15 +258,18 @@ def observe(float_model, variables, clips: Iterable[jax.Array]) -> Observations:
   return Observations(layers, (clips[0].shape[0], *clips[0].shape[2:]))
 
 
-def _observed_batches(float_model, variables, clips, observations):
-  """Per clip batch ``{path: {'x': [B, T, ...], 'w': ...}}``, one batch at a time."""
+def _observed_batches(float_model, variables, clips, observations, trigger=None):
+  """Per clip batch ``({path: {'x': [B, T, ...], 'w': ...}}, keyframes)``, one batch at a time;
+  ``keyframes``: where ``trigger`` fires on the clip, bool ``[B, T]`` (None without one)."""
   if observations is not None:
-    yield observations.layers
+    yield observations.layers, None
     return
   empty = True
   for clip in clips:
     empty = False
-    yield _observe(float_model, variables, jnp.asarray(clip))
+    clip = jnp.asarray(clip)
+    keys = None if trigger is None else np.asarray(trigger_keyframes(trigger, clip))
+    yield _observe(float_model, variables, clip), keys
   if empty:
     raise ValueError("clips must hold at least one clip batch")
 
@@ -254,11 +288,12 @@ def _first_frame(clips, observations):
 
 def calibrate_model(
   model,
-  float_model=None,
-  variables=None,
-  clips: Iterable[jax.Array] = (),
   *,
-  period: int,
+  float_model=None,
+  variables,
+  clips: Iterable[jax.Array] = (),
+  period: int | None = None,
+  trigger: KeyframeTrigger | None = None,
   methods: CalibrationMethods = CalibrationMethods(),
   observations: Observations | None = None,
 ) -> dict:
@@ -276,23 +311,38 @@ def calibrate_model(
       of ``model`` (every layer float, whatever its recipes or rules).
     variables: variables of ``model`` (``params`` must already hold its quantizer entries).
     clips: an iterable of clip batches ``[B, T, H, W, C]``.
-    period: keyframe period used to pick residual frames.
+    period: keyframe period used to pick residual frames (required without ``trigger``).
+    trigger: the :class:`~resq_jax.quant.keyframes.KeyframeTrigger` the model will run with:
+      residuals are then taken where it does not fire on each example of each clip batch
+      (each batch starts with a keyframe, as in ``run_clip(..., trigger=)``), so calibration
+      sees the run's residuals. Its ``max_period`` is the one source of the longest distance
+      between keyframes: leave ``period`` out or pass the same value (else a ValueError).
+      Needs ``clips`` (not ``observations``, which do not keep the input frames).
     observations: the result of :func:`observe` instead of ``clips``.
+
+  Every argument after ``model`` is a keyword.
   """
   check_hashable(model, "calibrate_model")
-  if variables is None:
-    raise ValueError("calibrate_model needs the variables of the model")
+  period = keyframe_period(period, trigger, "calibrate_model")
+  if trigger is not None and observations is not None:
+    raise ValueError(
+      "calibrate_model: trigger needs clips (its keyframes depend on the input frames, which "
+      "observations do not keep): pass clips=... instead of observations"
+    )
   float_model = float_twin(model) if float_model is None else float_model
   check_hashable(float_model, "calibrate_model (float_model)")
   variables = model_variables(variables)
   frame, clips = _first_frame(clips, observations)
-  recipes = visit_layers(model, variables, frame, lambda layer, _: layer.active_recipe)
-  data = {
-    path: _LayerData(recipe, period) for path, recipe in recipes.items() if recipe.is_quantized
-  }
-  for batch in _observed_batches(float_model, variables, clips, observations):
-    for path, layer in data.items():
-      layer.add(batch[path])
+  # A layer called several times per frame has one set of quantizers (beside its kernel),
+  # calibrated on what all its calls see (each call's residuals against its own reference).
+  data, owner = {}, {}
+  for call in layer_calls(model, variables, frame):
+    if call.recipe.is_quantized:
+      data.setdefault(call.layer_path, _LayerData(call.recipe, period))
+      owner[call.path] = call.layer_path
+  for batch, keys in _observed_batches(float_model, variables, clips, observations, trigger):
+    for path, layer_path in owner.items():
+      data[layer_path].add(batch[path], keys)
   params = flax.traverse_util.flatten_dict(flax.core.unfreeze(variables["params"]), sep="/")
   for path, layer in data.items():
     for name, value in _qparams(path, layer, methods).items():

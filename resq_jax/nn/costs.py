@@ -25,7 +25,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from resq_jax.nn.layers import QuantLayer
+from resq_jax.nn.quantized import variable_path
 from resq_jax.nn.tracing import trace_calls
 from resq_jax.quant.cost import (
   FP32_BITS,
@@ -77,32 +77,39 @@ def plain_op_macs(module: nn.Module, x_shape: tuple, out_shape: tuple) -> int:
 def layer_costs(
   model: nn.Module, variables, frame: jax.Array, *, warn: bool = True
 ) -> dict[str, LayerCost]:
-  """``{layer path: LayerCost}`` for one example of a frame batch ``[B, H, W, C]``.
+  """``{call path: LayerCost}`` for one example of a frame batch ``[B, H, W, C]``.
 
-  Plain Flax linear ops (``PLAIN_LINEAR_OPS``) are included as ``float_op`` entries and, with
-  ``warn``, listed in a warning (they run in float: quantize them with ``QConv`` / ``QDense``).
+  One entry per call of a quantized layer, from the shapes of that call at trace time: a
+  layer called twice per frame counts twice (``conv`` and ``conv/call1``, the paths of its
+  stats). Plain Flax linear ops (``PLAIN_LINEAR_OPS``) that ``resq_jax.quantize`` does not
+  intercept are included as ``float_op`` entries and, with ``warn``, listed in a warning (they
+  run in float).
   """
-  found = {}
+  plain, calls = [], {}
 
   def on_call(module, args, kwargs, out):
-    path = "/".join(module.path)
-    if isinstance(module, QuantLayer):
-      found[path] = module.cost(tuple(args[0].shape))
-    elif isinstance(module, PLAIN_LINEAR_OPS) and not isinstance(out, (tuple, list, dict)):
+    if isinstance(module, PLAIN_LINEAR_OPS) and not isinstance(out, (tuple, list, dict)):
       x_shape = tuple(args[0].shape)
       macs = plain_op_macs(module, x_shape, tuple(out.shape))
-      found[path] = LayerCost(
-        macs=macs, n_locations=max(1, math.prod(x_shape[1:-1])), float_op=True
-      )
+      n_loc = max(1, math.prod(x_shape[1:-1]))
+      plain.append((variable_path(module), LayerCost(macs, n_loc, float_op=True)))
 
-  trace_calls(model, variables, frame, on_call)
+  quantized = trace_calls(model, variables, frame, on_call)
+  found = {call.path: call.cost for call in quantized}
+  intercepted = {call.layer_path for call in quantized}
+  for module_path, cost in plain:
+    path = "/".join(module_path)
+    if path in intercepted:
+      continue
+    index = calls[path] = calls.get(path, -1) + 1
+    found["/".join(module_path + ((f"call{index}",) if index else ()))] = cost
   plain = {p: c.macs for p, c in found.items() if c.float_op}
   if plain and warn:
     listed = ", ".join(f"{p} ({m} MACs)" for p, m in plain.items())
     warnings.warn(
       f"{len(plain)} plain Flax linear op(s) are not quantized and are counted as "
-      f"float (32x32 bits) every frame: {listed}. Use QConv / QDense to quantize "
-      "them.",
+      f"float (32x32 bits) every frame: {listed}. Quantize them with "
+      "resq_jax.quantize(model, rules) or QConv / QDense.",
       stacklevel=2,
     )
   return found
@@ -144,15 +151,39 @@ def _time_batch_shape(flat: dict) -> tuple[int, int]:
   return next(iter(shapes.values()))
 
 
-def clip_bops(stats, costs: dict[str, LayerCost]) -> dict[str, np.ndarray]:
+def _check_mask(mask, shape: tuple[int, int]) -> np.ndarray | None:
+  """``mask`` (bool ``[B]`` or ``[T, B]``) broadcast to the stats' ``[T, B]``; None stays None."""
+  if mask is None:
+    return None
+  mask = np.asarray(mask)
+  if mask.dtype != np.bool_:
+    raise TypeError(
+      f"mask must be a bool array [B] or [T, B] (True: a real example), got dtype {mask.dtype}"
+    )
+  if mask.shape not in (shape[1:], shape):
+    raise ValueError(
+      f"mask must be [B] = {shape[1:]} or [T, B] = {shape} like the stats, got shape {mask.shape}"
+    )
+  mask = np.broadcast_to(mask, shape)
+  if not mask.any():
+    raise ValueError("mask marks no real example: there is nothing to count")
+  return mask
+
+
+def clip_bops(stats, costs: dict[str, LayerCost], *, mask=None) -> dict[str, np.ndarray]:
   """Exact BOPs per layer, ``{path: [T, B] float64}``, from :func:`run_clip` stats (``[T, B]``;
   see :func:`stack_stream_stats` for streaming). Plain float ops cost ``MACs * 32 * 32`` on
-  every frame."""
+  every frame.
+
+  ``mask``: bool ``[B]`` (or ``[T, B]``) marking the real examples of a padded batch (True) or,
+  per frame, the real frames of clips padded in time; padded entries are 0, so that sums over
+  the batch count only real examples (:func:`bops_report` averages over them)."""
   flat = flatten_stats(stats)
   missing = sorted(p for p, c in costs.items() if not c.float_op and p not in flat)
   if missing:
     raise ValueError(f"stats have no entry for layers {missing}: were they produced by this model?")
   shape = _time_batch_shape({p: flat[p] for p, c in costs.items() if not c.float_op})
+  mask = _check_mask(mask, shape)
   out = {}
   for path, c in costs.items():
     if c.float_op:
@@ -161,6 +192,8 @@ def clip_bops(stats, costs: dict[str, LayerCost]) -> dict[str, np.ndarray]:
       out[path] = dynamic_bops(
         c.macs, c.n_locations, np.asarray(flat[path]["w_bits"]), np.asarray(flat[path]["act_bits"])
       )
+    if mask is not None:
+      out[path] = np.where(mask, out[path], 0.0)
   return out
 
 
@@ -168,19 +201,32 @@ def network_macs(costs: dict[str, LayerCost]) -> int:
   return sum(c.macs for c in costs.values())
 
 
-def bops_report(stats, costs: dict[str, LayerCost]) -> dict:
+def bops_report(stats, costs: dict[str, LayerCost], *, mask=None) -> dict:
   """Network BOPs per frame (mean over the batch) ``[T]`` with clip average, peak and ratios.
 
   ``stats``: ``[T, B]`` per layer (``run_clip``'s layout; :func:`stack_stream_stats` for
   streaming). Also returns ``bops_per_layer`` (clip average per layer) and ``float_ops``
-  (``{path: MACs}`` of the plain float ops included at 32x32 bits)."""
-  per_layer = clip_bops(stats, costs)
-  per_frame = functools.reduce(np.add, per_layer.values()).mean(axis=1)
+  (``{path: MACs}`` of the plain float ops included at 32x32 bits).
+
+  ``mask``: bool ``[B]`` marking the real examples of a padded batch, or ``[T, B]`` the real
+  frames of clips padded in time (None: every entry is real). Padded entries do not count: each
+  frame's BOPs are the mean over its real examples, and frames without any real example are
+  left out of ``bops_per_frame`` and of the clip averages, so the report of a padded batch with
+  its mask equals the report of the batch without the padding."""
+  per_layer = clip_bops(stats, costs, mask=mask)
+  if mask is None:
+    frame_mean = lambda v: v.mean(axis=1)  # [T, B] -> [T]
+  else:
+    real = np.broadcast_to(np.asarray(mask), next(iter(per_layer.values())).shape)
+    count = real.sum(axis=1)  # real examples per frame [T]
+    kept = count > 0
+    frame_mean = lambda v: v.sum(axis=1)[kept] / count[kept]  # [T, B] -> [T'], real only
+  per_frame = frame_mean(functools.reduce(np.add, per_layer.values()))
   report = clip_summary(per_frame, network_macs(costs))
   report["bops_per_frame"] = per_frame
   report["macs_per_frame"] = network_macs(costs)
   report["state_elements"] = sum(c.state_elements for c in costs.values())
-  report["bops_per_layer"] = {p: float(v.mean()) for p, v in per_layer.items()}
+  report["bops_per_layer"] = {p: float(frame_mean(v).mean()) for p, v in per_layer.items()}
   report["float_ops"] = {p: c.macs for p, c in costs.items() if c.float_op}
   # Not bit operations: dynamic ResQ's policy cost on each residual frame, reported beside BOPs.
   report["policy_comparisons_per_residual_frame"] = sum(

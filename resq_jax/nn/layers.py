@@ -5,9 +5,13 @@ Every layer executes a :class:`~resq_jax.quant.recipe.LayerRecipe` (float, FQ, s
 ResQ): its own ``recipe`` attribute unless a :class:`~resq_jax.quant.recipe.RecipeRules` of an
 enclosing module (an attribute named ``recipe_rules``, or :func:`with_recipe_rules`) matches the
 layer's path (:func:`layer_recipe`). Call them with ``phase='key'`` or ``phase='residual'``; the
-clip runner (``resq_jax.nn.runner``) does that for you. Without ``phase`` a layer whose recipe has
-state (ResQ) raises instead of silently running the keyframe branch on every frame; float and FQ
-layers do not need it.
+clip runner (``resq_jax.nn.runner``) does that for you, and inside ``resq_jax.quantize(model,
+rules)`` the phase comes from the runner (``phase=None`` reads it). Without any phase a layer
+whose recipe has state (ResQ) raises instead of silently running the keyframe branch on every
+frame; float and FQ layers do not need it.
+
+A layer called several times per frame (weight sharing) keeps one ResQ state and one set of
+stats per call, and its cost is counted per call (``resq_jax.nn.quantized``, one state per call).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from resq_jax.nn.quantized import quantized_linear
+from resq_jax.nn.quantized import quantized_linear, variable_path
 from resq_jax.ops import conv2d
 from resq_jax.quant.cost import (
   LayerCost,
@@ -77,17 +81,25 @@ def _ancestors(module: nn.Module) -> list[nn.Module]:
   return chain[::-1]
 
 
-def layer_recipe(layer: nn.Module) -> LayerRecipe:
-  """The recipe a bound layer executes: the first matching rule of the outermost enclosing
-  module's ``recipe_rules``, then of the next one inward, else the layer's own ``recipe``."""
-  path = "/".join(layer.path)
+def rules_recipe(layer: nn.Module) -> LayerRecipe | None:
+  """The recipe of the first matching rule of the outermost enclosing module's
+  ``recipe_rules``, then of the next one inward; None if no rule matches ``layer``'s path
+  (where its variables live, :func:`~resq_jax.nn.quantized.variable_path`)."""
+  path = "/".join(variable_path(layer))
   for ancestor in _ancestors(layer):
     rules = getattr(ancestor, "recipe_rules", None)
     if rules is not None:
       found = rules.match(path)
       if found is not None:
         return found
-  return layer.recipe
+  return None
+
+
+def layer_recipe(layer: nn.Module) -> LayerRecipe:
+  """The recipe a bound layer executes: the first matching rule of the outermost enclosing
+  module's ``recipe_rules``, then of the next one inward, else the layer's own ``recipe``."""
+  found = rules_recipe(layer)
+  return layer.recipe if found is None else found
 
 
 class QuantLayer(nn.Module):
@@ -209,9 +221,12 @@ class QConv(QuantLayer):
       self.kernel_init,
       (*self.kernel_size, c_in // self.feature_group_count, self.features),
     )
+    cost = lambda: self.cost(x.shape)
     if not self.use_bn:
       bias = self.param("bias", nn.initializers.zeros, (self.features,)) if self.use_bias else None
-      return quantized_linear(self, x, kernel, bias, linear=linear, recipe=recipe, phase=phase)
+      return quantized_linear(
+        self, x, kernel, bias, linear=linear, recipe=recipe, phase=phase, cost=cost
+      )
     gamma = self.param("bn_scale", nn.initializers.ones, (self.features,))
     beta = self.param("bn_bias", nn.initializers.zeros, (self.features,))
     mean = self.variable("batch_stats", "mean", jnp.zeros, (self.features,))
@@ -219,11 +234,20 @@ class QConv(QuantLayer):
     if train and not recipe.is_quantized:
       return self._batch_norm_train(x, kernel, gamma, beta, mean, var, phase, linear, recipe)
     w, b = fold_bn(kernel, gamma, beta, mean.value, var.value, self.bn_epsilon)
-    return quantized_linear(self, x, w, b, linear=linear, recipe=recipe, phase=phase)
+    return quantized_linear(self, x, w, b, linear=linear, recipe=recipe, phase=phase, cost=cost)
 
   def _batch_norm_train(self, x, kernel, gamma, beta, mean, var, phase, linear, recipe):
     # Float path: run the conv through quantized_linear so that stats are still recorded.
-    y = quantized_linear(self, x, kernel, None, linear=linear, recipe=recipe, phase=phase)
+    y = quantized_linear(
+      self,
+      x,
+      kernel,
+      None,
+      linear=linear,
+      recipe=recipe,
+      phase=phase,
+      cost=lambda: self.cost(x.shape),
+    )
     axes = tuple(range(y.ndim - 1))
     mu = jnp.mean(y, axis=axes)
     mean_sq = jnp.mean(jnp.square(y), axis=axes)
@@ -252,7 +276,7 @@ class QConv(QuantLayer):
       macs=macs,
       n_locations=math.prod(in_hw),
       state_elements=state,
-      policy_comparisons=_policy_cost(self.active_recipe, math.prod(in_hw), x_shape[-1]),
+      policy_comparisons=policy_cost(self.active_recipe, math.prod(in_hw), x_shape[-1]),
     )
 
 
@@ -289,7 +313,7 @@ def _conv_pads(layer: QConv, in_hw):
   )
 
 
-def _policy_cost(recipe: LayerRecipe, n_locations: int, channels: int) -> int:
+def policy_cost(recipe: LayerRecipe, n_locations: int, channels: int) -> int:
   """Comparisons of a dynamic recipe's policy per residual frame (0 for other recipes)."""
   if recipe.mode != "dynamic":
     return 0
@@ -386,7 +410,14 @@ class QDense(QuantLayer):
     kernel = self.param("kernel", self.kernel_init, (x.shape[-1], self.features))
     bias = self.param("bias", nn.initializers.zeros, (self.features,)) if self.use_bias else None
     return quantized_linear(
-      self, x, kernel, bias, linear=self._linear, recipe=self.active_recipe, phase=phase
+      self,
+      x,
+      kernel,
+      bias,
+      linear=self._linear,
+      recipe=self.active_recipe,
+      phase=phase,
+      cost=lambda: self.cost(x.shape),
     )
 
   def cost(self, x_shape: tuple[int, ...]) -> LayerCost:
@@ -396,5 +427,5 @@ class QDense(QuantLayer):
       macs=dense_macs(x_shape[-1], self.features, n_loc),
       n_locations=n_loc,
       state_elements=state,
-      policy_comparisons=_policy_cost(self.active_recipe, n_loc, x_shape[-1]),
+      policy_comparisons=policy_cost(self.active_recipe, n_loc, x_shape[-1]),
     )

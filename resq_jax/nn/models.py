@@ -24,7 +24,9 @@ practice, is one argument: ``head_recipe=fq_recipe(8, 8)`` or ``head_recipe=floa
 
 ``train=True`` uses BatchNorm batch statistics (and updates ``batch_stats``: pass
 ``mutable=['batch_stats']``) in layers with a float recipe only; quantized layers always run
-with the running statistics folded in (frozen-BN QAT, see ``QConv``).
+with the running statistics folded in (frozen-BN QAT, see ``QConv``). With ``bn_axis_name``
+the batch statistics are averaged over that mapped axis where the model runs under it, and are
+the local batch's elsewhere (:func:`bound_axis`).
 """
 
 from __future__ import annotations
@@ -39,6 +41,18 @@ from resq_jax.nn.layers import QConv
 from resq_jax.quant.recipe import LayerRecipe, RecipeRules, float_recipe
 
 UPSAMPLE_METHODS = ("bilinear", "nearest")
+
+
+def bound_axis(name: str | None) -> str | None:
+  """``name`` if a mapped axis of that name encloses the current trace (``jax.shard_map`` over
+  a mesh axis, ``vmap(axis_name=...)``), else None. Decided at trace time, free at run time."""
+  if name is None:
+    return None
+  try:
+    jax.lax.axis_size(name)
+  except NameError:  # "unbound axis name": the model runs outside any mapped axis of that name
+    return None
+  return name
 
 
 def _conv_bn(
@@ -57,7 +71,9 @@ def _conv_bn(
     use_bn=True,
     use_bias=False,
     recipe=recipe,
-    bn_axis_name=bn_axis_name,
+    # Synchronised BatchNorm where the model runs under the axis (make_train_step's shard_map),
+    # per-batch statistics in a user's own loop: the same model works in both.
+    bn_axis_name=bound_axis(bn_axis_name),
     conv_impl=conv_impl,
     name=name,
   )
@@ -150,7 +166,10 @@ class SegNet(nn.Module):
       first match wins), before ``head_recipe`` / ``recipe``; e.g.
       ``RecipeRules(((r"stage0_.*", fq_recipe(8, 8)),))``.
     bn_axis_name: mesh axis over which float training averages BatchNorm batch statistics
-      (synchronised BatchNorm, see ``QConv``); None: per-device statistics.
+      (synchronised BatchNorm, see ``QConv``) when the model runs under that axis (e.g. inside
+      ``make_train_step``'s ``shard_map`` over ``data``); applied outside any mapped axis of
+      that name (a user's own loop, one device) the statistics are the batch's own, with no
+      argument to change. None: always the local batch's statistics.
     conv_impl: every conv's implementation ('auto', 'xla', 'im2col'; see ``QConv``).
   """
 
@@ -282,4 +301,12 @@ def segnet_preset(name: str) -> dict:
   return dict(_PRESETS[name])
 
 
-__all__ = ["BasicBlock", "Fusion", "SegNet", "SEGNET_PRESETS", "segnet_preset", "UPSAMPLE_METHODS"]
+__all__ = [
+  "BasicBlock",
+  "Fusion",
+  "SegNet",
+  "SEGNET_PRESETS",
+  "bound_axis",
+  "segnet_preset",
+  "UPSAMPLE_METHODS",
+]

@@ -8,11 +8,27 @@ Collections a quantized layer uses:
     locations of the activation bit-width used, int32), ``w_bits`` (int32), ``density`` (fraction
     of locations not skipped), and ``bit_map`` ``[B, ...]`` (int8) for dynamic layers.
 BOPs follow from ``act_bits`` and the layer's static MACs (``resq_jax.nn.costs``).
+
+One state per call: a layer called several times in one ``apply`` (weight sharing: a shared
+head, recurrent refinement) keeps one set of parameters (weights and quantizer scales, beside
+its kernel) but one ResQ state, one set of stats and one calibration record per call. The
+first call's live in the layer's own scope (``resq_state/<layer>/ref``), the n-th call's
+(n >= 1) in a child scope ``call<n>`` (``resq_state/<layer>/call1/ref``): :func:`call_path`.
+Calls are counted per layer and per ``apply`` (:func:`next_call_index`).
+
+The phase: ``quantized_linear(..., phase=None)`` falls back to the phase of the enclosing
+:func:`phase_scope` (``resq_jax.quantize`` sets it around the model, so the model's own code
+never passes it).
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
+import weakref
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -20,7 +36,7 @@ import numpy as np
 
 from resq_jax.quant import dynamic as dyn
 from resq_jax.quant import resq
-from resq_jax.quant.cost import FP32_BITS
+from resq_jax.quant.cost import FP32_BITS, LayerCost
 from resq_jax.quant.recipe import LayerRecipe
 from resq_jax.quant.spec import QuantSpec
 from resq_jax.quant.uniform import fake_quant, param_shape, scale_floor
@@ -91,9 +107,91 @@ def _act_quantizer(module, name: str, spec: QuantSpec, init_range: tuple[float, 
   return (lambda v: fake_quant(v, scale, zero_point, spec=spec, batch_dims=1)), scale
 
 
-def _record(module, batch: int, n_loc: int, a_bits, w_bits: int, bit_map=None) -> None:
+_PHASE = contextvars.ContextVar("resq_jax_phase", default=None)
+
+
+@contextlib.contextmanager
+def phase_scope(phase: str | None):
+  """Layers traced inside run with ``phase`` unless given one (trace time only)."""
+  token = _PHASE.set(phase)
+  try:
+    yield
+  finally:
+    _PHASE.reset(token)
+
+
+# Calls per layer in the current apply: {root scope of the apply: {layer path: calls so far}}.
+# Every apply binds a new root scope, so the count restarts with each apply (and the weak keys
+# let it go with the apply).
+_CALLS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def variable_path(module) -> tuple[str, ...]:
+  """Where a bound module's variables live (the names of its scope's ancestors). Not always
+  ``module.path``: a submodule given as an attribute of a model wrapped with shared scope
+  (``nn.share_scope``: ``quantize``, ``with_recipe_rules``) reports the wrapper's attribute
+  name in its path, while its variables sit where the unwrapped model puts them."""
+  names, scope = [], module.scope
+  while scope is not None and scope.parent is not None:
+    names.append(scope.name)
+    scope = scope.parent
+  return tuple(names[::-1])
+
+
+def next_call_index(module) -> int:
+  """0 for the first call of bound ``module`` in this apply, 1 for the second, ..."""
+  counts = _CALLS.setdefault(module.scope.root, {})
+  path = variable_path(module)
+  index = counts.get(path, 0)
+  counts[path] = index + 1
+  return index
+
+
+def call_path(path: tuple[str, ...], index: int) -> tuple[str, ...]:
+  """Where call ``index`` of the layer at ``path`` keeps its state, stats and calibration."""
+  return path if index == 0 else (*path, f"call{index}")
+
+
+class LayerCall(NamedTuple):
+  """One call of a quantized layer, as seen by an abstract trace (``resq_jax.nn.tracing``).
+
+  ``path``: where the call's state and stats live ('/'-joined, :func:`call_path`);
+  ``layer_path``: where the layer's parameters live; ``layer``: the bound layer (a
+  ``QuantLayer``, or an ``InterceptedOp`` view of a plain Flax op); ``x_shape``: its input
+  shape; ``recipe``: the recipe it executes; ``cost``: its static cost for one example."""
+
+  path: str
+  layer_path: str
+  layer: Any
+  x_shape: tuple
+  recipe: LayerRecipe
+  cost: LayerCost
+
+
+_CALL_LOG = contextvars.ContextVar("resq_jax_call_log", default=None)
+
+
+@contextlib.contextmanager
+def recording_calls(on_record: Callable[[LayerCall], None] | None = None):
+  """Collects a :class:`LayerCall` for every quantized layer call traced inside, calling
+  ``on_record(call)`` as each is made (inside the trace, while the layer is bound)."""
+  log: list[LayerCall] = []
+
+  def record(call: LayerCall) -> None:
+    log.append(call)
+    if on_record is not None:
+      on_record(call)
+
+  token = _CALL_LOG.set(record)
+  try:
+    yield log
+  finally:
+    _CALL_LOG.reset(token)
+
+
+def _record(site, batch: int, n_loc: int, a_bits, w_bits: int, bit_map=None) -> None:
   """Write this frame's stats; ``a_bits`` is an int or a per-location map ``[B, ...]``."""
-  if not module.is_mutable_collection("resq_stats"):
+  if not site.is_mutable_collection("resq_stats"):
     return
   if bit_map is None:
     act_bits = jnp.full((batch,), a_bits * n_loc, jnp.int32)
@@ -102,10 +200,10 @@ def _record(module, batch: int, n_loc: int, a_bits, w_bits: int, bit_map=None) -
     flat = bit_map.reshape(batch, -1)
     act_bits = jnp.sum(flat, axis=1, dtype=jnp.int32)
     density = jnp.mean((flat > 0).astype(jnp.float32), axis=1)
-    module.put_variable("resq_stats", "bit_map", bit_map.astype(jnp.int8))
-  module.put_variable("resq_stats", "act_bits", act_bits)
-  module.put_variable("resq_stats", "w_bits", jnp.full((batch,), w_bits, jnp.int32))
-  module.put_variable("resq_stats", "density", density)
+    site.put_variable("resq_stats", "bit_map", bit_map.astype(jnp.int8))
+  site.put_variable("resq_stats", "act_bits", act_bits)
+  site.put_variable("resq_stats", "w_bits", jnp.full((batch,), w_bits, jnp.int32))
+  site.put_variable("resq_stats", "density", density)
 
 
 def quantized_linear(
@@ -117,6 +215,8 @@ def quantized_linear(
   linear,
   recipe: LayerRecipe,
   phase: str | None,
+  cost: Callable[[], LayerCost] | None = None,
+  layer=None,
 ) -> jax.Array:
   """Run ``y = L(x; W) + b`` under ``recipe`` inside ``module`` (a compact Flax method).
 
@@ -125,33 +225,54 @@ def quantized_linear(
     w: weights whose last axis is the output channel (per-channel weight scales live there).
     linear: ``(x, w) -> L(x; w)`` without bias.
     phase: 'key' or 'residual'; ignored by 'float' and 'fq' recipes, for which None is 'key'.
-      None under a recipe with state (ResQ) raises outside ``init``: a silent default would run
-      the keyframe branch on every frame.
+      None: the phase of the enclosing :func:`phase_scope`; still None under a recipe with
+      state (ResQ) raises outside ``init``: a silent default would run the keyframe branch on
+      every frame.
+    cost: ``() -> LayerCost`` of this call (read only by an abstract trace that records calls).
+    layer: what a recorded call reports as its layer (default ``module``).
+  Returns ``L(q(x); q(W)) + b`` ``[B, ..., C_out]``. The call's state, stats and calibration
+  record live in its own scope (:func:`call_path`); parameters in ``module``'s.
   """
+  index = next_call_index(module)
+  site = module.scope if index == 0 else module.scope.push(f"call{index}", reuse=True)
+  record = _CALL_LOG.get()
+  if record is not None and cost is not None:
+    path = variable_path(module)
+    record(
+      LayerCall(
+        "/".join(call_path(path, index)),
+        "/".join(path),
+        module if layer is None else layer,
+        tuple(x.shape),
+        recipe,
+        cost(),
+      )
+    )
+  phase = _PHASE.get() if phase is None else phase
   if phase is None:
     if recipe.has_state and not module.is_initializing():
       raise ValueError(
-        f"layer {'/'.join(module.path)!r} runs a {recipe.mode!r} recipe, which carries state "
-        "across frames: call it with phase='key' or phase='residual' (run_clip and "
+        f"layer {'/'.join(variable_path(module))!r} runs a {recipe.mode!r} recipe, which "
+        "carries state across frames: call it with phase='key' or phase='residual' (run_clip and "
         "stream_step do), or run the model through run_clip / stream_step"
       )
     phase = "key"
   if phase not in PHASES:
     raise ValueError(f"phase must be one of {PHASES}, got phase={phase!r}")
   batch, n_loc = x.shape[0], math.prod(x.shape[1:-1])
-  if module.is_mutable_collection("calibration"):
+  if site.is_mutable_collection("calibration"):
     # Observation for post-training calibration (resq_jax.nn.calibrate): the layer's input
     # and the weights that actually run (BatchNorm folded).
-    module.put_variable("calibration", "x", x)
-    module.put_variable("calibration", "w", w)
+    site.put_variable("calibration", "x", x)
+    site.put_variable("calibration", "w", w)
   if recipe.mode == "float":
-    _record(module, batch, n_loc, FP32_BITS, FP32_BITS)
+    _record(site, batch, n_loc, FP32_BITS, FP32_BITS)
     return resq.add_bias(linear(x, w), b)
   quant_kw = _weight_quantizer(module, KEY_W, w, recipe.key.weight)
   quant_ka, _ = _act_quantizer(module, KEY_A, recipe.key.act, KEY_INIT_RANGE)
   key_bits = recipe.key.bits
   if recipe.mode == "fq":
-    _record(module, batch, n_loc, key_bits[1], key_bits[0])
+    _record(site, batch, n_loc, key_bits[1], key_bits[0])
     return resq.fq_forward(x, w, b, linear=linear, quant_x=quant_ka, quant_w=quant_kw)
   # ResQ: both branches' parameters exist whatever the phase, so that init creates them all.
   quant_rw = _weight_quantizer(module, RES_W, w, recipe.residual.weight)
@@ -163,9 +284,9 @@ def quantized_linear(
     key_map = None
     if recipe.mode == "dynamic":
       key_map = jnp.full(x.shape[:-1], key_bits[1], jnp.int32)
-    _record(module, batch, n_loc, key_bits[1], key_bits[0], key_map)
+    _record(site, batch, n_loc, key_bits[1], key_bits[0], key_map)
   else:
-    state = _state(module)
+    state = _state(site)
     if recipe.mode == "dynamic":
       quant_r = dyn.dynamic_residual_quantizer(recipe.policy, jax.lax.stop_gradient(res_scale))
     else:
@@ -180,23 +301,23 @@ def quantized_linear(
       ref_mode=recipe.ref_mode,
       stop_ref_gradient=recipe.stop_ref_gradient,
     )
-    _record(module, batch, n_loc, recipe.residual.act.bits, recipe.residual.weight.bits, bit_map)
-  _write_state(module, new_state)
+    _record(site, batch, n_loc, recipe.residual.act.bits, recipe.residual.weight.bits, bit_map)
+  _write_state(site, new_state)
   return y
 
 
-def _state(module) -> resq.ResQState:
-  ref = module.get_variable("resq_state", "ref")
-  yref = module.get_variable("resq_state", "yref")
+def _state(site) -> resq.ResQState:
+  ref = site.get_variable("resq_state", "ref")
+  yref = site.get_variable("resq_state", "yref")
   if ref is None or yref is None:
     raise ValueError(
-      f"layer {module.name!r} has no ResQ state: run a keyframe ('key' phase) "
+      f"layer {'/'.join(site.path)!r} has no ResQ state: run a keyframe ('key' phase) "
       "before a residual frame"
     )
   return resq.ResQState(ref=ref, yref=yref)
 
 
-def _write_state(module, state: resq.ResQState) -> None:
-  if module.is_mutable_collection("resq_state"):
-    module.put_variable("resq_state", "ref", state.ref)
-    module.put_variable("resq_state", "yref", state.yref)
+def _write_state(site, state: resq.ResQState) -> None:
+  if site.is_mutable_collection("resq_state"):
+    site.put_variable("resq_state", "ref", state.ref)
+    site.put_variable("resq_state", "yref", state.yref)

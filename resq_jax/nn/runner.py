@@ -15,7 +15,8 @@ batch entirely.
 
 Adaptive keyframes (``trigger=``, a :class:`~resq_jax.quant.keyframes.KeyframeTrigger`): each
 example of the batch starts a keyframe where the trigger fires on its own input statistics (scene
-cut, accumulated motion since its keyframe, ``period`` as the longest distance), so keyframes
+cut, accumulated motion since its keyframe, the trigger's ``max_period`` as the longest
+distance: the one source of it under a trigger, ``period`` is then left out or equal), so keyframes
 are no longer at fixed times and ``run_clip`` runs the clip sequentially: a ``lax.scan`` over
 all ``T`` frames whose body is exactly :func:`stream_step`'s. Because the decision is per
 example, a frame's key/residual choice is a ``lax.switch`` on the batch's mix: all residual
@@ -60,7 +61,13 @@ import jax.numpy as jnp
 from resq_jax.nn.layers import rolled_loop
 from resq_jax.nn.tracing import COLLECTIONS, check_hashable, model_variables
 from resq_jax.nn.weights import check_quantizers
-from resq_jax.quant.keyframes import KeyframeTrigger, TriggerState, decide, trigger_init
+from resq_jax.quant.keyframes import (
+  KeyframeTrigger,
+  TriggerState,
+  decide,
+  keyframe_period,
+  trigger_init,
+)
 
 Array = jax.Array
 
@@ -82,11 +89,6 @@ def _check_frames(x: Array, what: str, time_axis: bool) -> None:
   empty = [f"{k}={v}" for k, v in sizes.items() if v < 1]
   if empty:
     raise ValueError(f"{what} of shape {x.shape} is empty ({', '.join(empty)})")
-
-
-def _check_period(period) -> None:
-  if isinstance(period, bool) or not isinstance(period, int) or period < 1:
-    raise ValueError(f"period must be an int >= 1, got period={period!r}")
 
 
 def _check_trigger(trigger) -> None:
@@ -204,7 +206,9 @@ def stream_init(
   """Initial online state for frames shaped like ``frame`` ``[B, H, W, C]`` (zeros; the first
   step is a keyframe). With ``trigger``, the state of a stream stepped with that trigger
   (per-example ``since_key`` ``[B]`` and the trigger's carry: two frames and a number per
-  example)."""
+  example). The trigger's ``max_period`` is then the longest distance between keyframes of
+  the stream: ``stream_step`` is called with the same trigger and without ``period`` (or with
+  ``period=trigger.max_period``)."""
   check_hashable(model, "stream_init")
   _check_trigger(trigger)
   _check_frames(frame, "frame", time_axis=False)
@@ -227,7 +231,7 @@ def stream_step(
   stream: StreamState,
   frame: Array,
   *,
-  period: int,
+  period: int | None = None,
   reset_on_nonfinite: bool = False,
   check: bool = True,
   trigger: KeyframeTrigger | None = None,
@@ -240,18 +244,19 @@ def stream_step(
   ``[T, B, ...]`` layout for ``bops_report``. ``model`` must be hashable (see :func:`run_clip`).
 
   Args:
+    period: keyframe period K >= 1 without a trigger (required then); under a trigger leave it
+      out or pass ``trigger.max_period`` (a different value is a ValueError).
     reset_on_nonfinite: force a keyframe (and restart the period) when ``frame`` or the carried
       ResQ state holds a NaN or inf, instead of carrying it to the next keyframe.
     check: as in :func:`run_clip` (cached: free after the first step with the same arrays).
     trigger: adaptive keyframes as in :func:`run_clip` (per example, at the latest every
-      ``min(period, trigger.max_period)`` frames); ``stream`` must come from
+      ``trigger.max_period`` frames); ``stream`` must come from
       ``stream_init(..., trigger=...)``. ``new_stream.is_keyframe`` is then ``[B]``. Under a
       trigger, ``reset_on_nonfinite`` forces a keyframe only in the examples that are not
       finite (the frame's row or that example's ResQ state).
   """
   check_hashable(model, "stream_step")
-  _check_period(period)
-  _check_trigger(trigger)
+  period = keyframe_period(period, trigger, "stream_step")
   _check_frames(frame, "frame", time_axis=False)
   _check_variables(model, variables, frame, check)
   if (trigger is None) != (stream.trigger is None):
@@ -265,7 +270,7 @@ def stream_step(
       variables,
       stream,
       frame,
-      trigger=trigger.capped(period),
+      trigger=trigger,
       reset_on_nonfinite=reset_on_nonfinite,
     )
   return _stream_step(
@@ -397,7 +402,7 @@ def run_clip(
   variables,
   clip: Array,
   *,
-  period: int,
+  period: int | None = None,
   unroll: int | bool = 1,
   remat: bool = False,
   check: bool = True,
@@ -413,7 +418,9 @@ def run_clip(
     variables: its variables (``params``, ``batch_stats``...); any stale ``resq_state`` /
       ``resq_stats`` are ignored.
     clip: frames ``[B, T, ...]``.
-    period: keyframe period K >= 1 (K = 1: every frame is a keyframe, i.e. FQ with key grids).
+    period: keyframe period K >= 1 (K = 1: every frame is a keyframe, i.e. FQ with key grids),
+      required without a trigger; under a trigger leave it out or pass ``trigger.max_period``
+      (the trigger is the one source of the longest distance; another value is a ValueError).
     unroll: ``lax.scan`` unroll factor of the residual loop (True unrolls it fully). A rolled
       loop compiles in a time independent of the period; its convs use the im2col kernel
       gradient on CPU (``QConv.conv_impl='auto'``), so training no longer needs unrolling there
@@ -427,7 +434,7 @@ def run_clip(
       (not under an outer jit / grad), once per set of arrays.
     trigger: adaptive keyframes (:class:`~resq_jax.quant.keyframes.KeyframeTrigger`): each
       example starts a keyframe on its first frame and where the trigger fires on its input,
-      at the latest ``min(period, trigger.max_period)`` frames after its last keyframe. The
+      at the latest ``trigger.max_period`` frames after its last keyframe. The
       clip then runs as one scan over all ``T`` frames with :func:`stream_step`'s body
       (``unroll`` and ``remat`` apply to it); see the module docstring for the cost of frames
       where examples disagree.
@@ -436,13 +443,12 @@ def run_clip(
     first, the layout ``bops_report`` takes), ``keyframes`` bool ``[B, T]``.
   """
   check_hashable(model, "run_clip")
-  _check_period(period)
-  _check_trigger(trigger)
+  period = keyframe_period(period, trigger, "run_clip")
   _check_frames(clip, "clip", time_axis=True)
   _check_variables(model, variables, clip[:, 0], check)
   if trigger is not None:
     return _run_clip_triggered(
-      model, variables, clip, trigger=trigger.capped(period), unroll=unroll, remat=bool(remat)
+      model, variables, clip, trigger=trigger, unroll=unroll, remat=bool(remat)
     )
   return _run_clip(model, variables, clip, period=period, unroll=unroll, remat=bool(remat))
 

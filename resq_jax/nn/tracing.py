@@ -1,9 +1,14 @@
 """Looking at a model without running it: the per-run collections, the variables without them,
 the check that a model can be a static argument of jit, and an abstract trace that visits every
-quantized layer with the shape of its input.
+quantized layer call with the shape of its input.
 
 Every other module of ``resq_jax.nn`` that inspects a model builds on these (costs, weights,
 calibration, the runner), so this module imports only the layer classes.
+
+Quantized layers (``QConv`` / ``QDense`` and the Flax ops ``resq_jax.quantize`` intercepts)
+report their calls themselves while the model is traced (``resq_jax.nn.quantized.LayerCall``),
+one per call: a layer called twice per frame is visited twice, with its own input shape and
+cost, under the paths where each call keeps its state and stats (``conv``, ``conv/call1``).
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import dataclasses
 import flax.linen as nn
 import jax
 
-from resq_jax.nn.layers import QuantLayer
+from resq_jax.nn.quantized import LayerCall, recording_calls
 
 COLLECTIONS = ("resq_state", "resq_stats")
 
@@ -46,13 +51,15 @@ def check_hashable(model, where: str) -> None:
   )
 
 
-def trace_calls(model, variables, frame, on_call) -> None:
-  """Trace ``model`` abstractly on ``frame``, calling ``on_call(module, args, out)`` for every
-  ``__call__`` of a submodule."""
+def trace_calls(model, variables, frame, on_call=None, on_record=None) -> list[LayerCall]:
+  """Trace ``model`` abstractly on ``frame`` (nothing is computed), calling
+  ``on_call(module, args, kwargs, out)`` for every ``__call__`` of a submodule and
+  ``on_record(call)`` for every call of a quantized layer, inside the trace. Returns the calls
+  of quantized layers, in call order (:class:`~resq_jax.nn.quantized.LayerCall`)."""
 
   def interceptor(next_fun, args, kwargs, context):
     out = next_fun(*args, **kwargs)
-    if context.method_name == "__call__":
+    if context.method_name == "__call__" and on_call is not None:
       on_call(context.module, args, kwargs, out)
     return out
 
@@ -60,21 +67,33 @@ def trace_calls(model, variables, frame, on_call) -> None:
     with nn.intercept_methods(interceptor):
       return model.apply(v, x, phase="key", mutable=["resq_state", "resq_stats"])
 
-  jax.eval_shape(trace, model_variables(variables), frame)
+  with recording_calls(on_record) as log:
+    jax.eval_shape(trace, model_variables(variables), frame)
+  return list(log)
+
+
+def layer_calls(model: nn.Module, variables, frame: jax.Array) -> list[LayerCall]:
+  """Every call of a quantized layer of ``model`` on a frame batch ``[B, H, W, C]``, in call
+  order: ``path`` (where the call's state and stats live), ``layer_path`` (its parameters),
+  the bound ``layer``, ``x_shape``, the ``recipe`` it executes and its ``cost``."""
+  return trace_calls(model, variables, frame)
 
 
 def visit_layers(model: nn.Module, variables, frame: jax.Array, fn) -> dict:
-  """``{layer path: fn(layer, input_shape)}`` over the quantized layers of ``model``.
+  """``{layer path: fn(layer, input_shape)}`` over the quantized layers of ``model`` (their
+  first call; :func:`layer_calls` lists every call).
 
   The model is traced abstractly on a frame batch ``[B, H, W, C]`` (nothing is computed).
-  Paths are the module names joined by '/', matching the nesting of ``resq_stats``. ``layer``
-  is bound: ``layer.active_recipe`` is the recipe it executes (per-layer rules applied).
+  Paths are the module names joined by '/', matching the nesting of ``params``. ``layer`` is
+  bound: ``layer.active_recipe`` is the recipe it executes (per-layer rules applied); for a
+  Flax op intercepted by ``resq_jax.quantize`` it is a view of the op
+  (``resq_jax.nn.intercept.InterceptedOp``).
   """
   found = {}
 
-  def on_call(module, args, kwargs, out):
-    if isinstance(module, QuantLayer):
-      found["/".join(module.path)] = fn(module, tuple(args[0].shape))
+  def on_record(call):  # inside the trace: the layer is bound and sees its enclosing modules
+    if call.layer_path not in found:
+      found[call.layer_path] = fn(call.layer, call.x_shape)
 
-  trace_calls(model, variables, frame, on_call)
+  trace_calls(model, variables, frame, on_record=on_record)
   return found

@@ -30,6 +30,7 @@ from resq_jax.nn.quantized import (
   scale_name,
   zero_point_name,
 )
+from resq_jax.nn.tracing import check_hashable, visit_layers
 from resq_jax.quant.recipe import LayerRecipe
 from resq_jax.quant.uniform import scale_floor
 
@@ -51,11 +52,11 @@ def _unflat(flat: dict) -> dict:
 _FACTS: dict = {}
 
 
-def layer_facts(model, variables, frame) -> dict:
+def layer_facts(model, variables, frame, where: str = "layer_facts") -> dict:
   """``{path: (recipe, bn_epsilon or None)}`` of the quantized layers (abstract trace, cached
-  per model and frame shape)."""
-  from resq_jax.nn.tracing import visit_layers
-
+  per model and frame shape). ``where`` names the caller in the TypeError of an unhashable
+  ``model``."""
+  check_hashable(model, where)
   key = (model, tuple(frame.shape), jnp.dtype(frame.dtype))
   if key not in _FACTS:
     eps = lambda layer: layer.bn_epsilon if isinstance(layer, QConv) and layer.use_bn else None
@@ -107,13 +108,14 @@ def _weight_specs(recipe: LayerRecipe) -> dict:
   return specs
 
 
-def refresh_weight_scales(model, variables, frame) -> dict:
+def refresh_weight_scales(model, variables, frame, *, where: str = "refresh_weight_scales") -> dict:
   """``variables`` with every weight quantizer's scale re-fitted (min-max per channel, as
-  ``init``) to the weights each layer runs now (BatchNorm folded)."""
+  ``init``) to the weights each layer runs now (BatchNorm folded). ``where``: the caller that
+  the TypeError of an unhashable ``model`` names."""
   from resq_jax.nn.quantized import weight_scale_init
 
   params, stats = _flat(variables["params"]), _flat(variables.get("batch_stats", {}))
-  for path, (recipe, eps) in layer_facts(model, variables, frame).items():
+  for path, (recipe, eps) in layer_facts(model, variables, frame, where).items():
     w = effective_weights(params, stats, path, eps)
     for name, spec in _weight_specs(recipe).items():
       key = _key(path, f"{name}_scale")
@@ -169,6 +171,7 @@ def load_float_weights(
     strict: every source leaf must land on a destination of the same shape, and every
       destination weight (kernels, biases, BatchNorm) must be loaded.
   """
+  check_hashable(model, "load_float_weights")
   if "params" not in source:
     source = {"params": source}
   # Only weights: init's other collections (calibration records, stats) are not checkpoints.
@@ -200,7 +203,7 @@ def load_float_weights(
   for c in ("params", "batch_stats"):
     if c in variables:
       out[c] = _unflat({k[len(c) + 1 :]: v for k, v in dest.items() if k.startswith(c + "/")})
-  out = refresh_weight_scales(model, out, frame)
+  out = refresh_weight_scales(model, out, frame, where="load_float_weights")
   return invalidate_act_quantizers(out)
 
 
@@ -219,6 +222,7 @@ def check_quantizers(
   ``max_slack`` times (``s * qmax > max_slack * m``): the marks of scales fitted to other
   (e.g. random ``init``) weights. Calibration (min-max, MSE, percentile) and LSQ training stay
   well inside these bounds. A no-op on traced values (inside jit / grad)."""
+  check_hashable(model, "check_quantizers")
   leaves = jax.tree_util.tree_leaves(variables)
   if any(isinstance(v, jax.core.Tracer) for v in leaves):
     return
@@ -238,7 +242,7 @@ def check_quantizers(
       f"load_float_weights?): {', '.join(nan[:6])}{' ...' if len(nan) > 6 else ''}"
       "; run calibrate_model first"
     )
-  for path, (recipe, eps) in layer_facts(model, variables, frame).items():
+  for path, (recipe, eps) in layer_facts(model, variables, frame, "check_quantizers").items():
     specs = _weight_specs(recipe)
     if not specs:
       continue

@@ -14,11 +14,17 @@ per example (each video of a batch for itself), whether to start a new keyframe:
 never when fewer than ``min_period`` frames have passed since the keyframe, and always on an
 example's first frame. Means are over every axis but the batch, in input units (the model's
 normalised frames). Everything here is pure array math; ``resq_jax.nn.runner`` runs it.
+
+One source for the longest distance between keyframes: without a trigger it is the ``period``
+argument of ``run_clip`` / ``stream_step`` / ``calibrate_model``; with a trigger it is the
+trigger's ``max_period``, and ``period`` is then left out (None) or must equal it
+(:func:`keyframe_period` refuses anything else).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import NamedTuple
 
@@ -59,6 +65,30 @@ class KeyframeTrigger:
     """This trigger with ``max_period`` at most ``period`` (``min_period`` lowered with it)."""
     top = min(self.max_period, int(period))
     return dataclasses.replace(self, max_period=top, min_period=min(self.min_period, top))
+
+
+def keyframe_period(period: int | None, trigger: KeyframeTrigger | None, where: str) -> int:
+  """The longest distance between keyframes of a run: ``period`` without a trigger (required,
+  an int >= 1); with ``trigger`` its ``max_period``, the single source, so ``period`` must be
+  None or equal to it. ``where`` names the caller in the error."""
+  if trigger is not None and not isinstance(trigger, KeyframeTrigger):
+    raise TypeError(
+      f"{where}: trigger must be a resq_jax.quant.keyframes.KeyframeTrigger or None, got "
+      f"{type(trigger).__name__}"
+    )
+  if period is not None and (isinstance(period, bool) or not isinstance(period, int) or period < 1):
+    raise ValueError(f"{where}: period must be an int >= 1, got period={period!r}")
+  if trigger is None:
+    if period is None:
+      raise ValueError(f"{where}: period is required without a keyframe trigger")
+    return period
+  if period is not None and period != trigger.max_period:
+    raise ValueError(
+      f"{where}: period={period} disagrees with trigger.max_period={trigger.max_period}; under "
+      "a trigger its max_period alone caps the distance between keyframes: leave period out "
+      "or pass the same value"
+    )
+  return trigger.max_period
 
 
 class TriggerState(NamedTuple):
@@ -122,6 +152,20 @@ def decide(
     drift=jnp.where(is_key, 0.0, drift).astype(jnp.float32),
   )
   return is_key, new_state
+
+
+@functools.partial(jax.jit, static_argnames="trigger")
+def trigger_keyframes(trigger: KeyframeTrigger, clip: Array) -> Array:
+  """bool ``[B, T]``: where ``trigger`` starts keyframes over ``clip`` ``[B, T, ...]`` (each
+  example's first frame included), i.e. the keyframes of ``run_clip(..., trigger=trigger)`` on
+  it (a stateful model, finite frames). Calibration uses it to see the run's residuals."""
+
+  def body(state, frame):
+    is_key, state = decide(trigger, state, frame)
+    return state, is_key
+
+  _, keys = jax.lax.scan(body, trigger_init(clip[:, 0]), jnp.moveaxis(clip, 1, 0))
+  return jnp.moveaxis(keys, 0, 1)
 
 
 def trigger_ops(trigger: KeyframeTrigger, frame_shape: tuple[int, ...]) -> int:

@@ -233,7 +233,10 @@ def make_train_step(
       (loss, metrics)`; True: `loss_fn(params, model_state, batch, rng) -> (loss,
       (new_model_state, metrics))`. It sees one shard ([global_batch / n_devices, ...]) and
       must return the *mean* loss over it (f32[]) and per-example-mean scalar metrics; it
-      must not call collectives over `data` itself.
+      must not call collectives over `data` itself, except through the model's synchronised
+      BatchNorm (`SegNet(bn_axis_name=DATA_AXIS)`, as `experiment.models.make_model` builds):
+      its batch statistics are averaged over `data` inside this step, and are the local
+      batch's when the same model is applied outside it.
     optimizer: optax transformation; updates use the device-averaged gradients.
     mesh: a mesh with a `data` axis (see `make_data_mesh`).
     has_model_state: selects the loss_fn signature above. The new model state is averaged
