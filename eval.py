@@ -1,7 +1,8 @@
 """Evaluate a sweep of quantization settings from an FP run (and QAT runs) and write a report.
 
   python eval.py --config configs/synthres.py:segmentation:fp --workdir runs/eval \
-      --config.init_from=runs/fp [--config.eval.sweep=tiny] [--config.eval.qat_runs=runs/qat_fq,runs/qat_resq]
+      --config.init_from=runs/fp [--config.eval.sweep=tiny] \
+      [--config.eval.qat_runs=runs/qat_fq,runs/qat_resq]
 
 Writes <workdir>/report/: results.json, results.md, pareto.png, variance.png, bit_map.png.
 --verbose shows the libraries' logging too. Exit codes: docs/failure_behaviour.md.
