@@ -10,13 +10,22 @@ beside it for fidelity. Frames are scaled to cover the run's training size and c
 Outputs in --out: overlay.mp4 (or .gif), frames.csv, summary.json, and for dynamic ResQ
 bit_map.png and density.png (see resq_jax/stream/compare.py). It prints its own lines only
 (the libraries' logging is dropped) unless --verbose.
+
+Your own model instead of a run (resq_jax/stream/own_model.py):
+
+  python stream.py --model selfie_segmentation.tflite --video clip.mp4 --output_kind mask
+
+--model is a .tflite file or package.module:factory (returning module, variables, (H, W)). The
+video is cut into --window-frame windows; the first --calibration_windows calibrate, the rest
+compare float, FQ, static and dynamic ResQ, keyframe hold and adaptive keyframes at equal BOPs
+by fidelity to the float model. Outputs in --out: results.md, results.json, fronts.png.
 """
 
 from absl import app, flags
 
 from resq_jax import errors
 from resq_jax.experiment import log
-from resq_jax.stream import compare
+from resq_jax.stream import compare, own_model
 from resq_jax.stream.options import RECIPES, StreamOptions
 
 _VIDEO = flags.DEFINE_string("video", None, "Input video file (any format FFmpeg decodes).")
@@ -63,7 +72,18 @@ _MIN_PERIOD = flags.DEFINE_integer(
   "min_period", 1, "Adaptive keyframes: never two keyframes closer than this.", lower_bound=1
 )
 _VERBOSE = flags.DEFINE_bool("verbose", False, "Show the libraries' INFO and WARNING logging.")
-flags.mark_flags_as_required(["video", "workdir"])
+_MODEL = flags.DEFINE_string(
+  "model", None, "Your own model: a .tflite file or package.module:factory (instead of --workdir)."
+)
+_OUTPUT_KIND = flags.DEFINE_enum(
+  "output_kind", "rel_l2", own_model.OUTPUT_KINDS, "With --model: how outputs are compared."
+)
+_OUTPUT = flags.DEFINE_integer("output", None, "With --model: which model output (index).")
+_WINDOW = flags.DEFINE_integer("window", 8, "With --model: frames per window.", lower_bound=2)
+_CAL_WINDOWS = flags.DEFINE_integer(
+  "calibration_windows", 2, "With --model: windows that calibrate.", lower_bound=1
+)
+flags.mark_flags_as_required(["video"])
 
 
 def _bits(name, values):
@@ -77,9 +97,33 @@ def _bits(name, values):
   return tuple(int(v) for v in values)
 
 
+def _own_model() -> None:
+  out = _OUT.value or "runs/own_model"
+  result = errors.run_cli(
+    own_model.compare_own_model,
+    _MODEL.value,
+    _VIDEO.value,
+    out,
+    kind=_OUTPUT_KIND.value,
+    output=_OUTPUT.value,
+    window=_WINDOW.value,
+    calibration_windows=_CAL_WINDOWS.value,
+    progress=lambda line: print(line, flush=True),
+  )
+  for what, verdict in result["verdicts"]:
+    print(f"{what}: {verdict.verdict} ({verdict.summary})")
+  print(f"{len(result['rows'])} settings on {result['windows']} windows; outputs in {out}")
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}", exitcode=errors.EXIT_CONFIG)
+  if (_MODEL.value is None) == (_WORKDIR.value is None):
+    raise app.UsageError("give exactly one of --workdir and --model", exitcode=errors.EXIT_CONFIG)
+  if _VERBOSE.value:  # else the libraries' lines are dropped (log.quiet_libraries)
+    log.setup(verbose=True)
+  if _MODEL.value is not None:
+    return _own_model()
   options = StreamOptions(
     recipe=_RECIPE.value,
     key_bits=_bits("key_bits", _KEY_BITS.value),
@@ -94,8 +138,6 @@ def main(argv):
     drift_threshold=_DRIFT.value,
     min_period=_MIN_PERIOD.value,
   )
-  if _VERBOSE.value:  # else stream_video drops the libraries' lines (log.quiet_libraries)
-    log.setup(verbose=True)
   out = _OUT.value or f"{_WORKDIR.value.rstrip('/')}/stream"
   summary = errors.run_cli(compare.stream_video, _VIDEO.value, _WORKDIR.value, out, options)
   print(
