@@ -96,12 +96,17 @@ def _weight_quantizer(module, name: str, w: jax.Array, spec: QuantSpec):
   return lambda v: fake_quant(v, scale, spec=spec)
 
 
-def _act_quantizer(module, name: str, spec: QuantSpec, init_range: tuple[float, float]):
+def _act_quantizer(
+  module, name: str, spec: QuantSpec, init_range: tuple[float, float], x: jax.Array
+):
+  """The fake quantizer of activations like ``x`` and its scale parameter: one scale (and zero
+  point) per tensor, or per channel of ``spec.channel_axis`` (e.g. per-channel residuals)."""
   s0, z0 = act_qparams_init(*init_range, spec)
-  scale = module.param(scale_name(name), lambda _: jnp.asarray(s0, jnp.float32))
+  shape = () if spec.channel_axis is None else (x.shape[spec.channel_axis],)
+  scale = module.param(scale_name(name), lambda _: jnp.full(shape, s0, jnp.float32))
   zero_point = None
   if not spec.symmetric:
-    zero_point = module.param(zero_point_name(name), lambda _: jnp.asarray(z0, jnp.float32))
+    zero_point = module.param(zero_point_name(name), lambda _: jnp.full(shape, z0, jnp.float32))
   # batch_dims=1: LSQ's N counts features per example, so folding frames or keyframe groups
   # into the batch leaves the scale gradient a plain sum over examples.
   return (lambda v: fake_quant(v, scale, zero_point, spec=spec, batch_dims=1)), scale
@@ -269,14 +274,14 @@ def quantized_linear(
     _record(site, batch, n_loc, FP32_BITS, FP32_BITS)
     return resq.add_bias(linear(x, w), b)
   quant_kw = _weight_quantizer(module, KEY_W, w, recipe.key.weight)
-  quant_ka, _ = _act_quantizer(module, KEY_A, recipe.key.act, KEY_INIT_RANGE)
+  quant_ka, _ = _act_quantizer(module, KEY_A, recipe.key.act, KEY_INIT_RANGE, x)
   key_bits = recipe.key.bits
   if recipe.mode == "fq":
     _record(site, batch, n_loc, key_bits[1], key_bits[0])
     return resq.fq_forward(x, w, b, linear=linear, quant_x=quant_ka, quant_w=quant_kw)
   # ResQ: both branches' parameters exist whatever the phase, so that init creates them all.
   quant_rw = _weight_quantizer(module, RES_W, w, recipe.residual.weight)
-  quant_ra, res_scale = _act_quantizer(module, RES_A, recipe.residual.act, RESIDUAL_INIT_RANGE)
+  quant_ra, res_scale = _act_quantizer(module, RES_A, recipe.residual.act, RESIDUAL_INIT_RANGE, x)
   if phase == "key":
     y, new_state = resq.key_forward(
       x, w, b, linear=linear, quant_x=quant_ka, quant_w=quant_kw, ref_mode=recipe.ref_mode

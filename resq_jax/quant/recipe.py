@@ -34,9 +34,14 @@ def key_pair(w_bits: int = 8, a_bits: int = 8) -> QuantPair:
   return QuantPair(weight=weight_spec(w_bits), act=activation_spec(a_bits))
 
 
-def residual_pair(w_bits: int = 4, a_bits: int = 4) -> QuantPair:
-  """Per-output-channel symmetric weights, signed symmetric per-tensor residuals."""
-  return QuantPair(weight=weight_spec(w_bits), act=residual_spec(a_bits))
+def residual_pair(
+  w_bits: int = 4, a_bits: int = 4, act_channel_axis: int | None = None
+) -> QuantPair:
+  """Per-output-channel symmetric weights, signed symmetric residuals: per tensor, or per
+  channel of ``act_channel_axis`` (-1: one residual scale per input channel, for layers whose
+  channels change at very different rates)."""
+  act = dataclasses.replace(residual_spec(a_bits), channel_axis=act_channel_axis)
+  return QuantPair(weight=weight_spec(w_bits), act=act)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,11 +109,12 @@ def resq_recipe(
   residual_bits: tuple[int, int] = (4, 4),
   ref_mode: str = "closed",
   stop_ref_gradient: bool = False,
+  residual_channel_axis: int | None = None,
 ) -> LayerRecipe:
   return LayerRecipe(
     mode="resq",
     key=key_pair(*key_bits),
-    residual=residual_pair(*residual_bits),
+    residual=residual_pair(*residual_bits, act_channel_axis=residual_channel_axis),
     ref_mode=ref_mode,
     stop_ref_gradient=stop_ref_gradient,
   )
