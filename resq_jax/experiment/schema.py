@@ -111,6 +111,13 @@ KEYS: tuple[Key, ...] = (
   Key("quant.period", 4, integer(1, relation=r.period_vs_clip),
       "K: a keyframe every K frames (float and fq have no keyframes: K = 1)", field=None,
       aliases=("k", "keyframe_period")),
+  Key("quant.cut_threshold", 0.0, real(0.0, strict=False),
+      "adaptive keyframes (KeyframeTrigger, docs/drift.md): a keyframe when mean |x_t - x_key| "
+      "of the input exceeds this (a scene cut); 0: off. With it or quant.drift_threshold on, "
+      "quant.period is the longest distance between keyframes", field=None),
+  Key("quant.drift_threshold", 0.0, real(0.0, strict=False),
+      "adaptive keyframes: a keyframe when the sum of mean |x_t - x_{t-1}| since the keyframe "
+      "exceeds this; 0: off", field=None),
   Key("quant.ref_mode", "closed", choice(REF_MODES),
       "reference of the residuals: closed loop | the keyframe | the previous frame", field=None),
   Key("quant.policy", "fixed_step", choice(POLICIES),

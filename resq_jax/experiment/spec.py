@@ -30,6 +30,7 @@ import dataclasses
 
 from resq_jax.nn.calibrate import CalibrationMethods
 from resq_jax.nn.frame_precision import FramePrecisionPolicy
+from resq_jax.quant.keyframes import KeyframeTrigger
 from resq_jax.quant.recipe import LayerRecipe
 from resq_jax.tasks.base import Task
 
@@ -199,7 +200,9 @@ class Setting:
 
   ``family_label``: the display family the sweep gave (e.g. 'hold', 'skipconv'), '' for the
   recipe's own. ``frame_precision``: per-frame precision among its candidates (then ``recipe``
-  is the top candidate; evaluate with ``resq_jax.nn.frame_precision``)."""
+  is the top candidate; evaluate with ``resq_jax.nn.frame_precision``). ``trigger``: adaptive
+  keyframes (a :class:`~resq_jax.quant.keyframes.KeyframeTrigger` whose ``max_period`` is
+  ``period``; the family gains ``_adaptive``)."""
 
   name: str
   recipe: LayerRecipe
@@ -208,19 +211,33 @@ class Setting:
   run_dir: str = ""
   family_label: str = ""
   frame_precision: FramePrecisionPlan | None = None
+  trigger: KeyframeTrigger | None = None
 
   def __post_init__(self):
     if self.source not in SOURCES:
       raise ValueError(f"source must be one of {SOURCES}, got {self.source!r}")
     object.__setattr__(self, "period", keyframe_period(self.recipe, self.period))
     _check_top(self.recipe, self.frame_precision)
+    if self.trigger is not None:
+      if not isinstance(self.trigger, KeyframeTrigger):
+        raise TypeError(f"trigger must be a KeyframeTrigger or None, got {self.trigger!r}")
+      if self.trigger.max_period != self.period or self.frame_precision is not None:
+        raise ValueError(
+          f"trigger: max_period {self.trigger.max_period} must equal the period {self.period} "
+          "of a ResQ / dynamic setting without frame precision"
+        )
 
   @property
   def family(self) -> str:
-    """The sweep's display family if it gave one, else ``frame_precision`` or the recipe's."""
+    """The sweep's display family if it gave one, else ``frame_precision`` or the recipe's;
+    ``_adaptive`` appended under a keyframe trigger."""
     if self.family_label:
-      return self.family_label
-    return "frame_precision" if self.frame_precision is not None else family_of(self.recipe)
+      base = self.family_label
+    elif self.frame_precision is not None:
+      base = "frame_precision"
+    else:
+      base = family_of(self.recipe)
+    return base + ("_adaptive" if self.trigger is not None else "")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
