@@ -45,6 +45,7 @@ from resq_jax.nn.runner import (
   stream_init,
   stream_step,
 )
+from resq_jax.nn.sensitivity import dominant_layers, layer_sensitivity
 from resq_jax.nn.tracing import check_hashable, layer_calls, model_variables, visit_layers
 from resq_jax.nn.weights import (
   StaleQuantizerError,
@@ -56,6 +57,8 @@ from resq_jax.nn.weights import (
 from resq_jax.quant.keyframes import KeyframeTrigger, TriggerState, trigger_ops
 
 __all__ = [
+  "dominant_layers",
+  "layer_sensitivity",
   "CalibrationMethods",
   "Observations",
   "Reservoir",

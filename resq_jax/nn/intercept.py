@@ -46,7 +46,7 @@ from flax.core import meta
 from flax.linen.linear import canonicalize_padding
 
 from resq_jax.nn.layers import CONV_IMPLS, policy_cost, resolve_conv_impl, rules_recipe
-from resq_jax.nn.quantized import phase_scope, quantized_linear, variable_path
+from resq_jax.nn.quantized import phase_scope, probing, quantized_linear, variable_path
 from resq_jax.nn.weights import invalidate_act_quantizers
 from resq_jax.ops import conv2d
 from resq_jax.quant.cost import (
@@ -263,7 +263,7 @@ def _quantized_op(module: nn.Module, next_fun, args, kwargs, conv_impl: str):
     cost=lambda: cost_fn(module, tuple(x.shape), tuple(y_float.shape), recipe),
     layer=InterceptedOp(module, recipe),
   )
-  return y_float if recipe.mode == "float" else y
+  return y_float if recipe.mode == "float" and not probing() else y
 
 
 def _interceptor(conv_impl: str):

@@ -125,6 +125,25 @@ def phase_scope(phase: str | None):
     _PHASE.reset(token)
 
 
+_PROBING = contextvars.ContextVar("resq_jax_probing", default=False)
+
+
+@contextlib.contextmanager
+def probe_scope():
+  """Layers traced inside compute their float outputs from the probed input (``_probe``),
+  including ops intercepted by ``resq_jax.quantize`` under the float recipe, which otherwise
+  return the op's own output (trace time only; ``resq_jax.nn.sensitivity``)."""
+  token = _PROBING.set(True)
+  try:
+    yield
+  finally:
+    _PROBING.reset(token)
+
+
+def probing() -> bool:
+  return _PROBING.get()
+
+
 # Calls per layer in the current apply: {root scope of the apply: {layer path: calls so far}}.
 # Every apply binds a new root scope, so the count restarts with each apply (and the weak keys
 # let it go with the apply).
@@ -265,6 +284,7 @@ def quantized_linear(
   if phase not in PHASES:
     raise ValueError(f"phase must be one of {PHASES}, got phase={phase!r}")
   batch, n_loc = x.shape[0], math.prod(x.shape[1:-1])
+  x = _probe(site, x)
   if site.is_mutable_collection("calibration"):
     # Observation for post-training calibration (resq_jax.nn.calibrate): the layer's input
     # and the weights that actually run (BatchNorm folded).
@@ -309,6 +329,21 @@ def quantized_linear(
     _record(site, batch, n_loc, recipe.residual.act.bits, recipe.residual.weight.bits, bit_map)
   _write_state(site, new_state)
   return y
+
+
+PROBES = "perturbations"
+
+
+def _probe(site, x: jax.Array) -> jax.Array:
+  """``x`` plus the layer's zero perturbation when one is asked for (``resq_jax.nn.sensitivity``:
+  the gradient of the output with respect to it is the gradient at this layer's input). A
+  ``perturbations`` collection made mutable outside ``init`` creates zeros; passed in, it is
+  added; otherwise (every ordinary run) nothing happens."""
+  if site.has_variable(PROBES, "input"):
+    return x + site.get_variable(PROBES, "input")
+  if site.is_mutable_collection(PROBES) and not site.get_flag("initializing", False):
+    site.put_variable(PROBES, "input", jnp.zeros_like(x))
+  return x
 
 
 def _state(site) -> resq.ResQState:
