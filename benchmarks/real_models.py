@@ -193,6 +193,73 @@ def candidates():
   return out
 
 
+def sensitivity_candidates(own, calibration: np.ndarray) -> tuple[list, dict]:
+  """Settings whose per-layer precision follows ``layer_sensitivity`` on the calibration
+  windows (one pass): the layers that carry most of the keyframe effect run W16A16 in every
+  family (so that FQ and hold get the same fix as ResQ), and the layers that carry most of the
+  residual effect get W8A8 residuals. Returns the candidates and what was chosen."""
+  import re
+
+  import jax.numpy as jnp
+
+  import resq_jax as rq
+  from resq_jax.nn.sensitivity import dominant_layers, layer_sensitivity
+  from resq_jax.quant.recipe import fq_recipe, hold_recipe, resq_recipe
+  from resq_jax.stream.own_model import Candidate as C
+
+  base = resq_recipe((8, 8), (8, 4), residual_channel_axis=-1)
+  model = rq.quantize(own.module, ((r".*", base),))
+  v = rq.init_quantizers(model, own.variables, jnp.asarray(calibration[:1, 0]))
+  v = rq.calibrate_model(model, variables=v, clips=[jnp.asarray(calibration)], period=WINDOW)
+  sens = layer_sensitivity(model, v, jnp.asarray(calibration[:4]), period=WINDOW, probes=4)
+  keys = dominant_layers(sens, "key_effect", share=0.5)
+  residuals = [p for p in dominant_layers(sens, "residual_effect", share=0.8) if p not in keys]
+  wide = tuple((re.escape(p), fq_recipe(16, 16)) for p in keys)
+  res8 = resq_recipe((8, 8), (8, 8), residual_channel_axis=-1)
+
+  def rules(recipe, residual_wide=None):
+    extra = tuple((re.escape(p), residual_wide) for p in residuals) if residual_wide else ()
+    return wide + extra + ((".*", recipe),)
+
+  tag = f" +{len(keys)} W16"
+  out = [
+    C(name=f"FQ W{b}A{b}{tag}", family="fq", recipe=fq_recipe(b, b), rules=rules(fq_recipe(b, b)))
+    for b in (8, 6)
+  ]
+  out += [
+    C(
+      name=f"hold K={k}{tag}",
+      family="hold",
+      recipe=hold_recipe(),
+      period=k,
+      rules=rules(hold_recipe()),
+    )
+    for k in (2, 4)
+  ]
+  for k in (2, 4):
+    for res in ((8, 4), (8, 6)):
+      recipe = resq_recipe((8, 8), res, residual_channel_axis=-1)
+      out.append(
+        C(
+          name=f"ResQ K={k} W8A8/W{res[0]}A{res[1]} per-channel{tag}, {len(residuals)} res W8A8",
+          family="resq",
+          recipe=recipe,
+          period=k,
+          rules=rules(recipe, res8),
+        )
+      )
+  total_k = sum(e["key_effect"] for e in sens.values())
+  total_r = sum(e.get("residual_effect", 0.0) for e in sens.values())
+  chosen = {
+    "key_layers": keys,
+    "residual_layers": residuals,
+    "key_effect": total_k,
+    "residual_effect": total_r,
+    "sensitivity": sens,
+  }
+  return out, chosen
+
+
 def _subset(rows, start: int, stop: int):
   """Rows restricted to windows [start, stop) (means and intervals recomputed)."""
   from resq_jax.evaluation.metrics import bootstrap_ci
@@ -231,9 +298,13 @@ def ratio_to_baseline(row, base, key: str) -> tuple[float, float, float]:
   return float(a.mean() / max(b.mean(), 1e-12)), float(lo), float(hi)
 
 
-def compare_model(assets: pathlib.Path, name: str) -> str:
+def compare_model(assets: pathlib.Path, name: str, out: pathlib.Path) -> str:
   """Validation picks the ResQ setting with the lowest error ratio to the best baseline within
-  its budget; the test windows confirm it. Returns the Markdown section."""
+  its budget; the test windows confirm it. Rows are saved to ``out/<name>.rows.json`` after
+  each setting, and a rerun measures only the settings not there yet. Returns the Markdown
+  section, the rows and the error key."""
+  import json
+
   from resq_jax.stream.own_model import (
     evaluate_candidates,
     load_model,
@@ -250,14 +321,27 @@ def compare_model(assets: pathlib.Path, name: str) -> str:
   cal, val, test = (np.concatenate(x) for x in (cal, val, test))
   log(f"{name}: {len(cal)} calibration, {len(val)} validation, {len(test)} test windows")
   start = time.perf_counter()
-  rows = evaluate_candidates(
-    own,
-    candidates(),
-    cal,
-    np.concatenate([val, test]),
-    kind=kind,
-    progress=lambda m: log(f"{name}: {m} ({time.perf_counter() - start:.0f} s)"),
+  chosen_cands, chosen = sensitivity_candidates(own, cal)
+  log(
+    f"{name}: sensitivity: W16 layers {chosen['key_layers']}, "
+    f"W8A8 residuals {chosen['residual_layers']}"
   )
+  # Resumable: rows already measured on the same windows (the same split) are kept.
+  saved = out / f"{name}.rows.json"
+  rows = json.loads(saved.read_text()) if saved.exists() else []
+  done = {r["name"] for r in rows}
+  for cand in candidates() + chosen_cands:
+    if cand.name in done:
+      continue
+    rows += evaluate_candidates(
+      own,
+      [cand],
+      cal,
+      np.concatenate([val, test]),
+      kind=kind,
+      progress=lambda m: log(f"{name}: {m} ({time.perf_counter() - start:.0f} s)"),
+    )
+    saved.write_text(json.dumps(rows))
   key = {"mask": "mask_err", "landmarks": "kp_px"}[kind]
   val_rows, test_rows = _subset(rows, 0, len(val)), _subset(rows, len(val), len(val) + len(test))
   lines = [f"### {name} ({kind}; videos {', '.join(videos)})", ""]
@@ -266,6 +350,32 @@ def compare_model(assets: pathlib.Path, name: str) -> str:
     "each; time thirds of each video with a one-window gap)."
   )
   lines.append("")
+  top = sorted(chosen["sensitivity"].items(), key=lambda kv: -kv[1].get("residual_effect", 0))[:8]
+  lines.append(
+    f"Sensitivity on {min(4, len(cal))} calibration windows (ResQ K={WINDOW} W8A8/W8A4 "
+    f"per-channel; `resq_jax.nn.layer_sensitivity`): predicted squared relative error from "
+    f"keyframe quantization {chosen['key_effect']:.4f}, from residual quantization "
+    f"{chosen['residual_effect']:.4f}. Layers kept at W16A16 in every family (half the keyframe "
+    f"effect): {', '.join(chosen['key_layers']) or 'none'}; given W8A8 residuals (80% of the "
+    f"residual effect): {', '.join(chosen['residual_layers']) or 'none'}."
+  )
+  lines += [
+    "",
+    markdown_table(
+      ["layer", "key effect", "residual effect", "residual zeros", "||J||_F^2"],
+      [
+        [
+          p,
+          f"{e['key_effect']:.2e}",
+          f"{e.get('residual_effect', 0):.2e}",
+          f"{e.get('residual_zero_fraction', 0):.2f}",
+          f"{e['jacobian_sq']:.3g}",
+        ]
+        for p, e in top
+      ],
+    ),
+    "",
+  ]
   table = [["setting", "% W8A8", "best baseline within budget", "val ratio", "test ratio [95%]"]]
   choice, best = None, np.inf
   by_name = {r["name"]: r for r in test_rows}
@@ -350,16 +460,13 @@ def main(argv=None) -> None:
     (out / "costs.md").write_text("\n".join(cost) + "\n")
     print("\n".join(ver))
   if "compare" in stages:
-    import json
-
     from resq_jax.stream.own_model import plot_fronts
 
     sections = [header, ""]
     for name in args.models.split(","):
-      text, rows, key = compare_model(assets, name)
+      text, rows, key = compare_model(assets, name, out)
       sections += [text, ""]
       (out / f"{name}.comparison.md").write_text(text + "\n")
-      (out / f"{name}.rows.json").write_text(json.dumps(rows))
       plot_fronts(rows, key, out / f"{name}.fronts.png", f"{name}: validation and test windows")
     (out / "comparison.md").write_text(
       "\n".join(

@@ -146,14 +146,17 @@ def error_key(kind: str) -> str:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Candidate:
-  """One quantization setting of the comparison: every linear op under ``recipe``, keyframes
-  every ``period`` frames or where ``trigger`` fires (then ``period`` is its ``max_period``)."""
+  """One quantization setting of the comparison: every linear op under ``recipe`` (or under
+  ``rules``, per layer path, where given; ``recipe`` is then the setting's main recipe),
+  keyframes every ``period`` frames or where ``trigger`` fires (then ``period`` is its
+  ``max_period``)."""
 
   name: str
   family: str
   recipe: LayerRecipe
   period: int = 1
   trigger: KeyframeTrigger | None = None
+  rules: tuple[tuple[str, LayerRecipe], ...] | None = None
 
 
 def default_candidates(window: int) -> list[Candidate]:
@@ -231,7 +234,7 @@ def evaluate_candidates(
   )
   rows = []
   for cand in candidates:
-    model = quantize(own.module, ((r".*", cand.recipe),))
+    model = quantize(own.module, cand.rules or ((r".*", cand.recipe),))
     period = None if cand.trigger is not None else cand.period
     if cand.recipe.is_quantized:
       variables = init_quantizers(model, own.variables, frame)
