@@ -43,6 +43,12 @@ MINMAX = CalibrationMethods("minmax", "minmax", "minmax", "minmax")
 # keys, and a Flax class.
 NOT_NAMES = {
   "ConvTranspose",
+  "jacobian_sq",  # layer_sensitivity's report keys
+  "key_effect",
+  "key_noise",
+  "residual_effect",
+  "residual_noise",
+  "residual_zero_fraction",
   "bn_axis_name",
   "bops_per_layer",
   "conv",
