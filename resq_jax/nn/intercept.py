@@ -4,7 +4,8 @@ The user's model is run as it is, inside a wrapper (:class:`QuantizedModel`) tha
 calls of its linear ops with ``flax.linen.intercept_methods``:
 
 * ``nn.Conv`` (2-D, strided, dilated, grouped and depthwise; padding 'SAME', 'VALID',
-  explicit, 'CIRCULAR' or 'REFLECT'), ``nn.ConvTranspose`` (2-D, ``transpose_kernel=False``)
+  explicit, 'CIRCULAR' or 'REFLECT'), ``nn.ConvTranspose`` (2-D; ``transpose_kernel=True``
+  runs as its unflipped kernel, ``resq_jax.nn.layers.unflipped_kernel``)
   and ``nn.Dense`` run :func:`~resq_jax.nn.quantized.quantized_linear` under the recipe of the
   first rule that matches their module path (``RecipeRules``, ``re.fullmatch``); ops no rule
   matches run in float (and are counted at 32x32 bits).
@@ -45,7 +46,13 @@ import jax.numpy as jnp
 from flax.core import meta
 from flax.linen.linear import canonicalize_padding
 
-from resq_jax.nn.layers import CONV_IMPLS, policy_cost, resolve_conv_impl, rules_recipe
+from resq_jax.nn.layers import (
+  CONV_IMPLS,
+  policy_cost,
+  resolve_conv_impl,
+  rules_recipe,
+  unflipped_kernel,
+)
 from resq_jax.nn.quantized import phase_scope, probing, quantized_linear, variable_path
 from resq_jax.nn.weights import invalidate_act_quantizers
 from resq_jax.ops import conv2d
@@ -108,8 +115,6 @@ def _check_op(module: nn.Module, x) -> None:
   if x.ndim != 4 or len(_tuple(module.kernel_size, 1)) != 2:
     _refuse(module, f"has kernel_size={module.kernel_size} on an input of shape {x.shape}")
   if isinstance(module, nn.ConvTranspose):
-    if module.transpose_kernel:
-      _refuse(module, "has transpose_kernel=True")
     if canonicalize_padding(module.padding, 2) == "CIRCULAR":
       _refuse(module, "has padding='CIRCULAR'")
 
@@ -245,6 +250,8 @@ def _quantized_op(module: nn.Module, next_fun, args, kwargs, conv_impl: str):
   found = rules_recipe(module)
   recipe = float_recipe() if found is None else found
   kernel = meta.unbox(module.get_variable("params", "kernel"))
+  if isinstance(module, nn.ConvTranspose) and module.transpose_kernel:
+    kernel = unflipped_kernel(kernel)  # the same layer, in the layout the quantizers assume
   bias = meta.unbox(module.get_variable("params", "bias")) if module.use_bias else None
   if isinstance(module, nn.ConvTranspose):
     linear, cost_fn = _conv_transpose_linear(module), _conv_transpose_cost

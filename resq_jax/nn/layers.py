@@ -216,11 +216,15 @@ class QConv(QuantLayer):
       raise ValueError(
         f"feature_group_count={self.feature_group_count} must divide the input channels {c_in}"
       )
+    transposed = getattr(self, "transpose_kernel", False)
+    if transposed and self.feature_group_count != 1:
+      raise ValueError("QConvTranspose(transpose_kernel=True) takes feature_group_count=1")
+    shape = (*self.kernel_size, c_in // self.feature_group_count, self.features)
     kernel = self.param(
-      "kernel",
-      self.kernel_init,
-      (*self.kernel_size, c_in // self.feature_group_count, self.features),
+      "kernel", self.kernel_init, shape[:2] + shape[2:][::-1] if transposed else shape
     )
+    if transposed:
+      kernel = unflipped_kernel(kernel)
     cost = lambda: self.cost(x.shape)
     if not self.use_bn:
       bias = self.param("bias", nn.initializers.zeros, (self.features,)) if self.use_bias else None
@@ -291,7 +295,21 @@ class QConvTranspose(QConv):
   the products that meet a real input element: ``H_in * W_in * k_h * k_w * C_in * C_out /
   groups`` less what the padding crops (:func:`~resq_jax.quant.cost.conv_transpose_macs`), not
   the MACs of a conv over the zero-inserted input. ``input_dilation`` must stay (1, 1).
+
+  ``transpose_kernel=True``, as ``flax.linen.ConvTranspose``: the kernel is stored
+  ``[k_h, k_w, features, C_in]`` as the *gradient of a forward convolution* (TensorFlow's,
+  TFLite's and PyTorch's convention, up to their own axis orders), flipped spatially and with
+  in/out swapped before it runs (:func:`unflipped_kernel`). Forgetting the flip when loading
+  such weights gives plausible but wrong outputs (e.g. a mask IoU of 0.98 against the truth).
   """
+
+  transpose_kernel: bool = False
+
+
+def unflipped_kernel(kernel: jax.Array) -> jax.Array:
+  """A ``transpose_kernel=True`` kernel ``[k_h, k_w, O, I]`` as the unflipped
+  ``[k_h, k_w, I, O]`` one the convolution of the stride-dilated input runs (the same layer)."""
+  return jnp.flip(kernel, (0, 1)).swapaxes(2, 3)
 
 
 # Geometry of QConv / QConvTranspose as functions, not methods (Flax would wrap methods and

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from resq_jax.nn.layers import QConv, fold_bn
+from resq_jax.nn.layers import QConv, fold_bn, unflipped_kernel
 from resq_jax.nn.quantized import (
   ACT_QUANTIZERS,
   KEY_W,
@@ -53,8 +53,10 @@ _FACTS: dict = {}
 
 
 def layer_facts(model, variables, frame, where: str = "layer_facts") -> dict:
-  """``{path: (recipe, bn_epsilon or None)}`` of the quantized layers (abstract trace, cached
-  per model and frame shape). ``where`` names the caller in the TypeError of an unhashable
+  """``{path: (recipe, bn_epsilon or None, transposed)}`` of the quantized layers (abstract
+  trace, cached per model and frame shape); ``transposed``: the kernel is stored with
+  ``transpose_kernel=True`` (``QConvTranspose`` or an intercepted ``nn.ConvTranspose``).
+  ``where`` names the caller in the TypeError of an unhashable
   ``model``."""
   check_hashable(model, where)
   key = (model, tuple(frame.shape), jnp.dtype(frame.dtype))
@@ -64,18 +66,30 @@ def layer_facts(model, variables, frame, where: str = "layer_facts") -> dict:
     if len(_FACTS) > 64:
       _FACTS.clear()
     _FACTS[key] = visit_layers(
-      model, variables, frame, lambda layer, _: (layer.active_recipe, eps(layer))
+      model,
+      variables,
+      frame,
+      lambda layer, _: (layer.active_recipe, eps(layer), _transposed(layer)),
     )
   return _FACTS[key]
+
+
+def _transposed(layer) -> bool:
+  return bool(getattr(getattr(layer, "module", layer), "transpose_kernel", False))
 
 
 def _key(path: str, name: str) -> str:
   return f"{path}/{name}" if path else name
 
 
-def effective_weights(params: dict, batch_stats: dict, path: str, bn_epsilon) -> jax.Array:
-  """The weights layer ``path`` runs (BatchNorm folded), from flat '/'-keyed trees."""
+def effective_weights(
+  params: dict, batch_stats: dict, path: str, bn_epsilon, transposed: bool = False
+) -> jax.Array:
+  """The weights layer ``path`` runs (BatchNorm folded; a ``transpose_kernel=True`` kernel
+  unflipped), from flat '/'-keyed trees."""
   kernel = params[_key(path, "kernel")]
+  if transposed:
+    kernel = unflipped_kernel(kernel)
   if bn_epsilon is None:
     return kernel
   return fold_bn(
@@ -115,8 +129,8 @@ def refresh_weight_scales(model, variables, frame, *, where: str = "refresh_weig
   from resq_jax.nn.quantized import weight_scale_init
 
   params, stats = _flat(variables["params"]), _flat(variables.get("batch_stats", {}))
-  for path, (recipe, eps) in layer_facts(model, variables, frame, where).items():
-    w = effective_weights(params, stats, path, eps)
+  for path, (recipe, eps, transposed) in layer_facts(model, variables, frame, where).items():
+    w = effective_weights(params, stats, path, eps, transposed)
     for name, spec in _weight_specs(recipe).items():
       key = _key(path, f"{name}_scale")
       params[key] = weight_scale_init(w, spec).astype(params[key].dtype).reshape(params[key].shape)
@@ -242,11 +256,12 @@ def check_quantizers(
       f"load_float_weights?): {', '.join(nan[:6])}{' ...' if len(nan) > 6 else ''}"
       "; run calibrate_model first"
     )
-  for path, (recipe, eps) in layer_facts(model, variables, frame, "check_quantizers").items():
+  facts = layer_facts(model, variables, frame, "check_quantizers")
+  for path, (recipe, eps, transposed) in facts.items():
     specs = _weight_specs(recipe)
     if not specs:
       continue
-    w = effective_weights(params, stats, path, eps)
+    w = effective_weights(params, stats, path, eps, transposed)
     for name, spec in specs.items():
       key_s = _key(path, f"{name}_scale")
       if key_s not in params:
