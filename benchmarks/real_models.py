@@ -20,6 +20,7 @@ absolute error and that error relative to the output's largest magnitude.
 
 from __future__ import annotations
 
+import argparse
 import pathlib
 import sys
 import time
@@ -298,11 +299,12 @@ def ratio_to_baseline(row, base, key: str) -> tuple[float, float, float]:
   return float(a.mean() / max(b.mean(), 1e-12)), float(lo), float(hi)
 
 
-def compare_model(assets: pathlib.Path, name: str, out: pathlib.Path) -> str:
+def compare_model(assets: pathlib.Path, name: str, out: pathlib.Path, measure: bool = True) -> str:
   """Validation picks the ResQ setting with the lowest error ratio to the best baseline within
   its budget; the test windows confirm it. Rows are saved to ``out/<name>.rows.json`` after
-  each setting, and a rerun measures only the settings not there yet. Returns the Markdown
-  section, the rows and the error key."""
+  each setting, and a rerun measures only the settings not there yet (``measure=False``:
+  none; the page is rebuilt from the saved rows). Returns the Markdown section, the rows and
+  the error key."""
   import json
 
   from resq_jax.stream.own_model import (
@@ -331,7 +333,7 @@ def compare_model(assets: pathlib.Path, name: str, out: pathlib.Path) -> str:
   rows = json.loads(saved.read_text()) if saved.exists() else []
   done = {r["name"] for r in rows}
   for cand in candidates() + chosen_cands:
-    if cand.name in done:
+    if cand.name in done or not measure:
       continue
     rows += evaluate_candidates(
       own,
@@ -358,6 +360,11 @@ def compare_model(assets: pathlib.Path, name: str, out: pathlib.Path) -> str:
     f"{chosen['residual_effect']:.4f}. Layers kept at W16A16 in every family (half the keyframe "
     f"effect): {', '.join(chosen['key_layers']) or 'none'}; given W8A8 residuals (80% of the "
     f"residual effect): {', '.join(chosen['residual_layers']) or 'none'}."
+    + (
+      ""
+      if any(c.name in {r["name"] for r in rows} for c in chosen_cands)
+      else " (The settings with these choices were not measured in this run.)"
+    )
   )
   lines += [
     "",
@@ -427,6 +434,12 @@ def main(argv=None) -> None:
   parser.add_argument(
     "--models", default=",".join(COMPARE), help="comma-separated model files to compare"
   )
+  parser.add_argument(
+    "--measure",
+    action=argparse.BooleanOptionalAction,
+    default=True,
+    help="--no-measure: rebuild the comparison from the saved rows only",
+  )
   args = parser.parse_args(argv)
   stages = set(args.stages.split(","))
   start = time.perf_counter()
@@ -464,7 +477,7 @@ def main(argv=None) -> None:
 
     sections = [header, ""]
     for name in args.models.split(","):
-      text, rows, key = compare_model(assets, name, out)
+      text, rows, key = compare_model(assets, name, out, args.measure)
       sections += [text, ""]
       (out / f"{name}.comparison.md").write_text(text + "\n")
       plot_fronts(rows, key, out / f"{name}.fronts.png", f"{name}: validation and test windows")
