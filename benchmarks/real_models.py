@@ -25,6 +25,7 @@ import pathlib
 import sys
 import time
 
+import jax
 import numpy as np
 from harness import BenchParser, footer, log, machine, markdown_table
 
@@ -261,6 +262,22 @@ def sensitivity_candidates(own, calibration: np.ndarray) -> tuple[list, dict]:
   return out, chosen
 
 
+# --core: the settings that decide the verdicts (the fronts' corners), for a shorter run.
+CORE = {
+  "FQ W8A8",
+  "FQ W7A7",
+  "FQ W6A6",
+  "hold K=2",
+  "hold K=4",
+  "ResQ K=2 W8A8/W8A6 per-channel",
+  "ResQ K=4 W8A8/W8A6 per-channel",
+  "ResQ K=4 W8A8/W8A4 per-channel",
+  "FQ W8A8 +{n} W16",
+  "hold K=2 +{n} W16",
+  "ResQ K=4 W8A8/W8A6 per-channel +{n} W16, {m} res W8A8",
+}
+
+
 def _subset(rows, start: int, stop: int):
   """Rows restricted to windows [start, stop) (means and intervals recomputed)."""
   from resq_jax.evaluation.metrics import bootstrap_ci
@@ -299,7 +316,9 @@ def ratio_to_baseline(row, base, key: str) -> tuple[float, float, float]:
   return float(a.mean() / max(b.mean(), 1e-12)), float(lo), float(hi)
 
 
-def compare_model(assets: pathlib.Path, name: str, out: pathlib.Path, measure: bool = True) -> str:
+def compare_model(
+  assets: pathlib.Path, name: str, out: pathlib.Path, measure: bool = True, core: bool = False
+) -> str:
   """Validation picks the ResQ setting with the lowest error ratio to the best baseline within
   its budget; the test windows confirm it. Rows are saved to ``out/<name>.rows.json`` after
   each setting, and a rerun measures only the settings not there yet (``measure=False``:
@@ -324,6 +343,8 @@ def compare_model(assets: pathlib.Path, name: str, out: pathlib.Path, measure: b
   log(f"{name}: {len(cal)} calibration, {len(val)} validation, {len(test)} test windows")
   start = time.perf_counter()
   chosen_cands, chosen = sensitivity_candidates(own, cal)
+  n, m = len(chosen["key_layers"]), len(chosen["residual_layers"])
+  core_names = {c.format(n=n, m=m) for c in CORE}
   log(
     f"{name}: sensitivity: W16 layers {chosen['key_layers']}, "
     f"W8A8 residuals {chosen['residual_layers']}"
@@ -333,7 +354,7 @@ def compare_model(assets: pathlib.Path, name: str, out: pathlib.Path, measure: b
   rows = json.loads(saved.read_text()) if saved.exists() else []
   done = {r["name"] for r in rows}
   for cand in candidates() + chosen_cands:
-    if cand.name in done or not measure:
+    if cand.name in done or not measure or (core and cand.name not in core_names):
       continue
     rows += evaluate_candidates(
       own,
@@ -344,6 +365,7 @@ def compare_model(assets: pathlib.Path, name: str, out: pathlib.Path, measure: b
       progress=lambda m: log(f"{name}: {m} ({time.perf_counter() - start:.0f} s)"),
     )
     saved.write_text(json.dumps(rows))
+    jax.clear_caches()  # one process compiles every setting: free the executables
   key = {"mask": "mask_err", "landmarks": "kp_px"}[kind]
   val_rows, test_rows = _subset(rows, 0, len(val)), _subset(rows, len(val), len(val) + len(test))
   lines = [f"### {name} ({kind}; videos {', '.join(videos)})", ""]
@@ -434,6 +456,7 @@ def main(argv=None) -> None:
   parser.add_argument(
     "--models", default=",".join(COMPARE), help="comma-separated model files to compare"
   )
+  parser.add_argument("--core", action="store_true", help="measure only the CORE settings")
   parser.add_argument(
     "--measure",
     action=argparse.BooleanOptionalAction,
@@ -477,7 +500,7 @@ def main(argv=None) -> None:
 
     sections = [header, ""]
     for name in args.models.split(","):
-      text, rows, key = compare_model(assets, name, out, args.measure)
+      text, rows, key = compare_model(assets, name, out, args.measure, args.core)
       sections += [text, ""]
       (out / f"{name}.comparison.md").write_text(text + "\n")
       plot_fronts(rows, key, out / f"{name}.fronts.png", f"{name}: validation and test windows")

@@ -119,6 +119,8 @@ BAD = [
     "(0, 4, 8) under the gate policy (allowed: (0, b) with b in [2, 16]",
   ),
   ({"quant.policy": "gate", "quant.policy_bits": (2, 8)}, "quant.policy_bits", "gate policy"),
+  ({"quant.cut_threshold": -0.5}, "quant.cut_threshold", "finite number >= 0"),
+  ({"quant.drift_threshold": NAN}, "quant.drift_threshold", "got nan"),
   ({"quant.gate_threshold": 0.0}, "quant.gate_threshold", "finite number > 0"),
   ({"quant.gate_threshold": NAN}, "quant.gate_threshold", "got nan"),
   ({"quant.gate_threshold": -1.0}, "quant.gate_threshold", "finite number > 0"),

@@ -226,8 +226,11 @@ def evaluate_model(task, model, variables, batches, setting: Setting, reference=
         model, task, variables, frames, policy=setting.frame_precision.policy
       )
     else:  # with or without a reference: one compiled program per (model, period)
+      # trigger only when set: an explicit None would be another jit signature than the
+      # reference's call, and the FP setting would no longer share its program.
+      extra = {} if setting.trigger is None else {"trigger": setting.trigger}
       outputs, pred, stats, state = outputs_and_predict_clip(
-        model, task, variables, frames, period=setting.period, trigger=setting.trigger
+        model, task, variables, frames, period=setting.period, **extra
       )
     accumulator.update(pred, targets)
     reports.append(bops_report(stats, costs))  # waits for the batch (host-side float64)
