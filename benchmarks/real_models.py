@@ -450,7 +450,9 @@ def main(argv=None) -> None:
   parser.add_argument("--out", default="runs/real/report")
   parser.add_argument("--stride", type=int, default=4, help="verify every N-th frame")
   parser.add_argument(
-    "--stages", default="verify,compare", help="comma-separated: verify (and costs), compare"
+    "--stages",
+    default="verify,compare",
+    help="comma-separated: verify (and costs), compare; none of them (e.g. doc): only --doc",
   )
   parser.add_argument("--doc", default=None, help="assemble the page here (docs/real_models.md)")
   parser.add_argument(
