@@ -94,9 +94,10 @@ def layer_sensitivity(
     return out, seen["calibration"]
 
   with probe_scope():
-    _, created = float_model.apply(base, frames, phase="key", mutable=[PROBES, "calibration"])
-    zeros = created[PROBES]
-    y, observed = run(zeros, frames)
+    # One forward creates the zero probes and records every layer's input (the output of a
+    # zero probe is the float output: no second pass).
+    y, created = float_model.apply(base, frames, phase="key", mutable=[PROBES, "calibration"])
+    zeros, observed = created[PROBES], created["calibration"]
     jac = _jacobian_sq(run, zeros, frames, y, probes, seed)
   leaves = jax.tree_util.tree_leaves(y)
   y_norm_sq = sum(float(jnp.sum(a.astype(jnp.float32) ** 2)) for a in leaves) / frames.shape[0]
