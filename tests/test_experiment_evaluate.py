@@ -14,7 +14,7 @@ import numpy as np
 import optax
 import pytest
 
-from resq_jax.experiment import evaluate, inputs, models, parse
+from resq_jax.experiment import evaluate, inputs, models, parse, recipe_sweep
 from resq_jax.experiment.spec import Setting
 from resq_jax.nn import QConv, QConvTranspose, calibrate_model, observe
 from resq_jax.quant.recipe import float_recipe, fq_recipe, resq_recipe
@@ -158,7 +158,7 @@ def test_sweep_recipes_of_an_own_model_equals_calibrating_by_hand():
   recipes = [float_recipe(), fq_recipe(8, 8), resq_recipe((8, 8), (4, 4), "closed")]
   jax.clear_caches()
   with compiles() as first:
-    rows = evaluate.sweep_recipes(
+    rows = recipe_sweep.sweep_recipes(
       model, float_vars, recipes, batches, task=task, calibration=clips, period=2
     )
   assert [r.name for r in rows] == ["FP32", "FQ W8A8", "ResQ K=2 closed W8A8/W4A4"]
@@ -180,7 +180,7 @@ def test_sweep_recipes_of_an_own_model_equals_calibrating_by_hand():
     )
     assert _same(by_hand, row), row.name
   with compiles() as again:
-    evaluate.sweep_recipes(
+    recipe_sweep.sweep_recipes(
       model, float_vars, recipes, batches, task=task, calibration=clips, period=2
     )
   assert "jit(outputs_and_predict_clip)" not in again
